@@ -1,0 +1,1 @@
+"""Processes that put the core on the network: coordinator, worker, planner and simulator services, CLI."""

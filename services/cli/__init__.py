@@ -1,0 +1,1 @@
+"""The `brl` command line: one module per command group, each exposing `register(subparsers)`."""
