@@ -35,7 +35,9 @@ class Link:
 
     def __post_init__(self) -> None:
         if not self.bandwidth_bytes_per_s > 0:
-            raise InvalidInput(f"link {self.src}->{self.dst}: bandwidth must be > 0, got {self.bandwidth_bytes_per_s}")
+            raise InvalidInput(
+                f"link {self.src}->{self.dst}: bandwidth must be > 0, got {self.bandwidth_bytes_per_s}"
+            )
         if self.latency_s < 0:
             raise InvalidInput(f"link {self.src}->{self.dst}: latency must be >= 0, got {self.latency_s}")
         if self.src == self.dst:
@@ -49,7 +51,8 @@ class Cluster:
     name: str = "cluster"
     coordinator_region: str = "default"
     coordinator_nic_bytes_per_s: float = 10e9
-    meta: Mapping[str, object] = field(default_factory=dict)
+    # Where the cluster came from (file, format); not part of its identity.
+    meta: Mapping[str, object] = field(default_factory=dict, compare=False)
 
     def __post_init__(self) -> None:
         seen: set[str] = set()
@@ -65,7 +68,9 @@ class Cluster:
                 if end not in seen and end not in ENDPOINTS:
                     raise InvalidInput(f"link {link.src}->{link.dst} names a missing node {end!r}")
             if link.src == SINK or link.dst == SOURCE:
-                raise InvalidInput(f"link {link.src}->{link.dst}: nothing leaves the sink or enters the source")
+                raise InvalidInput(
+                    f"link {link.src}->{link.dst}: nothing leaves the sink or enters the source"
+                )
             if (link.src, link.dst) in pairs:
                 raise InvalidInput(f"duplicate link {link.src}->{link.dst}")
             pairs.add((link.src, link.dst))

@@ -1,0 +1,147 @@
+{{/*
+Names and labels. Every object's labels come from "brl.labels" and every selector from
+"brl.selectorLabels", so `kubectl get all -l app.kubernetes.io/instance=<release>` finds everything.
+*/}}
+
+{{- define "brl.name" -}}
+{{- default .Chart.Name .Values.nameOverride | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{/* Release-scoped prefix of every object name; 40 characters leave room for "-worker-<pool>-<ordinal>". */}}
+{{- define "brl.fullname" -}}
+{{- if .Values.fullnameOverride }}
+{{- .Values.fullnameOverride | trunc 40 | trimSuffix "-" }}
+{{- else }}
+{{- $name := default .Chart.Name .Values.nameOverride }}
+{{- if contains $name .Release.Name }}
+{{- .Release.Name | trunc 40 | trimSuffix "-" }}
+{{- else }}
+{{- printf "%s-%s" .Release.Name $name | trunc 40 | trimSuffix "-" }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{- define "brl.chart" -}}
+{{- printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{/* Selector labels: stable across upgrades (never include the version). Call with (dict "ctx" $ "component" "x"). */}}
+{{- define "brl.selectorLabels" -}}
+app.kubernetes.io/name: {{ include "brl.name" .ctx }}
+app.kubernetes.io/instance: {{ .ctx.Release.Name }}
+app.kubernetes.io/component: {{ .component }}
+{{- end }}
+
+{{/* The one place labels are written. Call with (dict "ctx" $ "component" "x"). */}}
+{{- define "brl.labels" -}}
+helm.sh/chart: {{ include "brl.chart" .ctx }}
+{{ include "brl.selectorLabels" . }}
+app.kubernetes.io/version: {{ .ctx.Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .ctx.Release.Service }}
+app.kubernetes.io/part-of: brl
+{{- end }}
+
+{{/* Image reference: repository:tag, tag defaulting to the chart's appVersion. Call with (dict "spec" .Values.x "ctx" $). */}}
+{{- define "brl.image" -}}
+{{- printf "%s:%s" .spec.repository (default .ctx.Chart.AppVersion (toString .spec.tag)) }}
+{{- end }}
+
+{{- define "brl.coordinatorName" -}}
+{{- printf "%s-coordinator" (include "brl.fullname" .) }}
+{{- end }}
+
+{{- define "brl.plannerName" -}}
+{{- printf "%s-planner" (include "brl.fullname" .) }}
+{{- end }}
+
+{{- define "brl.simulatorName" -}}
+{{- printf "%s-simulator" (include "brl.fullname" .) }}
+{{- end }}
+
+{{/* Worker StatefulSet (and headless Service) of one pool. Call with (dict "ctx" $ "pool" $pool). */}}
+{{- define "brl.workerName" -}}
+{{- printf "%s-worker-%s" (include "brl.fullname" .ctx) .pool.name }}
+{{- end }}
+
+{{- define "brl.modelPvcName" -}}
+{{- $pvc := .Values.servingEngineSpec.modelSource.pvc }}
+{{- if $pvc.existingClaim }}{{ $pvc.existingClaim }}{{ else }}{{ printf "%s-models" (include "brl.fullname" .) }}{{ end }}
+{{- end }}
+
+{{/* The coordinator's gRPC address that workers register with. */}}
+{{- define "brl.coordinatorGrpcAddress" -}}
+{{- printf "%s.%s.svc:%v" (include "brl.coordinatorName" .) .Release.Namespace .Values.routerSpec.grpcPort }}
+{{- end }}
+
+{{/* The region the coordinator runs in: set explicitly, else the first pool's region, else "default". */}}
+{{- define "brl.coordinatorRegion" -}}
+{{- $first := first .Values.servingEngineSpec.gpuPools | default dict }}
+{{- .Values.fleet.coordinatorRegion | default $first.region | default "default" }}
+{{- end }}
+
+{{/* Volumes/mounts for the three ConfigMaps, shared by every control-plane pod. */}}
+{{- define "brl.configVolumes" -}}
+- name: fleet
+  configMap:
+    name: {{ include "brl.fullname" . }}-fleet
+- name: model
+  configMap:
+    name: {{ include "brl.fullname" . }}-model
+{{- if .Values.plan.enabled }}
+- name: plan
+  configMap:
+    name: {{ include "brl.fullname" . }}-plan
+{{- end }}
+- name: tmp
+  emptyDir: {}
+{{- end }}
+
+{{- define "brl.configMounts" -}}
+- name: fleet
+  mountPath: /etc/brl/fleet
+  readOnly: true
+- name: model
+  mountPath: /etc/brl/model
+  readOnly: true
+{{- if .Values.plan.enabled }}
+- name: plan
+  mountPath: /etc/brl/plan
+  readOnly: true
+{{- end }}
+- name: tmp
+  mountPath: /tmp
+{{- end }}
+
+{{/* A probe from a values block: the handler is given by the template, timings come from values. */}}
+{{- define "brl.probeTimings" -}}
+{{- $out := list }}
+{{- range $k := list "initialDelaySeconds" "periodSeconds" "timeoutSeconds" "failureThreshold" "successThreshold" }}
+{{- if hasKey $ $k }}
+{{- $out = append $out (printf "%s: %v" $k (get $ $k)) }}
+{{- end }}
+{{- end }}
+{{- join "\n" $out }}
+{{- end }}
+
+{{/* Pod placement (nodeSelector / affinity / tolerations). nodeSelectorTerms becomes a required node
+affinity unless an explicit affinity is given, as in vLLM production-stack. */}}
+{{- define "brl.placement" -}}
+{{- with .nodeSelector }}
+nodeSelector:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+{{- if .affinity }}
+affinity:
+  {{- toYaml .affinity | nindent 2 }}
+{{- else if .nodeSelectorTerms }}
+affinity:
+  nodeAffinity:
+    requiredDuringSchedulingIgnoredDuringExecution:
+      nodeSelectorTerms:
+        {{- toYaml .nodeSelectorTerms | nindent 8 }}
+{{- end }}
+{{- with .tolerations }}
+tolerations:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+{{- end }}

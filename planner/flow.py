@@ -1,0 +1,228 @@
+"""The flow network of a placement and its max-flow: how many tokens/s the fleet can push through layers
+[0, L), the per-edge split the max-flow router uses as weights, upper bounds, and what saturates.
+
+Graph (paper §6.1): source -> source/out -> v/in for nodes starting at layer 0; every compute node u is split
+u/in -> u/start -> u/end -> u/out (in-NIC, tp(k_u), out-NIC); u/out -> v/in for each link whose ranges join;
+u/out -> sink/in -> sink for nodes ending at L. Capacities in tokens/s: a link moves bandwidth / bytes per
+token (activation + token id between nodes, token id alone to and from the coordinator); bandwidths are the
+paper's bytes/s (no /8). Solved by networkx's default preflow-push on a graph built in a fixed order (source,
+nodes in cluster order, links in cluster order) so the per-edge split is reproducible.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import networkx as nx
+
+from planner.cluster import SINK, SOURCE, Cluster, Link
+from planner.model import ModelSpec
+from planner.placement import Placement
+from planner.plan import Edge, Plan
+from planner.profile import ProfileSet
+from planner.throughput import ThroughputTable, typical_throughput
+
+# Relative slack under which an edge counts as saturated in the bottleneck report.
+SATURATION_REL = 1e-6
+
+
+@dataclass(frozen=True)
+class Bottleneck:
+    """One edge of a minimum cut: `kind` is "compute", "nic_in", "nic_out", "link" or "coordinator"."""
+
+    kind: str
+    name: str
+    capacity_tok_per_s: float
+    flow_tok_per_s: float
+
+
+@dataclass(frozen=True)
+class FlowResult:
+    value_tok_per_s: float
+    edge_flows: Mapping[Edge, float]
+    node_flows: Mapping[str, float]
+    node_capacity_tok_per_s: Mapping[str, float]
+    bottlenecks: tuple[Bottleneck, ...] = ()
+    arcs: tuple[Edge, ...] = ()
+    extra: Mapping[str, Any] = field(default_factory=dict)
+
+    def saturated_nodes(self) -> tuple[str, ...]:
+        return tuple(n for n, f in self.node_flows.items()
+                     if f > 0 and f >= self.node_capacity_tok_per_s[n] * (1 - SATURATION_REL))
+
+
+def arc_valid(placement: Placement, link: Link, *, partial: bool = True) -> bool:
+    """Whether a request can cross `link` under this placement. Source arcs need start 0, sink arcs end L.
+    Between nodes the next range must start exactly where this one ends; with `partial` (what the paper's
+    scheduler tolerates at run time, and what petals uses) it may also start earlier and run only the
+    layers above this node's end."""
+    if link.src == SOURCE:
+        rng = placement.get(link.dst)
+        return rng is not None and rng.start == 0
+    if link.dst == SINK:
+        rng = placement.get(link.src)
+        return rng is not None and rng.end == placement.num_layers
+    a, b = placement.get(link.src), placement.get(link.dst)
+    if a is None or b is None:
+        return False
+    if partial:
+        return b.start <= a.end < b.end
+    return b.start == a.end
+
+
+def placement_arcs(cluster: Cluster, placement: Placement, *, partial: bool = True) -> tuple[Link, ...]:
+    return tuple(lk for lk in cluster.links if arc_valid(placement, lk, partial=partial))
+
+
+def link_tok_per_s(link: Link, model: ModelSpec, *, with_token: bool = True) -> float:
+    """Tokens/s a link moves: to/from the coordinator only token ids cross; between nodes the hidden state
+    (plus the token id in the scheduler's graph; the MILP drops it, ~1e-4 relative)."""
+    if link.src == SOURCE or link.dst == SINK:
+        return link.bandwidth_bytes_per_s / model.token_bytes
+    size = model.activation_bytes_per_token + (model.token_bytes if with_token else 0)
+    return link.bandwidth_bytes_per_s / size
+
+
+def node_capacities(cluster: Cluster, placement: Placement, throughput: ThroughputTable) -> dict[str, float]:
+    return {n: throughput.tp(cluster.node(n).gpu_type, rng.size) for n, rng in placement.ranges.items()}
+
+
+def build_flow_graph(cluster: Cluster, model: ModelSpec, placement: Placement, throughput: ThroughputTable,
+                     *, partial: bool = True) -> tuple[nx.DiGraph, tuple[Link, ...]]:
+    arcs = placement_arcs(cluster, placement, partial=partial)
+    g = nx.DiGraph()
+    per_token = model.token_bytes + model.activation_bytes_per_token
+    g.add_edge(SOURCE, (SOURCE, "out"), capacity=cluster.coordinator_nic_bytes_per_s / model.token_bytes)
+    g.add_edge((SINK, "in"), SINK, capacity=cluster.coordinator_nic_bytes_per_s / model.token_bytes)
+    preds: dict[str, set[str]] = {}
+    succs: dict[str, set[str]] = {}
+    for lk in arcs:
+        succs.setdefault(lk.src, set()).add(lk.dst)
+        preds.setdefault(lk.dst, set()).add(lk.src)
+    for node in cluster.nodes:
+        rng = placement.get(node.name)
+        if rng is None:
+            continue
+        # A NIC carrying only coordinator traffic moves token ids, otherwise hidden states too (paper §6.1).
+        sigma_in = model.token_bytes if preds.get(node.name) == {SOURCE} else per_token
+        sigma_out = model.token_bytes if succs.get(node.name) == {SINK} else per_token
+        n = node.name
+        g.add_edge((n, "in"), (n, "start"), capacity=node.nic_in_bytes_per_s / sigma_in)
+        g.add_edge((n, "start"), (n, "end"), capacity=throughput.tp(node.gpu_type, rng.size))
+        g.add_edge((n, "end"), (n, "out"), capacity=node.nic_out_bytes_per_s / sigma_out)
+    for lk in arcs:
+        u = (SOURCE, "out") if lk.src == SOURCE else (lk.src, "out")
+        v = (SINK, "in") if lk.dst == SINK else (lk.dst, "in")
+        g.add_edge(u, v, capacity=link_tok_per_s(lk, model))
+    return g, arcs
+
+
+def _min_cut(g: nx.DiGraph, flow: Mapping[Any, Mapping[Any, float]]) -> set[Any]:
+    """Nodes reachable from the source in the residual graph of `flow`."""
+    seen = {SOURCE}
+    stack: list[Any] = [SOURCE]
+    while stack:
+        u = stack.pop()
+        for v, data in g[u].items():
+            if v not in seen and data["capacity"] - flow[u][v] > SATURATION_REL * max(1.0, data["capacity"]):
+                seen.add(v)
+                stack.append(v)
+        for v in g.predecessors(u):
+            if v not in seen and flow[v][u] > SATURATION_REL:
+                seen.add(v)
+                stack.append(v)
+    return seen
+
+
+def _classify(u: Any, v: Any) -> tuple[str, str]:
+    if u == SOURCE or v == SINK:
+        return "coordinator", "source" if u == SOURCE else "sink"
+    if u[1] == "out" and v[1] == "in":
+        return "link", f"{u[0]}->{v[0]}"
+    kind = {"in": "nic_in", "start": "compute", "end": "nic_out"}[u[1]]
+    return kind, str(u[0])
+
+
+def solve_max_flow(cluster: Cluster, model: ModelSpec, profiles: ProfileSet, placement: Placement, *,
+                   throughput: ThroughputTable | None = None, settings: Mapping[str, Any] | None = None,
+                   partial: bool = True) -> FlowResult:
+    """Max-flow of `placement` (tokens/s), the per-edge split between node names (source/sink included),
+    and the edges of a minimum cut as the bottleneck report."""
+    tp = throughput or typical_throughput(cluster, model, profiles, settings)
+    g, arcs = build_flow_graph(cluster, model, placement, tp, partial=partial)
+    value, flow = nx.maximum_flow(g, SOURCE, SINK)
+    edge_flows: dict[Edge, float] = {}
+    for lk in arcs:
+        u = (SOURCE, "out") if lk.src == SOURCE else (lk.src, "out")
+        v = (SINK, "in") if lk.dst == SINK else (lk.dst, "in")
+        f = float(flow[u][v])
+        if f > 0:
+            edge_flows[(lk.src, lk.dst)] = f
+    caps = node_capacities(cluster, placement, tp)
+    node_flows = {n: float(flow[(n, "start")][(n, "end")]) for n in caps}
+    cut = _min_cut(g, flow) if value > 0 else set()
+    bottlenecks = []
+    for u in cut:
+        for v, data in g[u].items():
+            if v not in cut and data["capacity"] > 0:
+                kind, name = _classify(u, v)
+                bottlenecks.append(Bottleneck(kind, name, float(data["capacity"]), float(flow[u][v])))
+    bottlenecks.sort(key=lambda b: (b.kind, b.name))
+    return FlowResult(value_tok_per_s=float(value), edge_flows=edge_flows, node_flows=node_flows,
+                      node_capacity_tok_per_s=caps, bottlenecks=tuple(bottlenecks),
+                      arcs=tuple((lk.src, lk.dst) for lk in arcs))
+
+
+def compute_bound(cluster: Cluster, throughput: ThroughputTable) -> float:
+    """The paper's "max compute throughput": sum over nodes of max_k k*cap(k), divided by L. Loose (k=1 wins)."""
+    return sum(throughput.best_layer_tok_per_s(n.gpu_type) for n in cluster.nodes) / throughput.num_layers
+
+
+def coverage_bound(cluster: Cluster, throughput: ThroughputTable, *, rel_tol: float = 1e-9) -> float:
+    """Chaining-relaxed bound: F tokens/s must cross every layer once; node i carries at most min(cap_i(k), F)
+    tokens/s over at most k layers, so F*L <= sum_i max_k k*min(cap_i(k), F). The ratio of the right side to
+    F falls as F grows, so bisection finds the largest feasible F. Valid for any placement and routing."""
+
+    def supply(f: float) -> float:
+        return sum(max(k * min(throughput.capacity(n.gpu_type, k), f)
+                       for k in range(1, throughput.max_layers(n.gpu_type) + 1)) for n in cluster.nodes)
+
+    lo, hi = 0.0, compute_bound(cluster, throughput)
+    if hi <= 0:
+        return 0.0
+    while hi - lo > rel_tol * hi:
+        mid = (lo + hi) / 2
+        # Relative slack: at a tight bound supply(F) == F*L on a whole interval and rounding would decide.
+        if supply(mid) >= mid * throughput.num_layers * (1 - 1e-12):
+            lo = mid
+        else:
+            hi = mid
+    return lo
+
+
+def plan_from_placement(cluster: Cluster, model: ModelSpec, profiles: ProfileSet, placement: Placement, *,
+                        method: str, throughput: ThroughputTable | None = None,
+                        settings: Mapping[str, Any] | None = None, partial: bool = True,
+                        solver_stats: Mapping[str, Any] | None = None,
+                        provenance: Mapping[str, Any] | None = None,
+                        metrics: Mapping[str, Any] | None = None) -> Plan:
+    """A Plan for `placement`: its max-flow edge split (routing weights), objective and bounds."""
+    tp = throughput or typical_throughput(cluster, model, profiles, settings)
+    result = solve_max_flow(cluster, model, profiles, placement, throughput=tp, partial=partial)
+    bound = min(compute_bound(cluster, tp), coverage_bound(cluster, tp))
+    all_metrics: dict[str, Any] = {
+        "compute_bound_tok_per_s": compute_bound(cluster, tp),
+        "coverage_bound_tok_per_s": bound,
+        "bottlenecks": [f"{b.kind}:{b.name}" for b in result.bottlenecks],
+        "saturated_nodes": list(result.saturated_nodes()),
+    }
+    all_metrics.update(metrics or {})
+    prov = {"partial_inference": partial}
+    prov.update(provenance or {})
+    return Plan(cluster_name=cluster.name, model_name=model.name, method=method, placement=placement,
+                edge_flows=result.edge_flows, objective_tok_per_s=result.value_tok_per_s,
+                bound_tok_per_s=bound if math.isfinite(bound) else None,
+                solver_stats=dict(solver_stats or {}), provenance=prov, metrics=all_metrics)

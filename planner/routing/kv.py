@@ -1,0 +1,175 @@
+"""KV-cache accounting for admission: what each node is expected to hold, per request, in token x layer
+entries. A request's expected length is input + expected output x ratio, charged on every hop of its chain;
+a hop is admissible while the node stays under a high-water mark of its capacity ("Fail-KV")."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+
+from planner.errors import InvalidInput, UnknownName
+from planner.placement import LayerRange
+from planner.routing.base import Chain, RouteRequest
+
+# The paper's expected output length (AVG_OUTPUT_LEN) that its scheduler multiplies by the ratio.
+PAPER_EXPECTED_OUTPUT_LEN = 240
+
+
+@dataclass(frozen=True)
+class KVParams:
+    """High-water mark (share of capacity a node may be expected to use) and the expected-output ratio."""
+
+    high_water: float
+    output_ratio: float
+
+    def __post_init__(self) -> None:
+        if not 0 < self.high_water <= 1:
+            raise InvalidInput(
+                f"KV high-water mark must be in (0, 1], got {self.high_water}", field="high_water"
+            )
+        if self.output_ratio < 0:
+            raise InvalidInput(f"KV output ratio must be >= 0, got {self.output_ratio}", field="output_ratio")
+
+
+# The paper's KVParameters: offline runs (0.85, 1.0), online runs and serving (0.9, 0.6).
+OFFLINE_KV = KVParams(high_water=0.85, output_ratio=1.0)
+ONLINE_KV = KVParams(high_water=0.9, output_ratio=0.6)
+
+
+class KVBook:
+    """Expected KV use per node. `capacity_by_node` is in token x layer entries (the paper's
+    `kv_cache_capacity`); `ranges` (the layers each node holds) makes the admission test charge the node's
+    whole layer count, as the paper does, and enables bottleneck usage. Charges never go negative."""
+
+    def __init__(
+        self,
+        capacity_by_node: Mapping[str, int | float],
+        *,
+        high_water: float = ONLINE_KV.high_water,
+        output_ratio: float = ONLINE_KV.output_ratio,
+        ranges: Mapping[str, LayerRange] | None = None,
+    ) -> None:
+        self.params = KVParams(high_water, output_ratio)
+        for node, cap in capacity_by_node.items():
+            if cap < 0:
+                raise InvalidInput(f"KV capacity of {node!r} must be >= 0, got {cap}", field=node)
+        self._capacity = {n: float(c) for n, c in capacity_by_node.items()}
+        self._ranges = dict(ranges or {})
+        # Charges are whole token x layer entries, so sums are exact and release returns books to zero.
+        self._expected: dict[str, int] = dict.fromkeys(self._capacity, 0)
+        self._real: dict[str, float] = {}
+        self._charges: dict[str, tuple[tuple[str, int], ...]] = {}
+
+    # -- sizes ---------------------------------------------------------------------------------------
+    @property
+    def high_water(self) -> float:
+        return self.params.high_water
+
+    @property
+    def output_ratio(self) -> float:
+        return self.params.output_ratio
+
+    def nodes(self) -> tuple[str, ...]:
+        return tuple(self._capacity)
+
+    def capacity(self, node: str) -> float:
+        try:
+            return self._capacity[node]
+        except KeyError:
+            raise UnknownName("node", node, list(self._capacity)) from None
+
+    def expected_tokens(self, req: RouteRequest) -> int:
+        """Tokens one layer is expected to hold for `req` (the paper truncates to int)."""
+        return int(req.input_len + req.expected_output_len * self.params.output_ratio)
+
+    # -- admission -----------------------------------------------------------------------------------
+    def _layers_held(self, node: str, hop_layers: int) -> int:
+        held = self._ranges.get(node)
+        return held.size if held is not None else hop_layers
+
+    def headroom(self, node: str) -> float:
+        """Entries the node may still be charged before crossing the high-water mark."""
+        cap = self.capacity(node)
+        used = max(float(self._expected[node]), self._real.get(node, 0.0))
+        return cap - used - (1.0 - self.params.high_water) * cap
+
+    def node_fits(self, node: str, req: RouteRequest, hop_layers: int = 1) -> bool:
+        """Fail-KV test for one hop: the node's whole layer count is charged, as in the paper."""
+        need = self.expected_tokens(req) * self._layers_held(node, hop_layers)
+        return self.headroom(node) >= need
+
+    def fits(self, chain: Chain, req: RouteRequest) -> bool:
+        return all(self.node_fits(h.node, req, h.layers.size) for h in chain)
+
+    # -- booking -------------------------------------------------------------------------------------
+    def charge(self, chain: Chain, req: RouteRequest) -> None:
+        """Book expected use on every hop (entries = expected tokens x layers the hop runs). A second
+        charge for the same request first releases the old one (a re-route after a failure)."""
+        if req.request_id in self._charges:
+            self.release(req.request_id)
+        tokens = self.expected_tokens(req)
+        booked: list[tuple[str, int]] = []
+        for hop in chain:
+            self.capacity(hop.node)  # unknown node -> UnknownName before anything is booked
+        for hop in chain:
+            amount = tokens * hop.layers.size
+            self._expected[hop.node] += amount
+            booked.append((hop.node, amount))
+        self._charges[req.request_id] = tuple(booked)
+
+    def release(self, request_id: str) -> bool:
+        """Free what `request_id` booked (finish or abort); releasing twice is a no-op. True if freed."""
+        booked = self._charges.pop(request_id, None)
+        if booked is None:
+            return False
+        for node, amount in booked:
+            self._expected[node] = max(0, self._expected[node] - amount)
+        return True
+
+    def correct(self, node: str, real_used_tokens: float) -> None:
+        """Record the real use a worker reported (token x layer entries); admission then uses the larger
+        of expected and real, so an estimate that runs low cannot overfill the cache."""
+        self.capacity(node)
+        self._real[node] = max(0.0, float(real_used_tokens))
+
+    def forget_node(self, node: str) -> None:
+        """Drop the reported real use of a node (after it restarted or left)."""
+        self._real.pop(node, None)
+
+    # -- reading -------------------------------------------------------------------------------------
+    def used(self, node: str) -> int:
+        """Expected entries in use on `node`."""
+        self.capacity(node)
+        return self._expected[node]
+
+    expected = used
+
+    def real(self, node: str) -> float | None:
+        return self._real.get(node)
+
+    def charged(self, request_id: str) -> tuple[tuple[str, int], ...]:
+        return self._charges.get(request_id, ())
+
+    def active_requests(self) -> Iterable[str]:
+        return tuple(self._charges)
+
+    def total_used(self) -> int:
+        return sum(self._expected.values())
+
+    def bottleneck_usage(self, used_by_node: Mapping[str, float] | Mapping[str, int] | None = None) -> float:
+        """Paper's bottleneck: split each node's capacity and use evenly over its layers; per layer sum free
+        and total over its holders; usage = 1 - free/total; the maximum over layers. Needs `ranges`."""
+        used = self._expected if used_by_node is None else used_by_node
+        if not self._ranges:
+            return max((used.get(n, 0.0) / c for n, c in self._capacity.items() if c > 0), default=0.0)
+        top = max(r.end for r in self._ranges.values())
+        free = [0.0] * top
+        total = [0.0] * top
+        for node, rng in self._ranges.items():
+            cap = self._capacity.get(node, 0.0)
+            per_free = (cap - used.get(node, 0.0)) / rng.size
+            per_total = cap / rng.size
+            for layer in range(rng.start, rng.end):
+                free[layer] += per_free
+                total[layer] += per_total
+        return max((1.0 - f / t for f, t in zip(free, total, strict=True) if t > 0), default=0.0)

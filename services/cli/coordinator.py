@@ -1,0 +1,61 @@
+"""`brl coordinator`: run the coordinator alone (OpenAI HTTP API + worker registration over gRPC).
+
+Every flag has a `BRL_*` environment variable (flag wins); e.g. --http-port / BRL_HTTP_PORT.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from services.coordinator.settings import from_env
+
+
+def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    p = sub.add_parser(
+        "coordinator",
+        help="run the coordinator (OpenAI API + worker registration)",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("--host", help="interface to listen on (BRL_HOST, default 127.0.0.1)")
+    p.add_argument(
+        "--http-port", type=int, help="OpenAI HTTP port; 0 = any free (BRL_HTTP_PORT, default 8000)"
+    )
+    p.add_argument("--grpc-port", type=int, help="worker registration port (BRL_GRPC_PORT, default 50050)")
+    p.add_argument("--model", help="model short name or HF folder (BRL_MODEL, default smollm2-135m)")
+    p.add_argument("--served-model-name", help="name clients send as `model` (BRL_SERVED_MODEL_NAME)")
+    p.add_argument(
+        "--plan", type=Path, help="plan JSON from `brl plan` (BRL_PLAN); default: flows of live workers"
+    )
+    p.add_argument("--cluster", help="cluster short name or file the plan is for (BRL_CLUSTER)")
+    p.add_argument("--policy", help="routing policy: maxflow, swarm, random, shortest-queue (BRL_POLICY)")
+    p.add_argument("--api-key", help="require `Authorization: Bearer KEY` on /v1 (BRL_API_KEY)")
+    p.add_argument(
+        "--log-dir", type=Path, help="write iterations.jsonl and requests.jsonl here (BRL_LOG_DIR)"
+    )
+    p.add_argument("--max-waiting", type=int, help="admission queue bound; beyond it 429 (BRL_MAX_WAITING)")
+    p.add_argument(
+        "--heartbeat-interval-s", type=float, help="worker heartbeat period (BRL_HEARTBEAT_INTERVAL_S)"
+    )
+    p.set_defaults(func=_run)
+
+
+def _run(args: argparse.Namespace) -> int:
+    from services.coordinator.main import run
+
+    settings = from_env(
+        host=args.host,
+        http_port=args.http_port,
+        grpc_port=args.grpc_port,
+        model=args.model,
+        served_model_name=args.served_model_name,
+        plan=args.plan,
+        cluster=args.cluster,
+        policy=args.policy,
+        api_key=args.api_key,
+        log_dir=args.log_dir,
+        max_waiting=args.max_waiting,
+        heartbeat_interval_s=args.heartbeat_interval_s,
+    )
+    return run(settings)

@@ -1,0 +1,248 @@
+"""Routing over the live workers: the plan, cluster, policy and KV book for whoever is registered now.
+
+Rebuilt whenever the registry changes. The plan loaded at start is used as long as the live workers match
+it; after a loss (or a join) the flow is recomputed on the reduced fleet with planner.flow, falling back to
+the loaded plan minus the lost nodes, and to equal weights when no profiles exist for the workers' types.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+from dataclasses import dataclass
+
+from planner.cluster import SINK, SOURCE, Cluster, Link, Node
+from planner.errors import BrlError, NoRoute
+from planner.flow import placement_arcs, plan_from_placement
+from planner.model import ModelSpec
+from planner.placement import LayerRange, Placement
+from planner.plan import Plan
+from planner.profile import ProfileSet
+from planner.routing import Chain, KVBook, RouteRequest, RoutingPolicy, make_policy, successors, without_nodes
+from services.coordinator.registry import Registry
+
+log = logging.getLogger("brl.coordinator.fleet")
+
+# Links of a fleet synthesised from registrations (no cluster file): loopback/LAN-like, never the bottleneck.
+SYNTH_BANDWIDTH_BYTES_PER_S = 1e10
+SYNTH_LATENCY_S = 0.0005
+
+
+@dataclass
+class LiveView:
+    """planner.routing.RoutingView over the registry: every node of the live plan is alive."""
+
+    kv: KVBook | None
+    queues: dict[str, int]
+
+    def alive(self, node: str) -> bool:
+        return node in self.queues
+
+    def queue_length(self, node: str) -> int:
+        return self.queues.get(node, 0)
+
+
+def synth_cluster(registry: Registry, name: str = "live") -> Cluster:
+    """A complete graph over the registered workers (used when no cluster file names them)."""
+    workers = registry.alive()
+    nodes = tuple(Node(n, w.info.gpu_type) for n, w in sorted(workers.items()))
+    links: list[Link] = []
+    for a in nodes:
+        links.append(Link(SOURCE, a.name, SYNTH_BANDWIDTH_BYTES_PER_S, SYNTH_LATENCY_S))
+        links.append(Link(a.name, SINK, SYNTH_BANDWIDTH_BYTES_PER_S, SYNTH_LATENCY_S))
+        links.extend(
+            Link(a.name, b.name, SYNTH_BANDWIDTH_BYTES_PER_S, SYNTH_LATENCY_S) for b in nodes if b != a
+        )
+    return Cluster(nodes=nodes, links=tuple(links), name=name)
+
+
+class Fleet:
+    def __init__(
+        self,
+        registry: Registry,
+        model: ModelSpec,
+        *,
+        policy: str = "maxflow",
+        plan: Plan | None = None,
+        cluster: Cluster | None = None,
+        profiles: ProfileSet | None = None,
+        seed: int = 0,
+        high_water: float = 0.9,
+        output_ratio: float = 0.6,
+    ) -> None:
+        self.registry = registry
+        self.model = model
+        self.policy_name = policy
+        self.base_plan = plan
+        self.base_cluster = cluster
+        self.profiles = profiles
+        self.rng = random.Random(seed)
+        self.high_water = high_water
+        self.output_ratio = output_ratio
+        self.plan: Plan = Plan("live", model.name, "none", Placement(model.num_layers))
+        self.cluster: Cluster = Cluster((), ())
+        self.policy: RoutingPolicy = make_policy(policy, self.plan, self.cluster, rng=self.rng)
+        self.kv = KVBook({}, high_water=high_water, output_ratio=output_ratio)
+        self.routable = False
+        self.no_route_reason = "no worker has registered yet"
+        self._active: dict[str, tuple[Chain, RouteRequest]] = {}
+        self._built_version = -1
+        self.rebuild()
+
+    # -- topology ------------------------------------------------------------------------------------
+    def rebuild(self) -> None:
+        if self._built_version == self.registry.version:
+            return
+        self._built_version = self.registry.version
+        workers = self.registry.alive()
+        placement = Placement(self.model.num_layers, {n: w.info.layers for n, w in workers.items()})
+        cluster = self._live_cluster()
+        self.cluster = cluster
+        self.plan = self._live_plan(cluster, placement)
+        self.policy = make_policy(self.policy_name, self.plan, cluster, rng=self.rng)
+        ranges = {n: w.info.layers for n, w in workers.items()}
+        self.kv = KVBook(
+            {n: w.info.kv_capacity_tokens * w.info.layers.size for n, w in workers.items()},
+            high_water=self.high_water,
+            output_ratio=self.output_ratio,
+            ranges=ranges,
+        )
+        for rid, (chain, req) in list(self._active.items()):
+            if all(h.node in workers for h in chain):
+                self.kv.charge(chain, req)
+            else:
+                del self._active[rid]
+        self.routable, self.no_route_reason = self._check_routable(placement)
+        log.info(
+            "fleet rebuilt: %d workers, plan %s, routable=%s", len(workers), self.plan.method, self.routable
+        )
+
+    def _live_cluster(self) -> Cluster:
+        names = set(self.registry.names())
+        base = self.base_cluster
+        if base is not None and names <= set(base.node_names):
+            return base.without(set(base.node_names) - names)
+        if base is not None and names:
+            log.warning(
+                "workers %s are not in cluster %s: routing over a complete graph",
+                sorted(names - set(base.node_names)),
+                base.name,
+            )
+        return synth_cluster(self.registry)
+
+    def _live_plan(self, cluster: Cluster, placement: Placement) -> Plan:
+        base = self.base_plan
+        if base is not None and dict(base.placement.ranges) == dict(placement.ranges):
+            return base
+        if not placement.ranges:
+            return Plan(cluster.name, self.model.name, "empty", placement)
+        if self.profiles is not None:
+            try:
+                return plan_from_placement(cluster, self.model, self.profiles, placement, method="live")
+            except BrlError as exc:
+                log.info("no flow from profiles for the live fleet (%s)", exc)
+        if (
+            base is not None
+            and set(placement.ranges) <= set(base.placement.ranges)
+            and all(base.placement.ranges[n] == r for n, r in placement.ranges.items())
+        ):
+            try:
+                return without_nodes(base, set(base.placement.ranges) - set(placement.ranges))
+            except NoRoute:
+                pass
+        # Equal weights on every valid arc: the policy still spreads requests over every chain.
+        arcs = placement_arcs(cluster, placement)
+        return Plan(
+            cluster.name,
+            self.model.name,
+            "live-uniform",
+            placement,
+            edge_flows={(a.src, a.dst): 1.0 for a in arcs},
+        )
+
+    def _check_routable(self, placement: Placement) -> tuple[bool, str]:
+        seen = {SOURCE}
+        frontier = [SOURCE]
+        while frontier:
+            at = frontier.pop()
+            for nxt in successors(self.plan, self.cluster, at):
+                if nxt not in seen:
+                    seen.add(nxt)
+                    frontier.append(nxt)
+        if SINK in seen:
+            return True, ""
+        return False, self.describe_gap(placement)
+
+    def describe_gap(self, placement: Placement | None = None) -> str:
+        placement = placement or self.plan.placement
+        runs = self.registry.uncovered()
+        total = self.model.num_layers
+        if not self.registry.names():
+            return f"no live worker: layers [0,{total}) are uncovered; start or restart workers"
+        if runs:
+            where = ", ".join(f"[{a},{b})" for a, b in runs)
+            return (
+                f"no chain of live workers covers layers [0,{total}): layers {where} are held by no live "
+                f"worker; start a worker holding them"
+            )
+        held = ", ".join(f"{n}{r}" for n, r in sorted(placement.ranges.items()))
+        return f"live workers hold every layer but no linked chain joins [0,{total}) ({held})"
+
+    def uncovered(self) -> tuple[tuple[int, int], ...]:
+        return tuple(self.registry.uncovered())
+
+    # -- routing -------------------------------------------------------------------------------------
+    def choose(self, req: RouteRequest) -> Chain | None:
+        """A chain with KV room for `req` (charged), None on Fail-KV; NoRoute when nothing covers [0, L)."""
+        self.rebuild()
+        if not self.routable:
+            raise NoRoute(self.no_route_reason, uncovered=self.uncovered())
+        workers = self.registry.alive()
+        for name, w in workers.items():
+            self.kv.correct(name, w.kv_used_tokens * w.info.layers.size)
+        view = LiveView(self.kv, {n: w.queue_depth for n, w in workers.items()})
+        chain = self.policy.choose(req, view)
+        if chain is None:
+            return None
+        self.kv.charge(chain, req)
+        self._active[req.request_id] = (chain, req)
+        return chain
+
+    def on_decode(self, chain: Chain) -> None:
+        self.policy.on_decode(chain)
+
+    def release(self, request_id: str) -> None:
+        self._active.pop(request_id, None)
+        self.kv.release(request_id)
+        self.policy.release(request_id)
+
+    def max_request_tokens(self) -> int:
+        """The longest request (prompt + output tokens) the emptiest live fleet could ever hold: per layer,
+        the largest KV capacity (tokens) among its holders, minimised over layers."""
+        best = [0] * self.model.num_layers
+        for w in self.registry.alive().values():
+            cap = int(w.info.kv_capacity_tokens)
+            for layer in range(w.info.layers.start, w.info.layers.end):
+                best[layer] = max(best[layer], cap)
+        return min(best) if best else 0
+
+    def never_fits(self, req: RouteRequest) -> str | None:
+        """Why `req` could not be admitted even by an idle fleet (None when it could)."""
+        room = self.max_request_tokens()
+        need = req.input_len + req.expected_output_len
+        if need > room:
+            return (
+                f"prompt ({req.input_len} tokens) + max_tokens ({req.expected_output_len}) = {need} tokens "
+                f"exceeds the KV cache of the live fleet ({room} tokens per request); shorten the prompt "
+                f"or lower max_tokens"
+            )
+        if self.kv.expected_tokens(req) > room * self.high_water:
+            return (
+                f"prompt ({req.input_len} tokens) + max_tokens ({req.expected_output_len}) is too close "
+                f"to the KV cache of the live fleet ({room} tokens); lower max_tokens"
+            )
+        return None
+
+    def node_layers(self, name: str) -> LayerRange | None:
+        w = self.registry.get(name)
+        return w.info.layers if w else None

@@ -1,0 +1,201 @@
+"""Build the coordinator (model, plan, registry, routing, engine, HTTP app, gRPC control server) and serve it.
+
+`serve(settings)` runs until SIGINT/SIGTERM; it prints one line `COORDINATOR http=HOST:PORT grpc=HOST:PORT`
+once both servers listen (what `brl run` waits for).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import socket
+import sys
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import grpc
+import uvicorn
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+
+from planner import bundled
+from planner.cluster import Cluster
+from planner.errors import BrlError
+from planner.model import ModelSpec
+from planner.plan import Plan
+from planner.profile import ProfileSet
+from protos import coordinator_pb2_grpc
+from services.coordinator.engine import Engine, EngineLimits
+from services.coordinator.eventlog import open_event_log
+from services.coordinator.fleet import Fleet
+from services.coordinator.metrics import Metrics
+from services.coordinator.registry import Registry
+from services.coordinator.routes import build_app
+from services.coordinator.servicer import ControlServicer
+from services.coordinator.serving import OpenAIServing, Tokenizer
+from services.coordinator.settings import CoordinatorSettings
+
+log = logging.getLogger("brl.coordinator")
+
+
+@dataclass
+class Coordinator:
+    settings: CoordinatorSettings
+    model: ModelSpec
+    registry: Registry
+    fleet: Fleet
+    engine: Engine
+    serving: OpenAIServing
+    metrics: Metrics
+    coordinator_id: str
+    started_s: float
+
+    def health(self) -> dict[str, Any]:
+        self.fleet.rebuild()
+        return {
+            "status": "ok",
+            "model": self.settings.model_name,
+            "workers": self.registry.names(),
+            "routable": self.fleet.routable,
+            "reason": self.fleet.no_route_reason or None,
+            "running": len(self.engine.running),
+            "waiting": len(self.engine.waiting),
+            "plan": self.fleet.plan.method,
+        }
+
+    def refresh_gauges(self) -> None:
+        self.engine._update_gauges()
+
+
+def load_model(settings: CoordinatorSettings) -> tuple[ModelSpec, Path]:
+    from services.modelstore.store import ensure_model
+
+    model_dir = settings.model_dir or ensure_model(settings.model)
+    try:
+        spec = bundled.model(settings.model)
+    except BrlError:
+        spec = bundled.model(str(model_dir))
+    return spec, Path(model_dir)
+
+
+def build(settings: CoordinatorSettings, *, tokenizer: Tokenizer | None = None) -> Coordinator:
+    """Everything but the network: raises planner.errors types on bad settings or files."""
+    from planner.formats.plan_json import load_plan
+
+    spec, model_dir = load_model(settings)
+    plan: Plan | None = load_plan(settings.plan) if settings.plan else None
+    cluster: Cluster | None = bundled.cluster(settings.cluster) if settings.cluster else None
+    profiles: ProfileSet | None
+    try:
+        profiles = bundled.profiles(spec)
+    except BrlError:
+        profiles = None
+    expiry_s = settings.heartbeat_interval_s * settings.heartbeat_misses
+    registry = Registry(time.monotonic, expiry_s=expiry_s, num_layers=spec.num_layers)
+    fleet = Fleet(
+        registry,
+        spec,
+        policy=settings.policy,
+        plan=plan,
+        cluster=cluster,
+        profiles=profiles,
+        seed=settings.seed,
+    )
+    metrics = Metrics(settings.model_name)
+    limits = EngineLimits(
+        max_waiting=settings.max_waiting,
+        max_running=settings.max_running,
+        max_batch_tokens=settings.max_batch_tokens,
+        pipeline_depth=settings.pipeline_depth,
+        max_retries=settings.max_retries,
+    )
+    engine = Engine(
+        fleet,
+        metrics,
+        limits=limits,
+        events=open_event_log(settings.log_dir),
+        step_timeout_s=settings.step_timeout_s,
+    )
+    tok = tokenizer or Tokenizer(model_dir)
+    aliases = {settings.model, spec.name, model_dir.name}
+    serving = OpenAIServing(
+        engine,
+        tok,
+        model_name=settings.model_name,
+        aliases=sorted(aliases),
+        default_max_tokens=settings.default_max_tokens,
+    )
+    return Coordinator(
+        settings,
+        spec,
+        registry,
+        fleet,
+        engine,
+        serving,
+        metrics,
+        coordinator_id=uuid.uuid4().hex,
+        started_s=time.time(),
+    )
+
+
+async def start_grpc(coord: Coordinator) -> tuple[grpc.aio.Server, int]:
+    s = coord.settings
+    server = grpc.aio.server()
+    servicer = ControlServicer(
+        coord.registry, coordinator_id=coord.coordinator_id, heartbeat_interval_s=s.heartbeat_interval_s
+    )
+    coordinator_pb2_grpc.add_CoordinatorServicer_to_server(servicer, server)
+    health_servicer = health.aio.HealthServicer()
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    await health_servicer.set("", health_pb2.HealthCheckResponse.SERVING)
+    await health_servicer.set("brl.coordinator.Coordinator", health_pb2.HealthCheckResponse.SERVING)
+    port = server.add_insecure_port(f"{s.host}:{s.grpc_port}")
+    if port == 0:
+        raise OSError(f"cannot listen for gRPC on {s.host}:{s.grpc_port}")
+    await server.start()
+    return server, port
+
+
+def bind_http(host: str, port: int) -> socket.socket:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind((host, port))
+    sock.listen(2048)
+    sock.setblocking(False)
+    return sock
+
+
+async def serve(settings: CoordinatorSettings, *, coord: Coordinator | None = None) -> None:
+    coord = coord or build(settings)
+    sock = bind_http(settings.host, settings.http_port)
+    http_port = sock.getsockname()[1]
+    grpc_server, grpc_port = await start_grpc(coord)
+    await coord.engine.start()
+    config = uvicorn.Config(
+        build_app(coord), log_level="warning", access_log=False, lifespan="off", timeout_graceful_shutdown=3
+    )
+    server = uvicorn.Server(config)
+    print(f"COORDINATOR http={settings.host}:{http_port} grpc={settings.host}:{grpc_port}", flush=True)
+    try:
+        await server.serve(sockets=[sock])
+    finally:
+        await coord.engine.stop()
+        await grpc_server.stop(grace=0.5)
+        sock.close()
+
+
+def configure_logging(level: str = "INFO") -> None:
+    logging.basicConfig(
+        level=getattr(logging, level.upper(), logging.INFO),
+        stream=sys.stderr,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+
+
+def run(settings: CoordinatorSettings) -> int:
+    configure_logging()
+    asyncio.run(serve(settings))
+    return 0

@@ -1,0 +1,148 @@
+"""Live workers: who registered, what they hold, their last heartbeat and real KV use; expiry.
+
+Pure bookkeeping with the clock passed in; the gRPC servicer and the engine call it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+
+from planner.errors import InvalidInput
+from planner.placement import LayerRange
+
+
+@dataclass(frozen=True)
+class WorkerInfo:
+    name: str
+    address: str
+    layers: LayerRange
+    gpu_type: str
+    kv_capacity_tokens: int
+    model: str = ""
+    backend: str = ""
+    speed_factor: float = 1.0
+
+
+@dataclass(frozen=True)
+class WorkerState:
+    info: WorkerInfo
+    registered_at_s: float
+    last_seen_s: float
+    kv_used_tokens: int = 0
+    queue_depth: int = 0
+
+
+class Registry:
+    """name -> WorkerState for live workers. `on_change` fires after any join, leave or range change."""
+
+    def __init__(self, clock: Callable[[], float], *, expiry_s: float, num_layers: int) -> None:
+        self._clock = clock
+        self.expiry_s = expiry_s
+        self.num_layers = num_layers
+        self._workers: dict[str, WorkerState] = {}
+        self._listeners: list[Callable[[], None]] = []
+        self.version = 0
+
+    def subscribe(self, listener: Callable[[], None]) -> None:
+        self._listeners.append(listener)
+
+    def _changed(self) -> None:
+        self.version += 1
+        for listener in self._listeners:
+            listener()
+
+    def register(self, info: WorkerInfo) -> bool:
+        """Adds or refreshes a worker; True when the fleet's shape changed."""
+        if info.layers.end > self.num_layers:
+            raise InvalidInput(
+                f"worker {info.name!r} holds layers {info.layers} but the model has {self.num_layers}",
+                source="Register",
+                field="layer_end",
+            )
+        if info.kv_capacity_tokens < 1:
+            raise InvalidInput(
+                f"worker {info.name!r}: kv_capacity_tokens must be >= 1",
+                source="Register",
+                field="kv_capacity_tokens",
+            )
+        now = self._clock()
+        old = self._workers.get(info.name)
+        self._workers[info.name] = WorkerState(info, registered_at_s=now, last_seen_s=now)
+        changed = old is None or old.info != info
+        if changed:
+            self._changed()
+        return changed
+
+    def heartbeat(
+        self, name: str, *, kv_used_tokens: int, kv_capacity_tokens: int | None = None, queue_depth: int = 0
+    ) -> bool:
+        """False when the worker is unknown (it must register again)."""
+        old = self._workers.get(name)
+        if old is None:
+            return False
+        info = old.info
+        if kv_capacity_tokens and kv_capacity_tokens != info.kv_capacity_tokens:
+            info = replace(info, kv_capacity_tokens=kv_capacity_tokens)
+        self._workers[name] = replace(
+            old,
+            info=info,
+            last_seen_s=self._clock(),
+            kv_used_tokens=max(0, kv_used_tokens),
+            queue_depth=max(0, queue_depth),
+        )
+        return True
+
+    def remove(self, name: str) -> bool:
+        if self._workers.pop(name, None) is None:
+            return False
+        self._changed()
+        return True
+
+    def expire(self) -> list[str]:
+        """Drops workers silent for longer than expiry_s; returns their names."""
+        cutoff = self._clock() - self.expiry_s
+        lost = [n for n, w in self._workers.items() if w.last_seen_s < cutoff]
+        for name in lost:
+            del self._workers[name]
+        if lost:
+            self._changed()
+        return lost
+
+    def get(self, name: str) -> WorkerState | None:
+        return self._workers.get(name)
+
+    def alive(self) -> dict[str, WorkerState]:
+        return dict(self._workers)
+
+    def names(self) -> list[str]:
+        return sorted(self._workers)
+
+    def address(self, name: str) -> str | None:
+        w = self._workers.get(name)
+        return w.info.address if w else None
+
+    def uncovered(self) -> list[tuple[int, int]]:
+        """Layer runs no live worker holds."""
+        counts = [0] * self.num_layers
+        for w in self._workers.values():
+            for layer in range(w.info.layers.start, w.info.layers.end):
+                counts[layer] += 1
+        runs: list[tuple[int, int]] = []
+        start: int | None = None
+        for layer, c in enumerate([*counts, 1]):
+            if c == 0 and start is None:
+                start = layer
+            elif c and start is not None:
+                runs.append((start, layer))
+                start = None
+        return runs
+
+    def kv_usage_max(self) -> float:
+        """Fraction of KV used on the fullest live worker (what limits admission)."""
+        fr = [
+            w.kv_used_tokens / w.info.kv_capacity_tokens
+            for w in self._workers.values()
+            if w.info.kv_capacity_tokens > 0
+        ]
+        return max(fr, default=0.0)

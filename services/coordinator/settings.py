@@ -1,0 +1,63 @@
+"""Coordinator settings: one pydantic model, filled from `BRL_*` environment variables and CLI flags."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from pathlib import Path
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from planner.errors import InvalidInput
+
+ENV_PREFIX = "BRL_"
+
+
+class CoordinatorSettings(BaseModel):
+    """Every knob of the coordinator. Env var = `BRL_` + upper-case field name (e.g. BRL_API_KEY)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    host: str = "127.0.0.1"
+    http_port: int = Field(8000, ge=0, le=65535, description="OpenAI HTTP API; 0 picks a free port")
+    grpc_port: int = Field(50050, ge=0, le=65535, description="worker registration; 0 picks a free port")
+    model: str = Field("smollm2-135m", description="model short name or path to a HF folder")
+    served_model_name: str | None = Field(None, description="name clients pass as `model`; default: model")
+    model_dir: Path | None = Field(None, description="folder with tokenizer + config; default: modelstore")
+    plan: Path | None = Field(None, description="plan JSON; default: flows computed from the live workers")
+    cluster: str | None = Field(None, description="cluster short name or file the plan was made for")
+    policy: str = Field("maxflow", description="routing policy (planner.routing registry key)")
+    api_key: str | None = Field(None, description="when set, every /v1 route needs `Authorization: Bearer`")
+    heartbeat_interval_s: float = Field(0.5, gt=0)
+    # A worker missing this many heartbeats in a row is declared lost (issue: notice within 2 s).
+    heartbeat_misses: int = Field(3, ge=1)
+    max_waiting: int = Field(256, ge=0, description="bounded admission queue; beyond it requests get 429")
+    max_running: int = Field(256, ge=1, description="requests decoding at once across the fleet")
+    max_batch_tokens: int = Field(2048, ge=1, description="prompt tokens per step on one chain")
+    pipeline_depth: int = Field(2, ge=1, description="micro-batches in flight on one chain")
+    default_max_tokens: int = Field(256, ge=1)
+    step_timeout_s: float = Field(30.0, gt=0)
+    max_retries: int = Field(3, ge=0, description="re-routes of one request after worker loss")
+    log_dir: Path | None = Field(None, description="JSON-lines logs of iterations and request routes")
+    seed: int = 0
+
+    @property
+    def model_name(self) -> str:
+        return self.served_model_name or self.model
+
+
+def from_env(environ: Mapping[str, str] | None = None, **overrides: object) -> CoordinatorSettings:
+    """Settings from `BRL_*` variables, then explicit overrides (CLI flags; None means 'not given')."""
+    env = os.environ if environ is None else environ
+    values: dict[str, object] = {}
+    for name in CoordinatorSettings.model_fields:
+        raw = env.get(ENV_PREFIX + name.upper())
+        if raw is not None and raw != "":
+            values[name] = raw
+    values.update({k: v for k, v in overrides.items() if v is not None})
+    try:
+        return CoordinatorSettings.model_validate(values)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        field = ".".join(str(p) for p in first["loc"])
+        raise InvalidInput(first["msg"], source="coordinator settings (BRL_* / flags)", field=field) from None

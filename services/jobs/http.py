@@ -1,0 +1,185 @@
+"""FastAPI plumbing shared by the job services: API-key check, the one error handler, body-size limit,
+and the JSON view of a job. Routes stay a few lines each.
+"""
+
+from __future__ import annotations
+
+import hmac
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, Field
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.responses import Response
+
+from planner.errors import BrlError, InvalidInput
+from services.http_errors import VALIDATION, Unauthorized, error_body, mapping_for, retry_after_header
+from services.jobs.store import Job
+
+log = logging.getLogger(__name__)
+
+
+class ErrorDetail(BaseModel):
+    message: str
+    type: str
+    code: str
+    param: str | None = None
+
+
+class ErrorResponse(BaseModel):
+    error: ErrorDetail
+
+
+ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
+    code: {"model": ErrorResponse, "description": text}
+    for code, text in [
+        (400, "invalid input (the message names the field)"),
+        (401, "missing or wrong API key"),
+        (404, "no such id"),
+        (409, "wrong state"),
+        (422, "request body fails validation"),
+        (429, "too many active jobs; see Retry-After"),
+    ]
+}
+
+
+class JobProgress(BaseModel):
+    """Latest progress a job reported. Solvers fill incumbent/bound/gap; simulations fill their own keys."""
+
+    elapsed_s: float | None = None
+    incumbent_tok_per_s: float | None = None
+    bound_tok_per_s: float | None = None
+    gap: float | None = None
+    extra: dict[str, Any] = Field(default_factory=dict)
+
+
+class JobError(BaseModel):
+    type: str
+    message: str
+    field: str | None = None
+
+
+class JobView(BaseModel):
+    id: str
+    kind: str
+    status: str = Field(description="queued | running | succeeded | failed | cancelled")
+    created_at: float
+    started_at: float | None = None
+    finished_at: float | None = None
+    cancel_requested: bool = False
+    progress: JobProgress | None = None
+    error: JobError | None = None
+    request: dict[str, Any] | None = None
+    result: dict[str, Any] | None = None
+
+
+class JobList(BaseModel):
+    items: list[JobView]
+    limit: int
+    offset: int
+
+
+PROGRESS_KEYS = ("elapsed_s", "incumbent_tok_per_s", "bound_tok_per_s", "gap")
+
+
+def progress_view(progress: dict[str, Any] | None) -> JobProgress | None:
+    if progress is None:
+        return None
+    known = {k: progress[k] for k in PROGRESS_KEYS if isinstance(progress.get(k), int | float)}
+    extra = {k: v for k, v in progress.items() if k not in PROGRESS_KEYS}
+    return JobProgress(**known, extra=extra)
+
+
+def job_view(job: Job, *, full: bool = True) -> JobView:
+    """`full` adds the request and the result (a list shows neither, to stay small)."""
+    error = None
+    if job.error is not None:
+        error = JobError(
+            type=str(job.error.get("type", "Error")),
+            message=str(job.error.get("message", "")),
+            field=job.error.get("field"),
+        )
+    return JobView(
+        id=job.id,
+        kind=job.kind,
+        status=job.status,
+        created_at=job.created_at,
+        started_at=job.started_at,
+        finished_at=job.finished_at,
+        cancel_requested=job.cancel_requested,
+        progress=progress_view(dict(job.progress) if job.progress is not None else None),
+        error=error,
+        request=dict(job.request) if full else None,
+        result=dict(job.result) if (full and job.result is not None) else None,
+    )
+
+
+def api_key_checker(api_key: str | None) -> Callable[[Request], None]:
+    """A dependency for mutating routes: `Authorization: Bearer <key>` must match when a key is set."""
+
+    def check(request: Request) -> None:
+        if api_key is None:
+            return
+        header = request.headers.get("authorization", "")
+        scheme, _, token = header.partition(" ")
+        if scheme.lower() != "bearer" or not hmac.compare_digest(token.strip().encode(), api_key.encode()):
+            raise Unauthorized("missing or wrong API key: send 'Authorization: Bearer <BRL_API_KEY>'")
+
+    return check
+
+
+def _field_of(loc: tuple[Any, ...]) -> str:
+    """`("body", "placement", "n0", 1)` -> "placement.n0.1"; a whole-body error (bad JSON) -> "body"."""
+    rest = loc[1:] if loc and loc[0] == "body" else loc
+    if not rest or (loc and loc[0] == "body" and isinstance(rest[0], int)):
+        return "body"
+    return ".".join(str(p) for p in rest)
+
+
+def install(app: FastAPI, *, max_body_bytes: int) -> None:
+    """Error handlers (one table, services.http_errors) and a request-size guard."""
+
+    @app.exception_handler(RequestValidationError)
+    async def on_validation(_: Request, exc: RequestValidationError) -> JSONResponse:
+        errors = exc.errors()
+        parts = [f"{_field_of(tuple(e.get('loc', ())))}: {e.get('msg', 'invalid')}" for e in errors[:5]]
+        first = _field_of(tuple(errors[0].get("loc", ()))) if errors else None
+        body = error_body(InvalidInput("; ".join(parts) or "invalid request", field=first), VALIDATION)
+        return JSONResponse(body, status_code=VALIDATION.http_status)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def on_http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+        kind = {404: "not_found_error", 405: "invalid_request_error"}.get(
+            exc.status_code, "invalid_request_error"
+        )
+        body = {
+            "error": {"message": str(exc.detail), "type": kind, "code": str(exc.status_code), "param": None}
+        }
+        return JSONResponse(body, status_code=exc.status_code, headers=getattr(exc, "headers", None))
+
+    async def on_error(_: Request, exc: Exception) -> JSONResponse:
+        mapping = mapping_for(exc)
+        if mapping.http_status >= 500:
+            log.error("request failed", exc_info=exc)
+        return JSONResponse(
+            error_body(exc, mapping), status_code=mapping.http_status, headers=dict(retry_after_header(exc))
+        )
+
+    # BrlError is answered by the exception middleware; anything else reaches the server-error middleware,
+    # which answers with the same body and then lets the server log the traceback.
+    app.add_exception_handler(BrlError, on_error)
+    app.add_exception_handler(Exception, on_error)
+
+    @app.middleware("http")
+    async def limit_body(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
+        length = request.headers.get("content-length")
+        if length is not None and length.isdigit() and int(length) > max_body_bytes:
+            exc = InvalidInput(
+                f"request body of {length} bytes is over the limit of {max_body_bytes}", field="body"
+            )
+            return JSONResponse(error_body(exc), status_code=413)
+        return await call_next(request)

@@ -1,0 +1,51 @@
+"""gRPC servicer of the planner service: each RPC parses with wire.py, calls PlannerService, renders."""
+
+from __future__ import annotations
+
+import grpc
+
+from protos import planner_pb2 as pb
+from protos import planner_pb2_grpc as pb_grpc
+from services.jobs.grpc_server import check_api_key, rpc_errors
+from services.planner_service import wire
+from services.planner_service.service import PlannerService
+
+SERVICE_NAME = pb.DESCRIPTOR.services_by_name["Planner"].full_name
+
+
+class PlannerServicer(pb_grpc.PlannerServicer):
+    def __init__(self, service: PlannerService) -> None:
+        self.service = service
+
+    def _auth(self, context: grpc.ServicerContext) -> None:
+        check_api_key(context, self.service.settings.api_key)
+
+    @rpc_errors
+    def SubmitPlan(self, request: pb.SubmitPlanRequest, context: grpc.ServicerContext) -> pb.PlanJob:
+        self._auth(context)
+        return wire.plan_job(self.service.submit(wire.plan_request(request)))
+
+    @rpc_errors
+    def GetPlan(self, request: pb.JobRef, context: grpc.ServicerContext) -> pb.PlanJob:
+        return wire.plan_job(self.service.get(request.id))
+
+    @rpc_errors
+    def ListPlans(self, request: pb.ListPlansRequest, context: grpc.ServicerContext) -> pb.ListPlansResponse:
+        jobs = self.service.list_jobs(
+            status=request.status or None, limit=request.limit or 50, offset=request.offset
+        )
+        return pb.ListPlansResponse(items=[wire.plan_job(j, full=False) for j in jobs])
+
+    @rpc_errors
+    def CancelPlan(self, request: pb.JobRef, context: grpc.ServicerContext) -> pb.PlanJob:
+        self._auth(context)
+        return wire.plan_job(self.service.cancel(request.id))
+
+    @rpc_errors
+    def Evaluate(self, request: pb.EvaluateRequest, context: grpc.ServicerContext) -> pb.EvaluateResponse:
+        self._auth(context)
+        return wire.evaluate_response(self.service.evaluate(wire.evaluation_request(request)))
+
+
+def add_to_server(service: PlannerService, server: grpc.Server) -> None:
+    pb_grpc.add_PlannerServicer_to_server(PlannerServicer(service), server)

@@ -1,0 +1,72 @@
+"""Worker settings: one pydantic model, filled from `BRL_*` environment variables, then CLI flags."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from planner.errors import InvalidInput
+
+ENV_PREFIX = "BRL_"
+
+
+class WorkerSettings(BaseModel):
+    """Env var = `BRL_` + upper-case field name (e.g. BRL_LAYERS=0:7, BRL_BACKEND=vllm)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    model: str = Field("smollm2-135m", description="bundled model name or a HF folder")
+    layers: str = Field(..., description="START:END, half-open")
+    host: str = "127.0.0.1"
+    port: int = Field(0, ge=0, le=65535, description="0 picks a free port")
+    advertise: str | None = Field(None, description="address others reach this worker at; default host:port")
+    backend: str = "torch"
+    name: str | None = Field(None, description="node name in the plan; default worker-<port>")
+    gpu_type: str = "cpu"
+    speed_factor: float = Field(1.0, gt=0, description="declared throttle reported to the coordinator")
+    coordinator: str | None = Field(None, description="HOST:PORT of the coordinator to register with")
+    dtype: str = "float32"
+    kv_cache_gib: float = Field(0.5, gt=0)
+    kv_capacity_tokens: int | None = Field(None, ge=1, description="overrides kv_cache_gib")
+    max_batch_tokens: int = Field(4096, ge=1, description="tokens per step, prompt chunks included")
+    threads: int = Field(1, ge=1, description="torch intra-op threads (1 is fastest on small CPUs)")
+
+    @field_validator("layers")
+    @classmethod
+    def _layers(cls, value: str) -> str:
+        parse_layers(value)
+        return value
+
+    @property
+    def layer_range(self) -> tuple[int, int]:
+        return parse_layers(self.layers)
+
+
+def parse_layers(text: str) -> tuple[int, int]:
+    try:
+        start_s, end_s = text.split(":")
+        start, end = int(start_s), int(end_s)
+    except ValueError as exc:
+        raise ValueError(f"layers must be START:END, got {text!r}") from exc
+    if not 0 <= start < end:
+        raise ValueError(f"layers must satisfy 0 <= START < END, got {text!r}")
+    return start, end
+
+
+def from_env(environ: Mapping[str, str] | None = None, **overrides: object) -> WorkerSettings:
+    """Settings from `BRL_*` variables, then explicit overrides (CLI flags; None means 'not given')."""
+    env = os.environ if environ is None else environ
+    values: dict[str, object] = {}
+    for name in WorkerSettings.model_fields:
+        raw = env.get(ENV_PREFIX + name.upper())
+        if raw:
+            values[name] = raw
+    values.update({k: v for k, v in overrides.items() if v is not None})
+    try:
+        return WorkerSettings.model_validate(values)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        field = ".".join(str(p) for p in first["loc"]) or None
+        raise InvalidInput(first["msg"], source="worker settings", field=field) from exc

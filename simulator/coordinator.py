@@ -1,0 +1,202 @@
+"""The simulated coordinator: admits queries with the planner.routing policy objects and KV book (the same
+code the real coordinator runs), issues each iteration along the chosen chain, and collects it at the sink."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Mapping
+
+from planner.cluster import SINK, SOURCE, Cluster
+from planner.model import ModelSpec
+from planner.plan import Plan
+from planner.profile import ProfileSet
+from planner.routing.base import RouteRequest, RoutingPolicy, successors
+from planner.routing.kv import KVBook
+from planner.routing.maxflow import MaxFlowPolicy
+from simulator.engine import EventLoop
+from simulator.link import SimLink
+from simulator.metrics import Metrics
+from simulator.request import Query
+from simulator.worker import SimWorker
+
+
+class SimView:
+    """The RoutingView the policies read: the KV book, every node alive, live queue lengths."""
+
+    def __init__(self, coord: SimCoordinator) -> None:
+        self._coord = coord
+
+    @property
+    def kv(self) -> KVBook | None:
+        return self._coord.kv
+
+    def alive(self, node: str) -> bool:
+        return node in self._coord.workers
+
+    def queue_length(self, node: str) -> int:
+        w = self._coord.workers.get(node)
+        return 0 if w is None else w.queued(self._coord.loop.now)
+
+
+def kv_capacities(cluster: Cluster, profiles: ProfileSet, plan: Plan,
+                  overrides: Mapping[str, int] | None = None) -> dict[str, int]:
+    """Token x layer KV entries per placed node: the profile's for its layer count (clamped to the GPU's
+    maximum, as the paper's forced layouts do) unless given explicitly (the separate-pipeline files)."""
+    caps: dict[str, int] = {}
+    for name, rng in plan.placement.ranges.items():
+        if overrides and name in overrides:
+            caps[name] = int(overrides[name])
+            continue
+        prof = profiles.get(cluster.node(name).gpu_type)
+        caps[name] = prof.kv_capacity_for(min(rng.size, prof.max_layers))
+    return caps
+
+
+class SimCoordinator:
+    def __init__(self, loop: EventLoop, cluster: Cluster, model: ModelSpec, profiles: ProfileSet, plan: Plan,
+                 policy: RoutingPolicy, kv: KVBook, metrics: Metrics, *, expected_output_len: int,
+                 kv_capacity: Mapping[str, int]) -> None:
+        self.loop = loop
+        self.cluster = cluster
+        self.model = model
+        self.plan = plan
+        self.policy = policy
+        self.kv = kv
+        self.metrics = metrics
+        self.expected_output_len = expected_output_len
+        self.view = SimView(self)
+        self.on_prompt_done: Callable[[float], None] | None = None
+        self.on_query_done: Callable[[float], None] | None = None
+        self.active = 0
+        self.admitted = 0
+        self.rejected = 0
+        self.finished = 0
+        self._next_qid = 0
+        placement = plan.placement
+        succ = {u: successors(plan, cluster, u) for u in (SOURCE, *placement.ranges)}
+        entries: dict[str, set[int]] = {n: set() for n in placement.ranges}
+        for u, vs in succ.items():
+            for v in vs:
+                if v != SINK and u != SOURCE:
+                    entries[v].add(max(placement.ranges[u].end, placement.ranges[v].start))
+        self.workers: dict[str, SimWorker] = {}
+        for name, rng in placement.ranges.items():
+            self.workers[name] = SimWorker(
+                name, rng, profiles.get(cluster.node(name).gpu_type), loop,
+                entry_layers=tuple(sorted(entries[name])),
+                activation_bytes_per_token=model.activation_bytes_per_token,
+                kv_capacity=int(kv_capacity[name]), depart=self._depart)
+        if type(policy).observe is not RoutingPolicy.observe:
+            for w in self.workers.values():
+                w.observer = policy.observe
+        self.links = self._build_links(succ)
+
+    # -- network -------------------------------------------------------------------------------------
+    def _nic(self, node: str, inbound: bool) -> float:
+        if node in (SOURCE, SINK):
+            return self.cluster.coordinator_nic_bytes_per_s
+        n = self.cluster.node(node)
+        return n.nic_in_bytes_per_s if inbound else n.nic_out_bytes_per_s
+
+    def _build_links(self, succ: Mapping[str, tuple[str, ...]]) -> dict[tuple[str, str], SimLink]:
+        """Per-hop bandwidth as the paper's schedulers set it. Max-flow: min(link, out-NIC x this link's
+        share of the sender's planned outflow, in-NIC x its share of the receiver's inflow), floored.
+        Baselines: min(link, out-NIC / number of outgoing links)."""
+        plan = self.plan
+        flows = plan.edge_flows
+        out_tot: dict[str, float] = {}
+        in_tot: dict[str, float] = {}
+        for (u, v), f in flows.items():
+            out_tot[u] = out_tot.get(u, 0.0) + f
+            in_tot[v] = in_tot.get(v, 0.0) + f
+        by_flow = isinstance(self.policy, MaxFlowPolicy)
+        token = self.model.token_bytes
+        act = self.model.activation_bytes_per_token + token
+        links: dict[tuple[str, str], SimLink] = {}
+        for u, vs in succ.items():
+            for v in vs:
+                lk = self.cluster.link(u, v)
+                if lk is None:
+                    continue
+                bw = lk.bandwidth_bytes_per_s
+                f = flows.get((u, v), 0.0)
+                if by_flow and f > 0:
+                    bw = min(bw, self._nic(u, False) * f / out_tot[u], self._nic(v, True) * f / in_tot[v])
+                    bw = max(1.0, math.floor(bw))
+                elif not by_flow:
+                    bw = min(bw, self._nic(u, False) / max(1, len(vs)))
+                per_token = token if u == SOURCE or v == SINK else act
+                links[(u, v)] = SimLink(u, v, bw, lk.latency_s, per_token)
+        return links
+
+    # -- admission -----------------------------------------------------------------------------------
+    def submit(self, input_len: int, output_len: int) -> Query | None:
+        """Route a new query now; None when the policy finds no admissible chain (Fail-KV / Fail-Flow)."""
+        now = self.loop.now
+        self._next_qid += 1
+        q = Query(self._next_qid, input_len, output_len, now)
+        req = RouteRequest(q.rid, input_len, self.expected_output_len)
+        chain = self.policy.choose(req, self.view)
+        if chain is None:
+            self.rejected += 1
+            return None
+        self.kv.charge(chain, req)
+        prev = SOURCE
+        stages = []
+        for hop in chain:
+            w = self.workers[hop.node]
+            stages.append((w, w.entry_index[hop.layers.start], self.links[(prev, hop.node)]))
+            prev = hop.node
+        q.chain = chain
+        q.route = tuple(stages)
+        q.sink_link = self.links[(prev, SINK)]
+        self.admitted += 1
+        self.active += 1
+        self._issue(q, now)
+        return q
+
+    def _issue(self, q: Query, now: float) -> None:
+        q.t_issue = now
+        q.t_left = now
+        q.hop_i = 0
+        w, entry, link = q.route[0]
+        w.arrive(link.send(now, q.seq_len), q, entry)
+
+    def _depart(self, q: Query, now: float) -> None:
+        q.hop_i += 1
+        q.t_left = now
+        if q.hop_i < len(q.route):
+            w, entry, link = q.route[q.hop_i]
+            w.arrive(link.send(now, q.seq_len), q, entry)
+        else:
+            assert q.sink_link is not None
+            self.loop.schedule(q.sink_link.send(now, q.seq_len), self._at_sink, q)
+
+    def _at_sink(self, q: Query) -> None:
+        now = self.loop.now
+        prompt = q.iteration == 0
+        self.metrics.record(prompt, now - q.t_issue, q.seq_len, now)
+        if q.iteration < q.output_len:
+            q.advance()
+            self.policy.on_decode(q.chain)
+            self._issue(q, now)
+            if prompt and self.on_prompt_done is not None:
+                self.on_prompt_done(now)
+            return
+        self._finish(q)
+        if self.on_query_done is not None:
+            self.on_query_done(now)
+
+    def _finish(self, q: Query) -> None:
+        self.kv.release(q.rid)
+        self.policy.release(q.rid)
+        total = q.input_len + q.output_len
+        for hop, (w, _, _) in zip(q.chain, q.route, strict=True):
+            w.release_kv(total, hop.layers.size)
+        self.active -= 1
+        self.finished += 1
+        self.metrics.query_finished(q.input_len, q.output_len)
+
+    # -- reading -------------------------------------------------------------------------------------
+    def real_kv(self) -> dict[str, int]:
+        return {n: w.kv_real for n, w in self.workers.items()}

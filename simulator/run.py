@@ -1,0 +1,273 @@
+"""`simulate(cluster, model, profiles, plan, config)`: build the simulated fleet for a plan, feed it a
+workload, run the event loop, and return a frozen SimResult (metrics, watch lines, series for plots)."""
+
+from __future__ import annotations
+
+import math
+import random
+from collections.abc import Callable, Mapping
+from dataclasses import asdict, dataclass, field, replace
+from typing import Any
+
+from planner.errors import InvalidInput
+from planner.model import ModelSpec
+from planner.plan import Plan
+from planner.profile import ProfileSet
+from planner.routing.kv import OFFLINE_KV, ONLINE_KV, PAPER_EXPECTED_OUTPUT_LEN, KVBook
+from planner.routing.registry import make_policy, policy_names
+from simulator.coordinator import SimCoordinator, kv_capacities
+from simulator.engine import EventLoop
+from simulator.metrics import LatencyStats, Metrics
+from simulator.workload import OfflineFeeder, OnlineFeeder, load_arrivals, load_lengths
+
+MODES = ("offline", "online")
+# The paper's disk speed ("1000 * mbps" read as bytes/s): loading the largest holding sets the start time.
+DISK_BYTES_PER_S = 1e9
+
+
+@dataclass(frozen=True)
+class SimConfig:
+    """Defaults follow the paper's examples: offline = 60-s warm-up + 600-s window, 20 initial queries for
+    max-flow (KV-gated refills) and 180 in flight for the baselines; online = 1800 s at 700 tokens/s for
+    max-flow and 400 for the baselines. KV parameters default to (0.85, 1.0) offline and (0.9, 0.6) online."""
+
+    mode: str = "offline"
+    policy: str = "maxflow"
+    lengths: str = "azure-conv"
+    arrivals: str = "azure-conv"
+    duration_s: float | None = None
+    warmup_s: float | None = None
+    seed: int = 0
+    initial_queries: int | None = None
+    feed_high_water: float = 0.8
+    kv_high_water: float | None = None
+    kv_output_ratio: float | None = None
+    expected_output_len: int = PAPER_EXPECTED_OUTPUT_LEN
+    target_tok_per_s: float | None = None
+    load_time_s: float | None = None
+    watch_interval_s: float = 10.0
+    kv_capacity: Mapping[str, int] | None = None
+    drain: bool = False
+    max_drain_s: float = 3600.0
+
+    def __post_init__(self) -> None:
+        if self.mode not in MODES:
+            raise InvalidInput(f"mode must be one of {MODES}, got {self.mode!r}", field="mode")
+        if self.policy not in policy_names():
+            from planner.errors import UnknownName
+
+            raise UnknownName("routing policy", self.policy, policy_names(), field="policy")
+        if self.duration_s is not None and self.duration_s <= 0:
+            raise InvalidInput(f"duration must be > 0 s, got {self.duration_s}", field="duration_s")
+        if self.warmup_s is not None and self.warmup_s < 0:
+            raise InvalidInput(f"warm-up must be >= 0 s, got {self.warmup_s}", field="warmup_s")
+
+    def resolved(self) -> SimConfig:
+        """Every default filled in for this mode and policy."""
+        offline = self.mode == "offline"
+        kv = OFFLINE_KV if offline else ONLINE_KV
+        duration = self.duration_s if self.duration_s is not None else (660.0 if offline else 1800.0)
+        warmup = self.warmup_s if self.warmup_s is not None else (min(60.0, duration / 2) if offline else 0.0)
+        if warmup >= duration:
+            raise InvalidInput(f"warm-up {warmup} s must be shorter than the duration {duration} s", field="warmup_s")
+        maxflow = self.policy == "maxflow"
+        return replace(
+            self,
+            duration_s=duration,
+            warmup_s=warmup,
+            initial_queries=self.initial_queries if self.initial_queries is not None else (20 if maxflow else 180),
+            kv_high_water=self.kv_high_water if self.kv_high_water is not None else kv.high_water,
+            kv_output_ratio=self.kv_output_ratio if self.kv_output_ratio is not None else kv.output_ratio,
+            target_tok_per_s=self.target_tok_per_s if self.target_tok_per_s is not None else (
+                700.0 if maxflow else 400.0),
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["kv_capacity"] = dict(self.kv_capacity) if self.kv_capacity else None
+        return d
+
+
+@dataclass(frozen=True)
+class WatchLine:
+    time_s: float
+    active: int
+    finished: int
+    real_bottleneck: float
+    expected_bottleneck: float
+    # (node, real used, expected used, capacity) in token x layer entries
+    nodes: tuple[tuple[str, int, int, int], ...] = ()
+
+    def format(self) -> str:
+        lines = [f"t={self.time_s:8.2f}s active={self.active} finished={self.finished} "
+                 f"bottleneck real={self.real_bottleneck:.3f} expected={self.expected_bottleneck:.3f}"]
+        for name, real, exp, cap in self.nodes:
+            lines.append(f"  {name}: real {real}/{cap} ({real / cap:.0%}) | expected {exp}/{cap} ({exp / cap:.0%})"
+                         f"{'' if exp >= real else '  expected<real'}")
+        return "\n".join(lines)
+
+
+@dataclass(frozen=True)
+class SimResult:
+    decode_tok_per_s: float
+    all_tok_per_s: float
+    prompt_latency_s: LatencyStats
+    decode_latency_s: LatencyStats
+    finished: int
+    admitted: int
+    rejected: int
+    active_at_end: int
+    max_flow_tok_per_s: float
+    window_s: tuple[float, float]
+    total_tokens: int
+    last_finish_s: float
+    start_s: float
+    end_s: float
+    events: int
+    kv_expected_left: int
+    kv_real_left: int
+    config: Mapping[str, Any]
+    plan: Mapping[str, Any]
+    throughput_series: tuple[int, ...] = ()
+    decode_series: tuple[int, ...] = ()
+    prompt_cdf: tuple[tuple[float, float], ...] = ()
+    decode_cdf: tuple[tuple[float, float], ...] = ()
+    watch: tuple[WatchLine, ...] = ()
+    nodes: Mapping[str, Mapping[str, float]] = field(default_factory=dict)
+
+    @property
+    def flow_efficiency(self) -> float:
+        """All tokens/s as a share of the max-flow bound."""
+        return self.all_tok_per_s / self.max_flow_tok_per_s if self.max_flow_tok_per_s > 0 else 0.0
+
+    def summary(self) -> dict[str, Any]:
+        return {
+            "decode_tok_per_s": round(self.decode_tok_per_s, 3),
+            "all_tok_per_s": round(self.all_tok_per_s, 3),
+            "max_flow_tok_per_s": round(self.max_flow_tok_per_s, 3),
+            "flow_efficiency": round(self.flow_efficiency, 4),
+            "prompt_latency_s": self.prompt_latency_s.to_dict(),
+            "decode_latency_s": self.decode_latency_s.to_dict(),
+            "finished": self.finished,
+            "admitted": self.admitted,
+            "rejected": self.rejected,
+            "events": self.events,
+        }
+
+    def to_dict(self) -> dict[str, Any]:
+        d = self.summary()
+        d.update({
+            "active_at_end": self.active_at_end,
+            "window_s": list(self.window_s),
+            "total_tokens": self.total_tokens,
+            "last_finish_s": self.last_finish_s,
+            "start_s": self.start_s,
+            "end_s": self.end_s,
+            "kv_expected_left": self.kv_expected_left,
+            "kv_real_left": self.kv_real_left,
+            "config": dict(self.config),
+            "plan": dict(self.plan),
+            "throughput_series": list(self.throughput_series),
+            "decode_series": list(self.decode_series),
+            "prompt_cdf": [list(p) for p in self.prompt_cdf],
+            "decode_cdf": [list(p) for p in self.decode_cdf],
+            "watch": [asdict(w) for w in self.watch],
+            "nodes": {k: dict(v) for k, v in self.nodes.items()},
+        })
+        return d
+
+
+def load_time_s(model: ModelSpec, plan: Plan) -> float:
+    """Serving starts once the largest holding is loaded from disk: ceil(max load) + 1 s, as the paper."""
+    biggest = max((r.size for r in plan.placement.ranges.values()), default=0)
+    return float(math.ceil(biggest * model.bytes_per_layer / DISK_BYTES_PER_S) + 1)
+
+
+def simulate(cluster: Any, model: ModelSpec, profiles: ProfileSet, plan: Plan, config: SimConfig | None = None,
+             *, on_watch: Callable[[WatchLine], None] | None = None) -> SimResult:
+    """Run one simulation of `plan` on `cluster` (a planner.cluster.Cluster). Deterministic for config.seed."""
+    cfg = (config or SimConfig()).resolved()
+    assert cfg.duration_s is not None and cfg.warmup_s is not None and cfg.initial_queries is not None
+    assert cfg.kv_high_water is not None and cfg.kv_output_ratio is not None and cfg.target_tok_per_s is not None
+    if not plan.placement.ranges:
+        raise InvalidInput("the plan places no layers", field="placement")
+    start = cfg.load_time_s if cfg.load_time_s is not None else load_time_s(model, plan)
+    end = start + cfg.duration_s
+    loop = EventLoop(start)
+    caps = kv_capacities(cluster, profiles, plan, cfg.kv_capacity)
+    kv = KVBook(caps, high_water=cfg.kv_high_water, output_ratio=cfg.kv_output_ratio, ranges=plan.placement.ranges)
+    prompt_limits = {n: profiles.get(cluster.node(n).gpu_type).prompt_max_tokens for n in plan.placement.ranges}
+    policy = make_policy(cfg.policy, plan, cluster, rng=random.Random(cfg.seed * 7919 + 1),
+                         prompt_max_tokens=prompt_limits)
+    window = (start + cfg.warmup_s, end) if cfg.mode == "offline" else (start, end)
+    metrics = Metrics(*window)
+    coord = SimCoordinator(loop, cluster, model, profiles, plan, policy, kv, metrics,
+                           expected_output_len=cfg.expected_output_len, kv_capacity=caps)
+    lengths = load_lengths(cfg.lengths)
+    rng = random.Random(cfg.seed)
+    feeder: OfflineFeeder | OnlineFeeder
+    if cfg.mode == "offline":
+        gate = kv.bottleneck_usage if cfg.policy == "maxflow" else None
+        feeder = OfflineFeeder(loop, coord.submit, lengths, rng, start_s=start, end_s=end,
+                               initial=cfg.initial_queries, kv_gate=gate, feed_high_water=cfg.feed_high_water)
+    else:
+        feeder = OnlineFeeder(loop, coord.submit, lengths, load_arrivals(cfg.arrivals), rng, start_s=start,
+                              duration_s=cfg.duration_s, target_tok_per_s=cfg.target_tok_per_s)
+    coord.on_prompt_done = feeder.on_prompt_done
+    coord.on_query_done = feeder.on_query_done
+
+    watch: list[WatchLine] = []
+
+    def snapshot() -> None:
+        real = coord.real_kv()
+        line = WatchLine(loop.now, coord.active, coord.finished, kv.bottleneck_usage(real), kv.bottleneck_usage(),
+                         tuple((n, real[n], kv.used(n), caps[n]) for n in plan.placement.ranges))
+        watch.append(line)
+        if on_watch is not None:
+            on_watch(line)
+        if cfg.watch_interval_s > 0 and loop.now + cfg.watch_interval_s <= end:
+            loop.schedule(loop.now + cfg.watch_interval_s, snapshot)
+
+    if cfg.watch_interval_s > 0:
+        loop.schedule(start, snapshot)
+    loop.run(end)
+    if cfg.mode == "online" or cfg.drain:
+        online = feeder if isinstance(feeder, OnlineFeeder) else None
+
+        def drained() -> bool:
+            return coord.active == 0 and (online is None or not online.backlog)
+
+        if not drained():
+            loop.run(end + cfg.max_drain_s, stop=drained)
+    nodes = {n: {"steps": w.steps, "busy_s": round(w.busy_s, 6), "utilisation": round(w.busy_s / max(1e-9, loop.now - start), 4),
+                 "decode_seqs": w.decode_seqs, "prompt_tokens": w.prompt_tokens, "kv_real_peak": w.kv_real_peak,
+                 "kv_capacity": caps[n]} for n, w in coord.workers.items()}
+    return SimResult(
+        decode_tok_per_s=metrics.decode_tok_per_s(),
+        all_tok_per_s=metrics.all_tok_per_s(),
+        prompt_latency_s=metrics.prompt.stats(),
+        decode_latency_s=metrics.decode.stats(),
+        finished=coord.finished,
+        admitted=coord.admitted,
+        rejected=coord.rejected,
+        active_at_end=coord.active,
+        max_flow_tok_per_s=plan.objective_tok_per_s,
+        window_s=window,
+        total_tokens=metrics.total_tokens,
+        last_finish_s=metrics.last_finish_s,
+        start_s=start,
+        end_s=loop.now,
+        events=loop.handled,
+        kv_expected_left=kv.total_used(),
+        kv_real_left=sum(coord.real_kv().values()),
+        config=cfg.to_dict(),
+        plan={"cluster": plan.cluster_name, "model": plan.model_name, "method": plan.method,
+              "objective_tok_per_s": plan.objective_tok_per_s,
+              "placement": {n: [r.start, r.end] for n, r in plan.placement.ranges.items()}},
+        throughput_series=tuple(metrics.series),
+        decode_series=tuple(metrics.decode_series),
+        prompt_cdf=tuple(metrics.prompt.cdf()),
+        decode_cdf=tuple(metrics.decode.cdf()),
+        watch=tuple(watch),
+        nodes=nodes,
+    )

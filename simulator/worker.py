@@ -1,0 +1,178 @@
+"""A simulated GPU node: continuous batching at layer granularity, FCFS under the per-GPU limits on prompt
+requests, prompt tokens, decode sequences and decode context; a layer step takes P(prompt tokens) +
+D(decodes) from the interpolated profiles, one layer at a time, cycling over the layers it holds."""
+
+from __future__ import annotations
+
+import heapq
+from collections.abc import Callable
+
+from planner.placement import LayerRange
+from planner.profile import GpuProfile
+from simulator.engine import EventLoop
+from simulator.request import Query
+
+# The paper's first-layer CPU cost per byte of buffered activations: concatenation, then host->device copy.
+CPU_CONCAT_BYTES_PER_S = 4e9
+CPU_COPY_BYTES_PER_S = 5e9
+# decode_max_context = decode_max_tokens x this (the paper's DECODE_PER_TOKEN_MAX_CONTEXT).
+DECODE_CONTEXT_PER_SEQ = 1000
+
+Depart = Callable[[Query, float], None]
+
+
+class SimWorker:
+    """Layers [start, end) with request queues only in front of "entry" layers: the first layer and any
+    layer where a predecessor's range ends inside this one (partial overlap). Between entry layers nothing
+    can join a batch, so a batch runs each stretch of layers as one event; the timing equals the paper's
+    layer-by-layer loop (each layer costs the same for the same batch)."""
+
+    def __init__(self, name: str, layers: LayerRange, profile: GpuProfile, loop: EventLoop, *,
+                 entry_layers: tuple[int, ...] = (), activation_bytes_per_token: int,
+                 kv_capacity: int, depart: Depart) -> None:
+        self.name = name
+        self.layers = layers
+        self.profile = profile
+        self.loop = loop
+        self.depart = depart
+        k = min(layers.size, profile.max_layers)  # the paper clamps forced layer counts (allow_force_set)
+        self.prompt_max_requests = profile.prompt_max_requests
+        self.prompt_max_tokens = profile.prompt_max_tokens
+        self.decode_max_seqs = profile.decode_max_for(k)
+        self.decode_max_context = self.decode_max_seqs * DECODE_CONTEXT_PER_SEQ
+        self.kv_capacity = kv_capacity
+        self.cpu_s_per_token = activation_bytes_per_token * (1 / CPU_CONCAT_BYTES_PER_S + 1 / CPU_COPY_BYTES_PER_S)
+        entries = sorted({layers.start, *(e for e in entry_layers if layers.start < e < layers.end)})
+        self.entries = tuple(entries)
+        self.entry_index = {layer: i for i, layer in enumerate(entries)}
+        self.seg_layers = tuple(b - a for a, b in zip(entries, [*entries[1:], layers.end], strict=True))
+        self.queues: list[list[Query]] = [[] for _ in entries]
+        self.pointer = 0
+        self.busy = False
+        self.batch: list[Query] = []
+        self.batch_seg = 0
+        self.pending: list[tuple[float, int, Query, int]] = []
+        self._seq = 0
+        self.wake_at: float | None = None
+        self.cpu_tokens = 0
+        self.kv_real = 0
+        self.kv_real_peak = 0
+        self._pcache: dict[int, float] = {0: 0.0}
+        self._dcache: dict[int, float] = {0: 0.0}
+        # Counters for reports (aggregates only).
+        self.steps = 0
+        self.busy_s = 0.0
+        self.decode_seqs = 0
+        self.prompt_tokens = 0
+        self.observer: Callable[[str, str, float], None] | None = None
+
+    # -- arrivals ------------------------------------------------------------------------------------
+    def arrive(self, t: float, q: Query, entry: int) -> None:
+        self._seq += 1
+        heapq.heappush(self.pending, (t, self._seq, q, entry))
+        if not self.busy and (self.wake_at is None or t < self.wake_at):
+            self.wake_at = t
+            self.loop.schedule(t, self._wake, t)
+
+    def _wake(self, token: float) -> None:
+        if self.wake_at != token or self.busy:
+            return
+        self.wake_at = None
+        self._start(self.loop.now)
+
+    def queued(self, now: float) -> int:
+        """Requests waiting here (arrived, not yet in a batch): what shortest-queue routing compares."""
+        return sum(len(q) for q in self.queues) + sum(1 for p in self.pending if p[0] <= now)
+
+    # -- execution -----------------------------------------------------------------------------------
+    def _step_s(self, prompt_tokens: int, decodes: int) -> float:
+        p = self._pcache.get(prompt_tokens)
+        if p is None:
+            p = self._pcache[prompt_tokens] = self.profile.prompt_s_per_layer(prompt_tokens)
+        d = self._dcache.get(decodes)
+        if d is None:
+            # The decode tables start at (0,0) then bs=2: a lone decode costs the bs=2 time (paper quirk).
+            d = self._dcache[decodes] = self.profile.decode_s_per_layer(2 if decodes == 1 else decodes)
+        return p + d
+
+    def _start(self, now: float) -> None:
+        pending = self.pending
+        queues = self.queues
+        while pending and pending[0][0] <= now:
+            _, _, q, entry = heapq.heappop(pending)
+            queues[entry].append(q)
+            self.cpu_tokens += q.seq_len
+        n = len(queues)
+        p = self.pointer
+        for _ in range(n):
+            if queues[p]:
+                break
+            p = p + 1 if p + 1 < n else 0
+        else:
+            self.busy = False
+            if pending and (self.wake_at is None or pending[0][0] < self.wake_at):
+                self.wake_at = pending[0][0]
+                self.loop.schedule(self.wake_at, self._wake, self.wake_at)
+            return
+        self.pointer = p
+        queue = queues[p]
+        np_ = pt = nd = ctx = 0
+        pmax_r, pmax_t = self.prompt_max_requests, self.prompt_max_tokens
+        dmax_s, dmax_c = self.decode_max_seqs, self.decode_max_context
+        batch: list[Query] = []
+        left: list[Query] = []
+        for q in queue:
+            if q.iteration == 0:
+                # A prompt longer than the limit still runs, alone, rather than waiting forever.
+                if np_ < pmax_r and (pt + q.input_len <= pmax_t or (np_ == 0 and nd == 0 and not batch)):
+                    np_ += 1
+                    pt += q.input_len
+                    batch.append(q)
+                    continue
+            elif nd < dmax_s and ctx + q.context <= dmax_c:
+                nd += 1
+                ctx += q.context
+                batch.append(q)
+                continue
+            left.append(q)
+        queues[p] = left
+        layers = self.seg_layers[p]
+        duration = layers * self._step_s(pt, nd)
+        if p == 0 and self.cpu_tokens:
+            # First-layer CPU overhead charges every buffered arrival, batched or not (paper quirk).
+            duration += self.cpu_tokens * self.cpu_s_per_token
+            self.cpu_tokens = 0
+        self.busy = True
+        self.batch = batch
+        self.batch_seg = p
+        self.steps += 1
+        self.busy_s += duration
+        self.decode_seqs += nd
+        self.prompt_tokens += pt
+        self.loop.schedule(now + duration, self._finish)
+
+    def _finish(self) -> None:
+        now = self.loop.now
+        p = self.batch_seg
+        batch = self.batch
+        layers = self.seg_layers[p]
+        self.kv_real += layers * sum(q.seq_len for q in batch)
+        if self.kv_real > self.kv_real_peak:
+            self.kv_real_peak = self.kv_real
+        if p + 1 < len(self.queues):
+            self.queues[p + 1].extend(batch)
+            self.pointer = p + 1
+        else:
+            self.pointer = 0
+            depart = self.depart
+            observer = self.observer
+            for q in batch:
+                if observer is not None:
+                    prev = q.route[q.hop_i - 1][0].name if q.hop_i else "source"
+                    observer(prev, self.name, now - q.t_left)
+                depart(q, now)
+        self.batch = []
+        self._start(now)
+
+    def release_kv(self, tokens: int, layers: int) -> None:
+        self.kv_real = max(0, self.kv_real - tokens * layers)

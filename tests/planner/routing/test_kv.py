@@ -1,0 +1,88 @@
+import random
+
+import pytest
+
+from planner.errors import InvalidInput, NoRoute, UnknownName
+from planner.placement import LayerRange
+from planner.routing import OFFLINE_KV, ONLINE_KV, Hop, KVBook, RouteRequest, without_nodes
+from tests.planner.routing.fleets import diamond
+
+
+def chain2(node: str = "b") -> tuple[Hop, ...]:
+    return (Hop("a", LayerRange(0, 2)), Hop(node, LayerRange(2, 4)))
+
+
+def test_paper_defaults() -> None:
+    book = KVBook({"a": 100})
+    assert (
+        (book.high_water, book.output_ratio) == (ONLINE_KV.high_water, ONLINE_KV.output_ratio) == (0.9, 0.6)
+    )
+    assert (OFFLINE_KV.high_water, OFFLINE_KV.output_ratio) == (0.85, 1.0)
+    with pytest.raises(InvalidInput):
+        KVBook({"a": 100}, high_water=1.5)
+
+
+def test_expected_use_is_charged_per_hop_and_layer() -> None:
+    book = KVBook({"a": 10_000, "b": 10_000}, output_ratio=0.5)
+    r = RouteRequest("x", 100, 240)
+    assert book.expected_tokens(r) == 220
+    book.charge(chain2(), r)
+    assert book.used("a") == book.used("b") == 440
+
+
+def test_fail_kv_uses_high_water_and_the_whole_layer_count() -> None:
+    ranges = {"a": LayerRange(0, 2), "b": LayerRange(2, 6)}
+    book = KVBook({"a": 1000, "b": 1000}, high_water=0.5, output_ratio=0.0, ranges=ranges)
+    r = RouteRequest("x", 100, 0)
+    # b holds 4 layers: 400 entries fit under 500, a second request would not.
+    assert book.node_fits("b", r, 2)
+    book.charge((Hop("b", LayerRange(2, 6)),), r)
+    assert not book.node_fits("b", RouteRequest("y", 100, 0), 1)
+    assert book.fits(chain2("a")[:1], RouteRequest("y", 100, 0))
+
+
+def test_release_returns_books_to_zero_and_never_negative() -> None:
+    rng = random.Random(3)
+    book = KVBook({"a": 1e9, "b": 1e9, "c": 1e9})
+    live = []
+    for i in range(300):
+        r = RouteRequest(f"r{i}", rng.randint(1, 2000), rng.randint(0, 500))
+        book.charge(chain2(rng.choice("bc")), r)
+        live.append(r.request_id)
+        if rng.random() < 0.4:
+            book.release(live.pop(rng.randrange(len(live))))
+        assert all(book.used(n) >= 0 for n in "abc")
+    for rid in live:
+        assert book.release(rid)
+    assert not book.release(live[0])
+    assert [book.used(n) for n in "abc"] == [0, 0, 0] and book.total_used() == 0
+
+
+def test_correction_by_real_usage_tightens_admission() -> None:
+    book = KVBook({"a": 1000}, high_water=0.9, output_ratio=0.0)
+    r = RouteRequest("x", 100, 0)
+    assert book.node_fits("a", r)
+    book.correct("a", 850)
+    assert not book.node_fits("a", r)
+    book.forget_node("a")
+    assert book.node_fits("a", r)
+    with pytest.raises(UnknownName):
+        book.correct("zz", 1)
+
+
+def test_bottleneck_usage_is_the_fullest_layer() -> None:
+    ranges = {"a": LayerRange(0, 2), "b": LayerRange(2, 4), "c": LayerRange(2, 4)}
+    book = KVBook({"a": 1000, "b": 1000, "c": 1000}, output_ratio=0.0, ranges=ranges)
+    book.charge((Hop("a", LayerRange(0, 2)),), RouteRequest("x", 200, 0))
+    assert book.bottleneck_usage() == pytest.approx(0.4)
+    book.charge((Hop("b", LayerRange(2, 4)),), RouteRequest("y", 400, 0))
+    assert book.bottleneck_usage() == pytest.approx(0.4)
+
+
+def test_without_nodes_drops_flows_and_detects_lost_layers() -> None:
+    plan, _ = diamond()
+    reduced = without_nodes(plan, ["b"])
+    assert "b" not in reduced.placement.ranges and reduced.flow("a", "b") == 0.0
+    assert reduced.flow("a", "c") == 25.0
+    with pytest.raises(NoRoute):
+        without_nodes(plan, ["b", "c"])

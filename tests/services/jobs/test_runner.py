@@ -1,0 +1,128 @@
+"""The job runner: results, errors, cancellation (co-operative and by kill), limits, crashes, restarts."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from planner.errors import CapacityExceeded
+from services.jobs import CANCELLED, FAILED, SUCCEEDED, Job, JobRunner, JobStore
+
+FNS = "tests.services.jobs.jobfns"
+
+
+def wait_for(store: JobStore, job_id: str, statuses: tuple[str, ...], timeout_s: float = 30.0) -> Job:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        job = store.get(job_id)
+        assert job is not None
+        if job.status in statuses:
+            return job
+        time.sleep(0.05)
+    raise AssertionError(f"job {job_id} never reached {statuses}: {store.get(job_id)}")
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> JobStore:
+    return JobStore(tmp_path / "jobs.db")
+
+
+@pytest.fixture
+def runner(store: JobStore) -> Iterator[JobRunner]:
+    r = JobRunner(store, max_workers=2, max_queued=1, cancel_grace_s=0.5)
+    yield r
+    r.close()
+
+
+def test_result_progress_and_artifact_come_back(store: JobStore, runner: JobRunner) -> None:
+    job = runner.submit("test", f"{FNS}:echo", {"x": 1})
+    done = wait_for(store, job.id, (SUCCEEDED, FAILED))
+    assert done.status == SUCCEEDED, done.error
+    assert done.result is not None and done.result["echo"] == {"x": 1}
+    assert done.progress is not None and done.progress["step"] == 1
+    assert done.started_at is not None and done.finished_at is not None
+    art = store.artifact(job.id, "hello.txt")
+    assert art is not None and art.data == b"hi"
+
+
+def test_typed_error_keeps_its_field(store: JobStore, runner: JobRunner) -> None:
+    job = runner.submit("test", f"{FNS}:bad_input", {})
+    done = wait_for(store, job.id, (SUCCEEDED, FAILED))
+    assert done.status == FAILED
+    assert done.error is not None and done.error["type"] == "InvalidInput"
+    assert done.error["field"] == "time_limit_s"
+
+
+def test_cooperative_cancel(store: JobStore, runner: JobRunner) -> None:
+    job = runner.submit("test", f"{FNS}:cooperative", {"seconds": 60})
+    running = wait_for(store, job.id, ("running",))
+    assert running.pid is not None
+    runner.cancel(job.id)
+    done = wait_for(store, job.id, (SUCCEEDED, FAILED, CANCELLED))
+    assert done.status == CANCELLED
+
+
+def test_stubborn_job_is_killed_and_slot_recovers(store: JobStore, runner: JobRunner) -> None:
+    job = runner.submit("test", f"{FNS}:stubborn", {"seconds": 120})
+    wait_for(store, job.id, ("running",))
+    runner.cancel(job.id)
+    done = wait_for(store, job.id, (SUCCEEDED, FAILED, CANCELLED))
+    assert done.status == CANCELLED
+    # Both slots still work afterwards.
+    jobs = [runner.submit("test", f"{FNS}:echo", {"i": i}) for i in range(2)]
+    for j in jobs:
+        assert wait_for(store, j.id, (SUCCEEDED, FAILED)).status == SUCCEEDED
+
+
+def test_hard_limit_kills(store: JobStore, runner: JobRunner) -> None:
+    job = runner.submit("test", f"{FNS}:stubborn", {"seconds": 120}, hard_limit_s=0.5)
+    done = wait_for(store, job.id, (SUCCEEDED, FAILED, CANCELLED))
+    assert done.status == FAILED
+    assert done.error is not None and done.error["type"] == "TimedOut"
+
+
+def test_crashing_worker_fails_only_its_job(store: JobStore, runner: JobRunner) -> None:
+    other = runner.submit("test", f"{FNS}:cooperative", {"seconds": 1.0})
+    job = runner.submit("test", f"{FNS}:crash", {})
+    done = wait_for(store, job.id, (SUCCEEDED, FAILED))
+    assert done.status == FAILED and done.error is not None and done.error["type"] == "WorkerDied"
+    assert wait_for(store, other.id, (SUCCEEDED, FAILED)).status == SUCCEEDED
+
+
+def test_limit_raises_with_retry_after_and_queue_drains(store: JobStore, runner: JobRunner) -> None:
+    jobs = [runner.submit("test", f"{FNS}:cooperative", {"seconds": 0.5}, hard_limit_s=30) for _ in range(3)]
+    with pytest.raises(CapacityExceeded) as info:
+        runner.submit("test", f"{FNS}:echo", {})
+    assert info.value.retry_after_s is not None and 1 <= info.value.retry_after_s <= 300
+    for j in jobs:
+        assert wait_for(store, j.id, (SUCCEEDED, FAILED)).status == SUCCEEDED
+
+
+def test_cancel_queued_job(store: JobStore, runner: JobRunner) -> None:
+    blockers = [runner.submit("test", f"{FNS}:cooperative", {"seconds": 30}) for _ in range(2)]
+    queued = runner.submit("test", f"{FNS}:echo", {})
+    cancelled = runner.cancel(queued.id)
+    assert cancelled is not None and cancelled.status == CANCELLED
+    for b in blockers:
+        runner.cancel(b.id)
+        assert wait_for(store, b.id, (SUCCEEDED, FAILED, CANCELLED)).status == CANCELLED
+
+
+def test_restart_marks_active_jobs_failed_with_reason(tmp_path: Path) -> None:
+    path = tmp_path / "restart.db"
+    first = JobStore(path)
+    finished = first.create("test", {"a": 1})
+    first.finish(finished.id, SUCCEEDED, result={"ok": True})
+    interrupted = first.create("test", {"a": 2})
+    first.mark_running(interrupted.id, pid=1)
+    # A crash leaves the rows as they were; a new process opens the same file.
+    second = JobStore(path)
+    assert second.fail_interrupted() == [interrupted.id]
+    again = second.get(interrupted.id)
+    assert again is not None and again.status == FAILED
+    assert again.error is not None and "restart" in again.error["message"]
+    kept = second.get(finished.id)
+    assert kept is not None and kept.status == SUCCEEDED and kept.result == {"ok": True}

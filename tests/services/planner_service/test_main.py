@@ -1,0 +1,238 @@
+"""The planner service on real loopback servers: submit → poll → plan, evaluation, cancel, auth, limits,
+restart persistence, OpenAPI, and gRPC."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import grpc
+import httpx
+import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from planner.formats.plan_json import plan_from_dict
+from protos import planner_pb2 as pb
+from protos import planner_pb2_grpc as pb_grpc
+from services.jobs.serving import RunningServers
+from services.planner_service.main import settings_from, start
+from tests.services.jobs.client import API_KEY, AUTH, running, wait_job
+
+FAST = {"cluster": "cluster24", "model": "llama2-70b", "method": "petals", "time_limit_s": 5}
+# A MILP long enough to still be running when a test cancels it or restarts the service.
+SLOW = {"cluster": "3cluster24", "model": "llama2-70b", "method": "milp", "time_limit_s": 300}
+
+
+def _start(db: Path, **overrides: Any) -> tuple[RunningServers, Any]:
+    values = {"db_path": str(db), "port": 0, "grpc_port": 0, "api_key": API_KEY, "max_workers": 2,
+              "max_queued": 1, "cancel_grace_s": 0.5, **overrides}
+    return start(settings_from(values))
+
+
+@pytest.fixture(scope="module")
+def service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[RunningServers, httpx.Client]]:
+    db = tmp_path_factory.mktemp("planner") / "planner.db"
+    with running(lambda: _start(db)) as pair:
+        yield pair
+
+
+@pytest.fixture(scope="module")
+def petals_job(service: tuple[RunningServers, httpx.Client]) -> dict[str, Any]:
+    _, client = service
+    response = client.post("/v1/plans", json=FAST)
+    assert response.status_code == 202, response.text
+    assert response.headers["location"].endswith(response.json()["id"])
+    return wait_job(client, response.json()["url"])
+
+
+def test_submit_poll_result(service: tuple[RunningServers, httpx.Client], petals_job: dict[str, Any]) -> None:
+    _, client = service
+    assert petals_job["status"] == "succeeded", petals_job["error"]
+    plan = plan_from_dict(petals_job["result"]["plan"])
+    assert plan.method == "petals" and plan.placement.num_layers == 80
+    assert plan.objective_tok_per_s > 0
+    assert plan.bound_tok_per_s is not None and plan.bound_tok_per_s >= plan.objective_tok_per_s
+    progress = petals_job["progress"]
+    assert progress["incumbent_tok_per_s"] == pytest.approx(plan.objective_tok_per_s)
+    assert progress["gap"] >= 0
+    bare = client.get(f"/v1/plans/{petals_job['id']}/plan")
+    assert bare.status_code == 200 and bare.json() == petals_job["result"]["plan"]
+    listed = client.get("/v1/plans", params={"status": "succeeded"}).json()["items"]
+    assert petals_job["id"] in [j["id"] for j in listed]
+
+
+def test_evaluation_of_a_solved_placement_agrees(service: tuple[RunningServers, httpx.Client],
+                                                 petals_job: dict[str, Any]) -> None:
+    _, client = service
+    plan = petals_job["result"]["plan"]
+    body = {"cluster": "cluster24", "model": "llama2-70b", "placement": plan["placement"], "save": True}
+    response = client.post("/v1/evaluations", json=body)
+    assert response.status_code == 200, response.text
+    result = response.json()
+    assert result["max_flow_tok_per_s"] == pytest.approx(plan["objective_tok_per_s"], rel=1e-6)
+    assert result["bound_tok_per_s"] >= result["max_flow_tok_per_s"]
+    assert result["bottlenecks"], "a max-flow always has a saturated cut"
+    stored = client.get(f"/v1/plans/{result['plan_id']}/plan")
+    assert stored.status_code == 200 and stored.json()["method"] == "user"
+
+
+def test_evaluation_reports_uncovered_layers(service: tuple[RunningServers, httpx.Client],
+                                             petals_job: dict[str, Any]) -> None:
+    _, client = service
+    placement = {n: r for n, r in petals_job["result"]["plan"]["placement"].items() if r[0] > 0}
+    body = {"cluster": "cluster24", "model": "llama2-70b", "placement": placement}
+    result = client.post("/v1/evaluations", json=body).json()
+    assert result["max_flow_tok_per_s"] == 0
+    assert result["uncovered_layers"] and result["uncovered_layers"][0][0] == 0
+
+
+def test_cancel_running_solve(service: tuple[RunningServers, httpx.Client]) -> None:
+    _, client = service
+    job = client.post("/v1/plans", json=SLOW).json()
+    wait_job(client, job["url"], ("running", "succeeded", "failed"))
+    response = client.post(f"/v1/plans/{job['id']}/cancel")
+    assert response.status_code == 200 and response.json()["cancel_requested"]
+    done = wait_job(client, job["url"])
+    assert done["status"] == "cancelled"
+    # Cancelling a finished job changes nothing and is not an error.
+    assert client.delete(f"/v1/plans/{job['id']}").json()["status"] == "cancelled"
+    assert client.get(f"/v1/plans/{job['id']}/plan").status_code == 409
+
+
+def test_auth_on_mutating_calls(service: tuple[RunningServers, httpx.Client]) -> None:
+    servers, _ = service
+    with httpx.Client(base_url=servers.base_url) as anonymous:
+        for headers in ({}, {"Authorization": "Bearer wrong"}, {"Authorization": API_KEY}):
+            response = anonymous.post("/v1/plans", json=FAST, headers=headers)
+            assert response.status_code == 401
+            assert response.json()["error"]["type"] == "authentication_error"
+        assert anonymous.post("/v1/evaluations", json={}).status_code == 401
+        assert anonymous.get("/v1/plans").status_code == 200
+        assert anonymous.get("/healthz").json() == {"status": "ok"}
+
+
+def test_openapi_documents_constrained_bodies(service: tuple[RunningServers, httpx.Client]) -> None:
+    _, client = service
+    doc = client.get("/openapi.json").json()
+    assert {"/v1/plans", "/v1/plans/{job_id}", "/v1/plans/{job_id}/cancel", "/v1/evaluations"} <= set(doc["paths"])
+    limit = doc["components"]["schemas"]["PlanRequest"]["properties"]["time_limit_s"]
+    assert limit["exclusiveMinimum"] == 0 and "maximum" in limit
+
+
+MALFORMED: list[tuple[str, str, Any, str]] = [
+    ("post", "/v1/plans", {**FAST, "time_limit_s": -1}, "time_limit_s"),
+    ("post", "/v1/plans", {**FAST, "time_limit_s": "soon"}, "time_limit_s"),
+    ("post", "/v1/plans", {**FAST, "time_limit_s": 10**9}, "time_limit_s"),
+    ("post", "/v1/plans", {**FAST, "time_limit_s": 7200}, "time_limit_s"),  # over this service's limit
+    ("post", "/v1/plans", {**FAST, "method": "magic"}, "method"),
+    ("post", "/v1/plans", {**FAST, "method": "Bad Method!"}, "method"),
+    ("post", "/v1/plans", {**FAST, "seed": -3}, "seed"),
+    ("post", "/v1/plans", {**FAST, "cluster": "no-such-fleet"}, "cluster"),
+    ("post", "/v1/plans", {**FAST, "cluster": "../../etc/passwd"}, "cluster"),
+    ("post", "/v1/plans", {**FAST, "model": "gpt-17"}, "model"),
+    ("post", "/v1/plans", {k: v for k, v in FAST.items() if k != "cluster"}, "cluster"),
+    ("post", "/v1/plans", {**FAST, "cluster_text": "[NodeNames]\n"}, "cluster"),
+    ("post", "/v1/plans", {**{k: v for k, v in FAST.items() if k != "cluster"},
+                           "cluster_text": "nodes: [[["}, "cluster_text"),
+    ("post", "/v1/plans", {**{k: v for k, v in FAST.items() if k != "model"},
+                           "hf_config": {"num_hidden_layers": 2}}, "profiles"),
+    ("post", "/v1/plans", {**{k: v for k, v in FAST.items() if k != "model"},
+                           "hf_config": {"num_hidden_layers": -2}, "profiles": "llama2-70b"}, "hidden_size"),
+    ("post", "/v1/plans", {**FAST, "unexpected": 1}, "unexpected"),
+    ("post", "/v1/plans", [1, 2, 3], "body"),
+    ("post", "/v1/plans", "not json at all", "body"),
+    ("post", "/v1/plans", {**FAST, "label": "x" * 500}, "label"),
+    ("get", "/v1/plans/not-a-job-id", None, "job_id"),
+    ("get", "/v1/plans/" + "0" * 32, None, "plan"),
+    ("post", "/v1/plans/" + "0" * 32 + "/cancel", None, "plan"),
+    ("get", "/v1/plans?limit=0", None, "limit"),
+    ("get", "/v1/plans?status=sleeping", None, "status"),
+    ("post", "/v1/evaluations", {"cluster": "cluster24", "model": "llama2-70b"}, "placement"),
+    ("post", "/v1/evaluations", {"cluster": "cluster24", "model": "llama2-70b", "placement": {"n99": [0, 4]}},
+     "placement.n99"),
+    ("post", "/v1/evaluations", {"cluster": "cluster24", "model": "llama2-70b", "placement": {"n0": [5, 2]}},
+     "placement.n0"),
+    ("post", "/v1/evaluations", {"cluster": "cluster24", "model": "llama2-70b", "placement": {"n0": [0, 81]}},
+     "placement.n0"),
+    ("post", "/v1/evaluations", {"cluster": "cluster24", "model": "llama2-70b", "placement": {"n0": "all"}},
+     "placement.n0"),
+]
+
+
+@pytest.mark.parametrize(("verb", "path", "body", "field"), MALFORMED, ids=[f"{i}-{m[3]}" for i, m in
+                                                                              enumerate(MALFORMED)])
+def test_malformed_requests_name_the_field(service: tuple[RunningServers, httpx.Client], verb: str, path: str,
+                                           body: Any, field: str) -> None:
+    _, client = service
+    kwargs: dict[str, Any] = {}
+    if isinstance(body, str):
+        kwargs["content"] = body
+        kwargs["headers"] = {**AUTH, "content-type": "application/json"}
+    elif body is not None:
+        kwargs["json"] = body
+    response = client.request(verb.upper(), path, **kwargs)
+    assert 400 <= response.status_code < 500, response.text
+    error = response.json()["error"]
+    assert field in error["message"], error
+    assert error["type"] in ("invalid_request_error", "not_found_error")
+
+
+def test_concurrency_limit_answers_429_with_retry_after(tmp_path: Path) -> None:
+    with running(lambda: _start(tmp_path / "busy.db", max_workers=1, max_queued=0)) as (_, client):
+        first = client.post("/v1/plans", json=SLOW)
+        assert first.status_code == 202
+        second = client.post("/v1/plans", json=FAST)
+        assert second.status_code == 429
+        assert int(second.headers["retry-after"]) >= 1
+        assert second.json()["error"]["type"] == "rate_limit_error"
+        client.post(f"/v1/plans/{first.json()['id']}/cancel")
+        assert wait_job(client, first.json()["url"])["status"] == "cancelled"
+        assert client.post("/v1/plans", json=FAST).status_code == 202
+
+
+def test_restart_keeps_plans_and_fails_interrupted_jobs(tmp_path: Path) -> None:
+    db = tmp_path / "restart.db"
+    with running(lambda: _start(db)) as (_, client):
+        done = wait_job(client, client.post("/v1/plans", json=FAST).json()["url"])
+        slow = client.post("/v1/plans", json=SLOW).json()
+        wait_job(client, slow["url"], ("running",))
+    with running(lambda: _start(db)) as (_, client):
+        again = client.get(f"/v1/plans/{done['id']}").json()
+        assert again["status"] == "succeeded" and again["result"] == done["result"]
+        cut = client.get(f"/v1/plans/{slow['id']}").json()
+        assert cut["status"] == "failed"
+        assert "submit it again" in cut["error"]["message"]
+
+
+def test_grpc_submit_get_and_errors(service: tuple[RunningServers, httpx.Client]) -> None:
+    servers, _ = service
+    with grpc.insecure_channel(f"127.0.0.1:{servers.grpc_port}") as channel:
+        health = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(service="brl.planner.Planner"))
+        assert health.status == health_pb2.HealthCheckResponse.SERVING
+        stub = pb_grpc.PlannerStub(channel)
+        request = pb.SubmitPlanRequest(inputs=pb.FleetAndModel(cluster="cluster24", model="llama2-70b"),
+                                       method="swarm", time_limit_s=5)
+        with pytest.raises(grpc.RpcError) as denied:
+            stub.SubmitPlan(request)
+        assert denied.value.code() == grpc.StatusCode.UNAUTHENTICATED
+        metadata = (("authorization", f"Bearer {API_KEY}"),)
+        bad = pb.SubmitPlanRequest(inputs=pb.FleetAndModel(cluster="cluster24", model="llama2-70b"),
+                                   method="swarm", time_limit_s=-5)
+        with pytest.raises(grpc.RpcError) as invalid:
+            stub.SubmitPlan(bad, metadata=metadata)
+        assert invalid.value.code() == grpc.StatusCode.INVALID_ARGUMENT and "time_limit_s" in invalid.value.details()
+        job = stub.SubmitPlan(request, metadata=metadata)
+        deadline = time.monotonic() + 60
+        while job.status in ("queued", "running") and time.monotonic() < deadline:
+            time.sleep(0.1)
+            job = stub.GetPlan(pb.JobRef(id=job.id))
+        assert job.status == "succeeded", job.error
+        plan = plan_from_dict(json.loads(job.plan_json))
+        assert plan.method == "swarm" and plan.objective_tok_per_s > 0
+        assert job.id in [j.id for j in stub.ListPlans(pb.ListPlansRequest()).items]
+        with pytest.raises(grpc.RpcError) as missing:
+            stub.GetPlan(pb.JobRef(id="f" * 32))
+        assert missing.value.code() == grpc.StatusCode.NOT_FOUND
