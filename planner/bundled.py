@@ -84,27 +84,31 @@ def known_gpu_types() -> tuple[str, ...]:
     return tuple(sorted(types))
 
 
-def load_cluster_file(path: str | Path, *, name: str | None = None) -> Cluster:
-    """A cluster file by suffix: `.yaml`/`.yml` (BRL cluster YAML) or `.ini` (Helix cluster)."""
+def load_cluster_file(path: str | Path, *, name: str | None = None, check_gpu_types: bool = True) -> Cluster:
+    """A cluster file by suffix: `.yaml`/`.yml` (BRL cluster YAML) or `.ini` (Helix cluster). With
+    `check_gpu_types`, a YAML naming a GPU type BRL has no profile or machine entry for is rejected."""
     p = Path(path)
     if p.suffix in (".yaml", ".yml"):
         from planner.formats.cluster_yaml import load_cluster_yaml
 
-        return load_cluster_yaml(p, name=name, known_gpu_types=known_gpu_types())
+        known = known_gpu_types() if check_gpu_types else None
+        return load_cluster_yaml(p, name=name, known_gpu_types=known)
     if p.suffix == ".ini":
         return load_cluster_ini(p, name=name)
     raise InvalidInput(f"unknown cluster file type {p.suffix!r}; expected .yaml, .yml or .ini", source=str(p))
 
 
-def cluster(name_or_path: str | Path) -> Cluster:
-    """ "cluster24", "3cluster24", "cluster10", "local-cpu", … or a path to a .yaml/.yml/.ini cluster file."""
+def cluster(name_or_path: str | Path, *, check_gpu_types: bool = True) -> Cluster:
+    """A fleet by bundled name ("cluster24", "3cluster24", "cluster10", "local-cpu", …) or by path to a
+    .yaml/.yml/.ini file. `check_gpu_types=False` accepts GPU types BRL knows nothing about (to show or
+    convert a fleet); planning needs profiles, so the default rejects them."""
     text = str(name_or_path)
     bundled = _bundled_cluster_file(text) if "/" not in text and "\\" not in text else None
     if bundled is not None:
-        return load_cluster_file(bundled, name=text)
+        return load_cluster_file(bundled, name=text, check_gpu_types=check_gpu_types)
     p = Path(text)
     if p.is_file():
-        return load_cluster_file(p)
+        return load_cluster_file(p, check_gpu_types=check_gpu_types)
     if p.suffix in CLUSTER_SUFFIXES or "/" in text:
         raise InvalidInput("file not found", source=text)
     raise _missing("cluster", text, cluster_names())
@@ -114,7 +118,8 @@ def cluster(name_or_path: str | Path) -> Cluster:
 
 
 def model(name_or_path: str | Path) -> ModelSpec:
-    """ "llama2-70b", "llama1-30b", "smollm2-135m", or a path to a HF config.json (or a folder holding one).
+    """A model by bundled name ("llama2-70b", "llama1-30b", "smollm2-135m") or by path to a HF config.json
+    (or a folder holding one).
     Bundled models with profiles take the paper's layer and activation sizes from their settings."""
     text = str(name_or_path)
     if "/" not in text and (MODELS_DIR / text / "config.json").is_file():

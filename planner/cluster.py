@@ -22,6 +22,14 @@ class Node:
     nic_in_bytes_per_s: float = 10e9
     nic_out_bytes_per_s: float = 10e9
 
+    def __post_init__(self) -> None:
+        if not self.name:
+            raise InvalidInput("a node needs a name")
+        if not self.gpu_type:
+            raise InvalidInput(f"node {self.name}: empty GPU type", field=self.name)
+        if not (self.nic_in_bytes_per_s > 0 and self.nic_out_bytes_per_s > 0):
+            raise InvalidInput(f"node {self.name}: NIC speeds must be > 0 bytes/s", field=self.name)
+
 
 @dataclass(frozen=True)
 class Link:

@@ -22,13 +22,23 @@ class InvalidInput(BrlError):
 class UnknownName(InvalidInput):
     """A registry key, bundled name or node name that does not exist; the message lists valid ones."""
 
-    def __init__(self, kind: str, name: str, valid: list[str] | tuple[str, ...], *, source: str | None = None,
-                 field: str | None = None) -> None:
+    def __init__(
+        self,
+        kind: str,
+        name: str,
+        valid: list[str] | tuple[str, ...],
+        *,
+        source: str | None = None,
+        field: str | None = None,
+    ) -> None:
         self.kind = kind
         self.name = name
         self.valid = tuple(valid)
-        super().__init__(f"unknown {kind} {name!r}; expected one of: {', '.join(sorted(self.valid))}",
-                         source=source, field=field)
+        super().__init__(
+            f"unknown {kind} {name!r}; expected one of: {', '.join(sorted(self.valid))}",
+            source=source,
+            field=field,
+        )
 
 
 class InfeasiblePlan(BrlError):

@@ -50,8 +50,11 @@ class FlowResult:
     extra: Mapping[str, Any] = field(default_factory=dict)
 
     def saturated_nodes(self) -> tuple[str, ...]:
-        return tuple(n for n, f in self.node_flows.items()
-                     if f > 0 and f >= self.node_capacity_tok_per_s[n] * (1 - SATURATION_REL))
+        return tuple(
+            n
+            for n, f in self.node_flows.items()
+            if f > 0 and f >= self.node_capacity_tok_per_s[n] * (1 - SATURATION_REL)
+        )
 
 
 def arc_valid(placement: Placement, link: Link, *, partial: bool = True) -> bool:
@@ -90,8 +93,14 @@ def node_capacities(cluster: Cluster, placement: Placement, throughput: Throughp
     return {n: throughput.tp(cluster.node(n).gpu_type, rng.size) for n, rng in placement.ranges.items()}
 
 
-def build_flow_graph(cluster: Cluster, model: ModelSpec, placement: Placement, throughput: ThroughputTable,
-                     *, partial: bool = True) -> tuple[nx.DiGraph, tuple[Link, ...]]:
+def build_flow_graph(
+    cluster: Cluster,
+    model: ModelSpec,
+    placement: Placement,
+    throughput: ThroughputTable,
+    *,
+    partial: bool = True,
+) -> tuple[nx.DiGraph, tuple[Link, ...]]:
     arcs = placement_arcs(cluster, placement, partial=partial)
     g = nx.DiGraph()
     per_token = model.token_bytes + model.activation_bytes_per_token
@@ -146,9 +155,16 @@ def _classify(u: Any, v: Any) -> tuple[str, str]:
     return kind, str(u[0])
 
 
-def solve_max_flow(cluster: Cluster, model: ModelSpec, profiles: ProfileSet, placement: Placement, *,
-                   throughput: ThroughputTable | None = None, settings: Mapping[str, Any] | None = None,
-                   partial: bool = True) -> FlowResult:
+def solve_max_flow(
+    cluster: Cluster,
+    model: ModelSpec,
+    profiles: ProfileSet,
+    placement: Placement,
+    *,
+    throughput: ThroughputTable | None = None,
+    settings: Mapping[str, Any] | None = None,
+    partial: bool = True,
+) -> FlowResult:
     """Max-flow of `placement` (tokens/s), the per-edge split between node names (source/sink included),
     and the edges of a minimum cut as the bottleneck report."""
     tp = throughput or typical_throughput(cluster, model, profiles, settings)
@@ -171,9 +187,14 @@ def solve_max_flow(cluster: Cluster, model: ModelSpec, profiles: ProfileSet, pla
                 kind, name = _classify(u, v)
                 bottlenecks.append(Bottleneck(kind, name, float(data["capacity"]), float(flow[u][v])))
     bottlenecks.sort(key=lambda b: (b.kind, b.name))
-    return FlowResult(value_tok_per_s=float(value), edge_flows=edge_flows, node_flows=node_flows,
-                      node_capacity_tok_per_s=caps, bottlenecks=tuple(bottlenecks),
-                      arcs=tuple((lk.src, lk.dst) for lk in arcs))
+    return FlowResult(
+        value_tok_per_s=float(value),
+        edge_flows=edge_flows,
+        node_flows=node_flows,
+        node_capacity_tok_per_s=caps,
+        bottlenecks=tuple(bottlenecks),
+        arcs=tuple((lk.src, lk.dst) for lk in arcs),
+    )
 
 
 def compute_bound(cluster: Cluster, throughput: ThroughputTable) -> float:
@@ -187,8 +208,13 @@ def coverage_bound(cluster: Cluster, throughput: ThroughputTable, *, rel_tol: fl
     F falls as F grows, so bisection finds the largest feasible F. Valid for any placement and routing."""
 
     def supply(f: float) -> float:
-        return sum(max(k * min(throughput.capacity(n.gpu_type, k), f)
-                       for k in range(1, throughput.max_layers(n.gpu_type) + 1)) for n in cluster.nodes)
+        return sum(
+            max(
+                k * min(throughput.capacity(n.gpu_type, k), f)
+                for k in range(1, throughput.max_layers(n.gpu_type) + 1)
+            )
+            for n in cluster.nodes
+        )
 
     lo, hi = 0.0, compute_bound(cluster, throughput)
     if hi <= 0:
@@ -203,12 +229,20 @@ def coverage_bound(cluster: Cluster, throughput: ThroughputTable, *, rel_tol: fl
     return lo
 
 
-def plan_from_placement(cluster: Cluster, model: ModelSpec, profiles: ProfileSet, placement: Placement, *,
-                        method: str, throughput: ThroughputTable | None = None,
-                        settings: Mapping[str, Any] | None = None, partial: bool = True,
-                        solver_stats: Mapping[str, Any] | None = None,
-                        provenance: Mapping[str, Any] | None = None,
-                        metrics: Mapping[str, Any] | None = None) -> Plan:
+def plan_from_placement(
+    cluster: Cluster,
+    model: ModelSpec,
+    profiles: ProfileSet,
+    placement: Placement,
+    *,
+    method: str,
+    throughput: ThroughputTable | None = None,
+    settings: Mapping[str, Any] | None = None,
+    partial: bool = True,
+    solver_stats: Mapping[str, Any] | None = None,
+    provenance: Mapping[str, Any] | None = None,
+    metrics: Mapping[str, Any] | None = None,
+) -> Plan:
     """A Plan for `placement`: its max-flow edge split (routing weights), objective and bounds."""
     tp = throughput or typical_throughput(cluster, model, profiles, settings)
     result = solve_max_flow(cluster, model, profiles, placement, throughput=tp, partial=partial)
@@ -222,7 +256,15 @@ def plan_from_placement(cluster: Cluster, model: ModelSpec, profiles: ProfileSet
     all_metrics.update(metrics or {})
     prov = {"partial_inference": partial}
     prov.update(provenance or {})
-    return Plan(cluster_name=cluster.name, model_name=model.name, method=method, placement=placement,
-                edge_flows=result.edge_flows, objective_tok_per_s=result.value_tok_per_s,
-                bound_tok_per_s=bound if math.isfinite(bound) else None,
-                solver_stats=dict(solver_stats or {}), provenance=prov, metrics=all_metrics)
+    return Plan(
+        cluster_name=cluster.name,
+        model_name=model.name,
+        method=method,
+        placement=placement,
+        edge_flows=result.edge_flows,
+        objective_tok_per_s=result.value_tok_per_s,
+        bound_tok_per_s=bound if math.isfinite(bound) else None,
+        solver_stats=dict(solver_stats or {}),
+        provenance=prov,
+        metrics=all_metrics,
+    )

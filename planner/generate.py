@@ -83,7 +83,9 @@ def _check_counts(counts: Mapping[str, int], field: str) -> None:
         if not gpu:
             raise InvalidInput("empty GPU type name", field=field)
         if isinstance(n, bool) or not isinstance(n, int) or n < 1:
-            raise InvalidInput(f"count of {gpu} must be a positive integer, got {n!r}", field=f"{field}.{gpu}")
+            raise InvalidInput(
+                f"count of {gpu} must be a positive integer, got {n!r}", field=f"{field}.{gpu}"
+            )
 
 
 def _links(
@@ -142,13 +144,17 @@ def single_region(
     fast: set[frozenset[str]] | None = None
     if avg_degree is not None:
         if not 1 <= avg_degree <= max(total - 1, 1):
-            raise InvalidInput(f"avg_degree must be in 1..{max(total - 1, 1)}, got {avg_degree}", field="avg_degree")
+            raise InvalidInput(
+                f"avg_degree must be in 1..{max(total - 1, 1)}, got {avg_degree}", field="avg_degree"
+            )
         fast = set(rng.sample(pairs, min(len(pairs), total * avg_degree // 2)))
     coord_nodes: set[str] | None = None
     if coordinator_degree is not None:
         if not 1 <= coordinator_degree <= total:
-            raise InvalidInput(f"coordinator_degree must be in 1..{total}, got {coordinator_degree}",
-                               field="coordinator_degree")
+            raise InvalidInput(
+                f"coordinator_degree must be in 1..{total}, got {coordinator_degree}",
+                field="coordinator_degree",
+            )
         coord_nodes = {n.name for n in rng.sample(nodes, coordinator_degree)}
     dist_for = {(region, region): link}
     links = list(_links(nodes, rng, dist_for, region, fast, coord_nodes, paper_rounding))
@@ -157,8 +163,9 @@ def single_region(
         slow = set(pairs) - fast
         filled = _links(nodes, rng, {(region, region): slow_link}, region, slow, set(), paper_rounding)
         links = _in_file_order(nodes, links + list(filled))
-    return Cluster(tuple(nodes), tuple(links), name=name, coordinator_region=region,
-                   meta={"generator": "single_region"})
+    return Cluster(
+        tuple(nodes), tuple(links), name=name, coordinator_region=region, meta={"generator": "single_region"}
+    )
 
 
 def _in_file_order(nodes: Sequence[Node], links: list[Link]) -> list[Link]:
@@ -200,9 +207,13 @@ def multi_region(
             nodes.extend([Node(f"n{base + j}", gpu, region) for j in range(n)])
     coord = coordinator_region or "coordinator"
     if coordinator_region is not None and coordinator_region not in regions:
-        raise InvalidInput(f"coordinator region {coordinator_region!r} is not one of {sorted(regions)}",
-                           field="coordinator_region")
+        raise InvalidInput(
+            f"coordinator region {coordinator_region!r} is not one of {sorted(regions)}",
+            field="coordinator_region",
+        )
     all_regions = list(regions) + ([coord] if coord not in regions else [])
     dist_for = {(a, b): (intra if a == b else inter) for a in all_regions for b in all_regions}
     links = _links(nodes, rng, dist_for, coord, None, None, paper_rounding)
-    return Cluster(tuple(nodes), links, name=name, coordinator_region=coord, meta={"generator": "multi_region"})
+    return Cluster(
+        tuple(nodes), links, name=name, coordinator_region=coord, meta={"generator": "multi_region"}
+    )

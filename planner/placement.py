@@ -42,8 +42,10 @@ class Placement:
             raise InvalidInput(f"num_layers must be >= 1, got {self.num_layers}")
         for name, rng in self.ranges.items():
             if rng.end > self.num_layers:
-                raise InvalidInput(f"node {name!r}: layer range {rng} is out of bounds for a "
-                                   f"{self.num_layers}-layer model", field=name)
+                raise InvalidInput(
+                    f"node {name!r}: layer range {rng} is out of bounds for a {self.num_layers}-layer model",
+                    field=name,
+                )
 
     def __iter__(self) -> Iterator[str]:
         return iter(self.ranges)

@@ -15,18 +15,21 @@ class LatencyTable:
     and extrapolate from the last two rows beyond the end (the paper's profiles stop at the batch limit)."""
 
     points: tuple[tuple[float, float], ...]
+    # Batch sizes alone, kept once: the simulator looks latencies up for every batch it runs.
+    _xs: tuple[float, ...] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         if len(self.points) < 2:
             raise InvalidInput(f"a latency table needs at least 2 rows, got {len(self.points)}")
-        xs = [x for x, _ in self.points]
+        xs = tuple(x for x, _ in self.points)
         if any(b <= a for a, b in zip(xs, xs[1:], strict=False)):
             raise InvalidInput("latency table batch sizes must be strictly increasing")
         if any(x < 0 or ms < 0 for x, ms in self.points):
             raise InvalidInput("latency table rows must be non-negative")
+        object.__setattr__(self, "_xs", xs)
 
     def ms(self, batch: float) -> float:
-        xs = [x for x, _ in self.points]
+        xs = self._xs
         i = bisect.bisect_left(xs, batch)
         if i < len(xs) and xs[i] == batch:
             return self.points[i][1]
@@ -61,14 +64,20 @@ class GpuProfile:
 
     def __post_init__(self) -> None:
         if self.max_layers < 1:
-            raise InvalidInput(f"max_layers must be >= 1, got {self.max_layers}", field=f"{self.gpu_type}.max_layers")
+            raise InvalidInput(
+                f"max_layers must be >= 1, got {self.max_layers}", field=f"{self.gpu_type}.max_layers"
+            )
         if len(self.kv_capacity) < self.max_layers:
-            raise InvalidInput(f"kv_capacity needs {self.max_layers} entries (k=1..max_layers), "
-                               f"got {len(self.kv_capacity)}", field=f"{self.gpu_type}.kv_capacity")
+            raise InvalidInput(
+                f"kv_capacity needs {self.max_layers} entries (k=1..max_layers), got {len(self.kv_capacity)}",
+                field=f"{self.gpu_type}.kv_capacity",
+            )
 
     def check_k(self, k: int) -> None:
         if not 1 <= k <= self.max_layers:
-            raise InvalidInput(f"{self.gpu_type} holds 1..{self.max_layers} layers of {self.model_name}, asked {k}")
+            raise InvalidInput(
+                f"{self.gpu_type} holds 1..{self.max_layers} layers of {self.model_name}, asked {k}"
+            )
 
     def kv_capacity_for(self, k: int) -> int:
         self.check_k(k)

@@ -88,8 +88,9 @@ class ThroughputTable:
         }
 
 
-def _typical_tables(settings: Mapping[str, Any], counts: Mapping[str, int], profiles: ProfileSet,
-                    num_layers: int) -> dict[str, int]:
+def _typical_tables(
+    settings: Mapping[str, Any], counts: Mapping[str, int], profiles: ProfileSet, num_layers: int
+) -> dict[str, int]:
     default = dict(settings.get("typical_layers_default") or {})
     large = dict(settings.get("typical_layers_if_capacity_below_1.2x_model") or {})
     for t in counts:
@@ -103,7 +104,9 @@ def _typical_tables(settings: Mapping[str, Any], counts: Mapping[str, int], prof
     return {t: min(int(chosen[t]), profiles.get(t).max_layers) for t in counts}
 
 
-def _initial_perf(settings: Mapping[str, Any], counts: Mapping[str, int], profiles: ProfileSet) -> dict[str, float]:
+def _initial_perf(
+    settings: Mapping[str, Any], counts: Mapping[str, int], profiles: ProfileSet
+) -> dict[str, float]:
     given = dict(settings.get("normalized_perf_initial") or {})
     perf: dict[str, float] = {}
     for t in counts:
@@ -116,9 +119,17 @@ def _initial_perf(settings: Mapping[str, Any], counts: Mapping[str, int], profil
     return perf
 
 
-def node_tp(profile: GpuProfile, k: int, *, perf: float, abar: float, num_layers: int,
-            input_tokens: int = TYPICAL_INPUT_TOKENS, output_tokens: int = TYPICAL_OUTPUT_TOKENS,
-            kv_share: float = TYPICAL_KV_SHARE) -> float:
+def node_tp(
+    profile: GpuProfile,
+    k: int,
+    *,
+    perf: float,
+    abar: float,
+    num_layers: int,
+    input_tokens: int = TYPICAL_INPUT_TOKENS,
+    output_tokens: int = TYPICAL_OUTPUT_TOKENS,
+    kv_share: float = TYPICAL_KV_SHARE,
+) -> float:
     """tp for one node type holding k layers given the fleet's normalised perf state (steps 2-4)."""
     own = k / perf
     ratio = own / ((num_layers - k) * abar + own)
@@ -135,14 +146,22 @@ def node_tp(profile: GpuProfile, k: int, *, perf: float, abar: float, num_layers
         seconds = k * (profile.prompt_s_per_layer(prompt_tokens) + profile.decode_s_per_layer(decode_seqs))
         return (prompt_tokens + decode_seqs) / seconds
     every = 1.0 / prompts
-    seconds = k * (profile.prompt_s_per_layer(math.floor(prompt_tokens * every))
-                   + every * profile.decode_s_per_layer(decode_seqs))
+    seconds = k * (
+        profile.prompt_s_per_layer(math.floor(prompt_tokens * every))
+        + every * profile.decode_s_per_layer(decode_seqs)
+    )
     return every * (prompt_tokens + decode_seqs) / seconds
 
 
-def typical_throughput(cluster: Cluster, model: ModelSpec, profiles: ProfileSet,
-                       settings: Mapping[str, Any] | None = None, *, rounds: int = FIXED_POINT_ROUNDS,
-                       gpu_counts: Mapping[str, int] | None = None) -> ThroughputTable:
+def typical_throughput(
+    cluster: Cluster,
+    model: ModelSpec,
+    profiles: ProfileSet,
+    settings: Mapping[str, Any] | None = None,
+    *,
+    rounds: int = FIXED_POINT_ROUNDS,
+    gpu_counts: Mapping[str, int] | None = None,
+) -> ThroughputTable:
     """The fleet's tp table. `settings` is the model-level part of the paper's model_on_machine_settings
     (typical layer tables, initial normalised perf); missing entries fall back to profile-derived values.
     `gpu_counts` overrides the fleet's type counts (the paper's sub-fleet runs use their own counts)."""
@@ -159,15 +178,25 @@ def typical_throughput(cluster: Cluster, model: ModelSpec, profiles: ProfileSet,
 
     for _ in range(rounds):
         abar = abar_of(perf)
-        perf = {t: node_tp(profiles.get(t), tau[t], perf=perf[t], abar=abar, num_layers=num_layers) * tau[t]
-                for t in counts}
+        perf = {
+            t: node_tp(profiles.get(t), tau[t], perf=perf[t], abar=abar, num_layers=num_layers) * tau[t]
+            for t in counts
+        }
     abar = abar_of(perf)
     table: dict[str, tuple[float, ...]] = {}
     nic: dict[str, float] = {}
     for t in counts:
         prof = profiles.get(t)
-        table[t] = tuple(node_tp(prof, k, perf=perf[t], abar=abar, num_layers=num_layers)
-                         for k in range(1, prof.max_layers + 1))
+        table[t] = tuple(
+            node_tp(prof, k, perf=perf[t], abar=abar, num_layers=num_layers)
+            for k in range(1, prof.max_layers + 1)
+        )
         nic[t] = min(prof.nic_in_bytes_per_s, prof.nic_out_bytes_per_s) / model.activation_bytes_per_token
-    return ThroughputTable(model_name=model.name, num_layers=num_layers, tp_by_type=table,
-                           normalized_perf=perf, typical_layers=tau, nic_tok_per_s=nic)
+    return ThroughputTable(
+        model_name=model.name,
+        num_layers=num_layers,
+        tp_by_type=table,
+        normalized_perf=perf,
+        typical_layers=tau,
+        nic_tok_per_s=nic,
+    )

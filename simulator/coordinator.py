@@ -132,6 +132,15 @@ class SimCoordinator:
     # -- admission -----------------------------------------------------------------------------------
     def submit(self, input_len: int, output_len: int) -> Query | None:
         """Route a new query now; None when the policy finds no admissible chain (Fail-KV / Fail-Flow)."""
+        return self._admit(input_len, output_len, 0, self.loop.now)
+
+    def submit_warm(self, input_len: int, output_len: int, progress: int, issue_s: float) -> Query | None:
+        """Admit a query that is already `progress` decode iterations in (its prompt and earlier tokens are
+        in the KV caches of its chain) and issue its next iteration at `issue_s`: a warm start that skips
+        the offline ramp-up for short scoring runs."""
+        return self._admit(input_len, output_len, progress, issue_s)
+
+    def _admit(self, input_len: int, output_len: int, progress: int, issue_s: float) -> Query | None:
         now = self.loop.now
         self._next_qid += 1
         q = Query(self._next_qid, input_len, output_len, now)
@@ -152,8 +161,18 @@ class SimCoordinator:
         q.sink_link = self.links[(prev, SINK)]
         self.admitted += 1
         self.active += 1
-        self._issue(q, now)
+        if progress <= 0:
+            self._issue(q, now)
+            return q
+        while q.iteration < progress:
+            q.advance()
+        for hop, (w, _, _) in zip(chain, q.route, strict=True):
+            w.kv_real += q.context * hop.layers.size
+        self.loop.schedule(issue_s, self._issue_at, q)
         return q
+
+    def _issue_at(self, q: Query) -> None:
+        self._issue(q, self.loop.now)
 
     def _issue(self, q: Query, now: float) -> None:
         q.t_issue = now

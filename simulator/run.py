@@ -49,6 +49,8 @@ class SimConfig:
     kv_capacity: Mapping[str, int] | None = None
     drain: bool = False
     max_drain_s: float = 3600.0
+    # Offline only: start from a steady-state-like fleet instead of ramping up (used by fast scoring).
+    warm_start: bool = False
 
     def __post_init__(self) -> None:
         if self.mode not in MODES:
@@ -209,7 +211,8 @@ def simulate(cluster: Any, model: ModelSpec, profiles: ProfileSet, plan: Plan, c
     if cfg.mode == "offline":
         gate = kv.bottleneck_usage if cfg.policy == "maxflow" else None
         feeder = OfflineFeeder(loop, coord.submit, lengths, rng, start_s=start, end_s=end,
-                               initial=cfg.initial_queries, kv_gate=gate, feed_high_water=cfg.feed_high_water)
+                               initial=cfg.initial_queries, kv_gate=gate, feed_high_water=cfg.feed_high_water,
+                               warm=coord.submit_warm if cfg.warm_start else None)
     else:
         feeder = OnlineFeeder(loop, coord.submit, lengths, load_arrivals(cfg.arrivals), rng, start_s=start,
                               duration_s=cfg.duration_s, target_tok_per_s=cfg.target_tok_per_s)
@@ -225,7 +228,7 @@ def simulate(cluster: Any, model: ModelSpec, profiles: ProfileSet, plan: Plan, c
         watch.append(line)
         if on_watch is not None:
             on_watch(line)
-        if cfg.watch_interval_s > 0 and loop.now + cfg.watch_interval_s <= end:
+        if cfg.watch_interval_s > 0 and loop.now + cfg.watch_interval_s < end:
             loop.schedule(loop.now + cfg.watch_interval_s, snapshot)
 
     if cfg.watch_interval_s > 0:

@@ -99,6 +99,12 @@ def load_arrivals(name_or_path: str) -> tuple[int, ...]:
 
 
 Submit = Callable[[int, int], object]
+# (input_len, output_len, decode iterations already done, when to issue the next one) -> query or None
+SubmitWarm = Callable[[int, int, int, float], object]
+# A warm start spreads the first iterations over this long (about one per-token round trip) and gives up
+# after this many refusals in a row (Fail-KV somewhere while the bottleneck gate is still open).
+WARM_SPREAD_S = 1.0
+WARM_MAX_MISSES = 20
 
 
 class OfflineFeeder:
@@ -109,7 +115,7 @@ class OfflineFeeder:
 
     def __init__(self, loop: EventLoop, submit: Submit, lengths: LengthTable, rng: random.Random, *,
                  start_s: float, end_s: float, initial: int, kv_gate: Callable[[], float] | None,
-                 feed_high_water: float = 0.8) -> None:
+                 feed_high_water: float = 0.8, warm: SubmitWarm | None = None) -> None:
         self.loop = loop
         self.submit = submit
         self.lengths = lengths
@@ -118,8 +124,33 @@ class OfflineFeeder:
         self.kv_gate = kv_gate
         self.feed_high_water = feed_high_water
         self.launched = 0
+        self.warm_started = 0
+        if warm is not None:
+            loop.schedule(start_s, self._warm_fill, warm, initial)
+            return
         for i in range(initial):
             loop.schedule(start_s + i * FEED_GAP_S, self._launch)
+
+    def _warm_fill(self, warm: SubmitWarm, initial: int) -> None:
+        """Fill the fleet as it looks in steady state: queries in flight are length-biased (a query stays
+        in proportion to its output length) and uniformly far through their decodes. With a KV gate, fill
+        until the gate closes; without one, `initial` queries (the baselines' fixed concurrency)."""
+        now = self.loop.now
+        top = max(o for _, o in self.lengths.pairs) + 1
+        misses = 0
+        while misses < WARM_MAX_MISSES:
+            if self.kv_gate is None and self.warm_started >= initial:
+                break
+            if self.kv_gate is not None and self.kv_gate() > self.feed_high_water:
+                break
+            i, o = self.lengths.sample(self.rng)
+            if self.rng.random() * top > o + 1:
+                continue
+            progress = self.rng.randint(1, o) if o > 0 else 0
+            if warm(i, o, progress, now + self.rng.random() * WARM_SPREAD_S) is None:
+                misses += 1
+                continue
+            self.warm_started += 1
 
     def _launch(self) -> None:
         self.launched += 1

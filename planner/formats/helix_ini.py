@@ -1,6 +1,5 @@
-"""The Helix artifact's `.ini` files: cluster topology, machine profile, `*_sol.ini` placements and
-`simulator_cluster.ini`. Values there are small Python expressions (`1000 * mbps`, `[0, 1, 'sink']`);
-they are evaluated by a tiny whitelist evaluator, never `eval`.
+"""The Helix artifact's `.ini` files: cluster topology, machine profile and `*_sol.ini` placements
+(`simulator_cluster.ini` lives in planner.formats.simulator_ini and is re-exported here).
 
 Units follow the paper on purpose: `mbps = 1e6` and bandwidths are used as bytes/s (a "1000 * mbps"
 link moves 1e9 bytes/s, no /8), so the published max-flow numbers reproduce.
@@ -8,130 +7,42 @@ link moves 1e9 bytes/s, no /8), so the published max-flow numbers reproduce.
 
 from __future__ import annotations
 
-import ast
 import configparser
 import json
 import re
-from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
 from planner.cluster import SINK, SOURCE, Cluster, Link, Node
 from planner.errors import InvalidInput
-from planner.formats import read_text, with_source
+from planner.formats import with_source
+from planner.formats.ini_values import UNITS, parse_value
+from planner.formats.ini_values import get_text as _get_text
+from planner.formats.ini_values import get_value as _get
+from planner.formats.ini_values import number as _number
+from planner.formats.ini_values import read_ini as _read_ini
+from planner.formats.simulator_ini import (
+    SOLUTION_OFFSET,
+    SimulatorClusterFile,
+    load_simulator_cluster_ini,
+    node_name,
+)
 from planner.placement import LayerRange, Placement
 
-UNITS: Mapping[str, float] = {
-    "kbps": 1e3,
-    "mbps": 1e6,
-    "gbps": 1e9,
-    "Byte": 1.0,
-    "KB": 1e3,
-    "MB": 1e6,
-    "GB": 1e9,
-    "MilliSec": 1e-3,
-    "Sec": 1.0,
-}
-SOLUTION_OFFSET = 2  # the paper's simulator gives uid 0 to the source and 1 to the sink
-
-
-# ----------------------------------------------------------------------------------------- values
-
-
-def parse_value(text: str, *, source: str, field: str) -> object:
-    """Evaluate one ini value: numbers, unit names, + - * /, strings, lists/tuples of those."""
-    try:
-        tree = ast.parse(text.strip(), mode="eval")
-    except SyntaxError:
-        raise InvalidInput(f"cannot parse value {text.strip()!r}", source=source, field=field) from None
-
-    def ev(node: ast.AST) -> object:
-        if (
-            isinstance(node, ast.Constant)
-            and isinstance(node.value, int | float | str)
-            and not isinstance(node.value, bool)
-        ):
-            return node.value
-        if isinstance(node, ast.Name) and node.id in UNITS:
-            return UNITS[node.id]
-        if isinstance(node, ast.UnaryOp) and isinstance(node.op, ast.USub | ast.UAdd):
-            operand = ev(node.operand)
-            if isinstance(operand, int | float):
-                return -operand if isinstance(node.op, ast.USub) else operand
-        if isinstance(node, ast.BinOp) and isinstance(node.op, ast.Mult | ast.Div | ast.Add | ast.Sub):
-            a, b = ev(node.left), ev(node.right)
-            if isinstance(a, int | float) and isinstance(b, int | float):
-                if isinstance(node.op, ast.Mult):
-                    return a * b
-                if isinstance(node.op, ast.Add):
-                    return a + b
-                if isinstance(node.op, ast.Sub):
-                    return a - b
-                if b == 0:
-                    raise InvalidInput("division by zero", source=source, field=field)
-                return a / b
-        if isinstance(node, ast.List | ast.Tuple):
-            return [ev(e) for e in node.elts]
-        raise InvalidInput(
-            f"unsupported expression {ast.unparse(node)!r}; expected a number, a unit "
-            f"({', '.join(UNITS)}), a string or a list",
-            source=source,
-            field=field,
-        )
-
-    return ev(tree.body)
-
-
-def _number(value: object, *, source: str, field: str) -> float:
-    if isinstance(value, int | float) and not isinstance(value, bool):
-        return float(value)
-    raise InvalidInput(f"expected a number, got {value!r}", source=source, field=field)
-
-
-def _read_ini(path: str | Path) -> tuple[configparser.ConfigParser, str]:
-    source = str(path)
-    text = read_text(path)
-    if not text.strip():
-        raise InvalidInput("file is empty", source=source)
-    parser = configparser.ConfigParser(interpolation=None, strict=True, comment_prefixes=("#", ";"))
-    parser.optionxform = str  # type: ignore[assignment,method-assign]  # keys are case-sensitive
-    try:
-        parser.read_string(text, source=source)
-    except configparser.MissingSectionHeaderError as exc:
-        raise InvalidInput(f"line {exc.lineno}: expected a [Section] header first", source=source) from None
-    except configparser.DuplicateSectionError as exc:
-        raise InvalidInput(f"line {exc.lineno}: duplicate section [{exc.section}]", source=source) from None
-    except configparser.DuplicateOptionError as exc:
-        raise InvalidInput(
-            f"line {exc.lineno}: duplicate key {exc.option!r} in [{exc.section}]", source=source
-        ) from None
-    except configparser.Error as exc:
-        raise InvalidInput(f"not a valid ini file: {exc.message.splitlines()[0]}", source=source) from None
-    return parser, source
-
-
-def _get(parser: configparser.ConfigParser, section: str, key: str, source: str) -> object:
-    field = f"[{section}] {key}"
-    if not parser.has_section(section):
-        raise InvalidInput(f"missing section [{section}]", source=source, field=f"[{section}]")
-    if not parser.has_option(section, key):
-        raise InvalidInput(f"missing key {key!r}", source=source, field=field)
-    return parse_value(parser.get(section, key), source=source, field=field)
-
-
-def _get_text(parser: configparser.ConfigParser, section: str, key: str, source: str) -> str:
-    """A name written bare or quoted (type=L4, machine_type="L4")."""
-    if not parser.has_section(section):
-        raise InvalidInput(f"missing section [{section}]", source=source, field=f"[{section}]")
-    if not parser.has_option(section, key):
-        raise InvalidInput(f"missing key {key!r}", source=source, field=f"[{section}] {key}")
-    text = parser.get(section, key).strip()
-    if len(text) >= 2 and text[0] == text[-1] and text[0] in "'\"":
-        text = text[1:-1]
-    if not text:
-        raise InvalidInput("expected a name, got an empty value", source=source, field=f"[{section}] {key}")
-    return text
-
+__all__ = [
+    "UNITS",
+    "SOLUTION_OFFSET",
+    "MachineProfile",
+    "SimulatorClusterFile",
+    "load_cluster_ini",
+    "load_machine_profile_ini",
+    "load_simulator_cluster_ini",
+    "load_solution_ini",
+    "node_name",
+    "parse_value",
+    "save_cluster_ini",
+    "save_solution_ini",
+]
 
 # --------------------------------------------------------------------------------------- clusters
 
@@ -139,11 +50,6 @@ _LINK_SECTION = re.compile(r"^Link-(source|\d+)-(\d+|sink)$")
 _PARTITION_COMMENT = re.compile(r"^#\s*partition-(\d+):\s*(\[.*\])\s*$")
 _REGIONS_COMMENT = re.compile(r"^#\s*brl-regions:\s*(\{.*\})\s*$")
 _COORD_COMMENT = re.compile(r"^#\s*brl-coordinator-region:\s*(\S+)\s*$")
-
-
-def node_name(index: int) -> str:
-    """Cluster-file node i is called n{i} everywhere in BRL."""
-    return f"n{index}"
 
 
 def _regions_from_comments(text: str, types: list[str], source: str) -> tuple[list[str], str]:
@@ -191,7 +97,7 @@ def _regions_from_comments(text: str, types: list[str], source: str) -> tuple[li
 def load_cluster_ini(path: str | Path, *, name: str | None = None) -> Cluster:
     """A Helix cluster file → Cluster. Node i → "n{i}"; an undirected `[Link-i-j]` becomes two directed
     links, each with the full capacity (the paper's directions do not share bandwidth)."""
-    parser, source = _read_ini(path)
+    parser, source, text = _read_ini(path)
     total = _get(parser, "NodeNames", "total_compute_nodes", source)
     if isinstance(total, bool) or not isinstance(total, int) or total < 1:
         raise InvalidInput(
@@ -215,7 +121,7 @@ def load_cluster_ini(path: str | Path, *, name: str | None = None) -> Cluster:
                 source=source,
                 field=f"[{section}]",
             )
-    regions, coord_region = _regions_from_comments(read_text(path), types, source)
+    regions, coord_region = _regions_from_comments(text, types, source)
     nodes = tuple(Node(node_name(i), types[i], regions[i]) for i in range(total))
 
     def endpoint(token: str, section: str) -> str:
@@ -409,7 +315,7 @@ class MachineProfile:
 
 
 def load_machine_profile_ini(path: str | Path) -> dict[str, MachineProfile]:
-    parser, source = _read_ini(path)
+    parser, source, text = _read_ini(path)
     out: dict[str, MachineProfile] = {}
     for section in parser.sections():
         values: list[float | None] = []
@@ -439,7 +345,7 @@ _SOL_KEY = re.compile(r"^compute_node_(\d+)$")
 def load_solution_ini(path: str | Path, cluster: Cluster, num_layers: int) -> Placement:
     """A `*_sol.ini` → Placement. `compute_node_<i+2>` is node i of the cluster (cluster.nodes[i], named
     "n{i}" for Helix clusters); an empty list means the node is unused."""
-    parser, source = _read_ini(path)
+    parser, source, text = _read_ini(path)
     offset = _get(parser, "Settings", "offset", source)
     if offset != SOLUTION_OFFSET:
         raise InvalidInput(
@@ -495,94 +401,3 @@ def save_solution_ini(placement: Placement, cluster: Cluster, path: str | Path) 
         layers = list(range(rng.start, rng.end)) if rng else []
         lines.append(f"compute_node_{i + SOLUTION_OFFSET}={layers}")
     Path(path).write_text("\n".join(lines) + "\n", encoding="utf-8")
-
-
-# ------------------------------------------------------------------------------ simulator cluster
-
-
-@dataclass(frozen=True)
-class SimulatorClusterFile:
-    """What `simulator_cluster.ini` holds: the directed links the paper's scheduler may use, and per
-    node its machine type, VRAM and KV capacity (token x layer entries) for its layer count."""
-
-    cluster: Cluster
-    kv_capacity: Mapping[str, int]
-    vram_bytes: Mapping[str, int]
-
-
-def _sim_name(raw: str, source: str, field: str) -> str:
-    if raw in (SOURCE, SINK):
-        return raw
-    m = _SOL_KEY.match(raw)
-    if not m:
-        raise InvalidInput(
-            f"expected 'source', 'sink' or compute_node_<k>, got {raw!r}", source=source, field=field
-        )
-    return node_name(int(m.group(1)) - SOLUTION_OFFSET)
-
-
-def load_simulator_cluster_ini(path: str | Path, *, name: str | None = None) -> SimulatorClusterFile:
-    parser, source = _read_ini(path)
-    names = _get(parser, "ComputeNodes", "names", source)
-    if not isinstance(names, list):
-        raise InvalidInput("expected a list of node names", source=source, field="[ComputeNodes] names")
-    nodes: list[Node] = []
-    kv: dict[str, int] = {}
-    vram: dict[str, int] = {}
-    for raw in names:
-        sec = str(raw)
-        node = _sim_name(sec, source, "[ComputeNodes] names")
-        gpu = _get_text(parser, sec, "machine_type", source)
-        nic_in = _number(
-            _get(parser, sec, "inbound_nic_speed", source), source=source, field=f"[{sec}] inbound_nic_speed"
-        )
-        nic_out = _number(
-            _get(parser, sec, "outbound_nic_speed", source),
-            source=source,
-            field=f"[{sec}] outbound_nic_speed",
-        )
-        nodes.append(Node(node, gpu, "default", nic_in, nic_out))
-        kv[node] = int(
-            _number(
-                _get(parser, sec, "kv_cache_capacity", source),
-                source=source,
-                field=f"[{sec}] kv_cache_capacity",
-            )
-        )
-        vram[node] = int(
-            _number(_get(parser, sec, "vram_size", source), source=source, field=f"[{sec}] vram_size")
-        )
-    link_names = _get(parser, "Links", "names", source)
-    if not isinstance(link_names, list):
-        raise InvalidInput("expected a list of link names", source=source, field="[Links] names")
-    links: list[Link] = []
-    for raw in link_names:
-        sec = str(raw)
-        # `in` / `out` are written unquoted (in=compute_node_2), so they are read as raw text.
-        for key in ("in", "out"):
-            if not parser.has_option(sec, key):
-                raise InvalidInput(f"missing key {key!r}", source=source, field=f"[{sec}] {key}")
-        a_raw, b_raw = parser.get(sec, "in").strip().strip("'\""), parser.get(sec, "out").strip().strip("'\"")
-        bw = _number(_get(parser, sec, "bandwidth", source), source=source, field=f"[{sec}] bandwidth")
-        lat = _number(_get(parser, sec, "latency", source), source=source, field=f"[{sec}] latency")
-        links.append(
-            Link(_sim_name(a_raw, source, f"[{sec}] in"), _sim_name(b_raw, source, f"[{sec}] out"), bw, lat)
-        )
-    coord_nic = 10e9
-    if parser.has_option("Coordinator", "outbound_nic_speed"):
-        coord_nic = _number(
-            _get(parser, "Coordinator", "outbound_nic_speed", source),
-            source=source,
-            field="[Coordinator] outbound_nic_speed",
-        )
-    try:
-        cluster = Cluster(
-            nodes=tuple(nodes),
-            links=tuple(links),
-            name=name or Path(path).stem,
-            coordinator_nic_bytes_per_s=coord_nic,
-            meta={"source": source, "format": "helix-simulator-ini"},
-        )
-    except InvalidInput as exc:
-        raise with_source(exc, source) from None
-    return SimulatorClusterFile(cluster, kv, vram)

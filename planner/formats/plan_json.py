@@ -100,7 +100,8 @@ def plan_from_dict(data: Any, *, source: str = "plan") -> Plan:
     try:
         placement = Placement(parsed.num_layers, ranges)
     except InvalidInput as exc:
-        raise with_source(exc, source, "placement") from None
+        field = f"placement.{exc.field}" if exc.field else "placement"
+        raise InvalidInput(exc.detail, source=source, field=field) from None
     flows: dict[tuple[str, str], float] = {}
     for key, value in parsed.edge_flows.items():
         if not math.isfinite(value) or value < 0:

@@ -33,11 +33,21 @@ PROMPT_TOKENS_PER_REQUEST = 2048
 
 def validation_error(exc: ValidationError, source: str) -> InvalidInput:
     """The first pydantic complaint as InvalidInput naming the file and the dotted field path."""
-    err = exc.errors()[0]
-    field = ".".join(str(p) for p in err["loc"]) or None
-    got = err.get("input")
-    got_text = "" if err["type"] == "missing" else f", got {got!r}"[:120]
-    return InvalidInput(f"{err['msg']}{got_text}", source=source, field=field)
+    errors = exc.errors()
+
+    def where(err: Any) -> str:
+        return ".".join(str(p) for p in err["loc"])
+
+    def text(err: Any) -> str:
+        got = "" if err["type"] == "missing" else f", got {err.get('input')!r}"[:120]
+        return f"{err['msg']}{got}"
+
+    message = text(errors[0])
+    if len(errors) > 1:
+        # A typo in a key shows up twice (the unknown key and the missing one): say both.
+        more = "; ".join(f"{where(e) or 'top level'}: {text(e)}" for e in errors[1:3])
+        message += f" (also {more}{'; …' if len(errors) > 3 else ''})"
+    return InvalidInput(message, source=source, field=where(errors[0]) or None)
 
 
 def load_latency_csv(path: str | Path) -> LatencyTable:

@@ -13,7 +13,7 @@ from planner.model import ModelSpec
 from planner.placement import Placement
 from planner.plan import Plan
 from planner.profile import ProfileSet
-from planner.solvers import homogeneous, milp, petals, search, separate, swarm  # noqa: F401  (registration)
+from planner.solvers import homogeneous, milp, petals, search, separate, serve, swarm  # noqa: F401  (registration)
 from planner.solvers.base import (
     Progress,
     SolveContext,
@@ -25,8 +25,17 @@ from planner.solvers.base import (
 )
 from planner.throughput import ThroughputTable, typical_throughput
 
-__all__ = ["Progress", "SolveContext", "SolveResult", "check_placement", "get_solver", "method_names",
-           "register", "solve", "solve_placement"]
+__all__ = [
+    "Progress",
+    "SolveContext",
+    "SolveResult",
+    "check_placement",
+    "get_solver",
+    "method_names",
+    "register",
+    "solve",
+    "solve_placement",
+]
 
 
 def solve_placement(method: str, ctx: SolveContext) -> SolveResult:
@@ -36,24 +45,56 @@ def solve_placement(method: str, ctx: SolveContext) -> SolveResult:
     return result
 
 
-def solve(method: str, cluster: Cluster, model: ModelSpec, profiles: ProfileSet, *,
-          settings: Mapping[str, Any] | None = None, throughput: ThroughputTable | None = None, seed: int = 0,
-          time_limit_s: float = 30.0, clock: Callable[[], float] | None = None,
-          progress: Callable[[Progress], None] | None = None, should_stop: Callable[[], bool] | None = None,
-          options: Mapping[str, Any] | None = None,
-          scorer: Callable[[Placement], tuple[float, Mapping[str, Any]]] | None = None) -> Plan:
+def solve(
+    method: str,
+    cluster: Cluster,
+    model: ModelSpec,
+    profiles: ProfileSet,
+    *,
+    settings: Mapping[str, Any] | None = None,
+    throughput: ThroughputTable | None = None,
+    seed: int = 0,
+    time_limit_s: float = 30.0,
+    clock: Callable[[], float] | None = None,
+    progress: Callable[[Progress], None] | None = None,
+    should_stop: Callable[[], bool] | None = None,
+    options: Mapping[str, Any] | None = None,
+    scorer: Callable[[Placement], tuple[float, Mapping[str, Any]]] | None = None,
+) -> Plan:
     """Plan `model` on `cluster` with `method`; the Plan records the method, seed and solver statistics."""
     tp = throughput or typical_throughput(cluster, model, profiles, settings)
-    ctx = SolveContext(cluster=cluster, model=model, profiles=profiles, throughput=tp, rng=random.Random(seed),
-                       seed=seed, time_limit_s=time_limit_s, clock=clock, progress=progress,
-                       should_stop=should_stop, options=dict(options or {}), scorer=scorer)
+    ctx = SolveContext(
+        cluster=cluster,
+        model=model,
+        profiles=profiles,
+        throughput=tp,
+        rng=random.Random(seed),
+        seed=seed,
+        time_limit_s=time_limit_s,
+        clock=clock,
+        progress=progress,
+        should_stop=should_stop,
+        options=dict(options or {}),
+        scorer=scorer,
+    )
     started = ctx.now()
     result = solve_placement(method, ctx)
     stats = dict(result.stats)
     if clock is not None:
         stats["wall_s"] = ctx.now() - started
-    return plan_from_placement(cluster, model, profiles, result.placement, method=method, throughput=tp,
-                               partial=result.partial, solver_stats=stats,
-                               provenance={"method": method, "seed": seed, "time_limit_s": time_limit_s,
-                                           "options": {k: v for k, v in (options or {}).items()
-                                                       if isinstance(v, int | float | str | bool)}})
+    return plan_from_placement(
+        cluster,
+        model,
+        profiles,
+        result.placement,
+        method=method,
+        throughput=tp,
+        partial=result.partial,
+        solver_stats=stats,
+        provenance={
+            "method": method,
+            "seed": seed,
+            "time_limit_s": time_limit_s,
+            "options": {k: v for k, v in (options or {}).items() if isinstance(v, int | float | str | bool)},
+        },
+    )

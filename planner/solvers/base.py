@@ -97,17 +97,21 @@ def method_names() -> tuple[str, ...]:
     return tuple(sorted(_REGISTRY))
 
 
-def check_placement(cluster: Cluster, throughput: ThroughputTable, placement: Placement, *,
-                    partial: bool = True) -> None:
+def check_placement(
+    cluster: Cluster, throughput: ThroughputTable, placement: Placement, *, partial: bool = True
+) -> None:
     """Raise InfeasiblePlan unless every node holds at most its max layers and some chain covers [0, L)."""
     for name, rng in placement.ranges.items():
         gpu = cluster.node(name).gpu_type
         if rng.size > throughput.max_layers(gpu):
-            raise InfeasiblePlan(f"node {name} ({gpu}) holds {rng.size} layers; at most "
-                                 f"{throughput.max_layers(gpu)} fit")
+            raise InfeasiblePlan(
+                f"node {name} ({gpu}) holds {rng.size} layers; at most {throughput.max_layers(gpu)} fit"
+            )
     if not covers(placement, partial=partial):
-        raise InfeasiblePlan(f"no chain covers layers [0, {placement.num_layers}); uncovered: "
-                             f"{placement.uncovered() or 'none, but ranges do not join'}")
+        raise InfeasiblePlan(
+            f"no chain covers layers [0, {placement.num_layers}); uncovered: "
+            f"{placement.uncovered() or 'none, but ranges do not join'}"
+        )
 
 
 def covers(placement: Placement, *, partial: bool = True) -> bool:

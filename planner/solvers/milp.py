@@ -13,6 +13,7 @@ slices, each warm-started from the incumbent: between slices it reports progress
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import math
 from collections.abc import Mapping
 from typing import Any
@@ -83,8 +84,15 @@ class _Model:
     links: tuple[Link, ...]
 
 
-def build_model(ctx: SolveContext, *, solver_name: str, prune_k: int | None, symmetry: bool,
-                bound_cut: float | None, tight_big_m: bool = True) -> _Model:
+def build_model(
+    ctx: SolveContext,
+    *,
+    solver_name: str,
+    prune_k: int | None,
+    symmetry: bool,
+    bound_cut: float | None,
+    tight_big_m: bool = True,
+) -> _Model:
     L = ctx.model.num_layers
     tp = ctx.throughput
     m = mip.Model(sense=mip.MAXIMIZE, solver_name=solver_name)
@@ -94,7 +102,9 @@ def build_model(ctx: SolveContext, *, solver_name: str, prune_k: int | None, sym
     cap = {n.name: {k: tp.capacity(n.gpu_type, k) for k in range(1, kmax[n.name] + 1)} for n in nodes}
     best_cap = {n: max(c.values()) for n, c in cap.items()}
     start = {n.name: m.add_var(f"start_{n.name}", var_type=mip.INTEGER, lb=0, ub=L - 1) for n in nodes}
-    size = {n.name: {k: m.add_var(f"hold_{n.name}_{k}", var_type=mip.BINARY) for k in cap[n.name]} for n in nodes}
+    size = {
+        n.name: {k: m.add_var(f"hold_{n.name}_{k}", var_type=mip.BINARY) for k in cap[n.name]} for n in nodes
+    }
     end = {n: start[n] + mip.xsum(k * v for k, v in size[n].items()) for n in start}
     for n in start:
         m += mip.xsum(size[n].values()) == 1
@@ -132,12 +142,14 @@ def build_model(ctx: SolveContext, *, solver_name: str, prune_k: int | None, sym
         m += objective <= bound_cut
     if symmetry:
         for group in interchangeable_groups(ctx, links):
-            for a, b in zip(group, group[1:], strict=False):
-                m += start[a] <= start[b]
+            for first, second in itertools.pairwise(group):
+                m += start[first] <= start[second]
     return _Model(m, start, size, flow, on, links)
 
 
-def _exact_layout(layout: Mapping[str, tuple[int, int]], names: list[str], num_layers: int) -> dict[str, tuple[int, int]]:
+def _exact_layout(
+    layout: Mapping[str, tuple[int, int]], names: list[str], num_layers: int
+) -> dict[str, tuple[int, int]]:
     """Every node must hold >= 1 layer in the MILP; idle nodes get the last layer and carry no flow."""
     full = dict(layout)
     for n in names:
@@ -149,9 +161,19 @@ def set_start(ctx: SolveContext, model: _Model, layout: Mapping[str, tuple[int, 
     names = list(model.start)
     full = _exact_layout(layout, names, ctx.model.num_layers)
     placement = to_placement(layout, ctx.model.num_layers)
-    result = solve_max_flow(ctx.cluster.__class__(nodes=ctx.cluster.nodes, links=model.links, name=ctx.cluster.name,
-                                                  coordinator_nic_bytes_per_s=ctx.cluster.coordinator_nic_bytes_per_s),
-                            ctx.model, ctx.profiles, placement, throughput=ctx.throughput, partial=False)
+    result = solve_max_flow(
+        ctx.cluster.__class__(
+            nodes=ctx.cluster.nodes,
+            links=model.links,
+            name=ctx.cluster.name,
+            coordinator_nic_bytes_per_s=ctx.cluster.coordinator_nic_bytes_per_s,
+        ),
+        ctx.model,
+        ctx.profiles,
+        placement,
+        throughput=ctx.throughput,
+        partial=False,
+    )
     values: list[tuple[mip.Var, float]] = []
     for n in names:
         s, k = full[n]
@@ -184,7 +206,9 @@ def solver_name_for(option: str | None) -> str:
         try:
             import highsbox  # noqa: F401
         except ImportError:
-            raise Unavailable("the HiGHS solver needs the `highsbox` package (pip install highsbox)") from None
+            raise Unavailable(
+                "the HiGHS solver needs the `highsbox` package (pip install highsbox)"
+            ) from None
         return "HiGHS"
     raise InvalidInput(f"unknown MILP solver {option!r}; expected cbc or highs", field="solver")
 
@@ -207,16 +231,25 @@ def solve_milp(ctx: SolveContext) -> SolveResult:
     if start_from != "best":
         starts = [(name, lay) for name, lay in starts if name == start_from]
     warm_share = float(opts.get("warm_start_share", 0.25 if start_from == "best" else 0.0))
-    best, best_value, iters = improve(ctx, [lay for _, lay in starts], oracle.value,
-                                      deadline=started + warm_share * ctx.time_limit_s, started=started, bound=bound,
-                                      max_iters=int(opts["warm_start_iters"]) if "warm_start_iters" in opts else None)
+    best, best_value, iters = improve(
+        ctx,
+        [lay for _, lay in starts],
+        oracle.value,
+        deadline=started + warm_share * ctx.time_limit_s,
+        started=started,
+        bound=bound,
+        max_iters=int(opts["warm_start_iters"]) if "warm_start_iters" in opts else None,
+    )
     warm_value = best_value
     ctx.report(best_value, bound, started, note="warm start")
-    model = build_model(ctx, solver_name=solver_name_for(opts.get("solver")),
-                        prune_k=int(opts["prune_k"]) if opts.get("prune_k") else None,
-                        symmetry=bool(opts.get("symmetry", True)),
-                        bound_cut=bound if opts.get("bound_cut", True) else None,
-                        tight_big_m=bool(opts.get("tight_big_m", True)))
+    model = build_model(
+        ctx,
+        solver_name=solver_name_for(opts.get("solver")),
+        prune_k=int(opts["prune_k"]) if opts.get("prune_k") else None,
+        symmetry=bool(opts.get("symmetry", True)),
+        bound_cut=bound if opts.get("bound_cut", True) else None,
+        tight_big_m=bool(opts.get("tight_big_m", True)),
+    )
     model.m.threads = int(opts.get("threads", 1))
     slice_s = float(opts.get("slice_s", DEFAULT_SLICE_S))
     slices = 0
@@ -241,15 +274,26 @@ def solve_milp(ctx: SolveContext) -> SolveResult:
         if math.isfinite(model.m.objective_bound):
             raw_bound = float(model.m.objective_bound)
             milp_bound = min(bound, float(model.m.objective_bound))
-        ctx.report(best_value, milp_bound if milp_bound is not None else bound, started, note=f"milp slice {slices}")
+        ctx.report(
+            best_value, milp_bound if milp_bound is not None else bound, started, note=f"milp slice {slices}"
+        )
         if st == mip.OptimizationStatus.OPTIMAL:
             break
     stats: dict[str, Any] = {
-        "solver": model.m.solver_name, "status": status, "slices": slices, "start_values": start_values,
-        "warm_start_tok_per_s": warm_value, "warm_start_iterations": iters,
-        "objective_tok_per_s": best_value, "milp_bound_tok_per_s": milp_bound, "solver_bound_tok_per_s": raw_bound,
-        "coverage_bound_tok_per_s": bound, "rows": model.m.num_rows, "cols": model.m.num_cols,
-        "links_kept": len(model.links), "stopped_early": ctx.stopped(),
+        "solver": model.m.solver_name,
+        "status": status,
+        "slices": slices,
+        "start_values": start_values,
+        "warm_start_tok_per_s": warm_value,
+        "warm_start_iterations": iters,
+        "objective_tok_per_s": best_value,
+        "milp_bound_tok_per_s": milp_bound,
+        "solver_bound_tok_per_s": raw_bound,
+        "coverage_bound_tok_per_s": bound,
+        "rows": model.m.num_rows,
+        "cols": model.m.num_cols,
+        "links_kept": len(model.links),
+        "stopped_early": ctx.stopped(),
     }
     placement = to_placement(best, L) if best else Placement(L, {})
     return SolveResult(placement, partial=False, stats=stats)

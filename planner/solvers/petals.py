@@ -23,7 +23,7 @@ def solve_petals(ctx: SolveContext) -> SolveResult:
     for perf, i in order:
         node = ctx.cluster.nodes[i]
         k = min(tp.max_layers(node.gpu_type), num_layers)
-        best_x = min(range(num_layers - k + 1), key=lambda x: (sorted(load[x:x + k]), x))
+        best_x = min(range(num_layers - k + 1), key=lambda x: (sorted(load[x : x + k]), x))
         for layer in range(best_x, best_x + k):
             load[layer] += perf
         ranges[node.name] = LayerRange(best_x, best_x + k)

@@ -52,8 +52,13 @@ class FlowOracle:
         if hit is not None:
             return hit
         self.calls += 1
-        g, _ = build_flow_graph(self.cluster, self.model, to_placement(layout, self.model.num_layers),
-                                self.throughput, partial=self.partial)
+        g, _ = build_flow_graph(
+            self.cluster,
+            self.model,
+            to_placement(layout, self.model.num_layers),
+            self.throughput,
+            partial=self.partial,
+        )
         value = float(nx.maximum_flow_value(g, SOURCE, SINK)) if g.number_of_nodes() else 0.0
         self._cache[key] = value
         return value
@@ -61,11 +66,14 @@ class FlowOracle:
 
 def _node_order(cluster: Cluster, tp: ThroughputTable) -> list[str]:
     """Region by region (fewest slow cross-region hops), fastest types first within a region."""
-    return [n.name for n in sorted(cluster.nodes, key=lambda n: (n.region, -tp.capacity(n.gpu_type, 1), n.name))]
+    return [
+        n.name for n in sorted(cluster.nodes, key=lambda n: (n.region, -tp.capacity(n.gpu_type, 1), n.name))
+    ]
 
 
-def lane_layout(cluster: Cluster, tp: ThroughputTable, num_layers: int, lanes: int,
-                order: list[str] | None = None) -> Layout:
+def lane_layout(
+    cluster: Cluster, tp: ThroughputTable, num_layers: int, lanes: int, order: list[str] | None = None
+) -> Layout:
     """`lanes` parallel pipelines, nodes dealt round-robin in `order`. Each lane gets the largest per-lane
     rate F such that its nodes, each holding the most layers it can serve at F, cover all layers; a lane
     that cannot cover [0, L) at any rate is left idle."""
@@ -113,7 +121,9 @@ class Neighbourhood:
         self.ctx = ctx
         self.num_layers = ctx.model.num_layers
         self.names = [n.name for n in ctx.cluster.nodes]
-        self.kmax = {n.name: min(ctx.throughput.max_layers(n.gpu_type), self.num_layers) for n in ctx.cluster.nodes}
+        self.kmax = {
+            n.name: min(ctx.throughput.max_layers(n.gpu_type), self.num_layers) for n in ctx.cluster.nodes
+        }
         self.gpu = {n.name: n.gpu_type for n in ctx.cluster.nodes}
 
     def _clip(self, name: str, start: int, size: int) -> tuple[int, int]:
@@ -152,7 +162,11 @@ class Neighbourhood:
             start = rng.choice(bounds)
             ends = sorted({s for s, _ in new.values() if s > start} | {self.num_layers})
             fitting = [e for e in ends if e - start <= self.kmax[name]]
-            size = (rng.choice(fitting) - start) if fitting and rng.random() < 0.8 else rng.randint(1, self.kmax[name])
+            size = (
+                (rng.choice(fitting) - start)
+                if fitting and rng.random() < 0.8
+                else rng.randint(1, self.kmax[name])
+            )
             new[name] = self._clip(name, start, size)
         elif holders and kind < 0.85:
             name = rng.choice(holders)
@@ -167,9 +181,17 @@ class Neighbourhood:
         return new
 
 
-def improve(ctx: SolveContext, starts: list[Layout], score: Callable[[Layout], float], *, deadline: float,
-            started: float, bound: float | None = None, temperature: float = 0.002,
-            max_iters: int | None = None) -> tuple[Layout, float, int]:
+def improve(
+    ctx: SolveContext,
+    starts: list[Layout],
+    score: Callable[[Layout], float],
+    *,
+    deadline: float,
+    started: float,
+    bound: float | None = None,
+    temperature: float = 0.002,
+    max_iters: int | None = None,
+) -> tuple[Layout, float, int]:
     """Annealed walk from the best start: accept better or equal moves, and worse ones with probability
     exp(-drop/(T*best)); restart from the best every so often. Stops at `deadline`, `max_iters`, or
     when the caller's stop flag is raised."""
@@ -186,6 +208,9 @@ def improve(ctx: SolveContext, starts: list[Layout], score: Callable[[Layout], f
     while not ctx.stopped() and ctx.now() < deadline and (max_iters is None or iters < max_iters):
         iters += 1
         cand = hood.move(current)
+        # Compound moves cross two-step barriers (move a node and re-join its neighbour in one go).
+        while cand and rng.random() < 0.4:
+            cand = hood.move(cand)
         if not cand:
             continue
         value = score(cand)
@@ -198,7 +223,11 @@ def improve(ctx: SolveContext, starts: list[Layout], score: Callable[[Layout], f
         else:
             since_best += 1
         if since_best > 400:
-            current, current_value, since_best = dict(best), best_value, 0
+            # Restart from the best, kicked by a few random moves.
+            current, since_best = dict(best), 0
+            for _ in range(rng.randint(1, 4)):
+                current = hood.move(current) or current
+            current_value = score(current)
         if bound is not None and best_value >= bound * (1 - 1e-9):
             break
     return best, best_value, iters
@@ -234,10 +263,21 @@ def solve_search(ctx: SolveContext) -> SolveResult:
     start_values = {name: oracle.value(lay) for name, lay in starts}
     bound = coverage_bound(ctx.cluster, ctx.throughput)
     max_iters = ctx.options.get("max_iters")
-    best, value, iters = improve(ctx, [lay for _, lay in starts], oracle.value,
-                                 deadline=started + ctx.time_limit_s, started=started, bound=bound,
-                                 max_iters=int(max_iters) if max_iters is not None else None)
-    stats = {"start_values": start_values, "iterations": iters, "oracle_calls": oracle.calls,
-             "objective_tok_per_s": value, "coverage_bound_tok_per_s": bound,
-             "proven_optimal": value >= bound * (1 - 1e-9)}
+    best, value, iters = improve(
+        ctx,
+        [lay for _, lay in starts],
+        oracle.value,
+        deadline=started + ctx.time_limit_s,
+        started=started,
+        bound=bound,
+        max_iters=int(max_iters) if max_iters is not None else None,
+    )
+    stats = {
+        "start_values": start_values,
+        "iterations": iters,
+        "oracle_calls": oracle.calls,
+        "objective_tok_per_s": value,
+        "coverage_bound_tok_per_s": bound,
+        "proven_optimal": value >= bound * (1 - 1e-9),
+    }
     return SolveResult(to_placement(best, ctx.model.num_layers), partial=True, stats=stats)

@@ -48,8 +48,9 @@ def solve_separate(ctx: SolveContext) -> SolveResult:
                 start += size
             pipelines += 1
     # Pool the rest: fastest per layer first, each node its most layers, full pipelines only.
-    leftover.sort(key=lambda n: -tp.capacity(ctx.cluster.node(n).gpu_type,
-                                             tp.max_layers(ctx.cluster.node(n).gpu_type)))
+    leftover.sort(
+        key=lambda n: -tp.capacity(ctx.cluster.node(n).gpu_type, tp.max_layers(ctx.cluster.node(n).gpu_type))
+    )
     current: dict[str, LayerRange] = {}
     length = 0
     for name in leftover:

@@ -20,7 +20,10 @@ def solve_swarm(ctx: SolveContext) -> SolveResult:
     num_layers = ctx.model.num_layers
     tp = ctx.throughput
     nodes = ctx.cluster.nodes
-    q = int(ctx.options.get("stage_layers") or stage_size(num_layers, min(tp.max_layers(n.gpu_type) for n in nodes)))
+    q = int(
+        ctx.options.get("stage_layers")
+        or stage_size(num_layers, min(tp.max_layers(n.gpu_type) for n in nodes))
+    )
     stages = num_layers // q
     if len(nodes) < stages:
         raise InfeasiblePlan(f"swarm needs at least {stages} nodes for {stages} stages of {q} layers")
@@ -31,4 +34,6 @@ def solve_swarm(ctx: SolveContext) -> SolveResult:
         stage = min(range(stages), key=lambda s: (perf[s], s))
         perf[stage] += p
         ranges[nodes[i].name] = LayerRange(stage * q, (stage + 1) * q)
-    return SolveResult(Placement(num_layers, ranges), partial=False, stats={"stage_layers": q, "stages": stages})
+    return SolveResult(
+        Placement(num_layers, ranges), partial=False, stats={"stage_layers": q, "stages": stages}
+    )

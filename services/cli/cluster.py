@@ -42,7 +42,9 @@ def _table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
     lines = ["  ".join(h.ljust(w) for h, w in zip(headers, widths, strict=True))]
     lines.append("  ".join("-" * w for w in widths))
     for row in rows:
-        lines.append("  ".join(c.rjust(w) if c[:1].isdigit() else c.ljust(w) for c, w in zip(row, widths, strict=True)))
+        lines.append(
+            "  ".join(c.rjust(w) if c[:1].isdigit() else c.ljust(w) for c, w in zip(row, widths, strict=True))
+        )
     return "\n".join(lines)
 
 
@@ -86,7 +88,9 @@ def describe(cluster: Cluster) -> str:
             unknown.add(gpu)
         else:
             total_vram += per * count
-        rows.append([region, gpu, str(count), _si(per, "B") if per else "?", _si(per * count, "B") if per else "?"])
+        rows.append(
+            [region, gpu, str(count), _si(per, "B") if per else "?", _si(per * count, "B") if per else "?"]
+        )
     out.append(_table(["region", "gpu type", "count", "VRAM each", "VRAM total"], rows))
     by_type = cluster.gpu_counts()
     out.append("")
@@ -114,13 +118,15 @@ def describe(cluster: Cluster) -> str:
         ]
         for key, vals in sorted(classes.items())
     ]
-    out.append(f"links (coordinator in {coord}; bandwidth in bytes/s as the paper counts it, its 1000 mbps = 1 GB/s):")
+    out.append(
+        f"links (coordinator in {coord}; bandwidth in bytes/s as the paper counts it, its 1000 mbps = 1 GB/s):"
+    )
     out.append(_table(["class", "links", "bandwidth", "latency"], link_rows))
     return "\n".join(out)
 
 
 def _show(args: argparse.Namespace) -> int:
-    print(describe(bundled.cluster(args.cluster)))
+    print(describe(bundled.cluster(args.cluster, check_gpu_types=False)))
     return 0
 
 
@@ -135,14 +141,19 @@ def write_cluster(cluster: Cluster, output: str | None) -> None:
         sys.stdout.write(cluster_to_yaml(cluster))
         return
     path = Path(str(output))
-    if path.suffix in (".yaml", ".yml"):
-        path.write_text(cluster_to_yaml(cluster), encoding="utf-8")
-    elif path.suffix == ".ini":
-        from planner.formats.helix_ini import save_cluster_ini
+    if path.suffix not in (".yaml", ".yml", ".ini"):
+        raise InvalidInput(
+            f"unknown output type {path.suffix!r}; expected .yaml, .yml or .ini", source="--output"
+        )
+    try:
+        if path.suffix == ".ini":
+            from planner.formats.helix_ini import save_cluster_ini
 
-        save_cluster_ini(cluster, path)
-    else:
-        raise InvalidInput(f"unknown output type {path.suffix!r}; expected .yaml, .yml or .ini", source="--output")
+            save_cluster_ini(cluster, path)
+        else:
+            path.write_text(cluster_to_yaml(cluster), encoding="utf-8")
+    except OSError as exc:
+        raise InvalidInput(f"cannot write: {exc.strerror or exc}", source=str(path)) from None
     print(f"wrote {path} ({len(cluster.nodes)} nodes, {len(cluster.links)} links)", file=sys.stderr)
 
 
@@ -152,7 +163,7 @@ _COUNT = re.compile(r"^\s*([A-Za-z0-9_.+-]+)\s*[=:]\s*(-?\d+)\s*$")
 
 
 def parse_counts(text: str, flag: str) -> dict[str, int]:
-    """"A100=4,L4=8" → {"A100": 4, "L4": 8}."""
+    """Parse TYPE=COUNT pairs: "A100=4,L4=8" → {"A100": 4, "L4": 8}."""
     counts: dict[str, int] = {}
     for part in text.split(","):
         m = _COUNT.match(part)
@@ -168,7 +179,7 @@ def parse_counts(text: str, flag: str) -> dict[str, int]:
 
 
 def parse_uniform(text: str, flag: str, scale: float = 1.0) -> Uniform:
-    """"1.25e9" or "1.25e9+-1.25e8" (mean plus/minus spread; uniform)."""
+    """Parse MEAN or MEAN+-SPREAD (uniform), e.g. "1.25e9" or "1.25e9+-1.25e8"."""
     parts = text.replace("±", "+-").split("+-")
     try:
         values = [float(p) * scale for p in parts]
@@ -186,22 +197,33 @@ def _link(bw: str | None, lat: str | None, default: LinkDist, flags: tuple[str, 
             parse_uniform(lat, flags[1], _MS) if lat is not None else default.latency_s,
         )
     except InvalidInput as exc:
-        raise InvalidInput(exc.detail, source=exc.source or f"{flags[0]}/{flags[1]}", field=exc.field) from None
+        raise InvalidInput(
+            exc.detail, source=exc.source or f"{flags[0]}/{flags[1]}", field=exc.field
+        ) from None
 
 
 def _generate(args: argparse.Namespace) -> int:
     rng = random.Random(args.seed)
     rounding = not args.exact
     if bool(args.gpus) == bool(args.region):
-        raise InvalidInput("give either --gpus (one region) or --region (one per region, repeated)",
-                           source="brl cluster generate")
+        raise InvalidInput(
+            "give either --gpus (one region) or --region (one per region, repeated)",
+            source="brl cluster generate",
+        )
     if args.gpus:
         if args.inter_bandwidth or args.inter_latency_ms or args.coordinator_region:
-            raise InvalidInput("--inter-* and --coordinator-region need --region", source="brl cluster generate")
+            raise InvalidInput(
+                "--inter-* and --coordinator-region need --region", source="brl cluster generate"
+            )
         link = _link(args.bandwidth, args.latency_ms, PAPER_LAN, ("--bandwidth", "--latency-ms"))
         slow = None
         if args.slow_bandwidth or args.slow_latency_ms:
-            slow = _link(args.slow_bandwidth, args.slow_latency_ms, PAPER_LAN, ("--slow-bandwidth", "--slow-latency-ms"))
+            slow = _link(
+                args.slow_bandwidth,
+                args.slow_latency_ms,
+                PAPER_LAN,
+                ("--slow-bandwidth", "--slow-latency-ms"),
+            )
         cluster = single_region(
             parse_counts(args.gpus, "--gpus"),
             rng,
@@ -214,27 +236,42 @@ def _generate(args: argparse.Namespace) -> int:
         )
     else:
         if args.avg_degree or args.slow_bandwidth or args.slow_latency_ms or args.coordinator_degree:
-            raise InvalidInput("--avg-degree, --slow-* and --coordinator-degree need --gpus (one region)",
-                               source="brl cluster generate")
+            raise InvalidInput(
+                "--avg-degree, --slow-* and --coordinator-degree need --gpus (one region)",
+                source="brl cluster generate",
+            )
         regions: dict[str, dict[str, int]] = {}
         for k, spec in enumerate(args.region):
             name, sep, counts = spec.partition(":")
             if not sep or not name.strip():
-                raise InvalidInput(f"expected NAME:TYPE=COUNT[,TYPE=COUNT...], got {spec!r}", source=f"--region #{k + 1}")
+                raise InvalidInput(
+                    f"expected NAME:TYPE=COUNT[,TYPE=COUNT...], got {spec!r}", source=f"--region #{k + 1}"
+                )
             if name.strip() in regions:
                 raise InvalidInput(f"region {name.strip()!r} is given twice", source=f"--region #{k + 1}")
             regions[name.strip()] = parse_counts(counts, f"--region {name.strip()}")
         intra = _link(args.bandwidth, args.latency_ms, PAPER_INTRA_REGION, ("--bandwidth", "--latency-ms"))
-        inter = _link(args.inter_bandwidth, args.inter_latency_ms, PAPER_INTER_REGION,
-                      ("--inter-bandwidth", "--inter-latency-ms"))
-        cluster = multi_region(regions, rng, intra=intra, inter=inter, coordinator_region=args.coordinator_region,
-                               name=args.name, paper_rounding=rounding)
+        inter = _link(
+            args.inter_bandwidth,
+            args.inter_latency_ms,
+            PAPER_INTER_REGION,
+            ("--inter-bandwidth", "--inter-latency-ms"),
+        )
+        cluster = multi_region(
+            regions,
+            rng,
+            intra=intra,
+            inter=inter,
+            coordinator_region=args.coordinator_region,
+            name=args.name,
+            paper_rounding=rounding,
+        )
     write_cluster(cluster, args.output)
     return 0
 
 
 def _convert(args: argparse.Namespace) -> int:
-    write_cluster(bundled.cluster(args.cluster), args.output)
+    write_cluster(bundled.cluster(args.cluster, check_gpu_types=False), args.output)
     return 0
 
 
@@ -245,10 +282,15 @@ def _discover(args: argparse.Namespace) -> int:
     try:
         from services.discovery.kube_nodes import discover_cluster
     except ImportError as exc:
-        print(f"brl: error: cluster discovery is not available ({exc}); it needs services.discovery.kube_nodes "
-              "and the kubernetes package", file=sys.stderr)
+        print(
+            f"brl: error: cluster discovery is not available ({exc}); it needs services.discovery.kube_nodes "
+            "and the kubernetes package",
+            file=sys.stderr,
+        )
         return 2
-    cluster = discover_cluster(kubeconfig=args.kubeconfig, context=args.context, node_list_json=args.node_list_json)
+    cluster = discover_cluster(
+        kubeconfig=args.kubeconfig, context=args.context, node_list_json=args.node_list_json
+    )
     write_cluster(cluster, args.output)
     return 0
 
@@ -257,9 +299,12 @@ def _discover(args: argparse.Namespace) -> int:
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    parser = subparsers.add_parser("cluster", help="show, generate, convert or discover a fleet description",
-                                   description="Fleet descriptions: cluster YAML or Helix .ini, by bundled "
-                                   f"name ({', '.join(bundled.cluster_names())}) or path.")
+    parser = subparsers.add_parser(
+        "cluster",
+        help="show, generate, convert or discover a fleet description",
+        description="Fleet descriptions: cluster YAML or Helix .ini, by bundled "
+        f"name ({', '.join(bundled.cluster_names())}) or path.",
+    )
     sub = parser.add_subparsers(dest="cluster_command", metavar="SUBCOMMAND", required=True)
 
     show = sub.add_parser("show", help="print GPUs per type and region, total VRAM and link classes")
@@ -274,23 +319,40 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "distributions are MEAN or MEAN+-SPREAD (uniform). Defaults are the paper's.",
     )
     gen.add_argument("--gpus", help="one region: TYPE=COUNT[,TYPE=COUNT...] (types are shuffled)")
-    gen.add_argument("--region", action="append", default=[],
-                     help="one region, repeatable: NAME:TYPE=COUNT[,TYPE=COUNT...]")
-    gen.add_argument("--bandwidth", help="links inside a region, bytes/s: MEAN[+-SPREAD] "
-                     "(default 1e9, or 1.25e9+-1.25e8 with --region)")
+    gen.add_argument(
+        "--region",
+        action="append",
+        default=[],
+        help="one region, repeatable: NAME:TYPE=COUNT[,TYPE=COUNT...]",
+    )
+    gen.add_argument(
+        "--bandwidth",
+        help="links inside a region, bytes/s: MEAN[+-SPREAD] (default 1e9, or 1.25e9+-1.25e8 with --region)",
+    )
     gen.add_argument("--latency-ms", help="links inside a region, ms: MEAN[+-SPREAD] (default 1)")
-    gen.add_argument("--inter-bandwidth", help="links between regions and to the coordinator, bytes/s "
-                     "(default 1.25e7+-2.5e6)")
+    gen.add_argument(
+        "--inter-bandwidth",
+        help="links between regions and to the coordinator, bytes/s (default 1.25e7+-2.5e6)",
+    )
     gen.add_argument("--inter-latency-ms", help="links between regions, ms (default 50+-10)")
     gen.add_argument("--coordinator-region", help="region of the coordinator (default: a region of its own)")
-    gen.add_argument("--avg-degree", type=int, help="one region: links per node drawn from --bandwidth "
-                     "(default: complete graph)")
-    gen.add_argument("--slow-bandwidth", help="one region with --avg-degree: fill other pairs with these links")
+    gen.add_argument(
+        "--avg-degree",
+        type=int,
+        help="one region: links per node drawn from --bandwidth (default: complete graph)",
+    )
+    gen.add_argument(
+        "--slow-bandwidth", help="one region with --avg-degree: fill other pairs with these links"
+    )
     gen.add_argument("--slow-latency-ms", help="latency of the slow fill links, ms")
-    gen.add_argument("--coordinator-degree", type=int, help="one region: nodes the coordinator links to (default all)")
+    gen.add_argument(
+        "--coordinator-degree", type=int, help="one region: nodes the coordinator links to (default all)"
+    )
     gen.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     gen.add_argument("--name", default="generated", help="cluster name (default 'generated')")
-    gen.add_argument("--exact", action="store_true", help="keep drawn values unrounded (default: round as the paper)")
+    gen.add_argument(
+        "--exact", action="store_true", help="keep drawn values unrounded (default: round as the paper)"
+    )
     gen.add_argument("-o", "--output", help="write .yaml/.yml or .ini (default: YAML to stdout)")
     gen.set_defaults(func=_generate)
 

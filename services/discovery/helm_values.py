@@ -29,7 +29,7 @@ _MULTI = re.compile(r"^(?P<base>.+?)x(?P<count>\d+)$")
 
 
 def gpus_per_node(gpu_type: str) -> tuple[str, int]:
-    """"L4x2" -> ("L4", 2); "A100" -> ("A100", 1)."""
+    """ "L4x2" -> ("L4", 2); "A100" -> ("A100", 1)."""
     match = _MULTI.match(gpu_type)
     if match:
         return match["base"], int(match["count"])
@@ -67,7 +67,9 @@ def _link_defaults(cluster: Cluster) -> dict[str, dict[str, float]]:
     return out
 
 
-def values_from_cluster(cluster: Cluster, plan: Plan | None = None, *, backend: str = "vllm") -> dict[str, Any]:
+def values_from_cluster(
+    cluster: Cluster, plan: Plan | None = None, *, backend: str = "vllm"
+) -> dict[str, Any]:
     """Values that give one worker StatefulSet per (GPU type, region) with one replica per node.
 
     With a plan, each replica gets the layer range the plan gave its node (replica i <-> the i-th node of

@@ -59,7 +59,7 @@ class LinkDefaults:
 
 
 def canonical_gpu_type(product: str, count: int) -> str:
-    """"NVIDIA-L4" with 2 GPUs -> "L4x2"; an unknown product keeps its own name minus the vendor."""
+    """ "NVIDIA-L4" with 2 GPUs -> "L4x2"; an unknown product keeps its own name minus the vendor."""
     base = None
     for pattern, name in _PRODUCT_PATTERNS:
         if pattern.search(product):
@@ -157,9 +157,10 @@ def cluster_from_node_list(
         nodes.append(Node(name=node_name, gpu_type=canonical_gpu_type(product, count), region=region))
     if not nodes:
         raise InvalidInput(
-            f"no usable GPU node among {len(items)} nodes ({len(skipped)} skipped: {skipped})", source="node list"
+            f"no usable GPU node among {len(items)} nodes ({len(skipped)} skipped: {skipped})",
+            source="node list",
         )
-    nodes.sort(key=lambda n: (n.region, n.gpu_type, n.name))
+    nodes.sort(key=lambda n: (n.region, n.gpu_type, _natural(n.name)))
     coord_region = coordinator_region or _busiest_region(nodes)
     return Cluster(
         nodes=tuple(nodes),
@@ -168,6 +169,11 @@ def cluster_from_node_list(
         coordinator_region=coord_region,
         meta={"source": "kubernetes", "zones": zones, "gpu_products": products, "skipped": skipped},
     )
+
+
+def _natural(name: str) -> tuple[tuple[int, int | str], ...]:
+    """ "t4-2" before "t4-10": node i of a pool becomes replica i when the fleet is turned into values."""
+    return tuple((0, int(part)) if part.isdigit() else (1, part) for part in re.split(r"(\d+)", name))
 
 
 def _busiest_region(nodes: list[Node]) -> str:
@@ -226,13 +232,17 @@ def fetch_node_list(kubeconfig: str | None = None, context: str | None = None) -
             raise Unavailable(f"no kubeconfig and not running in a pod: {exc}") from None
         api_client = client.ApiClient()
     try:
-        nodes = client.CoreV1Api(api_client).list_node()
-        data = api_client.sanitize_for_serialization(nodes)
-    except Exception as exc:  # urllib3/ApiException: the API server is what failed, not our input
+        # Raw JSON, not the client's typed models: the same shape as `kubectl get nodes -o json`, and no
+        # failure when a server omits a field the models insist on.
+        response: Any = client.CoreV1Api(api_client).list_node(_preload_content=False)  # urllib3 response
+        data = json.loads(response.data)
+    except Exception as exc:  # urllib3/ApiException/bad JSON: the API server failed, not our input
         raise Unavailable(f"listing nodes failed: {exc}") from None
     finally:
         api_client.close()
-    return dict(data)
+    if not isinstance(data, dict):
+        raise Unavailable("listing nodes failed: the API server did not return a NodeList object")
+    return data
 
 
 def discover_cluster(

@@ -31,7 +31,10 @@ def invalid_from_validation(exc: ValidationError, *, prefix: str = "") -> Invali
         field = ".".join(str(p) for p in e.get("loc", ()))
         parts.append(f"{prefix}{field}: {e.get('msg', 'invalid')}" if field else str(e.get("msg", "invalid")))
     first = ".".join(str(p) for p in errors[0].get("loc", ())) if errors else ""
-    return InvalidInput("; ".join(parts) or "invalid request", field=(prefix + first) or None)
+    # The message already names each field; `field` carries the first one for programs.
+    exc_out = InvalidInput("; ".join(parts) or "invalid request")
+    exc_out.field = (prefix + first) or None
+    return exc_out
 
 
 def check_api_key(context: grpc.ServicerContext, api_key: str | None) -> None:

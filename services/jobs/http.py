@@ -71,6 +71,8 @@ class JobView(BaseModel):
     started_at: float | None = None
     finished_at: float | None = None
     cancel_requested: bool = False
+    label: str | None = None
+    method: str | None = Field(None, description="placement method (plan jobs)")
     progress: JobProgress | None = None
     error: JobError | None = None
     request: dict[str, Any] | None = None
@@ -111,6 +113,8 @@ def job_view(job: Job, *, full: bool = True) -> JobView:
         started_at=job.started_at,
         finished_at=job.finished_at,
         cancel_requested=job.cancel_requested,
+        label=job.request.get("label"),
+        method=job.request.get("method"),
         progress=progress_view(dict(job.progress) if job.progress is not None else None),
         error=error,
         request=dict(job.request) if full else None,
@@ -148,7 +152,9 @@ def install(app: FastAPI, *, max_body_bytes: int) -> None:
         errors = exc.errors()
         parts = [f"{_field_of(tuple(e.get('loc', ())))}: {e.get('msg', 'invalid')}" for e in errors[:5]]
         first = _field_of(tuple(errors[0].get("loc", ()))) if errors else None
-        body = error_body(InvalidInput("; ".join(parts) or "invalid request", field=first), VALIDATION)
+        # The message already names each field; `param` carries the first one for programs.
+        body = error_body(InvalidInput("; ".join(parts) or "invalid request"), VALIDATION)
+        body["error"]["param"] = first
         return JSONResponse(body, status_code=VALIDATION.http_status)
 
     @app.exception_handler(StarletteHTTPException)

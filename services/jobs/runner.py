@@ -49,6 +49,18 @@ def _resolve(target: str) -> JobFn:
     return fn  # type: ignore[no-any-return]
 
 
+def _child_init(parent_pid: int) -> None:
+    """In each worker process: exit when the service process is gone (killed without a chance to clean up),
+    so no orphaned solver keeps burning CPU."""
+
+    def watch() -> None:
+        while os.getppid() == parent_pid:
+            time.sleep(1.0)
+        os._exit(1)
+
+    threading.Thread(target=watch, name="parent-watch", daemon=True).start()
+
+
 def _warm(modules: tuple[str, ...]) -> int:
     for name in modules:
         importlib.import_module(name)
@@ -85,6 +97,7 @@ class _Pending:
     target: str
     request: Mapping[str, Any]
     hard_limit_s: float | None
+    expected_s: float | None = None
 
 
 @dataclass
@@ -131,7 +144,9 @@ class JobRunner:
         self._watcher.start()
 
     def _new_slot(self, generation: int = 0) -> _Slot:
-        pool = ProcessPoolExecutor(max_workers=1, mp_context=self._mp)
+        pool = ProcessPoolExecutor(
+            max_workers=1, mp_context=self._mp, initializer=_child_init, initargs=(os.getpid(),)
+        )
         if self._warm_modules:
             pool.submit(_warm, self._warm_modules)
         return _Slot(pool=pool, generation=generation)
@@ -139,9 +154,16 @@ class JobRunner:
     # -- public API ------------------------------------------------------------------------------------
 
     def submit(
-        self, kind: str, target: str, request: Mapping[str, Any], *, hard_limit_s: float | None = None
+        self,
+        kind: str,
+        target: str,
+        request: Mapping[str, Any],
+        *,
+        hard_limit_s: float | None = None,
+        expected_s: float | None = None,
     ) -> Job:
-        """Queue `target` ("module:function") on `request`; `hard_limit_s` kills it if it runs longer."""
+        """Queue `target` ("module:function") on `request`; `hard_limit_s` kills it if it runs longer;
+        `expected_s` (e.g. a solver's time limit) feeds the Retry-After estimate."""
         with self._lock:
             if self._closed:
                 raise CapacityExceeded("the job runner is shutting down", retry_after_s=5.0)
@@ -153,7 +175,7 @@ class JobRunner:
                     retry_after_s=self.retry_after_s(),
                 )
             job = self.store.create(kind, request)
-            self._queue.append(_Pending(job.id, target, dict(request), hard_limit_s))
+            self._queue.append(_Pending(job.id, target, dict(request), hard_limit_s, expected_s))
             self._dispatch()
         return job
 
@@ -177,14 +199,17 @@ class JobRunner:
         return self.store.get(job_id)
 
     def retry_after_s(self) -> int:
-        """Seconds until a slot is likely free: the soonest hard limit among running jobs, within [1, 300]."""
+        """Seconds until a slot is likely free: the soonest expected end (else hard limit) among running
+        jobs, within [1, 300]; 5 when nothing says."""
         now = time.monotonic()
         with self._lock:
-            ends = [
-                s.started + s.job.hard_limit_s - now
-                for s in self._slots
-                if s.job is not None and s.job.hard_limit_s is not None
-            ]
+            ends = []
+            for s in self._slots:
+                if s.job is None:
+                    continue
+                span = s.job.expected_s if s.job.expected_s is not None else s.job.hard_limit_s
+                if span is not None:
+                    ends.append(s.started + span - now)
         if not ends:
             return 5
         return int(min(300, max(1, math.ceil(min(ends)))))
@@ -267,7 +292,8 @@ class JobRunner:
                         or {"type": "WorkerDied", "message": "the worker process died (out of memory?)"},
                     )
                 slot.pool.shutdown(wait=False, cancel_futures=True)
-                self._slots[index] = self._new_slot(generation + 1)
+                if not self._closed:
+                    self._slots[index] = self._new_slot(generation + 1)
             except Exception as exc:  # pickling or executor failure: the job fails, the runner lives
                 status, payload = FAILED, {"type": "InternalError", "message": f"{type(exc).__name__}: {exc}"}
             if status == SUCCEEDED:

@@ -4,11 +4,13 @@ or in the foreground until SIGINT/SIGTERM (the CLI). Port 0 picks free ports; th
 from __future__ import annotations
 
 import logging
+import signal
 import socket
 import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from types import FrameType
 
 import grpc
 import uvicorn
@@ -76,11 +78,18 @@ class RunningServers:
         return self
 
     def run_foreground(self) -> None:
-        """Serve until SIGINT/SIGTERM (uvicorn installs the handlers), then stop everything."""
+        """Serve until SIGINT/SIGTERM, then stop everything. uvicorn re-raises the signal it caught once it has
+        shut down; a SIGTERM handler turns that into a clean exit so jobs and workers are ended first."""
+
+        def _exit(signum: int, frame: FrameType | None) -> None:
+            raise SystemExit(0)
+
+        previous = signal.signal(signal.SIGTERM, _exit)
         try:
             self._uvicorn.run(sockets=[self._sock])
         finally:
             self.stop()
+            signal.signal(signal.SIGTERM, previous)
 
     def stop(self) -> None:
         if self._stopped:

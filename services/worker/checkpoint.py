@@ -27,19 +27,28 @@ def read_config(model_dir: Path) -> dict[str, Any]:
     try:
         return dict(json.loads(path.read_text()))
     except FileNotFoundError as exc:
-        raise InvalidInput("no config.json in the model folder", source=str(model_dir), field="model") from exc
+        raise InvalidInput(
+            "no config.json in the model folder", source=str(model_dir), field="model"
+        ) from exc
 
 
 def model_shape(config: dict[str, Any], source: str = "config.json") -> ModelShape:
     archs = config.get("architectures") or ["LlamaForCausalLM"]
     if not any(a in SUPPORTED_ARCHITECTURES for a in archs):
-        raise InvalidInput(f"architecture {archs} is not a Llama-family model; expected one of "
-                           f"{', '.join(SUPPORTED_ARCHITECTURES)}", source=source, field="architectures")
+        raise InvalidInput(
+            f"architecture {archs} is not a Llama-family model; expected one of "
+            f"{', '.join(SUPPORTED_ARCHITECTURES)}",
+            source=source,
+            field="architectures",
+        )
     heads = int(config["num_attention_heads"])
     hidden = int(config["hidden_size"])
     return ModelShape(
-        num_layers=int(config["num_hidden_layers"]), hidden_size=hidden, vocab_size=int(config["vocab_size"]),
-        num_heads=heads, num_kv_heads=int(config.get("num_key_value_heads") or heads),
+        num_layers=int(config["num_hidden_layers"]),
+        hidden_size=hidden,
+        vocab_size=int(config["vocab_size"]),
+        num_heads=heads,
+        num_kv_heads=int(config.get("num_key_value_heads") or heads),
         head_dim=int(config.get("head_dim") or hidden // heads),
         max_positions=int(config.get("max_position_embeddings") or 2048),
     )
@@ -49,8 +58,10 @@ def rope_theta(config: dict[str, Any]) -> float:
     params = config.get("rope_parameters") or config.get("rope_scaling") or {}
     kind = params.get("rope_type") or params.get("type") or "default"
     if kind != "default":
-        raise InvalidInput(f"rope type {kind!r} is not supported by the torch backend (only 'default')",
-                           field="rope_parameters")
+        raise InvalidInput(
+            f"rope type {kind!r} is not supported by the torch backend (only 'default')",
+            field="rope_parameters",
+        )
     return float(params.get("rope_theta") or config.get("rope_theta") or 10000.0)
 
 
@@ -72,7 +83,9 @@ def shard_filter(num_layers: int, start: int, end: int, *, tied: bool) -> Callab
     return wanted
 
 
-def load_tensors(model_dir: Path, wanted: Callable[[str], bool], dtype: torch.dtype) -> dict[str, torch.Tensor]:
+def load_tensors(
+    model_dir: Path, wanted: Callable[[str], bool], dtype: torch.dtype
+) -> dict[str, torch.Tensor]:
     index = model_dir / "model.safetensors.index.json"
     if index.exists():
         weight_map: dict[str, str] = json.loads(index.read_text())["weight_map"]
@@ -83,8 +96,9 @@ def load_tensors(model_dir: Path, wanted: Callable[[str], bool], dtype: torch.dt
     else:
         single = model_dir / "model.safetensors"
         if not single.exists():
-            raise InvalidInput("no model.safetensors (or index) in the model folder", source=str(model_dir),
-                               field="model")
+            raise InvalidInput(
+                "no model.safetensors (or index) in the model folder", source=str(model_dir), field="model"
+            )
         files = {single.name: []}
     out: dict[str, torch.Tensor] = {}
     for file, names in files.items():

@@ -319,3 +319,39 @@ def _describe(exc: BaseException) -> str:
     if isinstance(exc, grpc.aio.AioRpcError):
         return f"{exc.code().name}: {exc.details()}"
     return str(exc) or type(exc).__name__
+
+
+async def generate(
+    chains: Sequence[ChainClient],
+    prompts: Sequence[Sequence[int]],
+    max_new_tokens: int,
+    *,
+    sampling: Sampling = GREEDY,
+    request_prefix: str = "gen",
+) -> list[list[int]]:
+    """Generates for every prompt on its chain (chains[i] serves prompts[i]), all requests stepping
+    together: one prompt step, then decode steps, each chain's requests sent as one batch. Frees the KV
+    on the last step. For tests, benchmarks and scripts; the coordinator has its own scheduler."""
+    if len(chains) != len(prompts):
+        raise InvalidInput("one chain per prompt", field="chains")
+    ids = [f"{request_prefix}-{i}" for i in range(len(prompts))]
+    out: list[list[int]] = [[] for _ in prompts]
+    groups: dict[int, list[int]] = {}
+    for i, chain in enumerate(chains):
+        groups.setdefault(id(chain), []).append(i)
+    for step in range(max_new_tokens):
+        last = step == max_new_tokens - 1
+
+        def item(i: int, *, last: bool = last, step: int = step) -> StepInput:
+            tokens = list(prompts[i]) if step == 0 else [out[i][-1]]
+            position = 0 if step == 0 else len(prompts[i]) + step - 1
+            return StepInput(ids[i], tokens, position, sampling, finish=last)
+
+        members_list = list(groups.values())
+        answers = await asyncio.gather(*(chains[m[0]].step([item(i) for i in m]) for m in members_list))
+        for members, results in zip(members_list, answers, strict=True):
+            for i, result in zip(members, results, strict=True):
+                if not result.ok or result.token_id is None:
+                    raise RuntimeError(f"request {ids[i]} failed at {result.failed_hop}: {result.error}")
+                out[i].append(result.token_id)
+    return out

@@ -142,9 +142,12 @@ def result_from_msg(msg: worker_pb2.Result) -> TokenResult:
     )
 
 
-def results_to_msg(batch_id: int, results: list[TokenResult], service_ms: float = 0.0) -> worker_pb2.StepResults:
-    return worker_pb2.StepResults(batch_id=batch_id, results=[result_to_msg(r) for r in results],
-                                  service_ms=service_ms)
+def results_to_msg(
+    batch_id: int, results: list[TokenResult], service_ms: float = 0.0
+) -> worker_pb2.StepResults:
+    return worker_pb2.StepResults(
+        batch_id=batch_id, results=[result_to_msg(r) for r in results], service_ms=service_ms
+    )
 
 
 def results_from_msg(msg: worker_pb2.StepResults) -> tuple[int, list[TokenResult], float]:

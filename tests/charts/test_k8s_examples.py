@@ -20,7 +20,14 @@ HEADER = (
 
 
 def _expected(helm_bin: Path) -> dict[str, str]:
-    rendered = h.template(helm_bin, h.SCENARIOS[h.K8S_SCENARIO], release=h.K8S_RELEASE, namespace=h.K8S_NAMESPACE)
+    # --skip-tests: `helm test` pods mean nothing without Helm.
+    rendered = h.template(
+        helm_bin,
+        h.SCENARIOS[h.K8S_SCENARIO],
+        release=h.K8S_RELEASE,
+        namespace=h.K8S_NAMESPACE,
+        flags=("--skip-tests",),
+    )
     header = HEADER.format(scenario=h.K8S_SCENARIO)
     files = {name: header + body for name, body in h.split_by_source(rendered.stdout).items()}
     kustomization = {
@@ -42,7 +49,9 @@ def test_committed_manifests_equal_a_fresh_render(helm_bin: Path) -> None:
         for name, text in expected.items():
             (EXAMPLE_DIR / name).write_text(text)
     committed = {p.name: p.read_text() for p in EXAMPLE_DIR.glob("*.yaml")}
-    assert sorted(committed) == sorted(expected), "k8s/ files differ from the chart's templates (see module doc)"
+    assert sorted(committed) == sorted(expected), (
+        "k8s/ files differ from the chart's templates (see module doc)"
+    )
     for name, text in expected.items():
         assert committed[name] == text, f"k8s/{h.K8S_SCENARIO}/{name} drifted from the chart (see module doc)"
 
@@ -50,8 +59,12 @@ def test_committed_manifests_equal_a_fresh_render(helm_bin: Path) -> None:
 def test_kubectl_kustomize_builds_the_example_offline(kubectl_bin: Path) -> None:
     """What `kubectl apply -k k8s/three-pools` would send, built without an API server."""
     built = h.documents(h.run(kubectl_bin, "kustomize", EXAMPLE_DIR).stdout)
-    committed = [d for p in sorted(EXAMPLE_DIR.glob("*.yaml")) if p.name != "kustomization.yaml"
-                 for d in h.documents(p.read_text())]
+    committed = [
+        d
+        for p in sorted(EXAMPLE_DIR.glob("*.yaml"))
+        if p.name != "kustomization.yaml"
+        for d in h.documents(p.read_text())
+    ]
     assert sorted((d["kind"], d["metadata"]["name"]) for d in built) == sorted(
         (d["kind"], d["metadata"]["name"]) for d in committed
     )

@@ -14,7 +14,9 @@ def _two() -> tuple[Node, ...]:
 
 
 def test_lookups_and_counts() -> None:
-    c = Cluster(_two(), (Link(SOURCE, "a", 1e9, 0.001), Link("a", "b", 1e9, 0.001), Link("b", SINK, 1e9, 0.001)))
+    c = Cluster(
+        _two(), (Link(SOURCE, "a", 1e9, 0.001), Link("a", "b", 1e9, 0.001), Link("b", SINK, 1e9, 0.001))
+    )
     assert c.node("a").gpu_type == "L4"
     assert c.link("a", "b") is not None and c.link("b", "a") is None
     assert [lk.dst for lk in c.out_links(SOURCE)] == ["a"]

@@ -69,15 +69,16 @@ def test_flow_is_conserved_and_within_capacities(fleet70) -> None:
         assert inflow == pytest.approx(outflow, abs=1e-6)
         assert inflow <= result.node_capacity_tok_per_s[name] * (1 + 1e-9)
     # Flow only on arcs whose ranges join.
-    for (u, v) in result.edge_flows:
+    for u, v in result.edge_flows:
         if u != SOURCE and v != SINK:
             assert placement.ranges[v].start <= placement.ranges[u].end < placement.ranges[v].end
 
 
 def test_bottlenecks_are_a_minimum_cut(fleet70) -> None:
     cluster, model, profiles, table = fleet70
-    result = solve_max_flow(cluster, model, profiles, bundled.layout("homogeneous", "cluster24", "llama2-70b"),
-                            throughput=table)
+    result = solve_max_flow(
+        cluster, model, profiles, bundled.layout("homogeneous", "cluster24", "llama2-70b"), throughput=table
+    )
     assert sum(b.capacity_tok_per_s for b in result.bottlenecks) == pytest.approx(result.value_tok_per_s)
     assert all(b.flow_tok_per_s == pytest.approx(b.capacity_tok_per_s) for b in result.bottlenecks)
     assert result.bottlenecks[0].kind == "compute"
@@ -105,8 +106,14 @@ def test_a_slow_link_is_the_bottleneck(fleet70) -> None:
 
 def test_plan_from_placement_records_flows_and_bound(fleet70) -> None:
     cluster, model, profiles, table = fleet70
-    plan = plan_from_placement(cluster, model, profiles, bundled.layout("swarm", "cluster24", "llama2-70b"),
-                               method="swarm", throughput=table)
+    plan = plan_from_placement(
+        cluster,
+        model,
+        profiles,
+        bundled.layout("swarm", "cluster24", "llama2-70b"),
+        method="swarm",
+        throughput=table,
+    )
     assert plan.objective_tok_per_s == pytest.approx(757.85, rel=1e-3)
     assert plan.bound_tok_per_s is not None and plan.bound_tok_per_s >= plan.objective_tok_per_s
     assert sum(plan.out_flows(SOURCE).values()) == pytest.approx(plan.objective_tok_per_s)

@@ -32,8 +32,9 @@ def test_llama2_70b_sizes_from_config() -> None:
 
 
 def test_overrides_take_the_papers_figures() -> None:
-    spec = model_from_hf_config(LLAMA2_70B, name="70b", layer_bytes_override=1_530_000_000,
-                                activation_bytes_override=12345)
+    spec = model_from_hf_config(
+        LLAMA2_70B, name="70b", layer_bytes_override=1_530_000_000, activation_bytes_override=12345
+    )
     assert spec.bytes_per_layer == 1_530_000_000
     assert spec.activation_bytes_per_token == 12345
 

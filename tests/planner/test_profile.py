@@ -73,7 +73,13 @@ def test_bundled_70b_profiles_match_the_paper() -> None:
     assert [t4.kv_capacity_for(k) for k in range(1, 5)] == [2485120, 2031488, 1577856, 1124224]
     # notes §1.3: prompt ms per layer at 750 tokens, decode at 16 and 480 sequences
     assert [ps.get(g).prompt.ms(750) for g in ("A100", "L4", "T4", "V100", "L4x2", "T4x2", "T4x4")] == [
-        5, 27, 48, 14, 19, 28, 22
+        5,
+        27,
+        48,
+        14,
+        19,
+        28,
+        22,
     ]
     assert a100.decode.ms(16) == pytest.approx(1.5) and l4.decode.ms(480) == pytest.approx(26)
     assert (a100.prompt_max_requests, a100.prompt_max_tokens, l4.prompt_max_tokens) == (3, 6144, 2048)

@@ -10,8 +10,14 @@ import pytest
 from planner import bundled
 from planner.throughput import typical_throughput
 
-REFERENCE = (Path(__file__).resolve().parents[2] / ".." / "shared" / "data" / "reference_results"
-             / "typical_throughput_24node_A100x4_L4x8_T4x12.json")
+REFERENCE = (
+    Path(__file__).resolve().parents[2]
+    / ".."
+    / "shared"
+    / "data"
+    / "reference_results"
+    / "typical_throughput_24node_A100x4_L4x8_T4x12.json"
+)
 
 
 def _reference() -> dict:
@@ -60,8 +66,9 @@ def test_unknown_type_and_out_of_range_k_are_input_errors() -> None:
     from planner.errors import InvalidInput, UnknownName
 
     model = bundled.model("llama2-70b")
-    table = typical_throughput(bundled.cluster("cluster24"), model, bundled.profiles(model),
-                               bundled.helix_settings(model))
+    table = typical_throughput(
+        bundled.cluster("cluster24"), model, bundled.profiles(model), bundled.helix_settings(model)
+    )
     with pytest.raises(UnknownName):
         table.tp("H100", 1)
     with pytest.raises(InvalidInput):

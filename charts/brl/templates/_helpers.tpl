@@ -46,6 +46,14 @@ app.kubernetes.io/part-of: brl
 {{- printf "%s:%s" .spec.repository (default .ctx.Chart.AppVersion (toString .spec.tag)) }}
 {{- end }}
 
+{{- define "brl.serviceAccountName" -}}
+{{- if .Values.serviceAccount.create }}
+{{- .Values.serviceAccount.name | default (include "brl.fullname" .) }}
+{{- else }}
+{{- .Values.serviceAccount.name | default "default" }}
+{{- end }}
+{{- end }}
+
 {{- define "brl.coordinatorName" -}}
 {{- printf "%s-coordinator" (include "brl.fullname" .) }}
 {{- end }}

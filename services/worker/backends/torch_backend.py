@@ -57,8 +57,10 @@ class TorchBackend(Backend):
         shape = model_shape(config, str(spec.model_dir / "config.json"))
         super().__init__(spec, shape)
         if not 0 <= spec.start < spec.end <= shape.num_layers:
-            raise InvalidInput(f"layers [{spec.start},{spec.end}) are outside the model's "
-                               f"{shape.num_layers} layers", field="layers")
+            raise InvalidInput(
+                f"layers [{spec.start},{spec.end}) are outside the model's {shape.num_layers} layers",
+                field="layers",
+            )
         if spec.dtype not in DTYPES:
             raise InvalidInput(f"dtype {spec.dtype!r}; expected one of {sorted(DTYPES)}", field="dtype")
         self.dtype = DTYPES[spec.dtype]
@@ -66,7 +68,9 @@ class TorchBackend(Backend):
         self.scale = shape.head_dim**-0.5
         theta = rope_theta(config)
         # Same expression as transformers' default RoPE, so cos/sin match bit for bit.
-        self.inv_freq = 1.0 / (theta ** (torch.arange(0, shape.head_dim, 2, dtype=torch.float) / shape.head_dim))
+        self.inv_freq = 1.0 / (
+            theta ** (torch.arange(0, shape.head_dim, 2, dtype=torch.float) / shape.head_dim)
+        )
         tied = bool(config.get("tie_word_embeddings", False))
         wanted = shard_filter(shape.num_layers, spec.start, spec.end, tied=tied)
         tensors = load_tensors(spec.model_dir, wanted, self.dtype)
@@ -82,18 +86,27 @@ class TorchBackend(Backend):
                 self.lm_head = tensors["model.embed_tokens.weight"]
         per_token = (spec.end - spec.start) * 2 * shape.num_kv_heads * shape.head_dim * self.dtype.itemsize
         capacity = spec.kv_capacity_tokens or max(1, spec.kv_cache_bytes // per_token)
-        self.kv = KVStore(num_kv_heads=shape.num_kv_heads, head_dim=shape.head_dim, dtype=self.dtype,
-                          capacity_tokens=capacity)
+        self.kv = KVStore(
+            num_kv_heads=shape.num_kv_heads,
+            head_dim=shape.head_dim,
+            dtype=self.dtype,
+            capacity_tokens=capacity,
+        )
 
     @staticmethod
     def _block(t: dict[str, torch.Tensor], i: int) -> _Block:
         p = f"model.layers.{i}."
         try:
             return _Block(
-                input_norm=t[p + "input_layernorm.weight"], q=t[p + "self_attn.q_proj.weight"],
-                k=t[p + "self_attn.k_proj.weight"], v=t[p + "self_attn.v_proj.weight"],
-                o=t[p + "self_attn.o_proj.weight"], post_norm=t[p + "post_attention_layernorm.weight"],
-                gate=t[p + "mlp.gate_proj.weight"], up=t[p + "mlp.up_proj.weight"], down=t[p + "mlp.down_proj.weight"],
+                input_norm=t[p + "input_layernorm.weight"],
+                q=t[p + "self_attn.q_proj.weight"],
+                k=t[p + "self_attn.k_proj.weight"],
+                v=t[p + "self_attn.v_proj.weight"],
+                o=t[p + "self_attn.o_proj.weight"],
+                post_norm=t[p + "post_attention_layernorm.weight"],
+                gate=t[p + "mlp.gate_proj.weight"],
+                up=t[p + "mlp.up_proj.weight"],
+                down=t[p + "mlp.down_proj.weight"],
             )
         except KeyError as exc:
             raise InvalidInput(f"checkpoint lacks {exc.args[0]}", field="model") from exc
@@ -121,8 +134,10 @@ class TorchBackend(Backend):
         freqs = positions[:, None].float() * self.inv_freq
         emb = torch.cat((freqs, freqs), dim=-1)
         cos, sin = emb.cos().to(self.dtype)[:, None, :], emb.sin().to(self.dtype)[:, None, :]
-        caches = [self.kv.reserve(w.request_id, w.start_layer, w.end_layer, w.position + w.num_tokens)
-                  for w in works]
+        caches = [
+            self.kv.reserve(w.request_id, w.start_layer, w.end_layer, w.position + w.num_tokens)
+            for w in works
+        ]
         first = min(w.start_layer for w in works)
         last = max(w.end_layer for w in works)
         for layer in range(first, last):
@@ -134,8 +149,15 @@ class TorchBackend(Backend):
                 sub_offsets = [0]
                 for i in active:
                     sub_offsets.append(sub_offsets[-1] + sizes[i])
-                x[rows] = self._layer(layer, x[rows], cos[rows], sin[rows], [works[i] for i in active],
-                                      [caches[i] for i in active], sub_offsets)
+                x[rows] = self._layer(
+                    layer,
+                    x[rows],
+                    cos[rows],
+                    sin[rows],
+                    [works[i] for i in active],
+                    [caches[i] for i in active],
+                    sub_offsets,
+                )
         for w, cache in zip(works, caches, strict=True):
             cache.length = w.position + w.num_tokens
         return self._outputs(works, x, offsets)
@@ -156,8 +178,16 @@ class TorchBackend(Backend):
         h = h * torch.rsqrt(h.pow(2).mean(-1, keepdim=True) + self.eps)
         return weight * h.to(x.dtype)
 
-    def _layer(self, layer: int, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, works: list[Work],
-               caches: list, offsets: list[int]) -> torch.Tensor:
+    def _layer(
+        self,
+        layer: int,
+        x: torch.Tensor,
+        cos: torch.Tensor,
+        sin: torch.Tensor,
+        works: list[Work],
+        caches: list,
+        offsets: list[int],
+    ) -> torch.Tensor:
         b = self.blocks[layer]
         s = self.shape
         h = self._rms(x, b.input_norm)
@@ -173,8 +203,11 @@ class TorchBackend(Backend):
             end = w.position + w.num_tokens
             keys[:, w.position : end] = k[lo:hi].transpose(0, 1)
             values[:, w.position : end] = v[lo:hi].transpose(0, 1)
-            outs.append(self._attend(q[lo:hi].transpose(0, 1)[None], keys[None, :, :end], values[None, :, :end],
-                                     w.position))
+            outs.append(
+                self._attend(
+                    q[lo:hi].transpose(0, 1)[None], keys[None, :, :end], values[None, :, :end], w.position
+                )
+            )
         attn = torch.cat(outs) if len(outs) > 1 else outs[0]
         x = x + _linear(attn, b.o)
         h = self._rms(x, b.post_norm)

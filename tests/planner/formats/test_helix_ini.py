@@ -158,7 +158,9 @@ def test_simulator_cluster_file() -> None:
     assert set(sim.kv_capacity) == set(sim.cluster.node_names)
     placement = bundled.layout("homogeneous", "cluster24", "llama2-70b")
     assert set(placement) == set(sim.cluster.node_names)
-    ilp = load_simulator_cluster_ini(bundled.LAYOUTS_DIR / "llama2-70b" / "cluster24" / "ilp_simulator_cluster.ini")
+    ilp = load_simulator_cluster_ini(
+        bundled.LAYOUTS_DIR / "llama2-70b" / "cluster24" / "ilp_simulator_cluster.ini"
+    )
     assert ilp.kv_capacity["n0"] == 3004416 and ilp.cluster.node("n0").gpu_type == "L4"
 
 
@@ -182,19 +184,41 @@ def _cluster_case(tmp_path: Path, text: str) -> InvalidInput:
         ("total_compute_nodes=2\n" + TINY, None, "Section"),
         (TINY.replace("type=T4\n", ""), "[ComputeNode-1] type", "missing key"),
         (TINY.replace("bandwidth=500 * mbps", "bandwidth=-500 * mbps"), "[Link-0-1] bandwidth", "> 0"),
-        (TINY.replace("bandwidth=500 * mbps", "bandwidth=fast * mbps"), "[Link-0-1] bandwidth", "unsupported"),
+        (
+            TINY.replace("bandwidth=500 * mbps", "bandwidth=fast * mbps"),
+            "[Link-0-1] bandwidth",
+            "unsupported",
+        ),
         (TINY.replace("latency=2 * MilliSec", "latency='soon'"), "[Link-0-1] latency", "expected a number"),
         (TINY + "\n[Link-0-7]\nbandwidth=1 * mbps\nlatency=1 * MilliSec\n", "[Link-0-7]", "nodes 0..1"),
         (TINY + "\n[ComputeNode-1]\ntype=L4\n", None, "duplicate section"),
         (TINY.replace("[Link-0-1]", "[Link-zero-1]"), "[Link-zero-1]", "bad link section"),
-        (TINY.replace("total_compute_nodes=2", "total_compute_nodes=0"), "[NodeNames] total_compute_nodes",
-         "positive integer"),
-        (TINY.replace("[Link-0-1]\nbandwidth=500 * mbps\nlatency=2 * MilliSec\n", ""),
-         "[ComputeNode-0] connected_nodes", "no [Link-"),
+        (
+            TINY.replace("total_compute_nodes=2", "total_compute_nodes=0"),
+            "[NodeNames] total_compute_nodes",
+            "positive integer",
+        ),
+        (
+            TINY.replace("[Link-0-1]\nbandwidth=500 * mbps\nlatency=2 * MilliSec\n", ""),
+            "[ComputeNode-0] connected_nodes",
+            "no [Link-",
+        ),
         (TINY.replace("type=L4", "type=L4 GPU"), "[ComputeNode-0] type", "GPU type"),
     ],
-    ids=["empty", "no-header", "missing-type", "negative-bw", "non-numeric", "string-latency", "missing-node",
-         "duplicate-node", "bad-link-name", "zero-nodes", "unlinked-neighbour", "bad-type-name"],
+    ids=[
+        "empty",
+        "no-header",
+        "missing-type",
+        "negative-bw",
+        "non-numeric",
+        "string-latency",
+        "missing-node",
+        "duplicate-node",
+        "bad-link-name",
+        "zero-nodes",
+        "unlinked-neighbour",
+        "bad-type-name",
+    ],
 )
 def test_malformed_cluster_ini(tmp_path: Path, text: str, field: str | None, expected: str) -> None:
     err = _cluster_case(tmp_path, text)
@@ -217,7 +241,15 @@ SOL = "[Settings]\noffset=2\n\n[Solution]\ncompute_node_2=[0, 1, 2]\ncompute_nod
         (SOL.replace("compute_node_3", "gpu_3"), "[Solution] gpu_3", "compute_node_"),
         (SOL + "compute_node_2=[0]\n", None, "duplicate key"),
     ],
-    ids=["non-contiguous", "out-of-bounds", "unknown-node", "bad-offset", "non-int-layer", "bad-key", "dup-key"],
+    ids=[
+        "non-contiguous",
+        "out-of-bounds",
+        "unknown-node",
+        "bad-offset",
+        "non-int-layer",
+        "bad-key",
+        "dup-key",
+    ],
 )
 def test_malformed_solution_ini(tmp_path: Path, text: str, field: str | None, expected: str) -> None:
     tiny = tmp_path / "tiny.ini"

@@ -26,8 +26,13 @@ def profiles() -> ProfileSet:
     return bundled.profiles("llama2-70b")
 
 
-def complete_cluster(types: list[str], *, bandwidth: float = 1e9, slow: dict[tuple[int, int], float] | None = None,
-                     name: str = "tiny") -> Cluster:
+def complete_cluster(
+    types: list[str],
+    *,
+    bandwidth: float = 1e9,
+    slow: dict[tuple[int, int], float] | None = None,
+    name: str = "tiny",
+) -> Cluster:
     nodes = tuple(Node(f"n{i}", t) for i, t in enumerate(types))
     links: list[Link] = []
     for node in nodes:
@@ -41,17 +46,37 @@ def complete_cluster(types: list[str], *, bandwidth: float = 1e9, slow: dict[tup
 
 
 def table(model: ModelSpec, rows: dict[str, list[float]]) -> ThroughputTable:
-    return ThroughputTable(model_name=model.name, num_layers=model.num_layers,
-                           tp_by_type={t: tuple(r) for t, r in rows.items()})
+    return ThroughputTable(
+        model_name=model.name, num_layers=model.num_layers, tp_by_type={t: tuple(r) for t, r in rows.items()}
+    )
 
 
-def context(cluster: Cluster, model: ModelSpec, tp: ThroughputTable, *, seed: int = 0, time_limit_s: float = 5.0,
-            options: dict | None = None, clock=None) -> SolveContext:
-    return SolveContext(cluster=cluster, model=model, profiles=profiles(), throughput=tp, rng=random.Random(seed),
-                        seed=seed, time_limit_s=time_limit_s, clock=clock, options=options or {})
+def context(
+    cluster: Cluster,
+    model: ModelSpec,
+    tp: ThroughputTable,
+    *,
+    seed: int = 0,
+    time_limit_s: float = 5.0,
+    options: dict | None = None,
+    clock=None,
+) -> SolveContext:
+    return SolveContext(
+        cluster=cluster,
+        model=model,
+        profiles=profiles(),
+        throughput=tp,
+        rng=random.Random(seed),
+        seed=seed,
+        time_limit_s=time_limit_s,
+        clock=clock,
+        options=options or {},
+    )
 
 
-def all_layouts(cluster: Cluster, tp: ThroughputTable, num_layers: int) -> Iterator[dict[str, tuple[int, int]]]:
+def all_layouts(
+    cluster: Cluster, tp: ThroughputTable, num_layers: int
+) -> Iterator[dict[str, tuple[int, int]]]:
     choices = []
     for node in cluster.nodes:
         opts: list[tuple[int, int] | None] = [None]
@@ -62,7 +87,9 @@ def all_layouts(cluster: Cluster, tp: ThroughputTable, num_layers: int) -> Itera
         yield {n.name: c for n, c in zip(cluster.nodes, combo, strict=True) if c is not None}
 
 
-def enumerate_optimum(cluster: Cluster, model: ModelSpec, tp: ThroughputTable, *, partial: bool = False) -> float:
+def enumerate_optimum(
+    cluster: Cluster, model: ModelSpec, tp: ThroughputTable, *, partial: bool = False
+) -> float:
     oracle = FlowOracle(cluster, model, tp, partial=partial)
     return max(oracle.value(lay) for lay in all_layouts(cluster, tp, model.num_layers))
 

@@ -19,7 +19,11 @@ CASES = [
     # (types, tp rows, slow links) — optima need parallel branches, a slow link avoided, or an idle node.
     (["X", "X", "Y"], {"X": [100.0, 60.0, 30.0], "Y": [70.0, 40.0]}, {(0, 1): 16386 * 50.0}),
     (["X", "Y", "Y"], {"X": [90.0, 80.0, 20.0], "Y": [50.0, 45.0]}, {}),
-    (["X", "Y", "Z"], {"X": [40.0, 35.0, 30.0], "Y": [200.0, 10.0], "Z": [60.0, 50.0, 45.0]}, {(1, 2): 16386 * 5.0}),
+    (
+        ["X", "Y", "Z"],
+        {"X": [40.0, 35.0, 30.0], "Y": [200.0, 10.0], "Z": [60.0, 50.0, 45.0]},
+        {(1, 2): 16386 * 5.0},
+    ),
 ]
 
 
@@ -29,8 +33,14 @@ def test_cold_milp_reaches_enumerated_optimum(types, rows, slow) -> None:
     cluster = fleets.complete_cluster(types, slow=slow)
     tp = fleets.table(model, rows)
     optimum = fleets.enumerate_optimum(cluster, model, tp, partial=False)
-    ctx = fleets.context(cluster, model, tp, time_limit_s=20.0, clock=time.perf_counter,
-                         options={"start_from": "none", "slice_s": 20})
+    ctx = fleets.context(
+        cluster,
+        model,
+        tp,
+        time_limit_s=20.0,
+        clock=time.perf_counter,
+        options={"start_from": "none", "slice_s": 20},
+    )
     result = solve_milp(ctx)
     check_placement(cluster, tp, result.placement, partial=False)
     assert result.stats["objective_tok_per_s"] == pytest.approx(optimum, rel=1e-3)
@@ -44,7 +54,9 @@ def test_model_size_matches_paper_formulation() -> None:
     profiles = bundled.profiles(model)
     tp = typical_throughput(cluster, model, profiles, bundled.helix_settings(model))
     ctx = fleets.context(cluster, model, tp)
-    paper = build_model(ctx, solver_name="CBC", prune_k=None, symmetry=False, bound_cut=None, tight_big_m=False)
+    paper = build_model(
+        ctx, solver_name="CBC", prune_k=None, symmetry=False, bound_cut=None, tight_big_m=False
+    )
     assert (paper.m.num_rows, paper.m.num_cols) == (1848, 1376)
     pruned = build_model(ctx, solver_name="CBC", prune_k=12, symmetry=True, bound_cut=2000.0)
     assert pruned.m.num_cols < 1376
@@ -63,9 +75,16 @@ def test_prune_keeps_fastest_links_per_node() -> None:
 def test_short_milp_on_cluster24_is_valid_and_at_least_the_warm_start() -> None:
     cluster = bundled.cluster("cluster24")
     model = bundled.model("llama2-70b")
-    plan = solve("milp", cluster, model, bundled.profiles(model), settings=bundled.helix_settings(model),
-                 time_limit_s=3.0, clock=time.perf_counter,
-                 options={"start_from": "petals", "slice_s": 2})
+    plan = solve(
+        "milp",
+        cluster,
+        model,
+        bundled.profiles(model),
+        settings=bundled.helix_settings(model),
+        time_limit_s=3.0,
+        clock=time.perf_counter,
+        options={"start_from": "petals", "slice_s": 2},
+    )
     stats = plan.solver_stats
     assert stats["objective_tok_per_s"] >= stats["warm_start_tok_per_s"] * (1 - 1e-9)
     assert stats["warm_start_tok_per_s"] == pytest.approx(531.70, rel=1e-3)  # petals under exact joins

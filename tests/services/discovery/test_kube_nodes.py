@@ -51,6 +51,8 @@ def test_single_region_fleet_from_gke_nodes() -> None:
     assert cluster.regions() == ("us-central1",)
     assert cluster.coordinator_region == "us-central1"
     assert cluster.name == "gke-three-pools"
+    # Numbered names sort as numbers: node i of a pool is replica i of its StatefulSet.
+    assert [n.name for n in cluster.nodes if n.gpu_type == "T4"] == [f"gke-brl-t4-{i}" for i in range(12)]
     skipped = cluster.meta["skipped"]
     assert isinstance(skipped, dict)
     assert set(skipped) == {"gke-brl-system-0", "gke-brl-t4-cordoned", "gke-brl-l4-notready"}
@@ -59,7 +61,9 @@ def test_single_region_fleet_from_gke_nodes() -> None:
     n = len(cluster.nodes)
     assert len(cluster.links) == n * (n - 1) + 2 * n
     link = cluster.link("gke-brl-a100-0", "gke-brl-t4-3")
-    assert link is not None and link.bandwidth_bytes_per_s == LinkDefaults().intra_region_bandwidth_bytes_per_s
+    assert (
+        link is not None and link.bandwidth_bytes_per_s == LinkDefaults().intra_region_bandwidth_bytes_per_s
+    )
     assert cluster.link(SOURCE, "gke-brl-l4-0") is not None and cluster.link("gke-brl-l4-0", SINK) is not None
     zones = cluster.meta["zones"]
     assert isinstance(zones, dict) and zones["gke-brl-l4-0"] == "us-central1-b"
@@ -73,7 +77,11 @@ def test_three_regions_links_are_slow_across_regions() -> None:
     for node in cluster.nodes:
         counts = by_region.setdefault(node.region, {})
         counts[node.gpu_type] = counts.get(node.gpu_type, 0) + 1
-    assert by_region == {"us-central1": {"A100": 4}, "us-east1": {"L4": 2, "T4": 8}, "europe-west4": {"L4": 6, "T4": 4}}
+    assert by_region == {
+        "us-central1": {"A100": 4},
+        "us-east1": {"L4": 2, "T4": 8},
+        "europe-west4": {"L4": 6, "T4": 4},
+    }
     # The coordinator goes where most nodes are; us-east1 and europe-west4 tie at 10: first by name.
     assert cluster.coordinator_region == "europe-west4"
     cross = cluster.link("a100-usc1-0", "t4-euw4-1")
@@ -84,7 +92,9 @@ def test_three_regions_links_are_slow_across_regions() -> None:
     assert to_coord is not None and to_coord.latency_s == 0.07
     from_coord = cluster.link("t4-euw4-0", SINK)
     assert from_coord is not None and from_coord.latency_s == links.intra_region_latency_s
-    pinned = discover_cluster(node_list_json=FIXTURES / "gke-three-regions.json", coordinator_region="us-central1")
+    pinned = discover_cluster(
+        node_list_json=FIXTURES / "gke-three-regions.json", coordinator_region="us-central1"
+    )
     pinned_link = pinned.link(SOURCE, "a100-usc1-0")
     assert pinned_link is not None and pinned_link.latency_s == LinkDefaults().intra_region_latency_s
 
@@ -125,8 +135,14 @@ def test_bad_inputs_name_what_is_wrong(tmp_path: Path) -> None:
     broken.write_text("{not json")
     with pytest.raises(InvalidInput, match="not JSON"):
         discover_cluster(node_list_json=broken)
-    bad_count = {"items": [{"metadata": {"name": "x", "labels": {"nvidia.com/gpu.product": "NVIDIA-L4"}},
-                            "status": {"allocatable": {"nvidia.com/gpu": "two"}}}]}
+    bad_count = {
+        "items": [
+            {
+                "metadata": {"name": "x", "labels": {"nvidia.com/gpu.product": "NVIDIA-L4"}},
+                "status": {"allocatable": {"nvidia.com/gpu": "two"}},
+            }
+        ]
+    }
     with pytest.raises(InvalidInput, match="whole number"):
         cluster_from_node_list(bad_count)
 
@@ -184,7 +200,10 @@ def test_discover_through_the_kubernetes_client(tmp_path: Path, fake_api_server:
     cluster = discover_cluster(kubeconfig=str(kubeconfig), context="fake-ctx")
     assert _NodesHandler.paths and _NodesHandler.paths[0].startswith("/api/v1/nodes")
     assert cluster.name == "fake-ctx"
-    assert cluster.gpu_counts() == discover_cluster(node_list_json=FIXTURES / "gke-three-pools.json").gpu_counts()
+    assert (
+        cluster.gpu_counts()
+        == discover_cluster(node_list_json=FIXTURES / "gke-three-pools.json").gpu_counts()
+    )
 
 
 def test_unreachable_api_server_is_unavailable(tmp_path: Path) -> None:

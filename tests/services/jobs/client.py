@@ -27,7 +27,9 @@ def running(start: Callable[[], tuple[RunningServers, Any]]) -> Iterator[tuple[R
         servers.stop()
 
 
-def wait_job(client: httpx.Client, url: str, statuses: tuple[str, ...] = DONE, timeout_s: float = 60.0) -> dict[str, Any]:
+def wait_job(
+    client: httpx.Client, url: str, statuses: tuple[str, ...] = DONE, timeout_s: float = 60.0
+) -> dict[str, Any]:
     deadline = time.monotonic() + timeout_s
     while True:
         response = client.get(url)

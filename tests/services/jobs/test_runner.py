@@ -126,3 +126,46 @@ def test_restart_marks_active_jobs_failed_with_reason(tmp_path: Path) -> None:
     assert again.error is not None and "restart" in again.error["message"]
     kept = second.get(finished.id)
     assert kept is not None and kept.status == SUCCEEDED and kept.result == {"ok": True}
+
+
+def test_workers_exit_when_the_service_process_dies(tmp_path: Path) -> None:
+    """A service killed with SIGKILL leaves no worker behind (they watch their parent)."""
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    script = (
+        "import sys, time\n"
+        "from services.jobs import JobRunner, JobStore\n"
+        "if __name__ == '__main__':\n"
+        "    store = JobStore(sys.argv[1])\n"
+        "    runner = JobRunner(store, max_workers=1, max_queued=0)\n"
+        "    job = runner.submit('test', 'tests.services.jobs.jobfns:stubborn', {'seconds': 120})\n"
+        "    while (store.get(job.id).pid or 0) == 0:\n"
+        "        time.sleep(0.05)\n"
+        "    print(store.get(job.id).pid, flush=True)\n"
+        "    time.sleep(120)\n"
+    )
+    root = Path(__file__).resolve().parents[3]
+    proc = subprocess.Popen(
+        [sys.executable, "-c", script, str(tmp_path / "orphan.db")],
+        cwd=root,
+        stdout=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(root)},
+    )
+    assert proc.stdout is not None
+    worker_pid = int(proc.stdout.readline())
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        try:
+            os.kill(worker_pid, 0)
+        except ProcessLookupError:
+            break
+        time.sleep(0.2)
+    else:
+        os.kill(worker_pid, signal.SIGKILL)
+        raise AssertionError("the worker outlived its service process")

@@ -13,22 +13,40 @@ import grpc
 import httpx
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha.proto_reflection_descriptor_database import ProtoReflectionDescriptorDatabase
 
+from planner.errors import Unavailable
 from planner.formats.plan_json import plan_from_dict
 from protos import planner_pb2 as pb
 from protos import planner_pb2_grpc as pb_grpc
+from services.http_errors import NotFound
 from services.jobs.serving import RunningServers
+from services.planner_service.client import fetch_plan, submit_and_wait
 from services.planner_service.main import settings_from, start
 from tests.services.jobs.client import API_KEY, AUTH, running, wait_job
 
-FAST = {"cluster": "cluster24", "model": "llama2-70b", "method": "petals", "time_limit_s": 5}
+FAST = {
+    "cluster": "cluster24",
+    "model": "llama2-70b",
+    "method": "petals",
+    "time_limit_s": 5,
+    "label": "fast one",
+}
 # A MILP long enough to still be running when a test cancels it or restarts the service.
 SLOW = {"cluster": "3cluster24", "model": "llama2-70b", "method": "milp", "time_limit_s": 300}
 
 
 def _start(db: Path, **overrides: Any) -> tuple[RunningServers, Any]:
-    values = {"db_path": str(db), "port": 0, "grpc_port": 0, "api_key": API_KEY, "max_workers": 2,
-              "max_queued": 1, "cancel_grace_s": 0.5, **overrides}
+    values = {
+        "db_path": str(db),
+        "port": 0,
+        "grpc_port": 0,
+        "api_key": API_KEY,
+        "max_workers": 2,
+        "max_queued": 1,
+        "cancel_grace_s": 0.5,
+        **overrides,
+    }
     return start(settings_from(values))
 
 
@@ -61,11 +79,14 @@ def test_submit_poll_result(service: tuple[RunningServers, httpx.Client], petals
     bare = client.get(f"/v1/plans/{petals_job['id']}/plan")
     assert bare.status_code == 200 and bare.json() == petals_job["result"]["plan"]
     listed = client.get("/v1/plans", params={"status": "succeeded"}).json()["items"]
-    assert petals_job["id"] in [j["id"] for j in listed]
+    mine = [j for j in listed if j["id"] == petals_job["id"]]
+    assert mine and mine[0]["method"] == "petals" and mine[0]["label"] == "fast one"
+    assert mine[0]["result"] is None  # lists stay small
 
 
-def test_evaluation_of_a_solved_placement_agrees(service: tuple[RunningServers, httpx.Client],
-                                                 petals_job: dict[str, Any]) -> None:
+def test_evaluation_of_a_solved_placement_agrees(
+    service: tuple[RunningServers, httpx.Client], petals_job: dict[str, Any]
+) -> None:
     _, client = service
     plan = petals_job["result"]["plan"]
     body = {"cluster": "cluster24", "model": "llama2-70b", "placement": plan["placement"], "save": True}
@@ -79,8 +100,9 @@ def test_evaluation_of_a_solved_placement_agrees(service: tuple[RunningServers, 
     assert stored.status_code == 200 and stored.json()["method"] == "user"
 
 
-def test_evaluation_reports_uncovered_layers(service: tuple[RunningServers, httpx.Client],
-                                             petals_job: dict[str, Any]) -> None:
+def test_evaluation_reports_uncovered_layers(
+    service: tuple[RunningServers, httpx.Client], petals_job: dict[str, Any]
+) -> None:
     _, client = service
     placement = {n: r for n, r in petals_job["result"]["plan"]["placement"].items() if r[0] > 0}
     body = {"cluster": "cluster24", "model": "llama2-70b", "placement": placement}
@@ -92,7 +114,17 @@ def test_evaluation_reports_uncovered_layers(service: tuple[RunningServers, http
 def test_cancel_running_solve(service: tuple[RunningServers, httpx.Client]) -> None:
     _, client = service
     job = client.post("/v1/plans", json=SLOW).json()
-    wait_job(client, job["url"], ("running", "succeeded", "failed"))
+    running_job = wait_job(client, job["url"], ("running", "succeeded", "failed"))
+    assert running_job["status"] == "running"
+    # Progress comes from the worker process while the solve runs; the API answers meanwhile.
+    deadline = time.monotonic() + 60
+    while (running_job["progress"] or {}).get("incumbent_tok_per_s") is None and time.monotonic() < deadline:
+        assert client.get("/healthz").status_code == 200
+        time.sleep(0.2)
+        running_job = client.get(job["url"]).json()
+    progress = running_job["progress"]
+    assert running_job["status"] == "running" and progress["incumbent_tok_per_s"] > 0
+    assert progress["bound_tok_per_s"] >= progress["incumbent_tok_per_s"] and progress["elapsed_s"] >= 0
     response = client.post(f"/v1/plans/{job['id']}/cancel")
     assert response.status_code == 200 and response.json()["cancel_requested"]
     done = wait_job(client, job["url"])
@@ -117,7 +149,9 @@ def test_auth_on_mutating_calls(service: tuple[RunningServers, httpx.Client]) ->
 def test_openapi_documents_constrained_bodies(service: tuple[RunningServers, httpx.Client]) -> None:
     _, client = service
     doc = client.get("/openapi.json").json()
-    assert {"/v1/plans", "/v1/plans/{job_id}", "/v1/plans/{job_id}/cancel", "/v1/evaluations"} <= set(doc["paths"])
+    assert {"/v1/plans", "/v1/plans/{job_id}", "/v1/plans/{job_id}/cancel", "/v1/evaluations"} <= set(
+        doc["paths"]
+    )
     limit = doc["components"]["schemas"]["PlanRequest"]["properties"]["time_limit_s"]
     assert limit["exclusiveMinimum"] == 0 and "maximum" in limit
 
@@ -135,12 +169,28 @@ MALFORMED: list[tuple[str, str, Any, str]] = [
     ("post", "/v1/plans", {**FAST, "model": "gpt-17"}, "model"),
     ("post", "/v1/plans", {k: v for k, v in FAST.items() if k != "cluster"}, "cluster"),
     ("post", "/v1/plans", {**FAST, "cluster_text": "[NodeNames]\n"}, "cluster"),
-    ("post", "/v1/plans", {**{k: v for k, v in FAST.items() if k != "cluster"},
-                           "cluster_text": "nodes: [[["}, "cluster_text"),
-    ("post", "/v1/plans", {**{k: v for k, v in FAST.items() if k != "model"},
-                           "hf_config": {"num_hidden_layers": 2}}, "profiles"),
-    ("post", "/v1/plans", {**{k: v for k, v in FAST.items() if k != "model"},
-                           "hf_config": {"num_hidden_layers": -2}, "profiles": "llama2-70b"}, "hidden_size"),
+    (
+        "post",
+        "/v1/plans",
+        {**{k: v for k, v in FAST.items() if k != "cluster"}, "cluster_text": "nodes: [[["},
+        "cluster_text",
+    ),
+    (
+        "post",
+        "/v1/plans",
+        {**{k: v for k, v in FAST.items() if k != "model"}, "hf_config": {"num_hidden_layers": 2}},
+        "profiles",
+    ),
+    (
+        "post",
+        "/v1/plans",
+        {
+            **{k: v for k, v in FAST.items() if k != "model"},
+            "hf_config": {"num_hidden_layers": -2},
+            "profiles": "llama2-70b",
+        },
+        "hidden_size",
+    ),
     ("post", "/v1/plans", {**FAST, "unexpected": 1}, "unexpected"),
     ("post", "/v1/plans", [1, 2, 3], "body"),
     ("post", "/v1/plans", "not json at all", "body"),
@@ -151,21 +201,39 @@ MALFORMED: list[tuple[str, str, Any, str]] = [
     ("get", "/v1/plans?limit=0", None, "limit"),
     ("get", "/v1/plans?status=sleeping", None, "status"),
     ("post", "/v1/evaluations", {"cluster": "cluster24", "model": "llama2-70b"}, "placement"),
-    ("post", "/v1/evaluations", {"cluster": "cluster24", "model": "llama2-70b", "placement": {"n99": [0, 4]}},
-     "placement.n99"),
-    ("post", "/v1/evaluations", {"cluster": "cluster24", "model": "llama2-70b", "placement": {"n0": [5, 2]}},
-     "placement.n0"),
-    ("post", "/v1/evaluations", {"cluster": "cluster24", "model": "llama2-70b", "placement": {"n0": [0, 81]}},
-     "placement.n0"),
-    ("post", "/v1/evaluations", {"cluster": "cluster24", "model": "llama2-70b", "placement": {"n0": "all"}},
-     "placement.n0"),
+    (
+        "post",
+        "/v1/evaluations",
+        {"cluster": "cluster24", "model": "llama2-70b", "placement": {"n99": [0, 4]}},
+        "placement.n99",
+    ),
+    (
+        "post",
+        "/v1/evaluations",
+        {"cluster": "cluster24", "model": "llama2-70b", "placement": {"n0": [5, 2]}},
+        "placement.n0",
+    ),
+    (
+        "post",
+        "/v1/evaluations",
+        {"cluster": "cluster24", "model": "llama2-70b", "placement": {"n0": [0, 81]}},
+        "placement.n0",
+    ),
+    (
+        "post",
+        "/v1/evaluations",
+        {"cluster": "cluster24", "model": "llama2-70b", "placement": {"n0": "all"}},
+        "placement.n0",
+    ),
 ]
 
 
-@pytest.mark.parametrize(("verb", "path", "body", "field"), MALFORMED, ids=[f"{i}-{m[3]}" for i, m in
-                                                                              enumerate(MALFORMED)])
-def test_malformed_requests_name_the_field(service: tuple[RunningServers, httpx.Client], verb: str, path: str,
-                                           body: Any, field: str) -> None:
+@pytest.mark.parametrize(
+    ("verb", "path", "body", "field"), MALFORMED, ids=[f"{i}-{m[3]}" for i, m in enumerate(MALFORMED)]
+)
+def test_malformed_requests_name_the_field(
+    service: tuple[RunningServers, httpx.Client], verb: str, path: str, body: Any, field: str
+) -> None:
     _, client = service
     kwargs: dict[str, Any] = {}
     if isinstance(body, str):
@@ -193,6 +261,26 @@ def test_concurrency_limit_answers_429_with_retry_after(tmp_path: Path) -> None:
         assert client.post("/v1/plans", json=FAST).status_code == 202
 
 
+def test_fleet_time_and_body_limits(tmp_path: Path) -> None:
+    limits = {"max_nodes": 10, "max_time_limit_s": 30, "max_body_bytes": 20_000, "max_workers": 1}
+    with running(lambda: _start(tmp_path / "limits.db", **limits)) as (_, client):
+        big = client.post("/v1/plans", json=FAST)
+        assert big.status_code == 400 and "24 nodes" in big.json()["error"]["message"]
+        assert big.json()["error"]["param"] == "cluster"
+        small = client.post("/v1/plans", json={**FAST, "cluster": "cluster10", "time_limit_s": 31})
+        assert small.status_code == 400 and small.json()["error"]["param"] == "time_limit_s"
+        huge = client.post("/v1/plans", json={**FAST, "label": "x" * 30_000})
+        assert huge.status_code == 413 and "body" in huge.json()["error"]["message"]
+        ok = client.post("/v1/plans", json={**FAST, "cluster": "cluster10", "model": "llama1-30b"})
+        assert ok.status_code == 202, ok.text
+        assert wait_job(client, ok.json()["url"])["status"] == "succeeded"
+        # Ten small GPUs cannot hold LLaMA-2 70B: the job fails and says why.
+        too_big = client.post("/v1/plans", json={**FAST, "cluster": "cluster10"})
+        failed = wait_job(client, too_big.json()["url"])
+        assert failed["status"] == "failed" and failed["error"]["type"] == "InfeasiblePlan"
+        assert "layers" in failed["error"]["message"]
+
+
 def test_restart_keeps_plans_and_fails_interrupted_jobs(tmp_path: Path) -> None:
     db = tmp_path / "restart.db"
     with running(lambda: _start(db)) as (_, client):
@@ -210,20 +298,29 @@ def test_restart_keeps_plans_and_fails_interrupted_jobs(tmp_path: Path) -> None:
 def test_grpc_submit_get_and_errors(service: tuple[RunningServers, httpx.Client]) -> None:
     servers, _ = service
     with grpc.insecure_channel(f"127.0.0.1:{servers.grpc_port}") as channel:
-        health = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(service="brl.planner.Planner"))
+        health = health_pb2_grpc.HealthStub(channel).Check(
+            health_pb2.HealthCheckRequest(service="brl.planner.Planner")
+        )
         assert health.status == health_pb2.HealthCheckResponse.SERVING
+        services = ProtoReflectionDescriptorDatabase(channel).get_services()
+        assert "brl.planner.Planner" in services and "grpc.health.v1.Health" in services
         stub = pb_grpc.PlannerStub(channel)
-        request = pb.SubmitPlanRequest(inputs=pb.FleetAndModel(cluster="cluster24", model="llama2-70b"),
-                                       method="swarm", time_limit_s=5)
+        request = pb.SubmitPlanRequest(
+            inputs=pb.FleetAndModel(cluster="cluster24", model="llama2-70b"), method="swarm", time_limit_s=5
+        )
         with pytest.raises(grpc.RpcError) as denied:
             stub.SubmitPlan(request)
         assert denied.value.code() == grpc.StatusCode.UNAUTHENTICATED
         metadata = (("authorization", f"Bearer {API_KEY}"),)
-        bad = pb.SubmitPlanRequest(inputs=pb.FleetAndModel(cluster="cluster24", model="llama2-70b"),
-                                   method="swarm", time_limit_s=-5)
+        bad = pb.SubmitPlanRequest(
+            inputs=pb.FleetAndModel(cluster="cluster24", model="llama2-70b"), method="swarm", time_limit_s=-5
+        )
         with pytest.raises(grpc.RpcError) as invalid:
             stub.SubmitPlan(bad, metadata=metadata)
-        assert invalid.value.code() == grpc.StatusCode.INVALID_ARGUMENT and "time_limit_s" in invalid.value.details()
+        assert (
+            invalid.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+            and "time_limit_s" in invalid.value.details()
+        )
         job = stub.SubmitPlan(request, metadata=metadata)
         deadline = time.monotonic() + 60
         while job.status in ("queued", "running") and time.monotonic() < deadline:
@@ -236,3 +333,17 @@ def test_grpc_submit_get_and_errors(service: tuple[RunningServers, httpx.Client]
         with pytest.raises(grpc.RpcError) as missing:
             stub.GetPlan(pb.JobRef(id="f" * 32))
         assert missing.value.code() == grpc.StatusCode.NOT_FOUND
+
+
+def test_client_fetches_plans(
+    service: tuple[RunningServers, httpx.Client], petals_job: dict[str, Any]
+) -> None:
+    servers, _ = service
+    plan = fetch_plan(servers.base_url, petals_job["id"])
+    assert plan.objective_tok_per_s == pytest.approx(petals_job["result"]["plan"]["objective_tok_per_s"])
+    with pytest.raises(NotFound):
+        fetch_plan(servers.base_url, "a" * 32)
+    job = submit_and_wait(servers.base_url, {**FAST, "method": "homogeneous"}, api_key=API_KEY, poll_s=0.1)
+    assert job["status"] == "succeeded" and job["result"]["plan"]["method"] == "homogeneous"
+    with pytest.raises(Unavailable):
+        fetch_plan("http://127.0.0.1:9", petals_job["id"], timeout_s=2)

@@ -1,0 +1,235 @@
+"""Placement benchmark: every method on the paper's fleets — max-flow, planning time, simulated serving
+(decode tokens/s, prompt/decode latency from the fast simulator), and ratios to the paper's stored layout
+run through the same code. Prints a table; the last line is one JSON object with all figures.
+
+    .venv/bin/python -m bench.planner [--time-limit 30] [--full-sim] [--quick]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from planner import bundled
+from planner.errors import BrlError
+from planner.flow import coverage_bound, plan_from_placement
+from planner.plan import Plan
+from planner.solvers import solve
+from planner.throughput import typical_throughput
+
+# (cluster, model, stored layout to compare with or None, the paper's figure for it)
+FLEETS: tuple[tuple[str, str, str | None, float | None], ...] = (
+    ("cluster24", "llama2-70b", "ilp", 1289.56),
+    ("cluster24", "llama1-30b", "petals", 898.57),
+    ("3cluster24", "llama2-70b", None, None),
+    ("cluster10", "llama1-30b", None, 286.59),
+)
+METHODS = ("petals", "swarm", "separate", "homogeneous", "search", "milp", "serve")
+SLOW = ("search", "milp", "serve")
+
+
+@dataclass
+class Row:
+    fleet: str
+    method: str
+    max_flow: float
+    bound: float
+    wall_s: float
+    decode_tok_per_s: float | None = None
+    prompt_latency_s: float | None = None
+    decode_latency_s: float | None = None
+    finished: int | None = None
+    error: str | None = None
+
+
+def simulate_plan(
+    cluster: Any, model: Any, profiles: Any, plan: Plan, full: bool, seed: int
+) -> dict[str, Any] | None:
+    try:
+        from simulator.run import SimConfig, simulate
+        from simulator.score import score_plan
+    except ImportError:
+        return None
+    sim = (
+        simulate(cluster, model, profiles, plan, SimConfig(seed=seed))
+        if full
+        else score_plan(cluster, model, profiles, plan, seed=seed)
+    )
+    return {
+        "decode_tok_per_s": float(sim.decode_tok_per_s),
+        "prompt_latency_s": float(sim.prompt_latency_s.mean),
+        "decode_latency_s": float(sim.decode_latency_s.mean),
+        "finished": int(sim.finished),
+    }
+
+
+def run_fleet(
+    cluster_name: str,
+    model_name: str,
+    reference: str | None,
+    paper: float | None,
+    *,
+    methods: tuple[str, ...],
+    time_limit_s: float,
+    simulate_on: bool,
+    full_sim: bool,
+    serve_max_scored: int | None,
+    seed: int,
+) -> tuple[list[Row], dict[str, Any]]:
+    cluster = bundled.cluster(cluster_name)
+    model = bundled.model(model_name)
+    profiles = bundled.profiles(model)
+    settings = bundled.helix_settings(model)
+    table = typical_throughput(cluster, model, profiles, settings)
+    fleet = f"{cluster_name}/{model_name}"
+    rows: list[Row] = []
+    ref: dict[str, Any] = {
+        "fleet": fleet,
+        "coverage_bound": coverage_bound(cluster, table),
+        "paper_value": paper,
+    }
+    if reference is not None:
+        placement = bundled.layout(reference, cluster_name, model_name)
+        ref_plan = plan_from_placement(
+            cluster, model, profiles, placement, method=f"paper-{reference}", throughput=table
+        )
+        row = Row(
+            fleet, f"paper-{reference}", ref_plan.objective_tok_per_s, ref_plan.bound_tok_per_s or 0.0, 0.0
+        )
+        sim = simulate_plan(cluster, model, profiles, ref_plan, full_sim, seed) if simulate_on else None
+        if sim:
+            row.decode_tok_per_s, row.prompt_latency_s = sim["decode_tok_per_s"], sim["prompt_latency_s"]
+            row.decode_latency_s, row.finished = sim["decode_latency_s"], sim["finished"]
+        rows.append(row)
+        ref.update(
+            {"reference": reference, "max_flow": row.max_flow, "decode_tok_per_s": row.decode_tok_per_s}
+        )
+    scorer = None
+    if simulate_on and "serve" in methods:
+        try:
+            from services.cli.plan import simulator_scorer
+
+            scorer = simulator_scorer(cluster, model, profiles, settings=settings, seed=seed)
+        except ImportError:
+            scorer = None
+    for method in methods:
+        options: dict[str, Any] = {}
+        if method == "serve" and serve_max_scored is not None:
+            options["max_scored"] = serve_max_scored
+        started = time.perf_counter()
+        try:
+            plan = solve(
+                method,
+                cluster,
+                model,
+                profiles,
+                settings=settings,
+                throughput=table,
+                seed=seed,
+                time_limit_s=time_limit_s,
+                clock=time.perf_counter,
+                options=options,
+                scorer=scorer if method == "serve" else None,
+            )
+        except BrlError as exc:
+            rows.append(Row(fleet, method, 0.0, 0.0, time.perf_counter() - started, error=str(exc)))
+            continue
+        row = Row(
+            fleet,
+            method,
+            plan.objective_tok_per_s,
+            plan.bound_tok_per_s or 0.0,
+            time.perf_counter() - started,
+        )
+        sim = simulate_plan(cluster, model, profiles, plan, full_sim, seed) if simulate_on else None
+        if sim:
+            row.decode_tok_per_s, row.prompt_latency_s = sim["decode_tok_per_s"], sim["prompt_latency_s"]
+            row.decode_latency_s, row.finished = sim["decode_latency_s"], sim["finished"]
+        rows.append(row)
+    return rows, ref
+
+
+def _fmt(value: float | None, spec: str) -> str:
+    return "-" if value is None else format(value, spec)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--time-limit", type=float, default=30.0, help="seconds for search / milp / serve")
+    parser.add_argument("--methods", default=",".join(METHODS))
+    parser.add_argument("--fleets", help="comma-separated cluster/model pairs (default: the paper's four)")
+    parser.add_argument("--no-sim", action="store_true", help="max-flow only")
+    parser.add_argument(
+        "--full-sim", action="store_true", help="full offline runs (660 s simulated) not scores"
+    )
+    parser.add_argument("--quick", action="store_true", help="toy size: cluster10 only, 1-s limits")
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args(argv)
+    fleets = FLEETS
+    time_limit = args.time_limit
+    serve_max_scored = None
+    if args.quick:
+        fleets = (("cluster10", "llama1-30b", None, 286.59),)
+        time_limit, serve_max_scored = 1.0, 2
+    if args.fleets:
+        wanted = {tuple(f.split("/")) for f in args.fleets.split(",")}
+        fleets = tuple(f for f in FLEETS if (f[0], f[1]) in wanted)
+    methods = tuple(m for m in args.methods.split(",") if m)
+    all_rows: list[Row] = []
+    refs: list[dict[str, Any]] = []
+    header = (
+        f"{'fleet':24s} {'method':14s} {'max-flow':>9s} {'x paper':>8s} {'bound':>8s} {'time s':>7s} "
+        f"{'decode':>7s} {'x paper':>8s} {'prompt s':>8s} {'dec s':>6s}"
+    )
+    print(header)
+    for cluster_name, model_name, reference, paper in fleets:
+        rows, ref = run_fleet(
+            cluster_name,
+            model_name,
+            reference,
+            paper,
+            methods=methods,
+            time_limit_s=time_limit,
+            simulate_on=not args.no_sim,
+            full_sim=args.full_sim,
+            serve_max_scored=serve_max_scored,
+            seed=args.seed,
+        )
+        base_flow = ref.get("max_flow") or paper
+        base_decode = ref.get("decode_tok_per_s")
+        for row in rows:
+            flow_ratio = row.max_flow / base_flow if base_flow else None
+            dec_ratio = (
+                row.decode_tok_per_s / base_decode
+                if base_decode and row.decode_tok_per_s is not None
+                else None
+            )
+            print(
+                f"{row.fleet:24s} {row.method:14s} {row.max_flow:9.2f} {_fmt(flow_ratio, '8.3f')} "
+                f"{row.bound:8.1f} {row.wall_s:7.2f} {_fmt(row.decode_tok_per_s, '7.1f')} "
+                f"{_fmt(dec_ratio, '8.3f')} {_fmt(row.prompt_latency_s, '8.2f')} "
+                f"{_fmt(row.decode_latency_s, '6.2f')}" + (f"  ERROR {row.error}" if row.error else "")
+            )
+        all_rows += rows
+        refs.append(ref)
+        sys.stdout.flush()
+    result = {
+        "bench": "planner",
+        "time_limit_s": time_limit,
+        "simulated": not args.no_sim,
+        "sim": "full" if args.full_sim else "score",
+        "references": refs,
+        "rows": [{k: v for k, v in vars(r).items() if v is not None} for r in all_rows],
+    }
+    print(json.dumps(result, sort_keys=True))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

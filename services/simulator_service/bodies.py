@@ -1,0 +1,80 @@
+"""Request bodies of the simulator service (pydantic, constrained). A simulation runs a plan — by id (from
+the planner service) or inline (plan JSON, brl-plan/1) — on its fleet, with a workload and a policy."""
+
+from __future__ import annotations
+
+from typing import Any, Literal, Self
+
+from pydantic import BaseModel, Field, model_validator
+
+from services.planner_service.bodies import NAME_PATTERN, FleetFields
+
+JOB_ID_PATTERN = r"^[0-9a-f]{32}$"
+MAX_INLINE_ROWS = 200_000
+
+
+class SimulationRequest(FleetFields):
+    plan_id: str | None = Field(None, pattern=JOB_ID_PATTERN, description="a plan job of the planner service")
+    plan: dict[str, Any] | None = Field(None, description="inline plan JSON (format brl-plan/1)")
+    mode: Literal["offline", "online"] = Field(
+        "offline", description="offline: keep the fleet full; online: trace"
+    )
+    policy: str = Field("maxflow", pattern=r"^[a-z][a-z0-9_-]{0,49}$", description="routing policy")
+    lengths: str | None = Field(
+        None, pattern=NAME_PATTERN, description="length distribution, e.g. azure-conv"
+    )
+    lengths_pairs: list[tuple[int, int]] | None = Field(
+        None, min_length=1, max_length=MAX_INLINE_ROWS, description="inline [input_len, output_len] pairs"
+    )
+    arrivals: str | None = Field(
+        None, pattern=NAME_PATTERN, description="arrival trace (online), e.g. azure-conv"
+    )
+    arrival_counts: list[int] | None = Field(
+        None, min_length=1, max_length=MAX_INLINE_ROWS, description="inline requests per 3-s bin (online)"
+    )
+    duration_s: float | None = Field(None, gt=0, le=7 * 24 * 3600, description="simulated seconds")
+    warmup_s: float | None = Field(None, ge=0, le=7 * 24 * 3600)
+    seed: int = Field(0, ge=0, le=2**31 - 1)
+    target_tok_per_s: float | None = Field(
+        None, gt=0, le=1e8, description="online: rescale the trace to this"
+    )
+    initial_queries: int | None = Field(None, ge=1, le=1_000_000)
+    kv_high_water: float | None = Field(None, gt=0, le=1)
+    kv_output_ratio: float | None = Field(None, gt=0, le=100)
+    plots: bool = Field(True, description="render PNG plots (GET .../plots/{name}.png)")
+    label: str | None = Field(None, max_length=200)
+
+    @model_validator(mode="after")
+    def _one_plan(self) -> Self:
+        given = [n for n in ("plan_id", "plan") if getattr(self, n) is not None]
+        if len(given) != 1:
+            raise ValueError(f"give exactly one of plan_id, plan (got {given or 'none'})")
+        for group in (
+            ("cluster", "cluster_text", "cluster_spec"),
+            ("model", "hf_config"),
+            ("lengths", "lengths_pairs"),
+            ("arrivals", "arrival_counts"),
+        ):
+            both = [n for n in group if getattr(self, n) is not None]
+            if len(both) > 1:
+                raise ValueError(f"give at most one of {', '.join(group)} (got {both})")
+        if self.hf_config is not None and self.profiles is None:
+            raise ValueError(
+                "an inline hf_config needs `profiles`: the bundled model whose GPU profiles apply"
+            )
+        for i, (inp, out) in enumerate(self.lengths_pairs or ()):
+            if inp < 1 or out < 0:
+                raise ValueError(
+                    f"lengths_pairs[{i}]: need input_len >= 1 and output_len >= 0, got {[inp, out]}"
+                )
+        if any(c < 0 for c in self.arrival_counts or ()) or (
+            self.arrival_counts and sum(self.arrival_counts) == 0
+        ):
+            raise ValueError("arrival_counts: counts must be >= 0 with at least one request")
+        return self
+
+
+class SimulationSubmitted(BaseModel):
+    id: str
+    status: str
+    url: str

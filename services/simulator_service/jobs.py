@@ -1,0 +1,100 @@
+"""The simulator's work, run in a job worker process: the same `simulator.run.simulate` and
+`simulator.plots.save_all` as `brl simulate`, on a request made self-contained at submit time (plan JSON,
+fleet and model fields, workload), with progress from the simulation's watch lines."""
+
+from __future__ import annotations
+
+import csv
+import tempfile
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from planner.formats.plan_json import plan_from_dict
+from services.jobs.context import JobContext
+from services.planner_service.inputs import load_inputs
+
+SIMULATE_TARGET = "services.simulator_service.jobs:simulate_job"
+WARM_MODULES = ("simulator.run", "simulator.plots", "planner.bundled", "services.simulator_service.jobs")
+CONFIG_FIELDS = (
+    "mode",
+    "policy",
+    "duration_s",
+    "warmup_s",
+    "seed",
+    "target_tok_per_s",
+    "initial_queries",
+    "kv_high_water",
+    "kv_output_ratio",
+)
+
+
+def _write_csv(path: Path, header: tuple[str, ...], rows: list[Any]) -> str:
+    with path.open("w", newline="") as fh:
+        writer = csv.writer(fh)
+        writer.writerow(header)
+        writer.writerows(rows)
+    return str(path)
+
+
+def sim_config(request: Mapping[str, Any], tmp: Path) -> Any:
+    from simulator.run import SimConfig
+
+    values: dict[str, Any] = {k: request[k] for k in CONFIG_FIELDS if request.get(k) is not None}
+    # Inline workloads become CSV files in a private folder: the loaders read names or paths only.
+    if request.get("lengths_pairs") is not None:
+        values["lengths"] = _write_csv(
+            tmp / "lengths.csv", ("input_len", "output_len"), [list(p) for p in request["lengths_pairs"]]
+        )
+    elif request.get("lengths"):
+        values["lengths"] = request["lengths"]
+    if request.get("arrival_counts") is not None:
+        values["arrivals"] = _write_csv(
+            tmp / "arrivals.csv",
+            ("interval_idx", "num_requests"),
+            [[i, c] for i, c in enumerate(request["arrival_counts"])],
+        )
+    elif request.get("arrivals"):
+        values["arrivals"] = request["arrivals"]
+    return SimConfig(**values)
+
+
+def simulate_job(request: Mapping[str, Any], ctx: JobContext) -> Mapping[str, Any]:
+    from simulator.plots import save_all
+    from simulator.run import WatchLine, load_time_s, simulate
+
+    inputs = load_inputs(request)
+    plan = plan_from_dict(request["plan"], source="plan")
+    with tempfile.TemporaryDirectory(prefix="brl-sim-") as folder:
+        tmp = Path(folder)
+        config = sim_config(request, tmp)
+        resolved = config.resolved()
+        duration = float(resolved.duration_s)
+
+        start_s = (
+            resolved.load_time_s if resolved.load_time_s is not None else load_time_s(inputs.model, plan)
+        )
+
+        def on_watch(line: WatchLine) -> None:
+            done = max(0.0, line.time_s - start_s)
+            ctx.report(
+                sim_time_s=round(line.time_s, 3),
+                fraction=round(min(1.0, done / duration), 4),
+                active=line.active,
+                finished=line.finished,
+            )
+
+        result = simulate(inputs.cluster, inputs.model, inputs.profiles, plan, config, on_watch=on_watch)
+        ctx.report(fraction=1.0, finished=result.finished, force=True)
+        names: list[str] = []
+        if request.get("plots", True):
+            for path in save_all(result, tmp / "plots"):
+                ctx.put_artifact(f"{path.stem}.png", "image/png", path.read_bytes())
+                names.append(path.stem)
+    return {
+        "summary": result.summary(),
+        "result": result.to_dict(),
+        "plots": names,
+        "plan_id": request.get("plan_id"),
+        "profiles": inputs.profiles_name,
+    }

@@ -1,0 +1,139 @@
+"""The simulator service's operations, shared by REST and gRPC: submit (a dry run of a plan is one call),
+get, list, cancel, plots. A submitted request is made self-contained — the plan JSON and the fleet it was
+planned for are copied in — so a stored simulation can be re-run and understood without the planner."""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from planner.errors import InvalidInput, UnknownName
+from planner.formats.plan_json import plan_from_dict
+from services.http_errors import NotFound
+from services.jobs.runner import JobRunner
+from services.jobs.store import STATUSES, Artifact, Job, JobStore
+from services.planner_service.inputs import load_inputs
+from services.simulator_service.bodies import SimulationRequest
+from services.simulator_service.jobs import SIMULATE_TARGET, WARM_MODULES, sim_config
+from services.simulator_service.plans import FLEET_FIELDS, fetch_plan
+from services.simulator_service.settings import SimulatorSettings
+
+KIND = "simulation"
+
+
+def _check_names(body: SimulationRequest) -> None:
+    from planner.routing.registry import policy_names
+    from simulator.workload import ARRIVAL_FILES, LENGTH_FILES
+
+    if body.policy not in policy_names():
+        raise UnknownName("routing policy", body.policy, policy_names(), field="policy")
+    if body.lengths is not None and body.lengths not in LENGTH_FILES:
+        raise UnknownName("length distribution", body.lengths, list(LENGTH_FILES), field="lengths")
+    if body.arrivals is not None and body.arrivals not in ARRIVAL_FILES:
+        raise UnknownName("arrival trace", body.arrivals, list(ARRIVAL_FILES), field="arrivals")
+
+
+class SimulatorService:
+    def __init__(self, settings: SimulatorSettings) -> None:
+        self.settings = settings
+        self.store = JobStore(settings.db_path)
+        self.interrupted = self.store.fail_interrupted()
+        self.runner = JobRunner(
+            self.store,
+            max_workers=settings.max_workers,
+            max_queued=settings.max_queued,
+            cancel_grace_s=settings.cancel_grace_s,
+            warm_modules=WARM_MODULES,
+        )
+
+    def close(self) -> None:
+        self.runner.close()
+
+    def prepare(self, body: SimulationRequest) -> dict[str, Any]:
+        """Check everything that can be checked quickly and return the self-contained job request."""
+        _check_names(body)
+        duration = body.duration_s
+        if duration is not None and duration > self.settings.max_duration_s:
+            raise InvalidInput(
+                f"{duration:g} s is over this service's limit of {self.settings.max_duration_s:g} s",
+                field="duration_s",
+            )
+        if body.plan_id is not None:
+            plan_json, fleet = fetch_plan(self.settings, body.plan_id)
+        else:
+            plan_json, fleet = dict(body.plan or {}), {}
+        plan = plan_from_dict(plan_json, source="plan")
+        explicit = body.model_dump(mode="json", include=set(FLEET_FIELDS), exclude_none=True)
+        if any(k in explicit for k in ("cluster", "cluster_text", "cluster_spec")):
+            fleet = {k: v for k, v in fleet.items() if k not in ("cluster", "cluster_text", "cluster_spec")}
+        if any(k in explicit for k in ("model", "hf_config")):
+            fleet = {
+                k: v for k, v in fleet.items() if k not in ("model", "hf_config", "model_name", "profiles")
+            }
+        fleet.update(explicit)
+        # An inline plan names its fleet and model; bundled names are used unless the request says otherwise.
+        if not {"cluster", "cluster_text", "cluster_spec"} & fleet.keys():
+            fleet["cluster"] = plan.cluster_name
+        if not {"model", "hf_config"} & fleet.keys():
+            fleet["model"] = plan.model_name
+        inputs = load_inputs(fleet)
+        if len(inputs.cluster.nodes) > self.settings.max_nodes:
+            raise InvalidInput(
+                f"a fleet of {len(inputs.cluster.nodes)} nodes is over this service's limit of "
+                f"{self.settings.max_nodes}",
+                field="cluster",
+            )
+        if plan.placement.num_layers != inputs.model.num_layers:
+            raise InvalidInput(
+                f"the plan has {plan.placement.num_layers} layers but model {inputs.model.name!r} "
+                f"has {inputs.model.num_layers}",
+                field="plan.num_layers",
+            )
+        for node in plan.placement.ranges:
+            if not inputs.cluster.has_node(node):
+                raise InvalidInput(
+                    f"the plan places node {node!r}, which cluster {inputs.cluster.name!r} lacks",
+                    field=f"plan.placement.{node}",
+                )
+        config = body.model_dump(mode="json", exclude_none=True, exclude={"plan", *FLEET_FIELDS})
+        return {**config, **fleet, "plan": plan_json}
+
+    def submit(self, body: SimulationRequest) -> Job:
+        request = self.prepare(body)
+        with tempfile.TemporaryDirectory(prefix="brl-check-") as tmp:
+            sim_config(request, Path(tmp)).resolved()  # warm-up/duration conflicts now, as a 4xx
+        return self.runner.submit(KIND, SIMULATE_TARGET, request, hard_limit_s=self.settings.max_wall_s)
+
+    def get(self, job_id: str) -> Job:
+        job = self.store.get(job_id, kind=KIND)
+        if job is None:
+            raise NotFound("simulation", job_id)
+        return job
+
+    def list_jobs(self, *, status: str | None, limit: int, offset: int) -> list[Job]:
+        if status is not None and status not in STATUSES:
+            raise InvalidInput(
+                f"unknown status {status!r}; expected one of {', '.join(STATUSES)}", field="status"
+            )
+        if limit > self.settings.list_limit:
+            raise InvalidInput(f"at most {self.settings.list_limit} per page", field="limit")
+        return self.store.list_jobs(KIND, status=status, limit=limit, offset=offset)
+
+    def cancel(self, job_id: str) -> Job:
+        self.get(job_id)
+        job = self.runner.cancel(job_id)
+        if job is None:  # pragma: no cover - the store never deletes
+            raise NotFound("simulation", job_id)
+        return job
+
+    def plot_names(self, job_id: str) -> list[str]:
+        self.get(job_id)
+        return [n.removesuffix(".png") for n in self.store.artifact_names(job_id) if n.endswith(".png")]
+
+    def plot(self, job_id: str, name: str) -> Artifact:
+        self.get(job_id)
+        artifact = self.store.artifact(job_id, f"{name}.png")
+        if artifact is None:
+            raise NotFound("plot", f"{job_id}/{name}.png")
+        return artifact

@@ -1,0 +1,275 @@
+"""vLLM's model runner restricted to a layer slice (pinned to vLLM 0.32: internal APIs).
+
+The runner is driven directly, one process per shard, without vLLM's engine or scheduler: we build each
+step's SchedulerOutput from our own batch, keep our own block table, and read the hidden states (or the
+logits, on a last hop) it produces. The slice comes from two seams vLLM's pipeline parallelism already
+has: `get_pp_indices` (which layers get built and loaded) and the PP group's first/last-rank flags
+(embeddings on a first shard, final norm + LM head on a last one).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import socket
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+from planner.errors import InvalidInput
+from services.worker.backends.base import DTYPES, Backend, ShardSpec, Work, WorkOut
+from services.worker.checkpoint import model_shape, read_config
+
+VLLM_VERSION = "0.32.0"
+
+
+class _SliceGroup:
+    """Stands in for vLLM's PP group: a one-process group whose first/last flags follow the layer range.
+
+    While the runner updates its per-request state we answer `is_last_rank = False`, so it takes new
+    token ids from our SchedulerOutput (the path of a middle PP stage) instead of expecting its own sampler
+    to have appended them; everywhere else the flags tell the truth about the slice."""
+
+    def __init__(self, inner: Any, first: bool, last: bool) -> None:
+        self._inner = inner
+        self._first = first
+        self._last = last
+        self.pretend_middle = False
+
+    @property
+    def is_first_rank(self) -> bool:
+        return self._first
+
+    @property
+    def is_last_rank(self) -> bool:
+        return self._last and not self.pretend_middle
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._inner, name)
+
+
+@dataclass
+class _Req:
+    blocks: list[int] = field(default_factory=list)
+    tokens: int = 0  # cached tokens (== the position of the next token)
+    outputs: int = 0  # tokens the runner counts as outputs (everything after the first segment)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class VllmBackend(Backend):
+    name = "vllm"
+
+    def __init__(self, spec: ShardSpec) -> None:
+        config = read_config(spec.model_dir)
+        shape = model_shape(config, str(spec.model_dir / "config.json"))
+        super().__init__(spec, shape)
+        if not 0 <= spec.start < spec.end <= shape.num_layers:
+            raise InvalidInput(f"layers [{spec.start},{spec.end}) are outside the model's "
+                               f"{shape.num_layers} layers", field="layers")
+        if spec.dtype not in DTYPES:
+            raise InvalidInput(f"dtype {spec.dtype!r}; expected one of {sorted(DTYPES)}", field="dtype")
+        import vllm
+
+        if vllm.__version__ != VLLM_VERSION:
+            raise InvalidInput(f"the vllm backend is written against vLLM {VLLM_VERSION}, found "
+                               f"{vllm.__version__}", field="backend")
+        self.dtype = DTYPES[spec.dtype]
+        self.first = spec.start == 0
+        self.last = spec.end == shape.num_layers
+        self._requests: dict[str, _Req] = {}
+        self._finished: set[str] = set()
+        self._build()
+
+    # --- construction --------------------------------------------------------------------------------
+
+    def _build(self) -> None:
+        os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
+        from vllm.config import set_current_vllm_config
+        from vllm.distributed import parallel_state
+        from vllm.engine.arg_utils import EngineArgs
+        from vllm.platforms import current_platform
+        from vllm.plugins import load_general_plugins
+        from vllm.v1.attention.backends.utils import resolve_kv_cache_layout
+        from vllm.v1.core.kv_cache_utils import get_kv_cache_configs
+        from vllm.v1.worker.cpu_worker import CPUWorker
+
+        spec = self.spec
+        max_len = min(self.shape.max_positions, 4096)  # the longest request vLLM must fit in its cache
+        args = EngineArgs(
+            model=str(spec.model_dir), dtype=spec.dtype, max_model_len=max_len, enforce_eager=True, seed=0,
+            max_num_seqs=256, max_num_batched_tokens=max(spec.max_batch_tokens, max_len),
+            kv_cache_memory_bytes=spec.kv_cache_bytes, skip_tokenizer_init=True, load_format="safetensors",
+            enable_prefix_caching=False, disable_log_stats=True,
+        )
+        self.vllm_config = args.create_engine_config()
+        self.block_size = int(self.vllm_config.cache_config.block_size)
+        # What vLLM's worker wrapper does before building a worker (CPU fallbacks for Triton kernels).
+        load_general_plugins()
+        current_platform.register_triton_kernel_overrides()
+        with set_current_vllm_config(self.vllm_config):
+            worker = CPUWorker(self.vllm_config, local_rank=0, rank=0,
+                               distributed_init_method=f"tcp://127.0.0.1:{_free_port()}", is_driver_worker=True)
+            worker.init_device()
+            self.group = _SliceGroup(parallel_state._PP, self.first, self.last)
+            parallel_state._PP = self.group  # type: ignore[assignment]
+            with self._only_layers(spec.start, spec.end):
+                worker.load_model()
+            self.worker = worker
+            self.runner: Any = worker.model_runner
+            # What vLLM's engine core does once for all workers, done here for this one shard.
+            kv_spec = worker.get_kv_cache_spec()
+            layout = resolve_kv_cache_layout(self.vllm_config, [worker.get_supported_kv_cache_layouts()],
+                                             list(kv_spec.values()))
+            worker.set_kv_cache_layout(layout.name)
+            kv_config = get_kv_cache_configs(self.vllm_config, [kv_spec], [spec.kv_cache_bytes])[0]
+            kv_config.kv_cache_layout = self.vllm_config.cache_config.kv_cache_layout
+            worker.initialize_from_config(kv_config)
+        # Block 0 is vLLM's null block; ours start at 1.
+        self.num_blocks = int(kv_config.num_blocks)
+        self._free_blocks = list(range(self.num_blocks - 1, 0, -1))
+        if not self.first:
+            # On CPU without compilation vLLM never makes the receive buffer of a non-first stage.
+            self.runner.intermediate_tensors = self.runner.model.make_empty_intermediate_tensors(
+                batch_size=self.runner.max_num_tokens, dtype=self.dtype, device=torch.device("cpu"))
+        update = self.runner._update_states
+
+        def update_as_middle_stage(scheduler_output: Any) -> Any:
+            self.group.pretend_middle = True
+            try:
+                result = update(scheduler_output)
+                self._order = list(self.runner.input_batch.req_ids)
+                self._fill_intermediate()
+                return result
+            finally:
+                self.group.pretend_middle = False
+
+        self.runner._update_states = update_as_middle_stage
+        self._order: list[str] = []
+        self._pending_inputs: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
+        self._intermediate: Any = None
+
+    @contextlib.contextmanager
+    def _only_layers(self, start: int, end: int) -> Iterator[None]:
+        from vllm.distributed import utils as dist_utils
+
+        original = dist_utils.get_pp_indices
+        dist_utils.get_pp_indices = lambda num_layers, rank, size: (start, end)  # type: ignore[assignment]
+        try:
+            yield
+        finally:
+            dist_utils.get_pp_indices = original
+
+    # --- Backend interface ---------------------------------------------------------------------------
+
+    @property
+    def kv_capacity_tokens(self) -> int:
+        return (self.num_blocks - 1) * self.block_size
+
+    def kv_used_tokens(self) -> int:
+        return sum(r.tokens for r in self._requests.values())
+
+    def free(self, request_id: str) -> bool:
+        req = self._requests.pop(request_id, None)
+        if req is None:
+            return False
+        self._free_blocks.extend(reversed(req.blocks))
+        self._finished.add(request_id)
+        return True
+
+    @torch.inference_mode()
+    def step(self, works: list[Work]) -> list[WorkOut]:
+        from vllm.sampling_params import SamplingParams
+        from vllm.sequence import IntermediateTensors
+        from vllm.v1.core.sched.output import CachedRequestData, NewRequestData, SchedulerOutput
+
+        new_reqs: list[Any] = []
+        cached = CachedRequestData.make_empty()
+        scheduled: dict[str, int] = {}
+        for w in works:
+            tokens = w.token_ids.tolist() if w.token_ids is not None else [0] * w.num_tokens
+            req = self._requests.get(w.request_id)
+            is_new = req is None
+            if req is None:
+                req = self._requests[w.request_id] = _Req()
+                self._finished.discard(w.request_id)
+            added = self._grow(req, w.position + w.num_tokens)
+            if is_new:
+                new_reqs.append(NewRequestData(
+                    req_id=w.request_id, prompt_token_ids=tokens, mm_features=[],
+                    sampling_params=SamplingParams(temperature=0.0, max_tokens=1 << 20), pooling_params=None,
+                    block_ids=(list(req.blocks),), num_computed_tokens=0, lora_request=None,
+                ))
+            else:
+                cached.req_ids.append(w.request_id)
+                cached.new_token_ids.append(tokens)
+                cached.new_block_ids.append((added,) if added else None)
+                cached.num_computed_tokens.append(w.position)
+                cached.num_output_tokens.append(req.outputs)
+                req.outputs += w.num_tokens
+            scheduled[w.request_id] = w.num_tokens
+            if w.hidden is not None:
+                residual = w.residual if w.residual is not None else torch.zeros_like(w.hidden)
+                self._pending_inputs[w.request_id] = (w.hidden, residual)
+        output = SchedulerOutput(
+            scheduled_new_reqs=new_reqs, scheduled_cached_reqs=cached, num_scheduled_tokens=scheduled,
+            total_num_scheduled_tokens=sum(scheduled.values()), scheduled_spec_decode_tokens={},
+            scheduled_encoder_inputs={}, finished_req_ids=set(self._finished), free_encoder_mm_hashes=[],
+        )
+        self._finished.clear()
+        # Filled in request order once the runner has placed the requests in its persistent batch.
+        self._intermediate = None if self.first else IntermediateTensors({})
+        result = self.runner.execute_model(output, self._intermediate)
+        for w in works:
+            self._requests[w.request_id].tokens = w.position + w.num_tokens
+        return self._outputs(works, result)
+
+    def _fill_intermediate(self) -> None:
+        if self._intermediate is None:
+            return
+        pairs = [self._pending_inputs.pop(r) for r in self._order if r in self._pending_inputs]
+        self._intermediate.tensors["hidden_states"] = torch.cat([p[0] for p in pairs])
+        self._intermediate.tensors["residual"] = torch.cat([p[1] for p in pairs])
+
+    def _outputs(self, works: list[Work], result: Any) -> list[WorkOut]:
+        sizes = {w.request_id: w.num_tokens for w in works}
+        offsets: dict[str, tuple[int, int]] = {}
+        row = 0
+        for request_id in self._order:
+            if request_id in sizes:
+                offsets[request_id] = (row, row + sizes[request_id])
+                row += sizes[request_id]
+        outs = []
+        if self.last:
+            state = self.runner.execute_model_state
+            self.runner.execute_model_state = None  # we sample ourselves; vLLM's sampler never runs
+            logits = state.logits.float()
+            index = {r: i for i, r in enumerate(r for r in self._order if r in sizes)}
+            for w in works:
+                outs.append(WorkOut(logits=logits[index[w.request_id]].clone() if w.want_logits else None))
+            return outs
+        hidden, residual = result.tensors["hidden_states"], result.tensors["residual"]
+        for w in works:
+            lo, hi = offsets[w.request_id]
+            outs.append(WorkOut(hidden=hidden[lo:hi].clone(), residual=residual[lo:hi].clone()))
+        return outs
+
+    def _grow(self, req: _Req, total_tokens: int) -> list[int]:
+        needed = -(-total_tokens // self.block_size) - len(req.blocks)
+        if needed > len(self._free_blocks):
+            from planner.errors import CapacityExceeded
+
+            raise CapacityExceeded(f"vLLM KV blocks exhausted: {needed} more needed, {len(self._free_blocks)} free")
+        added = [self._free_blocks.pop() for _ in range(max(0, needed))]
+        req.blocks.extend(added)
+        return added
+
+    def close(self) -> None:
+        with contextlib.suppress(Exception):
+            self.runner.shutdown()

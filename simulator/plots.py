@@ -1,0 +1,99 @@
+"""PNG plots of a SimResult: tokens/s over time against the max-flow bound, latency CDFs, and the placement
+(one bar per node over the layers it holds, coloured by how busy it was). matplotlib is imported lazily."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from simulator.run import SimResult
+
+SMOOTH_S = 10
+
+
+def _pyplot() -> Any:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def save_throughput(result: SimResult, path: str | Path) -> Path:
+    plt = _pyplot()
+    series = result.throughput_series
+    decode = result.decode_series
+    xs = list(range(len(series)))
+
+    def smooth(values: tuple[int, ...]) -> list[float]:
+        out, acc = [], 0.0
+        for i, v in enumerate(values):
+            acc += v
+            if i >= SMOOTH_S:
+                acc -= values[i - SMOOTH_S]
+            out.append(acc / min(i + 1, SMOOTH_S))
+        return out
+
+    fig, ax = plt.subplots(figsize=(8, 4))
+    ax.plot(xs, smooth(series), label=f"all tokens/s ({SMOOTH_S}-s mean)")
+    ax.plot(xs, smooth(decode), label="decode tokens/s")
+    if result.max_flow_tok_per_s > 0:
+        ax.axhline(result.max_flow_tok_per_s, color="red", linestyle="--", label="max-flow bound")
+    ax.axvspan(*result.window_s, color="grey", alpha=0.1, label="measurement window")
+    ax.set_xlabel("simulated time (s)")
+    ax.set_ylabel("tokens/s")
+    ax.legend(loc="lower right")
+    fig.tight_layout()
+    out = Path(path)
+    fig.savefig(out, dpi=100)
+    plt.close(fig)
+    return out
+
+
+def save_latency_cdf(result: SimResult, path: str | Path) -> Path:
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(8, 4))
+    for label, cdf, stats in (("prompt", result.prompt_cdf, result.prompt_latency_s),
+                              ("decode (per token)", result.decode_cdf, result.decode_latency_s)):
+        if cdf:
+            ax.plot([x for x, _ in cdf], [y for _, y in cdf],
+                    label=f"{label}: mean {stats.mean:.3f}s p99 {stats.p99:.3f}s")
+    ax.set_xscale("log")
+    ax.set_xlabel("latency (s)")
+    ax.set_ylabel("share of requests")
+    ax.legend(loc="lower right")
+    fig.tight_layout()
+    out = Path(path)
+    fig.savefig(out, dpi=100)
+    plt.close(fig)
+    return out
+
+
+def save_placement(result: SimResult, path: str | Path) -> Path:
+    plt = _pyplot()
+    placement = result.plan.get("placement", {})
+    names = sorted(placement, key=lambda n: (placement[n][0], n))
+    fig, ax = plt.subplots(figsize=(8, max(3, 0.3 * len(names) + 1)))
+    cmap = plt.get_cmap("RdYlGn_r")
+    for row, name in enumerate(names):
+        start, end = placement[name]
+        util = float(result.nodes.get(name, {}).get("utilisation", 0.0))
+        ax.barh(row, end - start, left=start, color=cmap(min(1.0, util)), edgecolor="black")
+        ax.text(end + 0.5, row, f"{util:.0%}", va="center", fontsize=7)
+    ax.set_yticks(range(len(names)))
+    ax.set_yticklabels(names, fontsize=7)
+    ax.set_xlabel("layer")
+    ax.set_title("placement (colour = busy share of simulated time)")
+    fig.tight_layout()
+    out = Path(path)
+    fig.savefig(out, dpi=100)
+    plt.close(fig)
+    return out
+
+
+def save_all(result: SimResult, folder: str | Path) -> list[Path]:
+    out = Path(folder)
+    out.mkdir(parents=True, exist_ok=True)
+    return [save_throughput(result, out / "throughput.png"), save_latency_cdf(result, out / "latency_cdf.png"),
+            save_placement(result, out / "placement.png")]

@@ -1,0 +1,25 @@
+"""bench/planner.py at toy size, so it never rots: every method runs, the last line is one JSON object."""
+
+from __future__ import annotations
+
+import json
+
+from bench import planner as bench_planner
+
+
+def test_quick_run_prints_a_table_and_json(capsys) -> None:
+    assert bench_planner.main(["--quick"]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    result = json.loads(lines[-1])
+    assert result["bench"] == "planner"
+    rows = {r["method"]: r for r in result["rows"]}
+    assert set(bench_planner.METHODS) <= set(rows)
+    for row in rows.values():
+        assert "error" not in row
+        assert 0 < row["max_flow"] <= row["bound"] * (1 + 1e-6)
+    # The searches never do worse than the best heuristic they start from.
+    best_heuristic = max(rows[m]["max_flow"] for m in ("petals", "swarm", "separate", "homogeneous"))
+    assert rows["search"]["max_flow"] >= best_heuristic * (1 - 1e-9)
+    assert rows["milp"]["max_flow"] >= best_heuristic * (1 - 1e-9)
+    assert any("decode_tok_per_s" in r for r in result["rows"])
+    assert len(lines) >= 2 + len(rows)

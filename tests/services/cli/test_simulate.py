@@ -1,0 +1,38 @@
+import json
+
+from planner import bundled
+from planner.formats.plan_json import save_plan
+from services.cli.main import main
+from simulator.inputs import plan_for_placement
+
+ILP = "planner/data/layouts/llama2-70b/cluster24/ilp_sol.ini"
+
+
+def test_simulate_a_paper_placement(tmp_path, capsys) -> None:
+    code = main(["simulate", "--cluster", "cluster24", "--placement", ILP, "--duration", "30", "--warmup", "10",
+                 "--seed", "1", "-o", str(tmp_path)])
+    assert code == 0
+    out = capsys.readouterr().out
+    assert "max flow: 1289.56 tokens/s" in out and "decode latency" in out
+    data = json.loads((tmp_path / "result.json").read_text())
+    assert data["config"]["seed"] == 1 and data["decode_tok_per_s"] > 0
+    assert {p.name for p in tmp_path.glob("*.png")} == {"throughput.png", "latency_cdf.png", "placement.png"}
+
+
+def test_simulate_a_plan_json_online_with_a_baseline(tmp_path, capsys) -> None:
+    model = bundled.model("llama2-70b")
+    cluster = bundled.cluster("cluster24")
+    placement = bundled.layout("ilp", cluster, model)
+    plan, _ = plan_for_placement(cluster, model, bundled.profiles(model), placement)
+    save_plan(plan, tmp_path / "plan.json")
+    code = main(["simulate", str(tmp_path / "plan.json"), "--mode", "online", "--policy", "random",
+                 "--duration", "30", "--rate", "200", "--no-plots", "-o", str(tmp_path / "out")])
+    assert code == 0
+    assert "policy random, online" in capsys.readouterr().out
+    assert not list((tmp_path / "out").glob("*.png"))
+
+
+def test_bad_input_exits_2(capsys) -> None:
+    assert main(["simulate"]) == 2
+    assert main(["simulate", "--cluster", "cluster24", "--placement", ILP, "--lengths", "nope"]) == 2
+    assert "unknown length distribution" in capsys.readouterr().err

@@ -1,0 +1,248 @@
+"""The simulator service on real loopback servers, fetching plans from a real planner service: a dry run
+by plan id, inline plans, plots, determinism, cancel, auth, malformed requests, and gRPC."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import grpc
+import httpx
+import pytest
+
+from protos import planner_pb2
+from protos import simulator_pb2 as pb
+from protos import simulator_pb2_grpc as pb_grpc
+from services.http_errors import NotFound
+from services.jobs.serving import RunningServers
+from services.planner_service.main import settings_from as planner_settings
+from services.planner_service.main import start as start_planner
+from services.simulator_service.main import settings_from, start
+from services.simulator_service.plans import fetch_plan
+from tests.services.jobs.client import API_KEY, running, wait_job
+
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+SHORT = {"mode": "offline", "duration_s": 30, "warmup_s": 5, "seed": 3}
+
+
+@pytest.fixture(scope="module")
+def planner_db(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("planner") / "planner.db"
+
+
+@pytest.fixture(scope="module")
+def planner(planner_db: Path) -> Iterator[tuple[RunningServers, httpx.Client]]:
+    settings = planner_settings({"db_path": str(planner_db), "port": 0, "api_key": API_KEY, "max_workers": 1})
+    with running(lambda: start_planner(settings)) as pair:
+        yield pair
+
+
+@pytest.fixture(scope="module")
+def plan_job(planner: tuple[RunningServers, httpx.Client]) -> dict[str, Any]:
+    _, client = planner
+    body = {"cluster": "cluster24", "model": "llama2-70b", "method": "petals", "time_limit_s": 5}
+    job = wait_job(client, client.post("/v1/plans", json=body).json()["url"])
+    assert job["status"] == "succeeded", job["error"]
+    return job
+
+
+@pytest.fixture(scope="module")
+def simulator(
+    tmp_path_factory: pytest.TempPathFactory, planner: tuple[RunningServers, httpx.Client]
+) -> Iterator[tuple[RunningServers, httpx.Client]]:
+    db = tmp_path_factory.mktemp("simulator") / "simulator.db"
+    settings = settings_from(
+        {
+            "db_path": str(db),
+            "port": 0,
+            "grpc_port": 0,
+            "api_key": API_KEY,
+            "planner_url": planner[0].base_url,
+            "planner_api_key": API_KEY,
+            "max_workers": 2,
+            "max_queued": 2,
+            "cancel_grace_s": 0.5,
+            "max_duration_s": 86400,
+        }
+    )
+    with running(lambda: start(settings)) as pair:
+        yield pair
+
+
+@pytest.fixture(scope="module")
+def dry_run(simulator: tuple[RunningServers, httpx.Client], plan_job: dict[str, Any]) -> dict[str, Any]:
+    _, client = simulator
+    response = client.post("/v1/simulations", json={"plan_id": plan_job["id"], **SHORT})
+    assert response.status_code == 202, response.text
+    return wait_job(client, response.json()["url"])
+
+
+def test_dry_run_of_a_plan_by_id(
+    simulator: tuple[RunningServers, httpx.Client], plan_job: dict[str, Any], dry_run: dict[str, Any]
+) -> None:
+    _, client = simulator
+    assert dry_run["status"] == "succeeded", dry_run["error"]
+    summary = dry_run["result"]["summary"]
+    plan = plan_job["result"]["plan"]
+    assert summary["max_flow_tok_per_s"] == pytest.approx(plan["objective_tok_per_s"], rel=1e-3)
+    assert summary["decode_tok_per_s"] > 0 and summary["admitted"] > 0
+    assert dry_run["result"]["result"]["config"]["duration_s"] == 30
+    # The stored request is self-contained: the plan and the fleet it was made for were copied in.
+    assert dry_run["request"]["plan"] == plan and dry_run["request"]["cluster"] == "cluster24"
+    assert dry_run["progress"]["extra"]["fraction"] == 1.0
+
+
+def test_plots_are_pngs(simulator: tuple[RunningServers, httpx.Client], dry_run: dict[str, Any]) -> None:
+    _, client = simulator
+    plots = client.get(f"/v1/simulations/{dry_run['id']}/plots").json()["plots"]
+    assert {"throughput", "latency_cdf", "placement"} <= {p["name"] for p in plots}
+    for p in plots:
+        response = client.get(p["url"])
+        assert response.status_code == 200 and response.headers["content-type"] == "image/png"
+        assert response.content.startswith(PNG_MAGIC)
+    assert client.get(f"/v1/simulations/{dry_run['id']}/plots/nope.png").status_code == 404
+
+
+def test_inline_plan_same_seed_same_result(
+    simulator: tuple[RunningServers, httpx.Client], plan_job: dict[str, Any], dry_run: dict[str, Any]
+) -> None:
+    _, client = simulator
+    body = {"plan": plan_job["result"]["plan"], **SHORT, "plots": False}
+    job = wait_job(client, client.post("/v1/simulations", json=body).json()["url"])
+    assert job["status"] == "succeeded", job["error"]
+    assert job["result"]["summary"] == dry_run["result"]["summary"]
+    assert job["result"]["plots"] == []
+    listed = [j["id"] for j in client.get("/v1/simulations").json()["items"]]
+    assert job["id"] in listed and dry_run["id"] in listed
+
+
+def test_online_with_inline_workload(
+    simulator: tuple[RunningServers, httpx.Client], plan_job: dict[str, Any]
+) -> None:
+    _, client = simulator
+    body = {
+        "plan_id": plan_job["id"],
+        "mode": "online",
+        "policy": "swarm",
+        "duration_s": 30,
+        "lengths_pairs": [[200, 20], [400, 40]],
+        "arrival_counts": [5, 0, 5, 5],
+        "target_tok_per_s": 300,
+        "plots": False,
+    }
+    job = wait_job(client, client.post("/v1/simulations", json=body).json()["url"])
+    assert job["status"] == "succeeded", job["error"]
+    assert job["result"]["summary"]["finished"] > 0
+    assert job["result"]["result"]["config"]["policy"] == "swarm"
+
+
+def test_cancel_long_simulation(
+    simulator: tuple[RunningServers, httpx.Client], plan_job: dict[str, Any]
+) -> None:
+    _, client = simulator
+    body = {"plan_id": plan_job["id"], "mode": "offline", "duration_s": 20000, "plots": False}
+    job = client.post("/v1/simulations", json=body).json()
+    wait_job(client, job["url"], ("running", "succeeded", "failed"))
+    assert client.delete(f"/v1/simulations/{job['id']}").status_code == 200
+    assert wait_job(client, job["url"])["status"] == "cancelled"
+
+
+def test_auth(simulator: tuple[RunningServers, httpx.Client], plan_job: dict[str, Any]) -> None:
+    servers, _ = simulator
+    with httpx.Client(base_url=servers.base_url) as anonymous:
+        response = anonymous.post("/v1/simulations", json={"plan_id": plan_job["id"]})
+        assert response.status_code == 401 and "API key" in response.json()["error"]["message"]
+        assert anonymous.post(f"/v1/simulations/{'0' * 32}/cancel").status_code == 401
+        assert anonymous.get("/v1/simulations").status_code == 200
+
+
+def _bad_plan(plan: dict[str, Any], **changes: Any) -> dict[str, Any]:
+    return {**plan, **changes}
+
+
+@pytest.mark.parametrize("case", range(16))
+def test_malformed_requests_name_the_field(
+    simulator: tuple[RunningServers, httpx.Client], plan_job: dict[str, Any], case: int
+) -> None:
+    _, client = simulator
+    pid, plan = plan_job["id"], plan_job["result"]["plan"]
+    cases: list[tuple[dict[str, Any], str]] = [
+        ({}, "plan_id"),
+        ({"plan_id": pid, "plan": plan}, "plan_id"),
+        ({"plan_id": "xyz"}, "plan_id"),
+        ({"plan_id": "0" * 32}, "plan"),
+        ({"plan_id": pid, "mode": "batch"}, "mode"),
+        ({"plan_id": pid, "policy": "telepathy"}, "policy"),
+        ({"plan_id": pid, "lengths": "imdb"}, "lengths"),
+        ({"plan_id": pid, "duration_s": -1}, "duration_s"),
+        ({"plan_id": pid, "duration_s": 10**6}, "duration_s"),
+        ({"plan_id": pid, "duration_s": 10, "warmup_s": 20}, "warmup_s"),
+        ({"plan_id": pid, "lengths_pairs": [[0, 5]]}, "lengths_pairs"),
+        ({"plan_id": pid, "arrival_counts": [0, 0]}, "arrival_counts"),
+        ({"plan_id": pid, "kv_high_water": 1.5}, "kv_high_water"),
+        ({"plan": _bad_plan(plan, placement={**plan["placement"], "n99": [0, 4]})}, "n99"),
+        ({"plan": _bad_plan(plan, num_layers=100)}, "num_layers"),
+        ({"plan": {"format": "brl-plan/1"}}, "cluster_name"),
+    ]
+    body, field = cases[case]
+    response = client.post("/v1/simulations", json=body)
+    assert 400 <= response.status_code < 500, response.text
+    assert field in response.json()["error"]["message"], response.json()
+
+
+def test_grpc_submit_get_plot(
+    simulator: tuple[RunningServers, httpx.Client], plan_job: dict[str, Any]
+) -> None:
+    servers, _ = simulator
+    metadata = (("authorization", f"Bearer {API_KEY}"),)
+    with grpc.insecure_channel(f"127.0.0.1:{servers.grpc_port}") as channel:
+        stub = pb_grpc.SimulatorStub(channel)
+        request = pb.SubmitSimulationRequest(
+            plan_json=json.dumps(plan_job["result"]["plan"]), duration_s=30, warmup_s=5, seed=1
+        )
+        with pytest.raises(grpc.RpcError) as denied:
+            stub.SubmitSimulation(request)
+        assert denied.value.code() == grpc.StatusCode.UNAUTHENTICATED
+        with pytest.raises(grpc.RpcError) as invalid:
+            stub.SubmitSimulation(
+                pb.SubmitSimulationRequest(plan_id=plan_job["id"], mode="batch"), metadata=metadata
+            )
+        assert invalid.value.code() == grpc.StatusCode.INVALID_ARGUMENT and "mode" in invalid.value.details()
+        job = stub.SubmitSimulation(request, metadata=metadata)
+        deadline = time.monotonic() + 60
+        while job.status in ("queued", "running") and time.monotonic() < deadline:
+            time.sleep(0.1)
+            job = stub.GetSimulation(planner_pb2.JobRef(id=job.id))
+        assert job.status == "succeeded", job.error
+        assert json.loads(job.summary_json)["decode_tok_per_s"] > 0
+        assert "throughput" in job.plots
+        plot = stub.GetPlot(pb.PlotRef(id=job.id, name="throughput"))
+        assert plot.data.startswith(PNG_MAGIC)
+
+
+def test_planner_db_as_plan_source(tmp_path: Path, planner_db: Path, plan_job: dict[str, Any]) -> None:
+    """Sharing the planner's SQLite file (one volume) works like fetching over HTTP."""
+    settings = settings_from({"db_path": str(tmp_path / "s.db"), "planner_db": str(planner_db)})
+    plan, fleet = fetch_plan(settings, plan_job["id"])
+    assert plan == plan_job["result"]["plan"]
+    assert fleet == {"cluster": "cluster24", "model": "llama2-70b"}
+    with pytest.raises(NotFound):
+        fetch_plan(settings, "e" * 32)
+
+
+def test_results_and_plots_survive_a_restart(tmp_path: Path, plan_job: dict[str, Any]) -> None:
+    settings = settings_from(
+        {"db_path": str(tmp_path / "sim.db"), "port": 0, "api_key": API_KEY, "max_workers": 1}
+    )
+    with running(lambda: start(settings)) as (_, client):
+        body = {"plan": plan_job["result"]["plan"], **SHORT}
+        done = wait_job(client, client.post("/v1/simulations", json=body).json()["url"])
+        assert done["status"] == "succeeded", done["error"]
+        png = client.get(f"/v1/simulations/{done['id']}/plots/throughput.png").content
+    with running(lambda: start(settings)) as (_, client):
+        again = client.get(f"/v1/simulations/{done['id']}").json()
+        assert again["result"] == done["result"]
+        assert client.get(f"/v1/simulations/{done['id']}/plots/throughput.png").content == png

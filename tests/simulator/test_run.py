@@ -1,0 +1,86 @@
+from collections import Counter
+
+import pytest
+
+from planner.errors import InvalidInput, UnknownName
+from simulator import coordinator as coord_mod
+from simulator.run import SimConfig, simulate
+from tests.simulator.fleets import chain, diamond, profiles, toy_model
+
+POLICIES = ("maxflow", "swarm", "random", "shortest-queue")
+
+
+def run(cluster, plan, **kw):
+    return simulate(cluster, toy_model(), profiles(), plan, SimConfig(**kw))
+
+
+@pytest.mark.parametrize("policy", POLICIES)
+def test_every_admitted_query_finishes_exactly_once_and_books_return_to_zero(policy, monkeypatch) -> None:
+    finished: list[int] = []
+    original = coord_mod.SimCoordinator._finish
+
+    def spy(self, q):
+        finished.append(q.qid)
+        original(self, q)
+
+    monkeypatch.setattr(coord_mod.SimCoordinator, "_finish", spy)
+    cluster, plan = diamond()
+    r = run(cluster, plan, policy=policy, duration_s=40, warmup_s=10, drain=True, initial_queries=30)
+    assert r.admitted > 30 and r.finished == r.admitted and r.active_at_end == 0
+    counts = Counter(finished)
+    assert len(counts) == r.admitted and set(counts.values()) == {1}
+    assert r.kv_expected_left == 0 and r.kv_real_left == 0
+    assert r.decode_tok_per_s > 0 and r.decode_latency_s.count > 0
+
+
+def test_online_mode_drains_every_query() -> None:
+    cluster, plan = diamond()
+    r = run(cluster, plan, mode="online", duration_s=60, target_tok_per_s=300)
+    assert r.admitted > 5 and r.finished == r.admitted and r.kv_expected_left == 0 and r.kv_real_left == 0
+
+
+def test_same_seed_same_result_other_seed_differs() -> None:
+    cluster, plan = diamond()
+    a = run(cluster, plan, duration_s=30, warmup_s=10, seed=3).to_dict()
+    b = run(cluster, plan, duration_s=30, warmup_s=10, seed=3).to_dict()
+    c = run(cluster, plan, duration_s=30, warmup_s=10, seed=4).to_dict()
+    assert a == b
+    assert a["throughput_series"] != c["throughput_series"]
+
+
+def test_maxflow_routes_in_flow_proportion() -> None:
+    cluster, plan = diamond()
+    r = run(cluster, plan, duration_s=60, warmup_s=10)
+    # b carries 70% of the planned flow, c 30%: the node that got more prompt tokens is b.
+    assert r.nodes["b"]["prompt_tokens"] > 1.5 * r.nodes["c"]["prompt_tokens"]
+
+
+def test_link_bound_case_network_latency_dominates() -> None:
+    fast_cluster, fast_plan = chain(latency_s=0.001)
+    slow_cluster, slow_plan = chain(latency_s=0.5)
+    fast = run(fast_cluster, fast_plan, duration_s=60, warmup_s=20, policy="random", initial_queries=10)
+    slow = run(slow_cluster, slow_plan, duration_s=60, warmup_s=20, policy="random", initial_queries=10)
+    hops = 5  # source -> 4 nodes -> sink
+    # Each decode token crosses every link: at least hops x latency, and latency is most of it.
+    assert slow.decode_latency_s.mean >= hops * 0.5
+    assert slow.decode_latency_s.mean - hops * 0.5 < 0.5 * slow.decode_latency_s.mean
+    # With 10 queries in flight, throughput is bounded by latency (Little's law), so it collapses.
+    assert slow.decode_tok_per_s < fast.decode_tok_per_s / 3
+    assert slow.decode_tok_per_s <= 10 / (hops * 0.5) * 1.01
+
+
+def test_watch_lines_report_kv() -> None:
+    cluster, plan = diamond()
+    r = run(cluster, plan, duration_s=30, warmup_s=10, watch_interval_s=5)
+    assert [w.time_s for w in r.watch] == [r.start_s + 5 * i for i in range(6)]
+    assert any(w.active > 0 and w.expected_bottleneck > 0 for w in r.watch)
+    assert "a:" in r.watch[-1].format()
+
+
+def test_bad_config() -> None:
+    with pytest.raises(InvalidInput):
+        SimConfig(mode="sideways")
+    with pytest.raises(UnknownName):
+        SimConfig(policy="fastest")
+    with pytest.raises(InvalidInput):
+        SimConfig(duration_s=10, warmup_s=20).resolved()

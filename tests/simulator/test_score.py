@@ -1,0 +1,21 @@
+from simulator.run import SimConfig
+from simulator.score import score_config, score_plan
+from tests.simulator.fleets import diamond, profiles, toy_model
+
+
+def test_score_is_a_short_warm_run_of_the_same_workload() -> None:
+    cfg = score_config(SimConfig(policy="swarm", lengths="alpaca"))
+    assert cfg.warm_start and cfg.policy == "swarm" and cfg.lengths == "alpaca"
+    assert cfg.duration_s is not None and cfg.duration_s <= 120
+    online = score_config(SimConfig(mode="online"))
+    assert online.mode == "online" and online.duration_s == 300.0
+
+
+def test_score_plan_ranks_a_faster_fleet_higher() -> None:
+    cluster, plan = diamond()
+    slow_cluster, slow_plan = diamond(latency_s=0.3)
+    fast = score_plan(cluster, toy_model(), profiles(), plan, seed=1)
+    slow = score_plan(slow_cluster, toy_model(), profiles(), slow_plan, seed=1)
+    assert fast.decode_tok_per_s > slow.decode_tok_per_s > 0
+    again = score_plan(cluster, toy_model(), profiles(), plan, seed=1)
+    assert again.to_dict() == fast.to_dict()
