@@ -129,6 +129,31 @@ def build_flow_graph(
     return g, arcs
 
 
+def max_flow(g: nx.DiGraph, *, value_only: bool = False) -> tuple[float, dict[Any, dict[Any, float]]]:
+    """networkx's default preflow-push (the split the paper's router uses). Its implementation can raise
+    IndexError on graphs with dead-end parts; those carry no flow, so retry on the part that lies on some
+    source-sink path, and fall back to Edmonds-Karp only if that fails too."""
+    if SOURCE not in g or SINK not in g:
+        return 0.0, {}
+    try:
+        if value_only:
+            return float(nx.maximum_flow_value(g, SOURCE, SINK)), {}
+        value, flow = nx.maximum_flow(g, SOURCE, SINK)
+        return float(value), flow
+    except IndexError:
+        pass
+    useful = nx.descendants(g, SOURCE) & nx.ancestors(g, SINK) | {SOURCE, SINK}
+    sub = g.subgraph([n for n in g if n in useful]).copy()
+    full: dict[Any, dict[Any, float]] = {u: dict.fromkeys(g[u], 0.0) for u in g}
+    try:
+        value, flow = nx.maximum_flow(sub, SOURCE, SINK)
+    except IndexError:
+        value, flow = nx.maximum_flow(sub, SOURCE, SINK, flow_func=nx.algorithms.flow.edmonds_karp)
+    for u, row in flow.items():
+        full[u].update(row)
+    return float(value), full
+
+
 def _min_cut(g: nx.DiGraph, flow: Mapping[Any, Mapping[Any, float]]) -> set[Any]:
     """Nodes reachable from the source in the residual graph of `flow`."""
     seen = {SOURCE}
@@ -169,7 +194,9 @@ def solve_max_flow(
     and the edges of a minimum cut as the bottleneck report."""
     tp = throughput or typical_throughput(cluster, model, profiles, settings)
     g, arcs = build_flow_graph(cluster, model, placement, tp, partial=partial)
-    value, flow = nx.maximum_flow(g, SOURCE, SINK)
+    value, flow = max_flow(g)
+    if not flow:
+        flow = {u: dict.fromkeys(g[u], 0.0) for u in g}
     edge_flows: dict[Edge, float] = {}
     for lk in arcs:
         u = (SOURCE, "out") if lk.src == SOURCE else (lk.src, "out")

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Mapping
+from functools import partial
 
 from planner.cluster import SINK, SOURCE, Cluster
 from planner.model import ModelSpec
@@ -157,6 +158,9 @@ class SimCoordinator:
             stages.append((w, w.entry_index[hop.layers.start], self.links[(prev, hop.node)]))
             prev = hop.node
         q.chain = chain
+        q.on_decode = self.policy.decode_accounting(chain)
+        if q.on_decode is None and type(self.policy).on_decode is not RoutingPolicy.on_decode:
+            q.on_decode = partial(self.policy.on_decode, chain)
         q.route = tuple(stages)
         q.sink_link = self.links[(prev, SINK)]
         self.admitted += 1
@@ -182,14 +186,9 @@ class SimCoordinator:
         w.arrive(link.send(now, q.seq_len), q, entry)
 
     def _depart(self, q: Query, now: float) -> None:
-        q.hop_i += 1
-        q.t_left = now
-        if q.hop_i < len(q.route):
-            w, entry, link = q.route[q.hop_i]
-            w.arrive(link.send(now, q.seq_len), q, entry)
-        else:
-            assert q.sink_link is not None
-            self.loop.schedule(q.sink_link.send(now, q.seq_len), self._at_sink, q)
+        """The last stage is done (the worker already advanced hop_i): over the link to the sink."""
+        assert q.sink_link is not None
+        self.loop.schedule(q.sink_link.send(now, q.seq_len), self._at_sink, q)
 
     def _at_sink(self, q: Query) -> None:
         now = self.loop.now
@@ -197,7 +196,8 @@ class SimCoordinator:
         self.metrics.record(prompt, now - q.t_issue, q.seq_len, now)
         if q.iteration < q.output_len:
             q.advance()
-            self.policy.on_decode(q.chain)
+            if q.on_decode is not None:
+                q.on_decode()
             self._issue(q, now)
             if prompt and self.on_prompt_done is not None:
                 self.on_prompt_done(now)

@@ -13,8 +13,7 @@ class SimLink:
     FIFO can be computed in closed form: start = max(t, free_at), free_at = start + nbytes / bandwidth,
     arrival = free_at + latency. `bytes_per_token` is what one token of a request costs on this hop."""
 
-    __slots__ = ("src", "dst", "bandwidth_bytes_per_s", "latency_s", "bytes_per_token", "free_at", "sent",
-                 "busy_s")
+    __slots__ = ("src", "dst", "bandwidth_bytes_per_s", "latency_s", "bytes_per_token", "s_per_token", "free_at")
 
     def __init__(self, src: str, dst: str, bandwidth_bytes_per_s: float, latency_s: float,
                  bytes_per_token: float) -> None:
@@ -25,14 +24,11 @@ class SimLink:
         self.bandwidth_bytes_per_s = bandwidth_bytes_per_s
         self.latency_s = latency_s
         self.bytes_per_token = bytes_per_token
+        # Seconds on the wire per token; SimWorker inlines `send` on its hot path with this.
+        self.s_per_token = bytes_per_token / bandwidth_bytes_per_s
         self.free_at = 0.0
-        self.sent = 0
-        self.busy_s = 0.0
 
     def send(self, now: float, tokens: int) -> float:
         start = self.free_at if self.free_at > now else now
-        duration = tokens * self.bytes_per_token / self.bandwidth_bytes_per_s
-        self.free_at = start + duration
-        self.sent += 1
-        self.busy_s += duration
+        self.free_at = start + tokens * self.s_per_token
         return self.free_at + self.latency_s

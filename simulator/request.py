@@ -4,6 +4,7 @@ Iteration 0 is the prompt (input_len tokens, no output token in the paper's acco
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -17,7 +18,7 @@ Stage = tuple["SimWorker", int, "SimLink"]
 
 class Query:
     __slots__ = ("qid", "rid", "input_len", "output_len", "iteration", "seq_len", "context", "route", "hop_i",
-                 "sink_link", "t_issue", "t_left", "chain", "created_s")
+                 "sink_link", "t_issue", "t_left", "chain", "created_s", "on_decode")
 
     def __init__(self, qid: int, input_len: int, output_len: int, created_s: float) -> None:
         self.qid = qid
@@ -35,6 +36,8 @@ class Query:
         self.t_left = created_s
         self.chain: Chain = ()
         self.created_s = created_s
+        # The routing policy's decode accounting for this chain, prepared once (None: nothing to do).
+        self.on_decode: Callable[[], None] | None = None
 
     @property
     def is_prompt(self) -> bool:

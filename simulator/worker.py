@@ -18,6 +18,7 @@ CPU_COPY_BYTES_PER_S = 5e9
 # decode_max_context = decode_max_tokens x this (the paper's DECODE_PER_TOKEN_MAX_CONTEXT).
 DECODE_CONTEXT_PER_SEQ = 1000
 
+# Called when a request leaves its last stage (the coordinator sends it to the sink).
 Depart = Callable[[Query, float], None]
 
 
@@ -51,8 +52,8 @@ class SimWorker:
         self.busy = False
         self.batch: list[Query] = []
         self.batch_seg = 0
+        self.batch_tokens = 0
         self.pending: list[tuple[float, int, Query, int]] = []
-        self._seq = 0
         self.wake_at: float | None = None
         self.cpu_tokens = 0
         self.kv_real = 0
@@ -68,8 +69,8 @@ class SimWorker:
 
     # -- arrivals ------------------------------------------------------------------------------------
     def arrive(self, t: float, q: Query, entry: int) -> None:
-        self._seq += 1
-        heapq.heappush(self.pending, (t, self._seq, q, entry))
+        # A query is in one place at a time, so its id breaks arrival-time ties deterministically.
+        heapq.heappush(self.pending, (t, q.qid, q, entry))
         if not self.busy and (self.wake_at is None or t < self.wake_at):
             self.wake_at = t
             self.loop.schedule(t, self._wake, t)
@@ -145,6 +146,7 @@ class SimWorker:
         self.busy = True
         self.batch = batch
         self.batch_seg = p
+        self.batch_tokens = pt + nd
         self.steps += 1
         self.busy_s += duration
         self.decode_seqs += nd
@@ -155,8 +157,7 @@ class SimWorker:
         now = self.loop.now
         p = self.batch_seg
         batch = self.batch
-        layers = self.seg_layers[p]
-        self.kv_real += layers * sum(q.seq_len for q in batch)
+        self.kv_real += self.seg_layers[p] * self.batch_tokens
         if self.kv_real > self.kv_real_peak:
             self.kv_real_peak = self.kv_real
         if p + 1 < len(self.queues):
@@ -164,13 +165,24 @@ class SimWorker:
             self.pointer = p + 1
         else:
             self.pointer = 0
-            depart = self.depart
             observer = self.observer
             for q in batch:
                 if observer is not None:
                     prev = q.route[q.hop_i - 1][0].name if q.hop_i else "source"
                     observer(prev, self.name, now - q.t_left)
-                depart(q, now)
+                # Forward to the next stage: SimLink.send inlined (the hot path of the whole simulation).
+                hop = q.hop_i + 1
+                q.hop_i = hop
+                q.t_left = now
+                route = q.route
+                if hop < len(route):
+                    w, entry, link = route[hop]
+                    free = link.free_at
+                    free = (free if free > now else now) + q.seq_len * link.s_per_token
+                    link.free_at = free
+                    w.arrive(free + link.latency_s, q, entry)
+                else:
+                    self.depart(q, now)
         self.batch = []
         self._start(now)
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import random
 from abc import ABC, abstractmethod
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Protocol
 
@@ -176,6 +176,11 @@ class RoutingPolicy(ABC):
 
     def on_decode(self, chain: Chain) -> None:
         """Account one decode iteration along `chain` (IWRR load for max-flow); default nothing."""
+        return None
+
+    def decode_accounting(self, chain: Chain) -> Callable[[], None] | None:
+        """The same as `on_decode(chain)` as a prepared callable (None when a policy keeps no decode
+        state), for callers that run many decodes on one chain: the simulator calls it per token."""
         return None
 
     def release(self, request_id: str) -> None:

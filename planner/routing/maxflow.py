@@ -4,7 +4,7 @@ with the plan's edge flows as weights; admission per hop checks flow share, prom
 from __future__ import annotations
 
 import random
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 
 from planner.cluster import SINK, SOURCE, Cluster
 from planner.placement import LayerRange
@@ -47,6 +47,9 @@ class Iwrr:
             return None
         self.loads[best] += work / self.weights[best]
         return self.names[best]
+
+    def index(self, name: str) -> int | None:
+        return self._index.get(name)
 
     def add(self, name: str, work: float) -> None:
         j = self._index.get(name)
@@ -128,6 +131,20 @@ class MaxFlowPolicy(RoutingPolicy):
             table = self.iwrr.get(src)
             if table is not None:
                 table.add(dst, 1.0)
+
+    def decode_accounting(self, chain: Chain) -> Callable[[], None] | None:
+        steps: list[tuple[list[float], int, float]] = []
+        for src, dst in chain_edges(chain):
+            table = self.iwrr.get(src)
+            j = None if table is None else table.index(dst)
+            if table is not None and j is not None:
+                steps.append((table.loads, j, 1.0 / table.weights[j]))
+
+        def account() -> None:
+            for loads, j, inv in steps:
+                loads[j] += inv
+
+        return account
 
     def link_share(self, src: str, dst: str) -> float:
         """Share of `src`'s planned outflow that goes to `dst` (used to split NIC bandwidth)."""

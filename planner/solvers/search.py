@@ -12,10 +12,8 @@ import random
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 
-import networkx as nx
-
-from planner.cluster import SINK, SOURCE, Cluster
-from planner.flow import build_flow_graph
+from planner.cluster import Cluster
+from planner.flow import build_flow_graph, max_flow
 from planner.model import ModelSpec
 from planner.placement import LayerRange, Placement
 from planner.solvers.base import SolveContext, SolveResult, get_solver, register
@@ -59,7 +57,7 @@ class FlowOracle:
             self.throughput,
             partial=self.partial,
         )
-        value = float(nx.maximum_flow_value(g, SOURCE, SINK)) if g.number_of_nodes() else 0.0
+        value, _ = max_flow(g, value_only=True)
         self._cache[key] = value
         return value
 

@@ -18,10 +18,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-import networkx as nx
-
-from planner.cluster import SINK, SOURCE, Cluster
-from planner.flow import build_flow_graph
+from planner.cluster import Cluster
+from planner.flow import build_flow_graph, max_flow
 from planner.placement import Placement
 from planner.profile import ProfileSet
 from planner.solvers.base import SolveContext, SolveResult, register
@@ -149,8 +147,8 @@ class ProxyOracle:
         g, _ = build_flow_graph(
             ctx.cluster, ctx.model, to_placement(layout, num_layers), ctx.throughput, partial=False
         )
-        value, flow = nx.maximum_flow(g, SOURCE, SINK)
-        node_flows = {n: float(flow[(n, "start")][(n, "end")]) for n in layout}
+        value, flow = max_flow(g)
+        node_flows = {n: float(flow.get((n, "start"), {}).get((n, "end"), 0.0)) for n in layout}
         est = serving_proxy(ctx.cluster, ctx.profiles, layout, num_layers, float(value), node_flows)
         self._cache[key] = est
         return est

@@ -57,11 +57,10 @@ def test_there_are_three_scenarios_or_more() -> None:
     assert {"one-pool", "three-pools", "three-regions"} <= set(SCENARIOS)
 
 
-@pytest.mark.parametrize("scenario", SCENARIOS)
+@pytest.mark.parametrize("scenario", ["defaults", *SCENARIOS])
 def test_helm_lint_strict(helm_bin: Path, scenario: str) -> None:
-    proc = h.run(
-        helm_bin, "lint", h.CHART, "--strict", "-f", h.SCENARIOS[scenario], "--kube-version", h.KUBE_VERSION
-    )
+    values: list[str | Path] = [] if scenario == "defaults" else ["-f", h.SCENARIOS[scenario]]
+    proc = h.run(helm_bin, "lint", h.CHART, "--strict", *values, "--kube-version", h.KUBE_VERSION)
     assert "0 chart(s) failed" in proc.stdout
 
 

@@ -74,5 +74,5 @@ def test_without_a_scorer_the_proxy_picks(ctx70) -> None:
                        time_limit_s=5.0, options={"proxy_iters": 50})
     result = solve_serve(ctx)
     check_placement(ctx.cluster, ctx.throughput, result.placement, partial=False)
-    assert result.stats["proxy_decode_tok_per_s"] >= max(result.stats["proxy"].values()) - 1e-6
+    assert result.stats["proxy_decode_tok_per_s"] >= max(result.stats["proxy"].values()) - 0.1  # rounded
     assert len(stage_candidates(ctx)) > 10

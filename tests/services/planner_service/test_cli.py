@@ -46,17 +46,9 @@ def test_service_command_serves_and_stops_on_sigterm(tmp_path: Path, command: st
     assert (tmp_path / "jobs.db").exists()
 
 
-def test_bad_setting_is_a_clear_error(tmp_path: Path) -> None:
-    args = [
-        sys.executable,
-        "-m",
-        "services.cli.main",
-        "planner-service",
-        "--port",
-        "99999",
-        "--db",
-        str(tmp_path / "jobs.db"),
-    ]
-    done = subprocess.run(args, cwd=ROOT, capture_output=True, text=True, timeout=60)
-    assert done.returncode == 2
-    assert "port" in done.stderr and "Traceback" not in done.stderr
+def test_bad_setting_is_a_clear_error(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from services.cli.main import main
+
+    assert main(["planner-service", "--port", "99999", "--db", str(tmp_path / "jobs.db")]) == 2
+    err = capsys.readouterr().err
+    assert "port" in err and "Traceback" not in err

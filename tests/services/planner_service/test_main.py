@@ -283,11 +283,11 @@ def test_fleet_time_and_body_limits(tmp_path: Path) -> None:
 
 def test_restart_keeps_plans_and_fails_interrupted_jobs(tmp_path: Path) -> None:
     db = tmp_path / "restart.db"
-    with running(lambda: _start(db)) as (_, client):
+    with running(lambda: _start(db, max_workers=1)) as (_, client):
         done = wait_job(client, client.post("/v1/plans", json=FAST).json()["url"])
         slow = client.post("/v1/plans", json=SLOW).json()
         wait_job(client, slow["url"], ("running",))
-    with running(lambda: _start(db)) as (_, client):
+    with running(lambda: _start(db, max_workers=1)) as (_, client):
         again = client.get(f"/v1/plans/{done['id']}").json()
         assert again["status"] == "succeeded" and again["result"] == done["result"]
         cut = client.get(f"/v1/plans/{slow['id']}").json()
