@@ -65,8 +65,13 @@ def spearman(xs: list[float], ys: list[float]) -> float:
 
 def run(inputs: SimInputs, cfg: SimConfig) -> tuple[SimResult, float]:
     t0 = time.perf_counter()
-    r = simulate(inputs.cluster, inputs.model, inputs.profiles, inputs.plan,
-                 replace(cfg, kv_capacity=inputs.kv_capacity))
+    r = simulate(
+        inputs.cluster,
+        inputs.model,
+        inputs.profiles,
+        inputs.plan,
+        replace(cfg, kv_capacity=inputs.kv_capacity),
+    )
     return r, time.perf_counter() - t0
 
 
@@ -104,24 +109,34 @@ def main(argv: list[str] | None = None) -> int:
     # 1. The README example.
     rss_before = peak_rss_bytes()
     example = paper.setup("helix")[0]
-    result, wall = run(example.inputs, replace(example.config, duration_s=full_cfg.duration_s,
-                                               warmup_s=full_cfg.warmup_s))
+    result, wall = run(
+        example.inputs, replace(example.config, duration_s=full_cfg.duration_s, warmup_s=full_cfg.warmup_s)
+    )
     rss_peak = peak_rss_bytes()
     ref = paper.EXAMPLE
     print(f"example: ILP layout, max-flow, offline, {result.end_s - result.start_s:.0f} simulated s")
-    print(f"  wall {wall:.2f} s, {result.events} events ({result.events / wall:,.0f} events/s), "
-          f"peak RSS {rss_peak / 1e6:.0f} MB (+{(rss_peak - rss_before) / 1e6:.0f} MB during the run)")
-    print(f"  decode {result.decode_tok_per_s:.1f} tok/s (paper {ref['decode_tok_per_s']}, "
-          f"ratio {result.decode_tok_per_s / ref['decode_tok_per_s']:.3f}); all tokens {result.all_tok_per_s:.1f} "
-          f"(paper {ref['all_tok_per_s']}, ratio {result.all_tok_per_s / ref['all_tok_per_s']:.3f})")
-    print(f"  prompt latency {result.prompt_latency_s.mean:.3f} s (paper {ref['prompt_latency_mean_s']}), decode "
-          f"latency {result.decode_latency_s.mean:.3f} s (paper {ref['decode_latency_mean_s']})")
-    print(f"  vs the paper's simulator: {PAPER_WALL_S / wall:.0f}x faster, "
-          f"{PAPER_MEMORY_BYTES / rss_peak:.0f}x less memory (its ~25 min / ~11 GB from the artifact notes)")
+    print(
+        f"  wall {wall:.2f} s, {result.events} events ({result.events / wall:,.0f} events/s), "
+        f"peak RSS {rss_peak / 1e6:.0f} MB (+{(rss_peak - rss_before) / 1e6:.0f} MB during the run)"
+    )
+    print(
+        f"  decode {result.decode_tok_per_s:.1f} tok/s (paper {ref['decode_tok_per_s']}, "
+        f"ratio {result.decode_tok_per_s / ref['decode_tok_per_s']:.3f}); all tokens {result.all_tok_per_s:.1f} "
+        f"(paper {ref['all_tok_per_s']}, ratio {result.all_tok_per_s / ref['all_tok_per_s']:.3f})"
+    )
+    print(
+        f"  prompt latency {result.prompt_latency_s.mean:.3f} s (paper {ref['prompt_latency_mean_s']}), decode "
+        f"latency {result.decode_latency_s.mean:.3f} s (paper {ref['decode_latency_mean_s']})"
+    )
+    print(
+        f"  vs the paper's simulator: {PAPER_WALL_S / wall:.0f}x faster, "
+        f"{PAPER_MEMORY_BYTES / rss_peak:.0f}x less memory (its ~25 min / ~11 GB from the artifact notes)"
+    )
 
     # 2. Fast score vs full run.
-    layouts: list[tuple[str, SimInputs]] = [(n, paper.load_layout(n)) for n in
-                                            (("ilp", "swarm", "homogeneous") if toy else paper.LAYOUTS)]
+    layouts: list[tuple[str, SimInputs]] = [
+        (n, paper.load_layout(n)) for n in (("ilp", "swarm", "homogeneous") if toy else paper.LAYOUTS)
+    ]
     if not args.no_candidates:
         layouts += candidates(toy)
     rows = []
@@ -131,14 +146,20 @@ def main(argv: list[str] | None = None) -> int:
         t0 = time.perf_counter()
         sc = score_plan(inp.cluster, inp.model, inp.profiles, inp.plan, kv_capacity=inp.kv_capacity)
         score_walls.append(time.perf_counter() - t0)
-        rows.append((name, inp.plan.objective_tok_per_s, full.decode_tok_per_s, sc.decode_tok_per_s, full_wall))
-        print(f"  {name:22s} max-flow {inp.plan.objective_tok_per_s:7.1f}  full {full.decode_tok_per_s:6.1f} "
-              f"({full_wall:4.1f} s)  score {sc.decode_tok_per_s:6.1f} ({score_walls[-1]:.2f} s)")
+        rows.append(
+            (name, inp.plan.objective_tok_per_s, full.decode_tok_per_s, sc.decode_tok_per_s, full_wall)
+        )
+        print(
+            f"  {name:22s} max-flow {inp.plan.objective_tok_per_s:7.1f}  full {full.decode_tok_per_s:6.1f} "
+            f"({full_wall:4.1f} s)  score {sc.decode_tok_per_s:6.1f} ({score_walls[-1]:.2f} s)"
+        )
     rho_score = spearman([r[2] for r in rows], [r[3] for r in rows])
     rho_flow = spearman([r[2] for r in rows], [r[1] for r in rows])
-    print(f"rank correlation with the full run over {len(rows)} plans: score {rho_score:.3f}, "
-          f"max-flow {rho_flow:.3f} (baseline); score {max(score_walls):.2f} s max, "
-          f"{sum(score_walls) / len(score_walls):.2f} s mean")
+    print(
+        f"rank correlation with the full run over {len(rows)} plans: score {rho_score:.3f}, "
+        f"max-flow {rho_flow:.3f} (baseline); score {max(score_walls):.2f} s max, "
+        f"{sum(score_walls) / len(score_walls):.2f} s mean"
+    )
     figures: dict[str, Any] = {
         "bench": "simulator",
         "toy": toy,
@@ -156,7 +177,9 @@ def main(argv: list[str] | None = None) -> int:
         "score_rank_correlation": round(rho_score, 4),
         "maxflow_rank_correlation": round(rho_flow, 4),
         "score_wall_s_max": round(max(score_walls), 3),
-        "plans": {r[0]: {"max_flow": round(r[1], 2), "full": round(r[2], 2), "score": round(r[3], 2)} for r in rows},
+        "plans": {
+            r[0]: {"max_flow": round(r[1], 2), "full": round(r[2], 2), "score": round(r[3], 2)} for r in rows
+        },
     }
     print(json.dumps(figures))
     return 0

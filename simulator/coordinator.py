@@ -39,8 +39,9 @@ class SimView:
         return 0 if w is None else w.queued(self._coord.loop.now)
 
 
-def kv_capacities(cluster: Cluster, profiles: ProfileSet, plan: Plan,
-                  overrides: Mapping[str, int] | None = None) -> dict[str, int]:
+def kv_capacities(
+    cluster: Cluster, profiles: ProfileSet, plan: Plan, overrides: Mapping[str, int] | None = None
+) -> dict[str, int]:
     """Token x layer KV entries per placed node: the profile's for its layer count (clamped to the GPU's
     maximum, as the paper's forced layouts do) unless given explicitly (the separate-pipeline files)."""
     caps: dict[str, int] = {}
@@ -54,9 +55,20 @@ def kv_capacities(cluster: Cluster, profiles: ProfileSet, plan: Plan,
 
 
 class SimCoordinator:
-    def __init__(self, loop: EventLoop, cluster: Cluster, model: ModelSpec, profiles: ProfileSet, plan: Plan,
-                 policy: RoutingPolicy, kv: KVBook, metrics: Metrics, *, expected_output_len: int,
-                 kv_capacity: Mapping[str, int]) -> None:
+    def __init__(
+        self,
+        loop: EventLoop,
+        cluster: Cluster,
+        model: ModelSpec,
+        profiles: ProfileSet,
+        plan: Plan,
+        policy: RoutingPolicy,
+        kv: KVBook,
+        metrics: Metrics,
+        *,
+        expected_output_len: int,
+        kv_capacity: Mapping[str, int],
+    ) -> None:
         self.loop = loop
         self.cluster = cluster
         self.model = model
@@ -83,10 +95,15 @@ class SimCoordinator:
         self.workers: dict[str, SimWorker] = {}
         for name, rng in placement.ranges.items():
             self.workers[name] = SimWorker(
-                name, rng, profiles.get(cluster.node(name).gpu_type), loop,
+                name,
+                rng,
+                profiles.get(cluster.node(name).gpu_type),
+                loop,
                 entry_layers=tuple(sorted(entries[name])),
                 activation_bytes_per_token=model.activation_bytes_per_token,
-                kv_capacity=int(kv_capacity[name]), depart=self._depart)
+                kv_capacity=int(kv_capacity[name]),
+                depart=self._depart,
+            )
         if type(policy).observe is not RoutingPolicy.observe:
             for w in self.workers.values():
                 w.observer = policy.observe

@@ -28,8 +28,9 @@ class SimInputs:
     notes: tuple[str, ...] = field(default_factory=tuple)
 
 
-def plan_for_placement(cluster: Cluster, model: ModelSpec, profiles: ProfileSet, placement: Placement, *,
-                       method: str = "import") -> tuple[Plan, tuple[str, ...]]:
+def plan_for_placement(
+    cluster: Cluster, model: ModelSpec, profiles: ProfileSet, placement: Placement, *, method: str = "import"
+) -> tuple[Plan, tuple[str, ...]]:
     """The max-flow plan of a placement. Arcs into a node whose range overlaps the sender's ("partial"
     inference) are used only when they raise the max-flow: MILP layouts join exactly and the paper routes
     them over exact joins only (with partial arcs the same flow value spreads onto arcs whose reduced work
@@ -38,10 +39,12 @@ def plan_for_placement(cluster: Cluster, model: ModelSpec, profiles: ProfileSet,
     throughput model: they get a plan without flows, which the baselines can route but max-flow cannot."""
     try:
         settings = bundled.helix_settings(model)
-        exact = plan_from_placement(cluster, model, profiles, placement, method=method, settings=settings,
-                                    partial=False)
-        partial = plan_from_placement(cluster, model, profiles, placement, method=method, settings=settings,
-                                      partial=True)
+        exact = plan_from_placement(
+            cluster, model, profiles, placement, method=method, settings=settings, partial=False
+        )
+        partial = plan_from_placement(
+            cluster, model, profiles, placement, method=method, settings=settings, partial=True
+        )
         if partial.objective_tok_per_s > exact.objective_tok_per_s * (1 + 1e-9):
             return partial, ()
         return exact, ()
@@ -50,8 +53,14 @@ def plan_for_placement(cluster: Cluster, model: ModelSpec, profiles: ProfileSet,
         return Plan(cluster.name, model.name, method, placement), (note,)
 
 
-def load_inputs(*, plan_path: str | None = None, cluster: str | None = None, model: str | None = None,
-                placement_path: str | None = None, simulator_cluster: str | None = None) -> SimInputs:
+def load_inputs(
+    *,
+    plan_path: str | None = None,
+    cluster: str | None = None,
+    model: str | None = None,
+    placement_path: str | None = None,
+    simulator_cluster: str | None = None,
+) -> SimInputs:
     """Either `plan_path` (cluster and model default to the names the plan records), or `cluster` +
     `placement_path` (+ `model`). `simulator_cluster` replaces the cluster's links and KV capacities by
     those of a paper `simulator_cluster.ini`."""

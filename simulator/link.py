@@ -13,10 +13,19 @@ class SimLink:
     FIFO can be computed in closed form: start = max(t, free_at), free_at = start + nbytes / bandwidth,
     arrival = free_at + latency. `bytes_per_token` is what one token of a request costs on this hop."""
 
-    __slots__ = ("src", "dst", "bandwidth_bytes_per_s", "latency_s", "bytes_per_token", "s_per_token", "free_at")
+    __slots__ = (
+        "src",
+        "dst",
+        "bandwidth_bytes_per_s",
+        "latency_s",
+        "bytes_per_token",
+        "s_per_token",
+        "free_at",
+    )
 
-    def __init__(self, src: str, dst: str, bandwidth_bytes_per_s: float, latency_s: float,
-                 bytes_per_token: float) -> None:
+    def __init__(
+        self, src: str, dst: str, bandwidth_bytes_per_s: float, latency_s: float, bytes_per_token: float
+    ) -> None:
         if not bandwidth_bytes_per_s > 0 or not math.isfinite(bandwidth_bytes_per_s):
             raise InvalidInput(f"link {src}->{dst}: bandwidth must be > 0, got {bandwidth_bytes_per_s}")
         self.src = src

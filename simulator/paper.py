@@ -17,8 +17,13 @@ PAPER_DIR = Path(__file__).resolve().parent / "data" / "paper"
 MODEL = "llama2-70b"
 CLUSTER = "cluster24"
 # README example (ILP layout, max-flow, offline): reference_results/example_offline_maxflow_stdout.txt.
-EXAMPLE = {"decode_tok_per_s": 248.3, "all_tok_per_s": 1176.70, "prompt_latency_mean_s": 3.094,
-           "decode_latency_mean_s": 1.457, "max_flow_tok_per_s": 1289.56}
+EXAMPLE = {
+    "decode_tok_per_s": 248.3,
+    "all_tok_per_s": 1176.70,
+    "prompt_latency_mean_s": 3.094,
+    "decode_latency_mean_s": 1.457,
+    "max_flow_tok_per_s": 1289.56,
+}
 # ae_simulation_results.csv, single cluster, LLaMA-2 70B, offline decode tokens/s.
 AE_OFFLINE_70B = {"helix": 252.1, "swarm": 124.7, "separate": 124.3}
 # Offline queries in flight for the baselines (the artifact's settings): Swarm 180; separate pipelines
@@ -74,19 +79,37 @@ def load_separate(*, model: str = MODEL) -> list[tuple[str, SimInputs]]:
 
 
 def setup(name: str, base: SimConfig | None = None) -> list[PaperRun]:
-    """"helix" (ILP + max-flow, the README example), "helix-ae" (the AE single-cluster ILP layout),
+    """ "helix" (ILP + max-flow, the README example), "helix-ae" (the AE single-cluster ILP layout),
     "swarm" (Swarm layout + scheduler) or "separate" (three pipelines, random scheduling, summed)."""
     cfg = base or SimConfig()
     if name in ("helix", "helix-ae"):
-        return [PaperRun(name, load_layout("ilp" if name == "helix" else "ilp-single"), replace(cfg, policy="maxflow"))]
+        return [
+            PaperRun(
+                name, load_layout("ilp" if name == "helix" else "ilp-single"), replace(cfg, policy="maxflow")
+            )
+        ]
     if name == "swarm":
-        return [PaperRun(name, load_layout("swarm"), replace(cfg, policy="swarm", initial_queries=SWARM_INITIAL))]
+        return [
+            PaperRun(name, load_layout("swarm"), replace(cfg, policy="swarm", initial_queries=SWARM_INITIAL))
+        ]
     if name == "separate":
-        return [PaperRun(f"separate-{sub}", inp, replace(cfg, policy="random", initial_queries=SEPARATE_INITIAL[sub]))
-                for sub, inp in load_separate()]
+        return [
+            PaperRun(
+                f"separate-{sub}", inp, replace(cfg, policy="random", initial_queries=SEPARATE_INITIAL[sub])
+            )
+            for sub, inp in load_separate()
+        ]
     raise UnknownName("paper setup", name, ["helix", "helix-ae", "swarm", "separate"])
 
 
 def run_all(runs: Sequence[PaperRun]) -> list[SimResult]:
-    return [simulate(r.inputs.cluster, r.inputs.model, r.inputs.profiles, r.inputs.plan,
-                     replace(r.config, kv_capacity=r.inputs.kv_capacity)) for r in runs]
+    return [
+        simulate(
+            r.inputs.cluster,
+            r.inputs.model,
+            r.inputs.profiles,
+            r.inputs.plan,
+            replace(r.config, kv_capacity=r.inputs.kv_capacity),
+        )
+        for r in runs
+    ]

@@ -54,11 +54,16 @@ def save_throughput(result: SimResult, path: str | Path) -> Path:
 def save_latency_cdf(result: SimResult, path: str | Path) -> Path:
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(8, 4))
-    for label, cdf, stats in (("prompt", result.prompt_cdf, result.prompt_latency_s),
-                              ("decode (per token)", result.decode_cdf, result.decode_latency_s)):
+    for label, cdf, stats in (
+        ("prompt", result.prompt_cdf, result.prompt_latency_s),
+        ("decode (per token)", result.decode_cdf, result.decode_latency_s),
+    ):
         if cdf:
-            ax.plot([x for x, _ in cdf], [y for _, y in cdf],
-                    label=f"{label}: mean {stats.mean:.3f}s p99 {stats.p99:.3f}s")
+            ax.plot(
+                [x for x, _ in cdf],
+                [y for _, y in cdf],
+                label=f"{label}: mean {stats.mean:.3f}s p99 {stats.p99:.3f}s",
+            )
     ax.set_xscale("log")
     ax.set_xlabel("latency (s)")
     ax.set_ylabel("share of requests")
@@ -95,5 +100,8 @@ def save_placement(result: SimResult, path: str | Path) -> Path:
 def save_all(result: SimResult, folder: str | Path) -> list[Path]:
     out = Path(folder)
     out.mkdir(parents=True, exist_ok=True)
-    return [save_throughput(result, out / "throughput.png"), save_latency_cdf(result, out / "latency_cdf.png"),
-            save_placement(result, out / "placement.png")]
+    return [
+        save_throughput(result, out / "throughput.png"),
+        save_latency_cdf(result, out / "latency_cdf.png"),
+        save_placement(result, out / "placement.png"),
+    ]

@@ -17,8 +17,23 @@ Stage = tuple["SimWorker", int, "SimLink"]
 
 
 class Query:
-    __slots__ = ("qid", "rid", "input_len", "output_len", "iteration", "seq_len", "context", "route", "hop_i",
-                 "sink_link", "t_issue", "t_left", "chain", "created_s", "on_decode")
+    __slots__ = (
+        "qid",
+        "rid",
+        "input_len",
+        "output_len",
+        "iteration",
+        "seq_len",
+        "context",
+        "route",
+        "hop_i",
+        "sink_link",
+        "t_issue",
+        "t_left",
+        "chain",
+        "created_s",
+        "on_decode",
+    )
 
     def __init__(self, qid: int, input_len: int, output_len: int, created_s: float) -> None:
         self.qid = qid

@@ -71,17 +71,22 @@ class SimConfig:
         duration = self.duration_s if self.duration_s is not None else (660.0 if offline else 1800.0)
         warmup = self.warmup_s if self.warmup_s is not None else (min(60.0, duration / 2) if offline else 0.0)
         if warmup >= duration:
-            raise InvalidInput(f"warm-up {warmup} s must be shorter than the duration {duration} s", field="warmup_s")
+            raise InvalidInput(
+                f"warm-up {warmup} s must be shorter than the duration {duration} s", field="warmup_s"
+            )
         maxflow = self.policy == "maxflow"
         return replace(
             self,
             duration_s=duration,
             warmup_s=warmup,
-            initial_queries=self.initial_queries if self.initial_queries is not None else (20 if maxflow else 180),
+            initial_queries=self.initial_queries
+            if self.initial_queries is not None
+            else (20 if maxflow else 180),
             kv_high_water=self.kv_high_water if self.kv_high_water is not None else kv.high_water,
             kv_output_ratio=self.kv_output_ratio if self.kv_output_ratio is not None else kv.output_ratio,
-            target_tok_per_s=self.target_tok_per_s if self.target_tok_per_s is not None else (
-                700.0 if maxflow else 400.0),
+            target_tok_per_s=self.target_tok_per_s
+            if self.target_tok_per_s is not None
+            else (700.0 if maxflow else 400.0),
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -101,11 +106,15 @@ class WatchLine:
     nodes: tuple[tuple[str, int, int, int], ...] = ()
 
     def format(self) -> str:
-        lines = [f"t={self.time_s:8.2f}s active={self.active} finished={self.finished} "
-                 f"bottleneck real={self.real_bottleneck:.3f} expected={self.expected_bottleneck:.3f}"]
+        lines = [
+            f"t={self.time_s:8.2f}s active={self.active} finished={self.finished} "
+            f"bottleneck real={self.real_bottleneck:.3f} expected={self.expected_bottleneck:.3f}"
+        ]
         for name, real, exp, cap in self.nodes:
-            lines.append(f"  {name}: real {real}/{cap} ({real / cap:.0%}) | expected {exp}/{cap} ({exp / cap:.0%})"
-                         f"{'' if exp >= real else '  expected<real'}")
+            lines.append(
+                f"  {name}: real {real}/{cap} ({real / cap:.0%}) | expected {exp}/{cap} ({exp / cap:.0%})"
+                f"{'' if exp >= real else '  expected<real'}"
+            )
         return "\n".join(lines)
 
 
@@ -158,24 +167,26 @@ class SimResult:
 
     def to_dict(self) -> dict[str, Any]:
         d = self.summary()
-        d.update({
-            "active_at_end": self.active_at_end,
-            "window_s": list(self.window_s),
-            "total_tokens": self.total_tokens,
-            "last_finish_s": self.last_finish_s,
-            "start_s": self.start_s,
-            "end_s": self.end_s,
-            "kv_expected_left": self.kv_expected_left,
-            "kv_real_left": self.kv_real_left,
-            "config": dict(self.config),
-            "plan": dict(self.plan),
-            "throughput_series": list(self.throughput_series),
-            "decode_series": list(self.decode_series),
-            "prompt_cdf": [list(p) for p in self.prompt_cdf],
-            "decode_cdf": [list(p) for p in self.decode_cdf],
-            "watch": [asdict(w) for w in self.watch],
-            "nodes": {k: dict(v) for k, v in self.nodes.items()},
-        })
+        d.update(
+            {
+                "active_at_end": self.active_at_end,
+                "window_s": list(self.window_s),
+                "total_tokens": self.total_tokens,
+                "last_finish_s": self.last_finish_s,
+                "start_s": self.start_s,
+                "end_s": self.end_s,
+                "kv_expected_left": self.kv_expected_left,
+                "kv_real_left": self.kv_real_left,
+                "config": dict(self.config),
+                "plan": dict(self.plan),
+                "throughput_series": list(self.throughput_series),
+                "decode_series": list(self.decode_series),
+                "prompt_cdf": [list(p) for p in self.prompt_cdf],
+                "decode_cdf": [list(p) for p in self.decode_cdf],
+                "watch": [asdict(w) for w in self.watch],
+                "nodes": {k: dict(v) for k, v in self.nodes.items()},
+            }
+        )
         return d
 
 
@@ -185,37 +196,78 @@ def load_time_s(model: ModelSpec, plan: Plan) -> float:
     return float(math.ceil(biggest * model.bytes_per_layer / DISK_BYTES_PER_S) + 1)
 
 
-def simulate(cluster: Any, model: ModelSpec, profiles: ProfileSet, plan: Plan, config: SimConfig | None = None,
-             *, on_watch: Callable[[WatchLine], None] | None = None) -> SimResult:
+def simulate(
+    cluster: Any,
+    model: ModelSpec,
+    profiles: ProfileSet,
+    plan: Plan,
+    config: SimConfig | None = None,
+    *,
+    on_watch: Callable[[WatchLine], None] | None = None,
+) -> SimResult:
     """Run one simulation of `plan` on `cluster` (a planner.cluster.Cluster). Deterministic for config.seed."""
     cfg = (config or SimConfig()).resolved()
     assert cfg.duration_s is not None and cfg.warmup_s is not None and cfg.initial_queries is not None
-    assert cfg.kv_high_water is not None and cfg.kv_output_ratio is not None and cfg.target_tok_per_s is not None
+    assert (
+        cfg.kv_high_water is not None and cfg.kv_output_ratio is not None and cfg.target_tok_per_s is not None
+    )
     if not plan.placement.ranges:
         raise InvalidInput("the plan places no layers", field="placement")
     start = cfg.load_time_s if cfg.load_time_s is not None else load_time_s(model, plan)
     end = start + cfg.duration_s
     loop = EventLoop(start)
     caps = kv_capacities(cluster, profiles, plan, cfg.kv_capacity)
-    kv = KVBook(caps, high_water=cfg.kv_high_water, output_ratio=cfg.kv_output_ratio, ranges=plan.placement.ranges)
-    prompt_limits = {n: profiles.get(cluster.node(n).gpu_type).prompt_max_tokens for n in plan.placement.ranges}
-    policy = make_policy(cfg.policy, plan, cluster, rng=random.Random(cfg.seed * 7919 + 1),
-                         prompt_max_tokens=prompt_limits)
+    kv = KVBook(
+        caps, high_water=cfg.kv_high_water, output_ratio=cfg.kv_output_ratio, ranges=plan.placement.ranges
+    )
+    prompt_limits = {
+        n: profiles.get(cluster.node(n).gpu_type).prompt_max_tokens for n in plan.placement.ranges
+    }
+    policy = make_policy(
+        cfg.policy, plan, cluster, rng=random.Random(cfg.seed * 7919 + 1), prompt_max_tokens=prompt_limits
+    )
     window = (start + cfg.warmup_s, end) if cfg.mode == "offline" else (start, end)
     metrics = Metrics(*window)
-    coord = SimCoordinator(loop, cluster, model, profiles, plan, policy, kv, metrics,
-                           expected_output_len=cfg.expected_output_len, kv_capacity=caps)
+    coord = SimCoordinator(
+        loop,
+        cluster,
+        model,
+        profiles,
+        plan,
+        policy,
+        kv,
+        metrics,
+        expected_output_len=cfg.expected_output_len,
+        kv_capacity=caps,
+    )
     lengths = load_lengths(cfg.lengths)
     rng = random.Random(cfg.seed)
     feeder: OfflineFeeder | OnlineFeeder
     if cfg.mode == "offline":
         gate = kv.bottleneck_usage if cfg.policy == "maxflow" else None
-        feeder = OfflineFeeder(loop, coord.submit, lengths, rng, start_s=start, end_s=end,
-                               initial=cfg.initial_queries, kv_gate=gate, feed_high_water=cfg.feed_high_water,
-                               warm=coord.submit_warm if cfg.warm_start else None)
+        feeder = OfflineFeeder(
+            loop,
+            coord.submit,
+            lengths,
+            rng,
+            start_s=start,
+            end_s=end,
+            initial=cfg.initial_queries,
+            kv_gate=gate,
+            feed_high_water=cfg.feed_high_water,
+            warm=coord.submit_warm if cfg.warm_start else None,
+        )
     else:
-        feeder = OnlineFeeder(loop, coord.submit, lengths, load_arrivals(cfg.arrivals), rng, start_s=start,
-                              duration_s=cfg.duration_s, target_tok_per_s=cfg.target_tok_per_s)
+        feeder = OnlineFeeder(
+            loop,
+            coord.submit,
+            lengths,
+            load_arrivals(cfg.arrivals),
+            rng,
+            start_s=start,
+            duration_s=cfg.duration_s,
+            target_tok_per_s=cfg.target_tok_per_s,
+        )
     coord.on_prompt_done = feeder.on_prompt_done
     coord.on_query_done = feeder.on_query_done
 
@@ -223,8 +275,14 @@ def simulate(cluster: Any, model: ModelSpec, profiles: ProfileSet, plan: Plan, c
 
     def snapshot() -> None:
         real = coord.real_kv()
-        line = WatchLine(loop.now, coord.active, coord.finished, kv.bottleneck_usage(real), kv.bottleneck_usage(),
-                         tuple((n, real[n], kv.used(n), caps[n]) for n in plan.placement.ranges))
+        line = WatchLine(
+            loop.now,
+            coord.active,
+            coord.finished,
+            kv.bottleneck_usage(real),
+            kv.bottleneck_usage(),
+            tuple((n, real[n], kv.used(n), caps[n]) for n in plan.placement.ranges),
+        )
         watch.append(line)
         if on_watch is not None:
             on_watch(line)
@@ -242,9 +300,18 @@ def simulate(cluster: Any, model: ModelSpec, profiles: ProfileSet, plan: Plan, c
 
         if not drained():
             loop.run(end + cfg.max_drain_s, stop=drained)
-    nodes = {n: {"steps": w.steps, "busy_s": round(w.busy_s, 6), "utilisation": round(w.busy_s / max(1e-9, loop.now - start), 4),
-                 "decode_seqs": w.decode_seqs, "prompt_tokens": w.prompt_tokens, "kv_real_peak": w.kv_real_peak,
-                 "kv_capacity": caps[n]} for n, w in coord.workers.items()}
+    nodes = {
+        n: {
+            "steps": w.steps,
+            "busy_s": round(w.busy_s, 6),
+            "utilisation": round(w.busy_s / max(1e-9, loop.now - start), 4),
+            "decode_seqs": w.decode_seqs,
+            "prompt_tokens": w.prompt_tokens,
+            "kv_real_peak": w.kv_real_peak,
+            "kv_capacity": caps[n],
+        }
+        for n, w in coord.workers.items()
+    }
     return SimResult(
         decode_tok_per_s=metrics.decode_tok_per_s(),
         all_tok_per_s=metrics.all_tok_per_s(),
@@ -264,9 +331,13 @@ def simulate(cluster: Any, model: ModelSpec, profiles: ProfileSet, plan: Plan, c
         kv_expected_left=kv.total_used(),
         kv_real_left=sum(coord.real_kv().values()),
         config=cfg.to_dict(),
-        plan={"cluster": plan.cluster_name, "model": plan.model_name, "method": plan.method,
-              "objective_tok_per_s": plan.objective_tok_per_s,
-              "placement": {n: [r.start, r.end] for n, r in plan.placement.ranges.items()}},
+        plan={
+            "cluster": plan.cluster_name,
+            "model": plan.model_name,
+            "method": plan.method,
+            "objective_tok_per_s": plan.objective_tok_per_s,
+            "placement": {n: [r.start, r.end] for n, r in plan.placement.ranges.items()},
+        },
         throughput_series=tuple(metrics.series),
         decode_series=tuple(metrics.decode_series),
         prompt_cdf=tuple(metrics.prompt.cdf()),

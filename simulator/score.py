@@ -24,15 +24,34 @@ def score_config(base: SimConfig | None = None) -> SimConfig:
     """The shortened version of `base` (default: offline max-flow on Azure conversation lengths)."""
     cfg = base or SimConfig()
     if cfg.mode == "online":
-        return replace(cfg, duration_s=min(cfg.duration_s or SCORE_ONLINE_S, SCORE_ONLINE_S), watch_interval_s=0,
-                       max_drain_s=60.0)
-    return replace(cfg, duration_s=SCORE_OFFLINE.duration_s, warmup_s=SCORE_OFFLINE.warmup_s, warm_start=True,
-                   watch_interval_s=0, drain=False)
+        return replace(
+            cfg,
+            duration_s=min(cfg.duration_s or SCORE_ONLINE_S, SCORE_ONLINE_S),
+            watch_interval_s=0,
+            max_drain_s=60.0,
+        )
+    return replace(
+        cfg,
+        duration_s=SCORE_OFFLINE.duration_s,
+        warmup_s=SCORE_OFFLINE.warmup_s,
+        warm_start=True,
+        watch_interval_s=0,
+        drain=False,
+    )
 
 
-def score_plan(cluster: Cluster, model: ModelSpec, profiles: ProfileSet, plan: Plan, *, seed: int = 0,
-               policy: str = "maxflow", lengths: str = "azure-conv", base: SimConfig | None = None,
-               kv_capacity: Mapping[str, int] | None = None) -> SimResult:
+def score_plan(
+    cluster: Cluster,
+    model: ModelSpec,
+    profiles: ProfileSet,
+    plan: Plan,
+    *,
+    seed: int = 0,
+    policy: str = "maxflow",
+    lengths: str = "azure-conv",
+    base: SimConfig | None = None,
+    kv_capacity: Mapping[str, int] | None = None,
+) -> SimResult:
     """Shortened simulation of `plan`; rank candidates by `.decode_tok_per_s` (what the fleet serves)."""
     cfg = base or SimConfig(policy=policy, lengths=lengths)
     cfg = replace(score_config(cfg), seed=seed, kv_capacity=kv_capacity or cfg.kv_capacity)

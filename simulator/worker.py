@@ -28,9 +28,18 @@ class SimWorker:
     can join a batch, so a batch runs each stretch of layers as one event; the timing equals the paper's
     layer-by-layer loop (each layer costs the same for the same batch)."""
 
-    def __init__(self, name: str, layers: LayerRange, profile: GpuProfile, loop: EventLoop, *,
-                 entry_layers: tuple[int, ...] = (), activation_bytes_per_token: int,
-                 kv_capacity: int, depart: Depart) -> None:
+    def __init__(
+        self,
+        name: str,
+        layers: LayerRange,
+        profile: GpuProfile,
+        loop: EventLoop,
+        *,
+        entry_layers: tuple[int, ...] = (),
+        activation_bytes_per_token: int,
+        kv_capacity: int,
+        depart: Depart,
+    ) -> None:
         self.name = name
         self.layers = layers
         self.profile = profile
@@ -42,7 +51,9 @@ class SimWorker:
         self.decode_max_seqs = profile.decode_max_for(k)
         self.decode_max_context = self.decode_max_seqs * DECODE_CONTEXT_PER_SEQ
         self.kv_capacity = kv_capacity
-        self.cpu_s_per_token = activation_bytes_per_token * (1 / CPU_CONCAT_BYTES_PER_S + 1 / CPU_COPY_BYTES_PER_S)
+        self.cpu_s_per_token = activation_bytes_per_token * (
+            1 / CPU_CONCAT_BYTES_PER_S + 1 / CPU_COPY_BYTES_PER_S
+        )
         entries = sorted({layers.start, *(e for e in entry_layers if layers.start < e < layers.end)})
         self.entries = tuple(entries)
         self.entry_index = {layer: i for i, layer in enumerate(entries)}

@@ -71,11 +71,15 @@ def load_lengths(name_or_path: str) -> LengthTable:
             try:
                 i, o = int(row["input_len"]), int(row["output_len"])
             except (KeyError, TypeError, ValueError):
-                raise InvalidInput("expected integer input_len,output_len", source=str(path),
-                                   field=f"line {line}") from None
+                raise InvalidInput(
+                    "expected integer input_len,output_len", source=str(path), field=f"line {line}"
+                ) from None
             if i < 1 or o < 0:
-                raise InvalidInput(f"lengths must be input >= 1, output >= 0, got {i},{o}", source=str(path),
-                                   field=f"line {line}")
+                raise InvalidInput(
+                    f"lengths must be input >= 1, output >= 0, got {i},{o}",
+                    source=str(path),
+                    field=f"line {line}",
+                )
             pairs.append((i, o))
     if not pairs:
         raise InvalidInput("no rows", source=str(path))
@@ -92,7 +96,9 @@ def load_arrivals(name_or_path: str) -> tuple[int, ...]:
             try:
                 counts.append(int(row["num_requests"]))
             except (KeyError, TypeError, ValueError):
-                raise InvalidInput("expected an integer num_requests", source=str(path), field=f"line {line}") from None
+                raise InvalidInput(
+                    "expected an integer num_requests", source=str(path), field=f"line {line}"
+                ) from None
     if not counts or sum(counts) <= 0:
         raise InvalidInput("the trace has no requests", source=str(path))
     return tuple(counts)
@@ -113,9 +119,20 @@ class OfflineFeeder:
     is at most `feed_high_water`; without it (baselines) each finished query is replaced, so concurrency
     stays at `initial`."""
 
-    def __init__(self, loop: EventLoop, submit: Submit, lengths: LengthTable, rng: random.Random, *,
-                 start_s: float, end_s: float, initial: int, kv_gate: Callable[[], float] | None,
-                 feed_high_water: float = 0.8, warm: SubmitWarm | None = None) -> None:
+    def __init__(
+        self,
+        loop: EventLoop,
+        submit: Submit,
+        lengths: LengthTable,
+        rng: random.Random,
+        *,
+        start_s: float,
+        end_s: float,
+        initial: int,
+        kv_gate: Callable[[], float] | None,
+        feed_high_water: float = 0.8,
+        warm: SubmitWarm | None = None,
+    ) -> None:
         self.loop = loop
         self.submit = submit
         self.lengths = lengths
@@ -176,10 +193,22 @@ class OnlineFeeder:
     a time, so memory does not grow with the horizon. Queries the policy cannot admit wait in a FIFO
     backlog and are retried whenever a query finishes."""
 
-    def __init__(self, loop: EventLoop, submit: Submit, lengths: LengthTable, arrivals: tuple[int, ...],
-                 rng: random.Random, *, start_s: float, duration_s: float, target_tok_per_s: float) -> None:
+    def __init__(
+        self,
+        loop: EventLoop,
+        submit: Submit,
+        lengths: LengthTable,
+        arrivals: tuple[int, ...],
+        rng: random.Random,
+        *,
+        start_s: float,
+        duration_s: float,
+        target_tok_per_s: float,
+    ) -> None:
         if target_tok_per_s <= 0:
-            raise InvalidInput(f"target token rate must be > 0, got {target_tok_per_s}", field="target_tok_per_s")
+            raise InvalidInput(
+                f"target token rate must be > 0, got {target_tok_per_s}", field="target_tok_per_s"
+            )
         self.loop = loop
         self.submit = submit
         self.lengths = lengths

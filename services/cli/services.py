@@ -66,18 +66,24 @@ def _overrides(args: argparse.Namespace, names: tuple[str, ...]) -> dict[str, An
     return {n: getattr(args, n) for n in names if getattr(args, n, None) is not None}
 
 
+def _logging() -> None:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+
 COMMON = ("host", "port", "grpc_port", "db_path", "api_key", "max_workers", "max_queued")
 
 
 def _run_planner(args: argparse.Namespace) -> int:
     from services.planner_service.main import serve, settings_from
 
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    return serve(settings_from(_overrides(args, (*COMMON, "max_nodes", "max_time_limit_s"))))
+    settings = settings_from(_overrides(args, (*COMMON, "max_nodes", "max_time_limit_s")))
+    _logging()
+    return serve(settings)
 
 
 def _run_simulator(args: argparse.Namespace) -> int:
     from services.simulator_service.main import serve, settings_from
 
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    return serve(settings_from(_overrides(args, (*COMMON, "planner_url", "planner_db", "max_duration_s"))))
+    settings = settings_from(_overrides(args, (*COMMON, "planner_url", "planner_db", "max_duration_s")))
+    _logging()
+    return serve(settings)

@@ -15,21 +15,30 @@ from simulator.workload import ARRIVAL_FILES, LENGTH_FILES
 
 
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
-    p = sub.add_parser("simulate", help="simulate a plan (throughput, latency) before rolling it out",
-                       description=__doc__)
+    p = sub.add_parser(
+        "simulate", help="simulate a plan (throughput, latency) before rolling it out", description=__doc__
+    )
     p.add_argument("plan", nargs="?", help="plan JSON from `brl plan` (or use --cluster + --placement)")
     p.add_argument("--cluster", help="cluster name or file (default: the one the plan names)")
-    p.add_argument("--model", help="model name or config.json (default: the plan's; llama2-70b with --placement)")
+    p.add_argument(
+        "--model", help="model name or config.json (default: the plan's; llama2-70b with --placement)"
+    )
     p.add_argument("--placement", help="a paper placement *_sol.ini to simulate instead of a plan")
     p.add_argument("--simulator-cluster", help="a paper simulator_cluster.ini: its links and KV capacities")
     p.add_argument("--mode", choices=MODES, default="offline")
     p.add_argument("--policy", choices=policy_names(), default="maxflow")
-    p.add_argument("--lengths", default="azure-conv", help=f"length distribution: {', '.join(LENGTH_FILES)} or a CSV")
-    p.add_argument("--arrivals", default="azure-conv", help=f"online arrival trace: {', '.join(ARRIVAL_FILES)}")
+    p.add_argument(
+        "--lengths", default="azure-conv", help=f"length distribution: {', '.join(LENGTH_FILES)} or a CSV"
+    )
+    p.add_argument(
+        "--arrivals", default="azure-conv", help=f"online arrival trace: {', '.join(ARRIVAL_FILES)}"
+    )
     p.add_argument("--duration", type=float, help="simulated seconds of feeding (offline 660, online 1800)")
     p.add_argument("--warmup", type=float, help="offline warm-up before the window (default 60)")
     p.add_argument("--rate", type=float, help="online target tokens/s (default 700 max-flow, 400 baselines)")
-    p.add_argument("--initial-queries", type=int, help="offline queries at start (20 max-flow, 180 baselines)")
+    p.add_argument(
+        "--initial-queries", type=int, help="offline queries at start (20 max-flow, 180 baselines)"
+    )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--watch", action="store_true", help="print the KV watch every 10 simulated seconds")
     p.add_argument("--no-plots", action="store_true")
@@ -40,34 +49,58 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
 def run(args: argparse.Namespace) -> int:
     from simulator.inputs import load_inputs
 
-    inputs = load_inputs(plan_path=args.plan, cluster=args.cluster, model=args.model,
-                         placement_path=args.placement, simulator_cluster=args.simulator_cluster)
+    inputs = load_inputs(
+        plan_path=args.plan,
+        cluster=args.cluster,
+        model=args.model,
+        placement_path=args.placement,
+        simulator_cluster=args.simulator_cluster,
+    )
     for note in inputs.notes:
         print(f"note: {note}", file=sys.stderr)
-    cfg = SimConfig(mode=args.mode, policy=args.policy, lengths=args.lengths, arrivals=args.arrivals,
-                    duration_s=args.duration, warmup_s=args.warmup, seed=args.seed,
-                    initial_queries=args.initial_queries, target_tok_per_s=args.rate,
-                    kv_capacity=inputs.kv_capacity)
+    cfg = SimConfig(
+        mode=args.mode,
+        policy=args.policy,
+        lengths=args.lengths,
+        arrivals=args.arrivals,
+        duration_s=args.duration,
+        warmup_s=args.warmup,
+        seed=args.seed,
+        initial_queries=args.initial_queries,
+        target_tok_per_s=args.rate,
+        kv_capacity=inputs.kv_capacity,
+    )
 
     def show(line: WatchLine) -> None:
         print(line.format(), flush=True)
 
     wall = time.perf_counter()
-    result = simulate(inputs.cluster, inputs.model, inputs.profiles, inputs.plan, cfg,
-                      on_watch=show if args.watch else None)
+    result = simulate(
+        inputs.cluster, inputs.model, inputs.profiles, inputs.plan, cfg, on_watch=show if args.watch else None
+    )
     wall = time.perf_counter() - wall
     lo, hi = result.window_s
     pl, dl = result.prompt_latency_s, result.decode_latency_s
-    print(f"plan: {inputs.plan.method} on {inputs.cluster.name}, {inputs.model.name}; policy {args.policy}, "
-          f"{args.mode}, seed {args.seed}")
+    print(
+        f"plan: {inputs.plan.method} on {inputs.cluster.name}, {inputs.model.name}; policy {args.policy}, "
+        f"{args.mode}, seed {args.seed}"
+    )
     print(f"max flow: {result.max_flow_tok_per_s:.2f} tokens/s")
     print(f"window {lo:.0f}s - {hi:.0f}s: decode {result.decode_tok_per_s:.1f} tokens/s")
-    print(f"prompt latency: mean {pl.mean:.3f}s p50 {pl.p50:.3f}s p95 {pl.p95:.3f}s p99 {pl.p99:.3f}s (n={pl.count})")
-    print(f"decode latency: mean {dl.mean:.3f}s p50 {dl.p50:.3f}s p95 {dl.p95:.3f}s p99 {dl.p99:.3f}s (n={dl.count})")
-    print(f"all tokens: {result.all_tok_per_s:.2f} tokens/s over {result.last_finish_s:.2f}s "
-          f"({result.flow_efficiency:.0%} of max flow)")
-    print(f"queries: {result.admitted} admitted, {result.rejected} rejected, {result.finished} finished; "
-          f"{result.events} events in {wall:.1f}s")
+    print(
+        f"prompt latency: mean {pl.mean:.3f}s p50 {pl.p50:.3f}s p95 {pl.p95:.3f}s p99 {pl.p99:.3f}s (n={pl.count})"
+    )
+    print(
+        f"decode latency: mean {dl.mean:.3f}s p50 {dl.p50:.3f}s p95 {dl.p95:.3f}s p99 {dl.p99:.3f}s (n={dl.count})"
+    )
+    print(
+        f"all tokens: {result.all_tok_per_s:.2f} tokens/s over {result.last_finish_s:.2f}s "
+        f"({result.flow_efficiency:.0%} of max flow)"
+    )
+    print(
+        f"queries: {result.admitted} admitted, {result.rejected} rejected, {result.finished} finished; "
+        f"{result.events} events in {wall:.1f}s"
+    )
     if args.out:
         out = Path(args.out)
         out.mkdir(parents=True, exist_ok=True)

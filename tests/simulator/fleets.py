@@ -40,4 +40,6 @@ def chain(latency_s: float, hops: int = 4) -> tuple[Cluster, Plan]:
     per = 8 // hops
     placement = Placement(8, {n: LayerRange(i * per, (i + 1) * per) for i, n in enumerate(names)})
     flows = {(u, v): 50.0 for u, v in zip(path, path[1:], strict=False)}
-    return Cluster(nodes, links, name="chain"), Plan("chain", "toy-8", "hand", placement, flows, objective_tok_per_s=50.0)
+    return Cluster(nodes, links, name="chain"), Plan(
+        "chain", "toy-8", "hand", placement, flows, objective_tok_per_s=50.0
+    )

@@ -9,11 +9,20 @@ from tests.simulator.fleets import profiles
 ACT = 16384
 
 
-def make(gpu: str = "T4", layers: LayerRange = LayerRange(0, 2), entries: tuple[int, ...] = ()):
+def make(gpu: str = "T4", layers: LayerRange | None = None, entries: tuple[int, ...] = ()):
+    layers = layers or LayerRange(0, 2)
     loop = EventLoop()
     out: list[tuple[int, float]] = []
-    w = SimWorker("w", layers, profiles().get(gpu), loop, entry_layers=entries, activation_bytes_per_token=ACT,
-                  kv_capacity=10**9, depart=lambda q, t: out.append((q.qid, t)))
+    w = SimWorker(
+        "w",
+        layers,
+        profiles().get(gpu),
+        loop,
+        entry_layers=entries,
+        activation_bytes_per_token=ACT,
+        kv_capacity=10**9,
+        depart=lambda q, t: out.append((q.qid, t)),
+    )
     return loop, w, out
 
 

@@ -9,8 +9,12 @@ from simulator.workload import ARRIVAL_BIN_S, LENGTH_FILES, OnlineFeeder, load_a
 
 def test_bundled_length_tables_match_the_published_means() -> None:
     # Means from the paper's trace statistics (helix-simulator notes §13).
-    expected = {"azure-conv": (763.1, 232.4), "azure-code": (1379.1, 27.5), "alpaca": (13.9, 48.3),
-                "sharegpt": (74.1, 228.6)}
+    expected = {
+        "azure-conv": (763.1, 232.4),
+        "azure-code": (1379.1, 27.5),
+        "alpaca": (13.9, 48.3),
+        "sharegpt": (74.1, 228.6),
+    }
     assert set(LENGTH_FILES) == set(expected)
     for name, (mean_in, mean_out) in expected.items():
         table = load_lengths(name)
@@ -44,8 +48,16 @@ def test_online_feeder_hits_the_target_token_rate() -> None:
         return object()
 
     duration = 1800.0
-    OnlineFeeder(loop, submit, lengths, load_arrivals("azure-conv"), random.Random(0), start_s=0.0,
-                 duration_s=duration, target_tok_per_s=700.0)
+    OnlineFeeder(
+        loop,
+        submit,
+        lengths,
+        load_arrivals("azure-conv"),
+        random.Random(0),
+        start_s=0.0,
+        duration_s=duration,
+        target_tok_per_s=700.0,
+    )
     loop.run()
     rate = sum(i + o for i, o in got) / duration
     assert rate == pytest.approx(700.0, rel=0.06)
@@ -63,8 +75,16 @@ def test_online_feeder_backlogs_what_cannot_be_admitted() -> None:
         admitted.append((i, o))
         return object()
 
-    feeder = OnlineFeeder(loop, submit, load_lengths("alpaca"), load_arrivals("azure-conv"), random.Random(1),
-                          start_s=0.0, duration_s=30.0, target_tok_per_s=200.0)
+    feeder = OnlineFeeder(
+        loop,
+        submit,
+        load_lengths("alpaca"),
+        load_arrivals("azure-conv"),
+        random.Random(1),
+        start_s=0.0,
+        duration_s=30.0,
+        target_tok_per_s=200.0,
+    )
     loop.run()
     waiting = len(feeder.backlog)
     assert waiting > 0 and not admitted

@@ -106,3 +106,18 @@ def test_same_plan_same_choices() -> None:
     assert [a.choose(req(i), StaticView()) for i in range(30)] == [
         b.choose(req(i), StaticView()) for i in range(30)
     ]
+
+
+def test_prepared_decode_accounting_equals_on_decode() -> None:
+    plan, cluster = diamond()
+    a = make_policy("maxflow", plan, cluster)
+    b = make_policy("maxflow", plan, cluster)
+    chain = a.choose(req(0), StaticView())
+    assert chain is not None and b.choose(req(0), StaticView()) == chain
+    hook = b.decode_accounting(chain)
+    assert hook is not None
+    for _ in range(7):
+        a.on_decode(chain)
+        hook()
+    assert [t.loads for t in a.iwrr.values()] == [t.loads for t in b.iwrr.values()]
+    assert make_policy("random", plan, cluster).decode_accounting(chain) is None

@@ -9,8 +9,23 @@ ILP = "planner/data/layouts/llama2-70b/cluster24/ilp_sol.ini"
 
 
 def test_simulate_a_paper_placement(tmp_path, capsys) -> None:
-    code = main(["simulate", "--cluster", "cluster24", "--placement", ILP, "--duration", "30", "--warmup", "10",
-                 "--seed", "1", "-o", str(tmp_path)])
+    code = main(
+        [
+            "simulate",
+            "--cluster",
+            "cluster24",
+            "--placement",
+            ILP,
+            "--duration",
+            "30",
+            "--warmup",
+            "10",
+            "--seed",
+            "1",
+            "-o",
+            str(tmp_path),
+        ]
+    )
     assert code == 0
     out = capsys.readouterr().out
     assert "max flow: 1289.56 tokens/s" in out and "decode latency" in out
@@ -25,8 +40,23 @@ def test_simulate_a_plan_json_online_with_a_baseline(tmp_path, capsys) -> None:
     placement = bundled.layout("ilp", cluster, model)
     plan, _ = plan_for_placement(cluster, model, bundled.profiles(model), placement)
     save_plan(plan, tmp_path / "plan.json")
-    code = main(["simulate", str(tmp_path / "plan.json"), "--mode", "online", "--policy", "random",
-                 "--duration", "30", "--rate", "200", "--no-plots", "-o", str(tmp_path / "out")])
+    code = main(
+        [
+            "simulate",
+            str(tmp_path / "plan.json"),
+            "--mode",
+            "online",
+            "--policy",
+            "random",
+            "--duration",
+            "30",
+            "--rate",
+            "200",
+            "--no-plots",
+            "-o",
+            str(tmp_path / "out"),
+        ]
+    )
     assert code == 0
     assert "policy random, online" in capsys.readouterr().out
     assert not list((tmp_path / "out").glob("*.png"))

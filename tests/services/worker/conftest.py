@@ -14,6 +14,10 @@ from services.worker.settings import WorkerSettings
 
 TINY_LAYERS = 6
 
+# Workers run one intra-op thread (the fast path here); with more, MKL splits rows between threads and a
+# request's numbers would depend on its batch.
+torch.set_num_threads(1)
+
 
 def save_tiny_llama(path: Path, *, tied: bool = False, seed: int = 0) -> Path:
     """A random 6-layer Llama (head size 32, grouped KV heads), saved as fp32 safetensors."""
