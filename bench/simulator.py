@@ -98,13 +98,68 @@ def candidates(toy: bool) -> list[tuple[str, SimInputs]]:
     return out
 
 
+def reproduce() -> dict[str, Any]:
+    """Swarm and separate pipelines offline; Helix and Swarm online: ours vs the paper's decode tok/s."""
+    out: dict[str, Any] = {}
+    offline = {
+        "swarm": paper.AE_OFFLINE_70B["swarm"],
+        "separate": paper.AE_OFFLINE_70B["separate"],
+        "helix-30b": paper.AE_OFFLINE_30B["helix"],
+        "swarm-30b": paper.AE_OFFLINE_30B["swarm"],
+    }
+    for name, ref in offline.items():
+        t0 = time.perf_counter()
+        got = sum(r.decode_tok_per_s for r in paper.run_all(paper.setup(name)))
+        out[f"{name}-offline"] = {
+            "decode_tok_per_s": round(got, 2),
+            "paper": ref,
+            "ratio": round(got / ref, 4),
+        }
+        print(
+            f"  {name} offline: decode {got:.1f} tok/s (paper {ref}, ratio {got / ref:.3f}, "
+            f"{time.perf_counter() - t0:.1f} s)"
+        )
+    for name, oref in paper.AE_ONLINE_70B.items():
+        setup = "helix-ae" if name == "helix" else name
+        t0 = time.perf_counter()
+        cfg = SimConfig(mode="online", target_tok_per_s=float(oref["rate"]))
+        runs = [
+            replace(r, config=replace(r.config, mode="online", target_tok_per_s=cfg.target_tok_per_s))
+            for r in paper.setup(setup, cfg)
+        ]
+        (res,) = paper.run_all(runs)
+        pl, dl = res.prompt_latency_s, res.decode_latency_s
+        mine = {
+            "prompt": [round(x, 2) for x in (pl.p5, pl.p25, pl.p50, pl.p75, pl.p95)],
+            "decode": [round(x, 2) for x in (dl.p5, dl.p25, dl.p50, dl.p75, dl.p95)],
+        }
+        decode_ref = float(oref["decode_tok_per_s"])
+        out[f"{name}-online"] = {
+            "decode_tok_per_s": round(res.decode_tok_per_s, 2),
+            "paper": decode_ref,
+            "ratio": round(res.decode_tok_per_s / decode_ref, 4),
+            **mine,
+        }
+        print(
+            f"  {name} online at {oref['rate']} tok/s: decode {res.decode_tok_per_s:.1f} tok/s (paper {decode_ref}); "
+            f"prompt p5..p95 {mine['prompt']} (paper {list(oref['prompt'])}); decode {mine['decode']} "
+            f"(paper {list(oref['decode'])}) [{time.perf_counter() - t0:.1f} s]"
+        )
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--toy", action="store_true", help="short horizons and few layouts (seconds)")
     ap.add_argument("--no-candidates", action="store_true", help="skip the planner's candidate layouts")
+    ap.add_argument(
+        "--reproduce",
+        action="store_true",
+        help="also rerun the paper's baselines offline and its online runs (about a minute more)",
+    )
     args = ap.parse_args(argv)
     toy = args.toy
-    full_cfg = SimConfig(duration_s=60.0, warmup_s=20.0, watch_interval_s=10) if toy else SimConfig()
+    full_cfg = SimConfig(duration_s=40.0, warmup_s=10.0, watch_interval_s=10) if toy else SimConfig()
 
     # 1. The README example.
     rss_before = peak_rss_bytes()
@@ -160,6 +215,7 @@ def main(argv: list[str] | None = None) -> int:
         f"max-flow {rho_flow:.3f} (baseline); score {max(score_walls):.2f} s max, "
         f"{sum(score_walls) / len(score_walls):.2f} s mean"
     )
+    reproduced = reproduce() if args.reproduce else {}
     figures: dict[str, Any] = {
         "bench": "simulator",
         "toy": toy,
@@ -177,6 +233,7 @@ def main(argv: list[str] | None = None) -> int:
         "score_rank_correlation": round(rho_score, 4),
         "maxflow_rank_correlation": round(rho_flow, 4),
         "score_wall_s_max": round(max(score_walls), 3),
+        "reproduced": reproduced,
         "plans": {
             r[0]: {"max_flow": round(r[1], 2), "full": round(r[2], 2), "score": round(r[3], 2)} for r in rows
         },

@@ -20,6 +20,10 @@ class LatencyStats:
     p50: float
     p95: float
     p99: float
+    # The paper's artifact also reports these.
+    p5: float = 0.0
+    p25: float = 0.0
+    p75: float = 0.0
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -54,7 +58,8 @@ class LatencyHistogram:
 
     def stats(self) -> LatencyStats:
         mean = self.total / self.n if self.n else 0.0
-        return LatencyStats(self.n, mean, self.percentile(0.5), self.percentile(0.95), self.percentile(0.99))
+        pct = self.percentile
+        return LatencyStats(self.n, mean, pct(0.5), pct(0.95), pct(0.99), pct(0.05), pct(0.25), pct(0.75))
 
     def cdf(self, points: int = 200) -> list[tuple[float, float]]:
         """(latency_s, share of samples <= it) at up to `points` bin edges, for plots."""

@@ -3,8 +3,10 @@
 
 from __future__ import annotations
 
+import io
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 from simulator.run import SimResult
 
@@ -20,7 +22,7 @@ def _pyplot() -> Any:
     return plt
 
 
-def save_throughput(result: SimResult, path: str | Path) -> Path:
+def save_throughput(result: SimResult, path: str | Path | BinaryIO) -> str | Path | BinaryIO:
     plt = _pyplot()
     series = result.throughput_series
     decode = result.decode_series
@@ -45,13 +47,12 @@ def save_throughput(result: SimResult, path: str | Path) -> Path:
     ax.set_ylabel("tokens/s")
     ax.legend(loc="lower right")
     fig.tight_layout()
-    out = Path(path)
-    fig.savefig(out, dpi=100)
+    fig.savefig(path, dpi=100, format="png")
     plt.close(fig)
-    return out
+    return path
 
 
-def save_latency_cdf(result: SimResult, path: str | Path) -> Path:
+def save_latency_cdf(result: SimResult, path: str | Path | BinaryIO) -> str | Path | BinaryIO:
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(8, 4))
     for label, cdf, stats in (
@@ -69,13 +70,12 @@ def save_latency_cdf(result: SimResult, path: str | Path) -> Path:
     ax.set_ylabel("share of requests")
     ax.legend(loc="lower right")
     fig.tight_layout()
-    out = Path(path)
-    fig.savefig(out, dpi=100)
+    fig.savefig(path, dpi=100, format="png")
     plt.close(fig)
-    return out
+    return path
 
 
-def save_placement(result: SimResult, path: str | Path) -> Path:
+def save_placement(result: SimResult, path: str | Path | BinaryIO) -> str | Path | BinaryIO:
     plt = _pyplot()
     placement = result.plan.get("placement", {})
     names = sorted(placement, key=lambda n: (placement[n][0], n))
@@ -91,17 +91,34 @@ def save_placement(result: SimResult, path: str | Path) -> Path:
     ax.set_xlabel("layer")
     ax.set_title("placement (colour = busy share of simulated time)")
     fig.tight_layout()
-    out = Path(path)
-    fig.savefig(out, dpi=100)
+    fig.savefig(path, dpi=100, format="png")
     plt.close(fig)
-    return out
+    return path
+
+
+PLOTS: dict[str, Callable[[SimResult, Any], Any]] = {
+    "throughput.png": save_throughput,
+    "latency_cdf.png": save_latency_cdf,
+    "placement.png": save_placement,
+}
 
 
 def save_all(result: SimResult, folder: str | Path) -> list[Path]:
+    """Write every plot into `folder` (created if needed); returns the paths."""
     out = Path(folder)
     out.mkdir(parents=True, exist_ok=True)
-    return [
-        save_throughput(result, out / "throughput.png"),
-        save_latency_cdf(result, out / "latency_cdf.png"),
-        save_placement(result, out / "placement.png"),
-    ]
+    paths = []
+    for name, save in PLOTS.items():
+        save(result, out / name)
+        paths.append(out / name)
+    return paths
+
+
+def render_pngs(result: SimResult) -> dict[str, bytes]:
+    """Every plot as PNG bytes, by file name (for services that store them)."""
+    pngs = {}
+    for name, save in PLOTS.items():
+        buf = io.BytesIO()
+        save(result, buf)
+        pngs[name] = buf.getvalue()
+    return pngs

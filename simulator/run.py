@@ -51,6 +51,9 @@ class SimConfig:
     max_drain_s: float = 3600.0
     # Offline only: start from a steady-state-like fleet instead of ramping up (used by fast scoring).
     warm_start: bool = False
+    # Feed real KV use back into the book every this many seconds, as workers report it to the real
+    # coordinator (0 = never, the paper's behaviour: admission sees the expected use only).
+    kv_correct_interval_s: float = 0.0
 
     def __post_init__(self) -> None:
         if self.mode not in MODES:
@@ -145,6 +148,9 @@ class SimResult:
     decode_cdf: tuple[tuple[float, float], ...] = ()
     watch: tuple[WatchLine, ...] = ()
     nodes: Mapping[str, Mapping[str, float]] = field(default_factory=dict)
+    # Nodes whose real KV use went past their capacity at some point (the paper's simulator would stop
+    # with "Exceed KV-cache capacity"; a real worker would preempt): raise the output ratio or lower the mark.
+    kv_overflows: tuple[str, ...] = ()
 
     @property
     def flow_efficiency(self) -> float:
@@ -163,6 +169,7 @@ class SimResult:
             "admitted": self.admitted,
             "rejected": self.rejected,
             "events": self.events,
+            "kv_overflows": list(self.kv_overflows),
         }
 
     def to_dict(self) -> dict[str, Any]:
@@ -213,6 +220,12 @@ def simulate(
     )
     if not plan.placement.ranges:
         raise InvalidInput("the plan places no layers", field="placement")
+    if cfg.policy == "maxflow" and not plan.edge_flows:
+        raise InvalidInput(
+            "max-flow routing needs the plan's edge flows and this plan has none; "
+            "use a baseline policy (random, swarm, shortest-queue)",
+            field="policy",
+        )
     start = cfg.load_time_s if cfg.load_time_s is not None else load_time_s(model, plan)
     end = start + cfg.duration_s
     loop = EventLoop(start)
@@ -291,6 +304,14 @@ def simulate(
 
     if cfg.watch_interval_s > 0:
         loop.schedule(start, snapshot)
+
+    def correct() -> None:
+        for node, used in coord.real_kv().items():
+            kv.correct(node, used)
+        loop.schedule(loop.now + cfg.kv_correct_interval_s, correct)
+
+    if cfg.kv_correct_interval_s > 0:
+        loop.schedule(start, correct)
     loop.run(end)
     if cfg.mode == "online" or cfg.drain:
         online = feeder if isinstance(feeder, OnlineFeeder) else None
@@ -344,4 +365,5 @@ def simulate(
         decode_cdf=tuple(metrics.decode.cdf()),
         watch=tuple(watch),
         nodes=nodes,
+        kv_overflows=tuple(n for n, w in coord.workers.items() if w.kv_real_peak > caps[n]),
     )

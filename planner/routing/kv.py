@@ -59,6 +59,7 @@ class KVBook:
         self._expected: dict[str, int] = dict.fromkeys(self._capacity, 0)
         self._real: dict[str, float] = {}
         self._charges: dict[str, tuple[tuple[str, int], ...]] = {}
+        self._groups: list[tuple[tuple[tuple[str, float, float], ...], float]] | None = None
 
     # -- sizes ---------------------------------------------------------------------------------------
     @property
@@ -156,20 +157,38 @@ class KVBook:
     def total_used(self) -> int:
         return sum(self._expected.values())
 
+    def _layer_groups(self) -> list[tuple[tuple[tuple[str, float, float], ...], float]]:
+        """Runs of layers with the same holders: per run, (node, capacity share, 1/layers) per holder and
+        the run's total capacity per layer. Built once; bottleneck usage then costs one pass over runs."""
+        if self._groups is None:
+            top = max(r.end for r in self._ranges.values())
+            holders: list[tuple[str, ...]] = [()] * top
+            for node, rng in self._ranges.items():
+                for layer in range(rng.start, rng.end):
+                    holders[layer] = (*holders[layer], node)
+            groups = []
+            for layer, hs in enumerate(holders):
+                if not hs or (layer and holders[layer - 1] == hs):
+                    continue
+                parts = tuple(
+                    (n, self._capacity.get(n, 0.0) / self._ranges[n].size, 1.0 / self._ranges[n].size)
+                    for n in hs
+                )
+                groups.append((parts, sum(c for _, c, _ in parts)))
+            self._groups = groups
+        return self._groups
+
     def bottleneck_usage(self, used_by_node: Mapping[str, float] | Mapping[str, int] | None = None) -> float:
         """Paper's bottleneck: split each node's capacity and use evenly over its layers; per layer sum free
-        and total over its holders; usage = 1 - free/total; the maximum over layers. Needs `ranges`."""
+        and total over its holders; usage = 1 - free/total = used/total; the maximum over layers. Without
+        `ranges`, the fullest node."""
         used = self._expected if used_by_node is None else used_by_node
         if not self._ranges:
             return max((used.get(n, 0.0) / c for n, c in self._capacity.items() if c > 0), default=0.0)
-        top = max(r.end for r in self._ranges.values())
-        free = [0.0] * top
-        total = [0.0] * top
-        for node, rng in self._ranges.items():
-            cap = self._capacity.get(node, 0.0)
-            per_free = (cap - used.get(node, 0.0)) / rng.size
-            per_total = cap / rng.size
-            for layer in range(rng.start, rng.end):
-                free[layer] += per_free
-                total[layer] += per_total
-        return max((1.0 - f / t for f, t in zip(free, total, strict=True) if t > 0), default=0.0)
+        best = 0.0
+        for parts, total in self._layer_groups():
+            if total > 0:
+                u = sum(used.get(n, 0.0) * inv for n, _, inv in parts) / total
+                if u > best:
+                    best = u
+        return best

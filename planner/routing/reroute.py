@@ -4,11 +4,15 @@ recompute the flow on the reduced cluster (planner.flow) and build a fresh polic
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import replace
+from typing import Any
 
-from planner.errors import NoRoute
+from planner.cluster import Cluster
+from planner.errors import InvalidInput, NoRoute
+from planner.model import ModelSpec
 from planner.plan import Plan
+from planner.profile import ProfileSet
 
 
 def without_nodes(plan: Plan, names: Iterable[str]) -> Plan:
@@ -16,11 +20,46 @@ def without_nodes(plan: Plan, names: Iterable[str]) -> Plan:
     (naming the uncovered layers) when what is left cannot cover every layer."""
     gone = frozenset(names)
     placement = plan.placement.without(set(gone))
-    if not placement.has_full_chain() and plan.placement.has_full_chain():
-        uncovered = placement.uncovered()
-        where = ", ".join(f"[{a},{b})" for a, b in uncovered) or "no joining chain"
-        raise NoRoute(f"without {sorted(gone)} no chain covers the model: {where}", uncovered=uncovered)
+    uncovered = placement.uncovered()
+    if uncovered:
+        where = ", ".join(f"[{a},{b})" for a, b in uncovered)
+        raise NoRoute(f"without {sorted(gone)} no node holds layers {where}", uncovered=uncovered)
     flows = {(u, v): f for (u, v), f in plan.edge_flows.items() if u not in gone and v not in gone}
     provenance = dict(plan.provenance)
     provenance["without_nodes"] = sorted(set(provenance.get("without_nodes", [])) | gone)
     return replace(plan, placement=placement, edge_flows=flows, provenance=provenance)
+
+
+def replan_without(
+    plan: Plan,
+    cluster: Cluster,
+    model: ModelSpec,
+    profiles: ProfileSet,
+    names: Iterable[str],
+    *,
+    settings: Mapping[str, Any] | None = None,
+) -> Plan:
+    """Recompute the max-flow (the routing weights) on the fleet without `names`, keeping every other
+    node's layers: what a coordinator does after losing workers. Falls back to `without_nodes` (dropped
+    flows) when the reduced placement has no throughput model. Raises NoRoute when layers are lost."""
+    from planner.flow import plan_from_placement
+
+    gone = frozenset(names)
+    dropped = without_nodes(plan, gone)
+    partial = bool(plan.provenance.get("partial_inference", True))
+    try:
+        fresh = plan_from_placement(
+            cluster.without(gone),
+            model,
+            profiles,
+            dropped.placement,
+            method=plan.method,
+            settings=settings,
+            partial=partial,
+            provenance=dropped.provenance,
+        )
+    except InvalidInput:
+        return dropped
+    if fresh.objective_tok_per_s <= 0:
+        raise NoRoute(f"without {sorted(gone)} no chain of live nodes carries any flow")
+    return fresh

@@ -25,7 +25,14 @@ from planner.errors import InvalidInput, Unavailable
 from planner.flow import coverage_bound, link_tok_per_s, solve_max_flow
 from planner.placement import LayerRange, Placement
 from planner.solvers.base import SolveContext, SolveResult, register
-from planner.solvers.search import FlowOracle, from_placement, heuristic_starts, improve, to_placement
+from planner.solvers.search import (
+    FlowOracle,
+    from_placement,
+    heuristic_starts,
+    improve,
+    summarize_starts,
+    to_placement,
+)
 
 DEFAULT_SLICE_S = 10.0
 
@@ -224,7 +231,7 @@ def solve_milp(ctx: SolveContext) -> SolveResult:
     bound = coverage_bound(ctx.cluster, ctx.throughput)
     oracle = FlowOracle(ctx.cluster, ctx.model, ctx.throughput, partial=False)
     starts = heuristic_starts(ctx)
-    start_values = {name: oracle.value(lay) for name, lay in starts}
+    start_values = summarize_starts({name: oracle.value(lay) for name, lay in starts})
     # start_from: "best" (heuristics + lanes, polished by the local search), a heuristic's name (the
     # paper warm-starts from petals), or "none" (cold).
     start_from = str(opts.get("start_from", "best"))

@@ -231,6 +231,17 @@ def improve(
     return best, best_value, iters
 
 
+def summarize_starts(values: Mapping[str, float]) -> dict[str, float]:
+    """Start values for the stats: every heuristic, plus the best stage layout and the best lane layout."""
+    out = {n: v for n, v in values.items() if not n.startswith(("stages", "lanes"))}
+    for prefix in ("stages", "lanes"):
+        family = {n: v for n, v in values.items() if n.startswith(prefix)}
+        if family:
+            best = max(family, key=lambda n: family[n])
+            out[best] = family[best]
+    return out
+
+
 def heuristic_starts(ctx: SolveContext) -> list[tuple[str, Layout]]:
     """Placements of the paper's heuristics and the lane layouts, as starting points."""
     starts: list[tuple[str, Layout]] = []
@@ -241,6 +252,10 @@ def heuristic_starts(ctx: SolveContext) -> list[tuple[str, Layout]]:
             starts.append((name, from_placement(get_solver(name)(fresh).placement)))
         except Exception:  # noqa: BLE001 - a heuristic that cannot place this fleet is simply not a start
             continue
+    # Stage layouts sized for max-flow (parallel replicas per region and GPU type; see serve.py).
+    from planner.solvers.serve import stage_candidates
+
+    starts += [(name, lay) for name, lay in stage_candidates(ctx, kv_weights=(0.0,))]
     nodes = len(ctx.cluster.nodes)
     for lanes in range(1, min(nodes, 6) + 1):
         lay = lane_layout(ctx.cluster, ctx.throughput, ctx.model.num_layers, lanes)
@@ -258,7 +273,7 @@ def solve_search(ctx: SolveContext) -> SolveResult:
     started = ctx.now()
     oracle = FlowOracle(ctx.cluster, ctx.model, ctx.throughput, partial=True)
     starts = heuristic_starts(ctx)
-    start_values = {name: oracle.value(lay) for name, lay in starts}
+    start_values = summarize_starts({name: oracle.value(lay) for name, lay in starts})
     bound = coverage_bound(ctx.cluster, ctx.throughput)
     max_iters = ctx.options.get("max_iters")
     best, value, iters = improve(

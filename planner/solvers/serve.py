@@ -23,7 +23,7 @@ from planner.flow import build_flow_graph, max_flow
 from planner.placement import Placement
 from planner.profile import ProfileSet
 from planner.solvers.base import SolveContext, SolveResult, register
-from planner.solvers.search import Layout, from_placement, heuristic_starts, improve, to_placement
+from planner.solvers.search import Layout, from_placement, heuristic_starts, to_placement
 from planner.throughput import TYPICAL_INPUT_TOKENS, TYPICAL_OUTPUT_TOKENS, ThroughputTable
 
 # Offline admission stops feeding when the fullest layer's expected KV reaches this share (paper: 0.8).
@@ -41,10 +41,19 @@ def groups_of(cluster: Cluster, tp: ThroughputTable) -> list[list[str]]:
 
 
 def stage_layout(
-    cluster: Cluster, tp: ThroughputTable, num_layers: int, groups: list[list[str]], widths: list[int]
+    cluster: Cluster,
+    tp: ThroughputTable,
+    num_layers: int,
+    groups: list[list[str]],
+    widths: list[int],
+    *,
+    profiles: ProfileSet | None = None,
+    kv_weight: float = 0.0,
 ) -> Layout:
-    """Stages of `width` nodes per group (a remainder joins the group's last stage), sized for the largest
-    rate F such that every stage carries F with sum of stage sizes >= L; {} when the groups cannot hold L."""
+    """Stages of `width` nodes per group (a remainder joins the group's last stage). Each stage gets the
+    largest size k whose merit reaches a common threshold, the threshold being the highest at which the
+    sizes still add up to L. Merit = rate^(1-w) * (KV tokens per layer)^w with w = `kv_weight`: w=0 sizes
+    for max-flow, larger w keeps KV-poor stages (GPUs holding many layers) shorter. {} if L cannot fit."""
     stages: list[list[str]] = []
     for names, width in zip(groups, widths, strict=True):
         count = max(1, len(names) // width)
@@ -55,32 +64,46 @@ def stage_layout(
     def gpu(name: str) -> str:
         return cluster.node(name).gpu_type
 
-    def size(stage: list[str], rate: float) -> int:
-        kmax = min(tp.max_layers(gpu(n)) for n in stage)
-        fit = [k for k in range(1, kmax + 1) if sum(tp.capacity(gpu(n), k) for n in stage) >= rate]
+    def merit(stage: list[str], k: int) -> float:
+        rate = sum(tp.capacity(gpu(n), k) for n in stage)
+        if kv_weight <= 0 or profiles is None:
+            return rate
+        kv = sum(profiles.get(gpu(n)).kv_capacity_for(k) / k for n in stage)
+        return float(rate ** (1 - kv_weight) * kv**kv_weight)
+
+    merits = {
+        id(st): [merit(st, k) for k in range(1, min(tp.max_layers(gpu(n)) for n in st) + 1)] for st in stages
+    }
+
+    def size(stage: list[str], threshold: float) -> int:
+        fit = [k for k, m in enumerate(merits[id(stage)], start=1) if m >= threshold]
         return max(fit) if fit else 0
 
     if sum(size(s, 0.0) for s in stages) < num_layers:
         return {}
-    lo, hi = 0.0, max(sum(tp.capacity(gpu(n), 1) for n in s) for s in stages)
-    for _ in range(50):
+    lo, hi = 0.0, max(max(m) for m in merits.values())
+    for _ in range(40):
         mid = (lo + hi) / 2
         if sum(size(s, mid) for s in stages) >= num_layers:
             lo = mid
         else:
             hi = mid
+    sizes = [size(st, lo) for st in stages]
+    # Trim the excess from the stages with the most slack (the largest sizes), not just the last one.
+    excess = sum(sizes) - num_layers
+    while excess > 0:
+        i = max(range(len(sizes)), key=lambda j: (sizes[j], j))
+        sizes[i] -= 1
+        excess -= 1
     layout: Layout = {}
     start = 0
-    for stage in stages:
-        k = min(size(stage, lo), num_layers - start)
+    for stage, k in zip(stages, sizes, strict=True):
         if k <= 0:
             continue
         for name in stage:
             layout[name] = (start, k)
         start += k
-        if start >= num_layers:
-            break
-    return layout if start >= num_layers else {}
+    return layout if start == num_layers else {}
 
 
 @dataclass(frozen=True)
@@ -93,12 +116,12 @@ class ServingEstimate:
 
 
 # Calibrated against full offline runs of our simulator on cluster24/LLaMA-2 70B (ILP layout, the deep
-# chain, nine stage layouts): realised in-flight queries ~ 0.87 x the KV-gated cap, about 0.088 s of
-# per-token latency per node visited (batches mix decodes with prompts), and decode tokens are ~19% of
-# the tokens a plan's max-flow carries (the rest are prompt tokens, and ~90% of max-flow is realised).
+# chain, ten stage layouts): realised in-flight queries ~ 0.87 x the KV-gated cap, about 0.088 s of
+# per-token latency per node visited (batches mix decodes with prompts), and decode tokens are ~24% of
+# the tokens a saturated plan carries (Azure conversation: 232 output per 763 input tokens).
 IN_FLIGHT_SHARE = 0.87
 HOP_LATENCY_S = 0.088
-DECODE_SHARE_OF_FLOW = 0.19
+DECODE_SHARE_OF_FLOW = 0.24
 
 
 def serving_proxy(
@@ -157,19 +180,44 @@ class ProxyOracle:
         return self.estimate(layout).decode_tok_per_s
 
 
-def stage_candidates(ctx: SolveContext, limit: int = 4000) -> list[tuple[str, Layout]]:
-    """Stage layouts over width choices per group (and the groups in both type orders per region)."""
+KV_WEIGHTS = (0.0, 0.35, 0.7)
+
+
+def group_orders(groups: list[list[str]]) -> list[list[list[str]]]:
+    """The default order, and (for up to three groups) every other order: which type meets the coordinator
+    first matters, as source and sink links carry every token one request at a time."""
+    if len(groups) > 3:
+        return [groups]
+    return [list(p) for p in itertools.permutations(groups)]
+
+
+def stage_candidates(
+    ctx: SolveContext, limit: int = 4000, kv_weights: tuple[float, ...] = KV_WEIGHTS, orders: bool = False
+) -> list[tuple[str, Layout]]:
+    """Stage layouts over width choices per group, a few KV weights for the sizing and (with `orders`)
+    every order of the groups along the pipeline."""
     tp = ctx.throughput
-    groups = groups_of(ctx.cluster, tp)
-    options = [[w for w in WIDTHS if w <= len(g)] or [1] for g in groups]
+    base = groups_of(ctx.cluster, tp)
     out: list[tuple[str, Layout]] = []
     seen: set[tuple[tuple[str, int, int], ...]] = set()
-    for widths in itertools.islice(itertools.product(*options), limit):
-        lay = stage_layout(ctx.cluster, tp, ctx.model.num_layers, groups, list(widths))
-        key = tuple(sorted((n, s, k) for n, (s, k) in lay.items()))
-        if lay and key not in seen:
-            seen.add(key)
-            out.append((f"stages{'-'.join(map(str, widths))}", lay))
+    for groups in group_orders(base) if orders else [base]:
+        tag = "".join(ctx.cluster.node(g[0]).gpu_type[0] for g in groups) if orders else ""
+        options = [[w for w in WIDTHS if w <= len(g)] or [1] for g in groups]
+        for widths in itertools.islice(itertools.product(*options), limit):
+            for kv_weight in kv_weights:
+                lay = stage_layout(
+                    ctx.cluster,
+                    tp,
+                    ctx.model.num_layers,
+                    groups,
+                    list(widths),
+                    profiles=ctx.profiles,
+                    kv_weight=kv_weight,
+                )
+                key = tuple(sorted((n, s, k) for n, (s, k) in lay.items()))
+                if lay and key not in seen:
+                    seen.add(key)
+                    out.append((f"stages{tag}{'-'.join(map(str, widths))}/kv{kv_weight:g}", lay))
     return out
 
 
@@ -202,12 +250,27 @@ def shift_neighbours(layout: Layout, ctx: SolveContext) -> list[Layout]:
     return out
 
 
+def structure(cluster: Cluster, layout: Mapping[str, tuple[int, int]]) -> tuple[tuple[str, int, int], ...]:
+    """A layout up to the order of its stages: sorted (GPU type, size, replicas) per distinct range."""
+    stages: dict[tuple[int, int], list[str]] = {}
+    for name, sk in layout.items():
+        stages.setdefault(sk, []).append(cluster.node(name).gpu_type)
+    return tuple(sorted((min(types), k, len(types)) for (_, k), types in stages.items()))
+
+
+@dataclass
+class _Best:
+    name: str = ""
+    score: float = -math.inf
+
+
 @register("serve")
 def solve_serve(ctx: SolveContext) -> SolveResult:
-    """Candidates (the paper's heuristics, the max-flow optimum, stage and lane layouts), a local search on
-    the serving proxy from the best of them, then the injected scorer (the fast simulator) on the proxy's
-    top distinct candidates; the winner is polished by boundary shifts while time remains. Without a
-    scorer the proxy's best is returned. Time shares: 25% proxy search, the rest simulation."""
+    """Candidates: the paper's heuristics, the max-flow optimum, lane layouts, and stage layouts over group
+    widths, KV weights and group orders. Without a scorer the proxy's best is returned. With one (the
+    simulator, injected from outside the pure core): score one candidate per structure in proxy order
+    (until 55% of the time), then the other stage orders of the two best structures (until 80%), then
+    boundary shifts of the winner while time remains. The plan that serves the most wins."""
     started = ctx.now()
     deadline = started + ctx.time_limit_s
     num_layers = ctx.model.num_layers
@@ -216,29 +279,18 @@ def solve_serve(ctx: SolveContext) -> SolveResult:
     from planner.solvers.search import solve_search
 
     pool.append(("maxflow", from_placement(solve_search(_limited(ctx, 0.05)).placement)))
-    pool += stage_candidates(ctx)
-    ranked = sorted(pool, key=lambda nl: -proxy.value(nl[1]))
-    searched, _, iters = improve(
-        ctx,
-        [lay for _, lay in ranked[:4]],
-        proxy.value,
-        deadline=started + float(ctx.options.get("proxy_share", 0.25)) * ctx.time_limit_s,
-        started=started,
-        max_iters=ctx.options.get("proxy_iters"),
-    )
-    if searched:
-        pool.append(("proxy-search", searched))
+    pool += stage_candidates(ctx, orders=True)
     distinct: dict[tuple[tuple[str, int, int], ...], tuple[str, Layout]] = {}
-    for name, lay in sorted(pool, key=lambda nl: -proxy.value(nl[1])):
-        distinct.setdefault(tuple(sorted((n, s, k) for n, (s, k) in lay.items())), (name, lay))
-    ranked = list(distinct.values())
+    for name, lay in pool:
+        if lay:
+            distinct.setdefault(tuple(sorted((n, s, k) for n, (s, k) in lay.items())), (name, lay))
+    ranked = sorted(distinct.values(), key=lambda nl: (-proxy.value(nl[1]), nl[0]))
     stats: dict[str, Any] = {
         "candidates": len(ranked),
-        "proxy_iterations": iters,
         "scorer": ctx.scorer is not None,
         "proxy": {name: round(proxy.value(lay), 1) for name, lay in ranked[:12]},
     }
-    if ctx.scorer is None:
+    if ctx.scorer is None or not ranked:
         name, lay = ranked[0]
         est = proxy.estimate(lay)
         stats.update(
@@ -249,43 +301,60 @@ def solve_serve(ctx: SolveContext) -> SolveResult:
             }
         )
         return SolveResult(to_placement(lay, num_layers), partial=False, stats=stats)
+    scorer = ctx.scorer
     scores: dict[str, float] = {}
-    best_name, best_lay, best_score, best_details = ranked[0][0], ranked[0][1], -math.inf, {}
+    details_of: dict[str, Mapping[str, Any]] = {}
+    layouts: dict[str, Layout] = {}
     max_scored = int(ctx.options.get("max_scored", 1 << 30))
-    polish_from = started + 0.8 * ctx.time_limit_s
-    for name, lay in ranked:
-        if ctx.stopped() or ctx.now() >= polish_from or len(scores) >= max_scored:
-            break
-        value, details = ctx.scorer(to_placement(lay, num_layers))
-        scores[name] = value
-        if value > best_score:
-            best_name, best_lay, best_score, best_details = name, lay, value, dict(details)
+    best = _Best()
+
+    def judge(name: str, lay: Layout, until: float) -> bool:
+        if ctx.stopped() or ctx.now() >= until or len(scores) >= max_scored:
+            return False
+        value, details = scorer(to_placement(lay, num_layers))
+        scores[name], details_of[name], layouts[name] = value, details, lay
+        if value > best.score:
+            best.name, best.score = name, value
             ctx.report(value, None, started, note=f"serve {name}")
+        return True
+
+    by_structure: dict[tuple[tuple[str, int, int], ...], list[tuple[str, Layout]]] = {}
+    for name, lay in ranked:
+        by_structure.setdefault(structure(ctx.cluster, lay), []).append((name, lay))
+    for variants in by_structure.values():
+        if not judge(*variants[0], until=started + 0.55 * ctx.time_limit_s):
+            break
+    top = sorted(
+        (k for k, v in by_structure.items() if v[0][0] in scores),
+        key=lambda k: -scores[by_structure[k][0][0]],
+    )
+    for key in top[:2]:
+        for name, lay in by_structure[key][1:]:
+            if not judge(name, lay, until=started + 0.8 * ctx.time_limit_s):
+                break
     improved = True
-    while improved and not ctx.stopped() and ctx.now() < deadline and len(scores) < max_scored:
+    while improved:
         improved = False
-        for cand in shift_neighbours(best_lay, ctx):
-            if ctx.stopped() or ctx.now() >= deadline or len(scores) >= max_scored:
+        winner = best.name
+        for i, cand in enumerate(shift_neighbours(layouts[winner], ctx)):
+            before = best.score
+            if not judge(f"{winner}+shift{i}", cand, until=deadline):
                 break
-            value, details = ctx.scorer(to_placement(cand, num_layers))
-            scores[f"{best_name}+shift{len(scores)}"] = value
-            if value > best_score * 1.002:
-                best_lay, best_score, best_details = cand, value, dict(details)
-                best_name = f"{best_name}+shift"
+            if best.score > before * 1.002:
                 improved = True
-                ctx.report(value, None, started, note="serve polish")
                 break
+    winner = best.name
     stats.update(
         {
             "scored": len(scores),
-            "chosen": best_name,
-            "decode_tok_per_s": best_score,
-            "scores": {k: round(v, 2) for k, v in scores.items()},
-            "chosen_details": best_details,
-            "max_flow_tok_per_s": proxy.estimate(best_lay).max_flow_tok_per_s,
+            "chosen": winner,
+            "decode_tok_per_s": scores[winner],
+            "scores": {k: round(v, 2) for k, v in sorted(scores.items(), key=lambda kv: -kv[1])},
+            "chosen_details": dict(details_of[winner]),
+            "max_flow_tok_per_s": proxy.estimate(layouts[winner]).max_flow_tok_per_s,
         }
     )
-    return SolveResult(to_placement(best_lay, num_layers), partial=False, stats=stats)
+    return SolveResult(to_placement(layouts[winner], num_layers), partial=False, stats=stats)
 
 
 def _limited(ctx: SolveContext, share: float) -> SolveContext:

@@ -46,6 +46,15 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p.set_defaults(func=run)
 
 
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("brl")
+    except PackageNotFoundError:
+        return "unknown"
+
+
 def run(args: argparse.Namespace) -> int:
     from simulator.inputs import load_inputs
 
@@ -101,11 +110,26 @@ def run(args: argparse.Namespace) -> int:
         f"queries: {result.admitted} admitted, {result.rejected} rejected, {result.finished} finished; "
         f"{result.events} events in {wall:.1f}s"
     )
+    if result.kv_overflows:
+        print(
+            f"warning: real KV use exceeded capacity on {', '.join(result.kv_overflows)}; raise the expected "
+            "output ratio or lower the high-water mark",
+            file=sys.stderr,
+        )
     if args.out:
         out = Path(args.out)
         out.mkdir(parents=True, exist_ok=True)
         data = result.to_dict()
         data["wall_s"] = round(wall, 3)
+        data["provenance"] = {
+            "brl_version": _version(),
+            "plan": args.plan,
+            "cluster": args.cluster or inputs.plan.cluster_name,
+            "model": inputs.model.name,
+            "placement": args.placement,
+            "simulator_cluster": args.simulator_cluster,
+            "command": "brl simulate " + " ".join(sys.argv[1:]) if sys.argv[1:2] == ["simulate"] else None,
+        }
         (out / "result.json").write_text(json.dumps(data, indent=1))
         written = [out / "result.json"]
         if not args.no_plots:

@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import functools
 import hmac
+import json
 import logging
-from collections.abc import Callable, Sequence
+import time
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
@@ -17,6 +19,7 @@ from pydantic import ValidationError
 
 from planner.errors import InvalidInput
 from services.http_errors import Unauthorized, mapping_for, retry_after_header
+from services.jobs.store import Job
 
 log = logging.getLogger(__name__)
 
@@ -73,13 +76,34 @@ def rpc_errors(method: Callable[..., R]) -> Callable[..., R]:
     return wrapper
 
 
+def watch_job(
+    get: Callable[[], Job],
+    render: Callable[[Job], R],
+    context: grpc.ServicerContext,
+    *,
+    interval_s: float = 0.25,
+) -> Iterator[R]:
+    """Yield the rendered job now and whenever its status or progress changes, until it finishes or the
+    client goes away (server-streaming RPCs)."""
+    last: tuple[Any, ...] | None = None
+    while context.is_active():
+        job = get()
+        key = (job.status, json.dumps(job.progress, sort_keys=True, default=str), job.cancel_requested)
+        if key != last:
+            last = key
+            yield render(job)
+        if not job.active:
+            return
+        time.sleep(interval_s)
+
+
 def start_grpc_server(
     add: Callable[[grpc.Server], None],
     service_names: Sequence[str],
     *,
     host: str,
     port: int,
-    max_workers: int = 8,
+    max_workers: int = 32,
 ) -> tuple[grpc.Server, int]:
     """Build, bind and start a server; returns it with the bound port (port 0 picks a free one)."""
     server = grpc.server(ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="grpc"))

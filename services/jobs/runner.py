@@ -218,6 +218,10 @@ class JobRunner:
         with self._lock:
             return [s.job.job_id for s in self._slots if s.job is not None]
 
+    def queued(self) -> int:
+        with self._lock:
+            return len(self._queue)
+
     def close(
         self, *, reason: str = "the service stopped while this job was active; submit it again"
     ) -> None:

@@ -169,6 +169,16 @@ class JobStore:
         with self._connect() as db:
             return int(db.execute(query, args).fetchone()[0])
 
+    def counts(self, kind: str) -> dict[str, int]:
+        """Jobs of `kind` by status (every status present, zeros included)."""
+        with self._connect() as db:
+            rows = db.execute(
+                "SELECT status, COUNT(*) FROM jobs WHERE kind = ? GROUP BY status", (kind,)
+            ).fetchall()
+        counts = dict.fromkeys(STATUSES, 0)
+        counts.update({r[0]: int(r[1]) for r in rows})
+        return counts
+
     def finish(
         self,
         job_id: str,

@@ -68,6 +68,10 @@ class PlanRequest(FleetAndModel):
     )
     time_limit_s: float = Field(60.0, gt=0, le=7 * 24 * 3600, description="solver time limit, seconds")
     seed: int = Field(0, ge=0, le=2**31 - 1)
+    solver: Literal["cbc", "highs"] = Field("cbc", description="MILP back end (highs needs highsbox)")
+    prune_k: int | None = Field(
+        None, ge=1, le=10_000, description="MILP: keep only each node's K fastest links"
+    )
     label: str | None = Field(None, max_length=200, description="free text shown in listings")
 
 

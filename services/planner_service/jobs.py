@@ -6,6 +6,7 @@ solve is asked to stop through `should_stop`, so it ends at its next check with 
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import Mapping
 from typing import Any
@@ -37,22 +38,25 @@ def helix_settings(model: ModelSpec, profiles_name: str) -> Mapping[str, Any] | 
     return None
 
 
-def _scorer(inputs: Inputs, seed: int) -> Any:
-    """The simulator's short scoring run, for serving-aware methods; None when the simulator lacks it."""
-    try:
-        from simulator.score import score_plan
-    except ImportError:
+def _scorer(method: str, inputs: Inputs, settings: Mapping[str, Any] | None, seed: int) -> Any:
+    """The simulator as judge for the serving-aware method, exactly as `brl plan --method serve` wires it."""
+    if method != "serve":
         return None
-    from planner.flow import plan_from_placement
+    try:
+        from services.cli.plan import simulator_scorer
 
-    def score(placement: Any) -> tuple[float, Mapping[str, Any]]:
-        plan = plan_from_placement(
-            inputs.cluster, inputs.model, inputs.profiles, placement, method="candidate"
-        )
-        result = score_plan(inputs.cluster, inputs.model, inputs.profiles, plan, seed=seed)
-        return float(result.decode_tok_per_s), {"decode_tok_per_s": result.decode_tok_per_s}
+        return simulator_scorer(inputs.cluster, inputs.model, inputs.profiles, settings=settings, seed=seed)
+    except ImportError:  # a planner-only install ranks by the analytic proxy alone, as the CLI does
+        return None
 
-    return score
+
+def _code_version() -> str:
+    try:
+        from importlib.metadata import version
+
+        return version("brl")
+    except Exception:  # an uninstalled checkout still plans
+        return "unknown"
 
 
 def solve_job(request: Mapping[str, Any], ctx: JobContext) -> Mapping[str, Any]:
@@ -72,19 +76,35 @@ def solve_job(request: Mapping[str, Any], ctx: JobContext) -> Mapping[str, Any]:
         )
 
     seed = int(request.get("seed", 0))
+    method = str(request["method"])
+    settings = helix_settings(inputs.model, inputs.profiles_name)
+    options: dict[str, Any] = {"solver": request.get("solver", "cbc")}
+    if request.get("prune_k"):
+        options["prune_k"] = int(request["prune_k"])
     plan = solve(
-        str(request["method"]),
+        method,
         inputs.cluster,
         inputs.model,
         inputs.profiles,
-        settings=helix_settings(inputs.model, inputs.profiles_name),
+        settings=settings,
         seed=seed,
         time_limit_s=float(request["time_limit_s"]),
         clock=time.monotonic,
         progress=on_progress,
         should_stop=ctx.cancelled,
-        scorer=_scorer(inputs, seed),
+        options=options,
+        scorer=_scorer(method, inputs, settings, seed),
     )
+    provenance = {
+        **plan.provenance,
+        "cluster": request.get("cluster", "inline"),
+        "model": request.get("model", inputs.model.name),
+        "profiles": inputs.profiles_name,
+        "code_version": _code_version(),
+        "service": "planner-service",
+        "job_id": ctx.job_id,
+    }
+    plan = dataclasses.replace(plan, provenance=provenance)
     if ctx.cancelled():
         raise JobCancelled(ctx.job_id)
     bound = plan.bound_tok_per_s

@@ -7,9 +7,10 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Path, Query, Request, Response, status
 
 from services.jobs.http import ERROR_RESPONSES, JobList, JobView, api_key_checker, job_view
+from services.jobs.metrics import CONTENT_TYPE_LATEST, JobMetrics
 from services.planner_service.bodies import EvaluationRequest, EvaluationResult, PlanRequest, PlanSubmitted
 from services.planner_service.jobs import method_names
-from services.planner_service.service import PlannerService
+from services.planner_service.service import KIND, PlannerService
 
 JOB_ID = Path(pattern=r"^[0-9a-f]{32}$", description="job id (32 hex digits)")
 
@@ -21,6 +22,12 @@ def build_router(service: PlannerService) -> APIRouter:
     @router.get("/healthz", tags=["health"])
     def healthz() -> dict[str, str]:
         return {"status": "ok"}
+
+    metrics = JobMetrics(KIND, service.store, service.runner)
+
+    @router.get("/metrics", tags=["health"], response_class=Response)
+    def prometheus() -> Response:
+        return Response(metrics.render(), media_type=CONTENT_TYPE_LATEST)
 
     @router.get("/readyz", tags=["health"])
     def readyz() -> dict[str, Any]:

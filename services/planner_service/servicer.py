@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import grpc
 
 from protos import planner_pb2 as pb
 from protos import planner_pb2_grpc as pb_grpc
-from services.jobs.grpc_server import check_api_key, rpc_errors
+from services.jobs.grpc_server import check_api_key, rpc_errors, watch_job
 from services.planner_service import wire
 from services.planner_service.service import PlannerService
 
@@ -40,6 +42,11 @@ class PlannerServicer(pb_grpc.PlannerServicer):
     def CancelPlan(self, request: pb.JobRef, context: grpc.ServicerContext) -> pb.PlanJob:
         self._auth(context)
         return wire.plan_job(self.service.cancel(request.id))
+
+    @rpc_errors
+    def WatchPlan(self, request: pb.JobRef, context: grpc.ServicerContext) -> Iterator[pb.PlanJob]:
+        self.service.get(request.id)  # NotFound now, before the stream starts
+        return watch_job(lambda: self.service.get(request.id), wire.plan_job, context)
 
     @rpc_errors
     def Evaluate(self, request: pb.EvaluateRequest, context: grpc.ServicerContext) -> pb.EvaluateResponse:

@@ -41,6 +41,10 @@ def plan_request(msg: pb.SubmitPlanRequest) -> PlanRequest:
     body["seed"] = msg.seed
     if msg.label:
         body["label"] = msg.label
+    if msg.solver:
+        body["solver"] = msg.solver
+    if msg.prune_k:
+        body["prune_k"] = msg.prune_k
     return PlanRequest.model_validate(body)
 
 

@@ -16,6 +16,9 @@ MAX_INLINE_ROWS = 200_000
 class SimulationRequest(FleetFields):
     plan_id: str | None = Field(None, pattern=JOB_ID_PATTERN, description="a plan job of the planner service")
     plan: dict[str, Any] | None = Field(None, description="inline plan JSON (format brl-plan/1)")
+    layout: str | None = Field(
+        None, pattern=NAME_PATTERN, description="a published paper layout, e.g. ilp (needs cluster and model)"
+    )
     mode: Literal["offline", "online"] = Field(
         "offline", description="offline: keep the fleet full; online: trace"
     )
@@ -46,9 +49,11 @@ class SimulationRequest(FleetFields):
 
     @model_validator(mode="after")
     def _one_plan(self) -> Self:
-        given = [n for n in ("plan_id", "plan") if getattr(self, n) is not None]
+        given = [n for n in ("plan_id", "plan", "layout") if getattr(self, n) is not None]
         if len(given) != 1:
-            raise ValueError(f"give exactly one of plan_id, plan (got {given or 'none'})")
+            raise ValueError(f"give exactly one of plan_id, plan, layout (got {given or 'none'})")
+        if self.layout is not None and (self.cluster is None or self.model is None):
+            raise ValueError("layout needs the bundled `cluster` and `model` it was published for")
         for group in (
             ("cluster", "cluster_text", "cluster_spec"),
             ("model", "hf_config"),

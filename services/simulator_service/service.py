@@ -61,6 +61,8 @@ class SimulatorService:
             )
         if body.plan_id is not None:
             plan_json, fleet = fetch_plan(self.settings, body.plan_id)
+        elif body.layout is not None:
+            plan_json, fleet = self._layout_plan(body), {}
         else:
             plan_json, fleet = dict(body.plan or {}), {}
         plan = plan_from_dict(plan_json, source="plan")
@@ -98,6 +100,22 @@ class SimulatorService:
                 )
         config = body.model_dump(mode="json", exclude_none=True, exclude={"plan", *FLEET_FIELDS})
         return {**config, **fleet, "plan": plan_json}
+
+    def _layout_plan(self, body: SimulationRequest) -> dict[str, Any]:
+        """A published layout as a plan, the way `brl simulate --placement` builds it."""
+        from planner import bundled
+        from planner.formats.plan_json import plan_to_dict
+        from simulator.inputs import plan_for_placement
+
+        inputs = load_inputs(body.model_dump(mode="json", include=set(FLEET_FIELDS), exclude_none=True))
+        try:
+            placement = bundled.layout(str(body.layout), str(body.cluster), str(body.model))
+        except InvalidInput as exc:
+            raise InvalidInput(exc.detail, field="layout") from None
+        plan, _ = plan_for_placement(
+            inputs.cluster, inputs.model, inputs.profiles, placement, method=str(body.layout)
+        )
+        return plan_to_dict(plan)
 
     def submit(self, body: SimulationRequest) -> Job:
         request = self.prepare(body)

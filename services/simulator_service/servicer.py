@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import grpc
 
 from protos import planner_pb2
 from protos import simulator_pb2 as pb
 from protos import simulator_pb2_grpc as pb_grpc
-from services.jobs.grpc_server import check_api_key, rpc_errors
+from services.jobs.grpc_server import check_api_key, rpc_errors, watch_job
 from services.simulator_service import wire
 from services.simulator_service.service import SimulatorService
 
@@ -47,6 +49,13 @@ class SimulatorServicer(pb_grpc.SimulatorServicer):
     ) -> pb.SimulationJob:
         self._auth(context)
         return wire.simulation_job(self.service.cancel(request.id))
+
+    @rpc_errors
+    def WatchSimulation(
+        self, request: planner_pb2.JobRef, context: grpc.ServicerContext
+    ) -> Iterator[pb.SimulationJob]:
+        self.service.get(request.id)  # NotFound now, before the stream starts
+        return watch_job(lambda: self.service.get(request.id), wire.simulation_job, context)
 
     @rpc_errors
     def GetPlot(self, request: pb.PlotRef, context: grpc.ServicerContext) -> pb.Plot:

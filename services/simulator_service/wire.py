@@ -24,7 +24,7 @@ def simulation_request(msg: pb.SubmitSimulationRequest) -> SimulationRequest:
         body.update(inputs_dict(msg.inputs))
     if msg.plan_json:
         body["plan"] = _json_field(msg.plan_json, "plan_json")
-    for name in ("plan_id", "mode", "policy", "lengths", "arrivals", "label"):
+    for name in ("plan_id", "layout", "mode", "policy", "lengths", "arrivals", "label"):
         value = getattr(msg, name)
         if value:
             body[name] = value

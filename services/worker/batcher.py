@@ -79,18 +79,35 @@ def _pct(values: Sequence[float], q: float) -> float:
     return float(ordered[min(len(ordered) - 1, int(q * len(ordered)))])
 
 
+def step_executor(threads: int = 1) -> ThreadPoolExecutor:
+    """The one thread every backend call runs in. vLLM's CPU attention checks that its OpenMP thread
+    count at run time equals the one it saw when built, and OpenMP settings are per thread, so the
+    backend is built in this thread too."""
+    return ThreadPoolExecutor(
+        max_workers=1, thread_name_prefix="brl-step", initializer=torch.set_num_threads, initargs=(threads,)
+    )
+
+
 class Batcher:
     def __init__(
-        self, backend: Backend, *, connections: Connections, address: str, max_batch_tokens: int = 4096
+        self,
+        backend: Backend,
+        *,
+        connections: Connections,
+        address: str,
+        max_batch_tokens: int = 4096,
+        max_batch_requests: int = 256,
+        executor: ThreadPoolExecutor | None = None,
     ) -> None:
         self.backend = backend
         self.connections = connections
         self.address = address
         self.max_batch_tokens = max_batch_tokens
+        self.max_batch_requests = max_batch_requests
         self._queue: deque[_Item] = deque()
         self._requests: dict[str, _Request] = {}
         self._wake = asyncio.Event()
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="brl-step")
+        self._executor = executor or step_executor()
         self._in_step = False
         self._deferred_free: set[str] = set()
         self._tasks: set[asyncio.Task[None]] = set()
@@ -255,7 +272,7 @@ class Batcher:
             taken.add(seg.request_id)
             budget -= seg.num_tokens
             used += seg.num_tokens
-            if budget <= 0:
+            if budget <= 0 or len(ready) >= self.max_batch_requests:
                 break
         kept.extend(self._queue)
         self._queue = kept

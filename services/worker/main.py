@@ -23,7 +23,7 @@ from grpc_reflection.v1alpha import reflection
 from services.modelstore import ensure_model
 from services.worker import wire
 from services.worker.backends import Backend, ShardSpec, make_backend
-from services.worker.batcher import Batcher
+from services.worker.batcher import Batcher, step_executor
 from services.worker.client import CHANNEL_OPTIONS, Connections
 from services.worker.records import LoadOrder, WorkerInfo
 from services.worker.servicer import WorkerServicer
@@ -82,9 +82,12 @@ def shard_spec(settings: WorkerSettings) -> ShardSpec:
 async def build_server(settings: WorkerSettings, *, backend: Backend | None = None) -> WorkerServer:
     """Loads the shard (unless given one), binds host:port (0 = any free port) and starts serving."""
     torch.set_num_threads(settings.threads)
+    executor = step_executor(settings.threads)
     if backend is None:
         spec = shard_spec(settings)
-        backend = await asyncio.to_thread(make_backend, settings.backend, spec)
+        backend = await asyncio.get_running_loop().run_in_executor(
+            executor, make_backend, settings.backend, spec
+        )
     server = grpc.aio.server(options=CHANNEL_OPTIONS)
     port = server.add_insecure_port(f"{settings.host}:{settings.port}")
     if port == 0:
@@ -92,7 +95,11 @@ async def build_server(settings: WorkerSettings, *, backend: Backend | None = No
     address = settings.advertise or f"{settings.host}:{port}"
     connections = Connections()
     batcher = Batcher(
-        backend, connections=connections, address=address, max_batch_tokens=settings.max_batch_tokens
+        backend,
+        connections=connections,
+        address=address,
+        max_batch_tokens=settings.max_batch_tokens,
+        executor=executor,
     )
     health_servicer = health.aio.HealthServicer()
     worker = WorkerServer(server, port, address, batcher, connections, settings, health_servicer)

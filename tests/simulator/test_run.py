@@ -25,7 +25,17 @@ def test_every_admitted_query_finishes_exactly_once_and_books_return_to_zero(pol
 
     monkeypatch.setattr(coord_mod.SimCoordinator, "_finish", spy)
     cluster, plan = diamond()
-    r = run(cluster, plan, policy=policy, duration_s=40, warmup_s=10, drain=True, initial_queries=30)
+    kv = {"a": 400_000, "b": 200_000, "c": 120_000}  # small caches: a few dozen queries in flight
+    r = run(
+        cluster,
+        plan,
+        policy=policy,
+        duration_s=40,
+        warmup_s=10,
+        drain=True,
+        initial_queries=30,
+        kv_capacity=kv,
+    )
     assert r.admitted > 30 and r.finished == r.admitted and r.active_at_end == 0
     counts = Counter(finished)
     assert len(counts) == r.admitted and set(counts.values()) == {1}
@@ -71,7 +81,14 @@ def test_link_bound_case_network_latency_dominates() -> None:
 
 def test_watch_lines_report_kv() -> None:
     cluster, plan = diamond()
-    r = run(cluster, plan, duration_s=30, warmup_s=10, watch_interval_s=5)
+    r = run(
+        cluster,
+        plan,
+        duration_s=30,
+        warmup_s=10,
+        watch_interval_s=5,
+        kv_capacity={"a": 400_000, "b": 200_000, "c": 120_000},
+    )
     assert [w.time_s for w in r.watch] == [r.start_s + 5 * i for i in range(6)]
     assert any(w.active > 0 and w.expected_bottleneck > 0 for w in r.watch)
     assert "a:" in r.watch[-1].format()
@@ -84,3 +101,30 @@ def test_bad_config() -> None:
         SimConfig(policy="fastest")
     with pytest.raises(InvalidInput):
         SimConfig(duration_s=10, warmup_s=20).resolved()
+
+
+def test_real_kv_correction_tightens_admission() -> None:
+    cluster, plan = diamond()
+    kv = {"a": 300_000, "b": 150_000, "c": 100_000}
+    common = dict(duration_s=120, warmup_s=20, kv_output_ratio=0.0, kv_capacity=kv)
+    loose = run(cluster, plan, **common)
+    tight = run(cluster, plan, kv_correct_interval_s=0.5, **common)
+
+    def peak(r):
+        return max(v["kv_real_peak"] / v["kv_capacity"] for v in r.nodes.values())
+
+    # Planning for no output at all overfills the caches; feeding real use back keeps them fuller-aware.
+    assert loose.kv_overflows and peak(tight) < peak(loose)
+    assert tight.rejected > loose.rejected
+
+
+def test_maxflow_needs_edge_flows() -> None:
+    from dataclasses import replace
+
+    cluster, plan = diamond()
+    with pytest.raises(InvalidInput, match="edge flows"):
+        run(cluster, replace(plan, edge_flows={}), duration_s=10, warmup_s=1)
+    r = run(
+        cluster, replace(plan, edge_flows={}), policy="random", duration_s=10, warmup_s=1, initial_queries=5
+    )
+    assert r.admitted >= 5 and r.decode_tok_per_s > 0

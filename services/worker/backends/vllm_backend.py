@@ -10,6 +10,7 @@ has: `get_pp_indices` (which layers get built and loaded) and the PP group's fir
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import os
 import socket
 from collections.abc import Iterator
@@ -71,20 +72,29 @@ class VllmBackend(Backend):
         shape = model_shape(config, str(spec.model_dir / "config.json"))
         super().__init__(spec, shape)
         if not 0 <= spec.start < spec.end <= shape.num_layers:
-            raise InvalidInput(f"layers [{spec.start},{spec.end}) are outside the model's "
-                               f"{shape.num_layers} layers", field="layers")
+            raise InvalidInput(
+                f"layers [{spec.start},{spec.end}) are outside the model's {shape.num_layers} layers",
+                field="layers",
+            )
         if spec.dtype not in DTYPES:
             raise InvalidInput(f"dtype {spec.dtype!r}; expected one of {sorted(DTYPES)}", field="dtype")
+        # vLLM logs to stdout by default; a worker's stdout carries only its address line.
+        os.environ.setdefault("VLLM_LOGGING_STREAM", "ext://sys.stderr")
         import vllm
 
         if vllm.__version__ != VLLM_VERSION:
-            raise InvalidInput(f"the vllm backend is written against vLLM {VLLM_VERSION}, found "
-                               f"{vllm.__version__}", field="backend")
+            raise InvalidInput(
+                f"the vllm backend is written against vLLM {VLLM_VERSION}, found {vllm.__version__}",
+                field="backend",
+            )
         self.dtype = DTYPES[spec.dtype]
         self.first = spec.start == 0
         self.last = spec.end == shape.num_layers
         self._requests: dict[str, _Req] = {}
         self._finished: set[str] = set()
+        self._order: list[str] = []  # request order of the runner's persistent batch, this step
+        self._pending_inputs: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
+        self._intermediate: Any = None
         self._build()
 
     # --- construction --------------------------------------------------------------------------------
@@ -103,19 +113,33 @@ class VllmBackend(Backend):
         spec = self.spec
         max_len = min(self.shape.max_positions, 4096)  # the longest request vLLM must fit in its cache
         args = EngineArgs(
-            model=str(spec.model_dir), dtype=spec.dtype, max_model_len=max_len, enforce_eager=True, seed=0,
-            max_num_seqs=256, max_num_batched_tokens=max(spec.max_batch_tokens, max_len),
-            kv_cache_memory_bytes=spec.kv_cache_bytes, skip_tokenizer_init=True, load_format="safetensors",
-            enable_prefix_caching=False, disable_log_stats=True,
+            model=str(spec.model_dir),
+            dtype=spec.dtype,
+            max_model_len=max_len,
+            enforce_eager=True,
+            seed=0,
+            max_num_seqs=256,
+            max_num_batched_tokens=max(spec.max_batch_tokens, max_len),
+            kv_cache_memory_bytes=spec.kv_cache_bytes,
+            skip_tokenizer_init=True,
+            load_format="safetensors",
+            enable_prefix_caching=False,
+            disable_log_stats=True,
         )
         self.vllm_config = args.create_engine_config()
+        self.shape = dataclasses.replace(self.shape, max_positions=max_len)
         self.block_size = int(self.vllm_config.cache_config.block_size)
         # What vLLM's worker wrapper does before building a worker (CPU fallbacks for Triton kernels).
         load_general_plugins()
         current_platform.register_triton_kernel_overrides()
         with set_current_vllm_config(self.vllm_config):
-            worker = CPUWorker(self.vllm_config, local_rank=0, rank=0,
-                               distributed_init_method=f"tcp://127.0.0.1:{_free_port()}", is_driver_worker=True)
+            worker = CPUWorker(
+                self.vllm_config,
+                local_rank=0,
+                rank=0,
+                distributed_init_method=f"tcp://127.0.0.1:{_free_port()}",
+                is_driver_worker=True,
+            )
             worker.init_device()
             self.group = _SliceGroup(parallel_state._PP, self.first, self.last)
             parallel_state._PP = self.group  # type: ignore[assignment]
@@ -125,8 +149,9 @@ class VllmBackend(Backend):
             self.runner: Any = worker.model_runner
             # What vLLM's engine core does once for all workers, done here for this one shard.
             kv_spec = worker.get_kv_cache_spec()
-            layout = resolve_kv_cache_layout(self.vllm_config, [worker.get_supported_kv_cache_layouts()],
-                                             list(kv_spec.values()))
+            layout = resolve_kv_cache_layout(
+                self.vllm_config, [worker.get_supported_kv_cache_layouts()], list(kv_spec.values())
+            )
             worker.set_kv_cache_layout(layout.name)
             kv_config = get_kv_cache_configs(self.vllm_config, [kv_spec], [spec.kv_cache_bytes])[0]
             kv_config.kv_cache_layout = self.vllm_config.cache_config.kv_cache_layout
@@ -137,7 +162,8 @@ class VllmBackend(Backend):
         if not self.first:
             # On CPU without compilation vLLM never makes the receive buffer of a non-first stage.
             self.runner.intermediate_tensors = self.runner.model.make_empty_intermediate_tensors(
-                batch_size=self.runner.max_num_tokens, dtype=self.dtype, device=torch.device("cpu"))
+                batch_size=self.runner.max_num_tokens, dtype=self.dtype, device=torch.device("cpu")
+            )
         update = self.runner._update_states
 
         def update_as_middle_stage(scheduler_output: Any) -> Any:
@@ -151,9 +177,6 @@ class VllmBackend(Backend):
                 self.group.pretend_middle = False
 
         self.runner._update_states = update_as_middle_stage
-        self._order: list[str] = []
-        self._pending_inputs: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
-        self._intermediate: Any = None
 
     @contextlib.contextmanager
     def _only_layers(self, start: int, end: int) -> Iterator[None]:
@@ -201,11 +224,18 @@ class VllmBackend(Backend):
                 self._finished.discard(w.request_id)
             added = self._grow(req, w.position + w.num_tokens)
             if is_new:
-                new_reqs.append(NewRequestData(
-                    req_id=w.request_id, prompt_token_ids=tokens, mm_features=[],
-                    sampling_params=SamplingParams(temperature=0.0, max_tokens=1 << 20), pooling_params=None,
-                    block_ids=(list(req.blocks),), num_computed_tokens=0, lora_request=None,
-                ))
+                new_reqs.append(
+                    NewRequestData(
+                        req_id=w.request_id,
+                        prompt_token_ids=tokens,
+                        mm_features=[],
+                        sampling_params=SamplingParams(temperature=0.0, max_tokens=1 << 20),
+                        pooling_params=None,
+                        block_ids=(list(req.blocks),),
+                        num_computed_tokens=0,
+                        lora_request=None,
+                    )
+                )
             else:
                 cached.req_ids.append(w.request_id)
                 cached.new_token_ids.append(tokens)
@@ -218,9 +248,14 @@ class VllmBackend(Backend):
                 residual = w.residual if w.residual is not None else torch.zeros_like(w.hidden)
                 self._pending_inputs[w.request_id] = (w.hidden, residual)
         output = SchedulerOutput(
-            scheduled_new_reqs=new_reqs, scheduled_cached_reqs=cached, num_scheduled_tokens=scheduled,
-            total_num_scheduled_tokens=sum(scheduled.values()), scheduled_spec_decode_tokens={},
-            scheduled_encoder_inputs={}, finished_req_ids=set(self._finished), free_encoder_mm_hashes=[],
+            scheduled_new_reqs=new_reqs,
+            scheduled_cached_reqs=cached,
+            num_scheduled_tokens=scheduled,
+            total_num_scheduled_tokens=sum(scheduled.values()),
+            scheduled_spec_decode_tokens={},
+            scheduled_encoder_inputs={},
+            finished_req_ids=set(self._finished),
+            free_encoder_mm_hashes=[],
         )
         self._finished.clear()
         # Filled in request order once the runner has placed the requests in its persistent batch.
@@ -265,7 +300,9 @@ class VllmBackend(Backend):
         if needed > len(self._free_blocks):
             from planner.errors import CapacityExceeded
 
-            raise CapacityExceeded(f"vLLM KV blocks exhausted: {needed} more needed, {len(self._free_blocks)} free")
+            raise CapacityExceeded(
+                f"vLLM KV blocks exhausted: {needed} more needed, {len(self._free_blocks)} free"
+            )
         added = [self._free_blocks.pop() for _ in range(max(0, needed))]
         req.blocks.extend(added)
         return added

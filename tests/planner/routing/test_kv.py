@@ -86,3 +86,28 @@ def test_without_nodes_drops_flows_and_detects_lost_layers() -> None:
     assert reduced.flow("a", "c") == 25.0
     with pytest.raises(NoRoute):
         without_nodes(plan, ["b", "c"])
+
+
+def test_replan_without_recomputes_flows_on_the_reduced_fleet() -> None:
+    from planner import bundled
+    from planner.flow import plan_from_placement
+    from planner.routing import replan_without
+
+    model = bundled.model("llama2-70b")
+    cluster = bundled.cluster("cluster24")
+    profiles = bundled.profiles(model)
+    settings = bundled.helix_settings(model)
+    placement = bundled.layout("petals", cluster, model)
+    plan = plan_from_placement(cluster, model, profiles, placement, method="petals", settings=settings)
+    # Lose one node that carries flow but whose layers are held elsewhere too.
+    coverage = placement.layer_coverage()
+    victim = next(
+        n
+        for n, r in placement.ranges.items()
+        if plan.out_flows(n) and all(coverage[i] > 1 for i in range(r.start, r.end))
+    )
+    reduced = replan_without(plan, cluster, model, profiles, [victim], settings=settings)
+    assert victim not in reduced.placement.ranges
+    assert all(victim not in edge for edge in reduced.edge_flows)
+    assert 0 < reduced.objective_tok_per_s <= plan.objective_tok_per_s
+    assert victim in reduced.provenance["without_nodes"]

@@ -62,6 +62,38 @@ def test_simulate_a_plan_json_online_with_a_baseline(tmp_path, capsys) -> None:
     assert not list((tmp_path / "out").glob("*.png"))
 
 
+def test_simulate_with_the_papers_simulator_cluster(tmp_path, capsys) -> None:
+    sim = "planner/data/layouts/llama2-70b/cluster24/ilp_simulator_cluster.ini"
+    code = main(
+        [
+            "simulate",
+            "--cluster",
+            "cluster24",
+            "--placement",
+            ILP,
+            "--simulator-cluster",
+            sim,
+            "--policy",
+            "swarm",
+            "--duration",
+            "20",
+            "--warmup",
+            "5",
+            "--initial-queries",
+            "40",
+            "-o",
+            str(tmp_path),
+            "--no-plots",
+        ]
+    )
+    assert code == 0
+    data = json.loads((tmp_path / "result.json").read_text())
+    # The paper's file lists only the 30 directed links the ILP layout uses, and its KV capacities.
+    assert data["config"]["kv_capacity"]["n10"] == 5048576
+    assert data["config"]["policy"] == "swarm" and data["admitted"] >= 40
+    assert "provenance" in data and data["provenance"]["placement"].endswith("ilp_sol.ini")
+
+
 def test_bad_input_exits_2(capsys) -> None:
     assert main(["simulate"]) == 2
     assert main(["simulate", "--cluster", "cluster24", "--placement", ILP, "--lengths", "nope"]) == 2

@@ -10,15 +10,15 @@ from pathlib import Path
 import httpx
 import pytest
 
+from tests.services.jobs.client import wait_job
+
 ROOT = Path(__file__).resolve().parents[3]
 
 
 @pytest.mark.parametrize("command", ["planner-service", "simulator-service"])
 def test_service_command_serves_and_stops_on_sigterm(tmp_path: Path, command: str) -> None:
     args = [
-        sys.executable,
-        "-m",
-        "services.cli.main",
+        str(Path(sys.executable).parent / "brl"),  # the console script users run
         command,
         "--port",
         "0",
@@ -37,6 +37,12 @@ def test_service_command_serves_and_stops_on_sigterm(tmp_path: Path, command: st
         url = line.split(" on ", 1)[1].split(",", 1)[0].strip()
         assert httpx.get(f"{url}/healthz", timeout=10).json() == {"status": "ok"}
         assert httpx.get(f"{url}/openapi.json", timeout=10).json()["info"]["title"].startswith("BRL")
+        if command == "planner-service":
+            # Worker processes start from the console script's main module (spawn): a job must run.
+            body = {"cluster": "cluster24", "model": "llama2-70b", "method": "swarm", "time_limit_s": 5}
+            with httpx.Client(base_url=url, timeout=10) as client:
+                job = wait_job(client, client.post("/v1/plans", json=body).json()["url"])
+            assert job["status"] == "succeeded", job["error"]
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=30) == 0
     finally:

@@ -73,6 +73,9 @@ def test_submit_poll_result(service: tuple[RunningServers, httpx.Client], petals
     assert plan.method == "petals" and plan.placement.num_layers == 80
     assert plan.objective_tok_per_s > 0
     assert plan.bound_tok_per_s is not None and plan.bound_tok_per_s >= plan.objective_tok_per_s
+    # Reproducible: the plan records its inputs, seed and code version.
+    assert plan.provenance["job_id"] == petals_job["id"] and plan.provenance["cluster"] == "cluster24"
+    assert plan.provenance["seed"] == 0 and plan.provenance["code_version"]
     progress = petals_job["progress"]
     assert progress["incumbent_tok_per_s"] == pytest.approx(plan.objective_tok_per_s)
     assert progress["gap"] >= 0
@@ -164,6 +167,8 @@ MALFORMED: list[tuple[str, str, Any, str]] = [
     ("post", "/v1/plans", {**FAST, "method": "magic"}, "method"),
     ("post", "/v1/plans", {**FAST, "method": "Bad Method!"}, "method"),
     ("post", "/v1/plans", {**FAST, "seed": -3}, "seed"),
+    ("post", "/v1/plans", {**FAST, "solver": "gurobi"}, "solver"),
+    ("post", "/v1/plans", {**FAST, "prune_k": 0}, "prune_k"),
     ("post", "/v1/plans", {**FAST, "cluster": "no-such-fleet"}, "cluster"),
     ("post", "/v1/plans", {**FAST, "cluster": "../../etc/passwd"}, "cluster"),
     ("post", "/v1/plans", {**FAST, "model": "gpt-17"}, "model"),
@@ -322,11 +327,11 @@ def test_grpc_submit_get_and_errors(service: tuple[RunningServers, httpx.Client]
             and "time_limit_s" in invalid.value.details()
         )
         job = stub.SubmitPlan(request, metadata=metadata)
-        deadline = time.monotonic() + 60
-        while job.status in ("queued", "running") and time.monotonic() < deadline:
-            time.sleep(0.1)
-            job = stub.GetPlan(pb.JobRef(id=job.id))
-        assert job.status == "succeeded", job.error
+        updates = list(stub.WatchPlan(pb.JobRef(id=job.id), timeout=60))
+        assert updates and updates[-1].status == "succeeded", updates[-1].error
+        assert all(u.status in ("queued", "running") for u in updates[:-1])
+        job = stub.GetPlan(pb.JobRef(id=job.id))
+        assert job.plan_json == updates[-1].plan_json
         plan = plan_from_dict(json.loads(job.plan_json))
         assert plan.method == "swarm" and plan.objective_tok_per_s > 0
         assert job.id in [j.id for j in stub.ListPlans(pb.ListPlansRequest()).items]
@@ -347,3 +352,15 @@ def test_client_fetches_plans(
     assert job["status"] == "succeeded" and job["result"]["plan"]["method"] == "homogeneous"
     with pytest.raises(Unavailable):
         fetch_plan("http://127.0.0.1:9", petals_job["id"], timeout_s=2)
+
+
+def test_metrics_count_jobs(service: tuple[RunningServers, httpx.Client], petals_job: dict[str, Any]) -> None:
+    _, client = service
+    text = client.get("/metrics").text
+    counts = {
+        line.split("{")[1].split("}")[0]: float(line.rsplit(" ", 1)[1])
+        for line in text.splitlines()
+        if line.startswith("brl_jobs{")
+    }
+    assert counts['kind="plan",status="succeeded"'] >= 1
+    assert "brl_job_workers 2.0" in text and "brl_job_queue_depth" in text

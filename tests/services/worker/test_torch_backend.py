@@ -25,9 +25,16 @@ def _run_chain(shards: list[TorchBackend], request_id: str, ids: list[int]) -> t
     hidden = None
     out = None
     for shard in shards:
-        work = Work(request_id, shard.spec.start, shard.spec.end, 0, len(ids),
-                    token_ids=torch.tensor(ids) if shard.spec.start == 0 else None, hidden=hidden,
-                    want_logits=shard.spec.end == TINY_LAYERS)
+        work = Work(
+            request_id,
+            shard.spec.start,
+            shard.spec.end,
+            0,
+            len(ids),
+            token_ids=torch.tensor(ids) if shard.spec.start == 0 else None,
+            hidden=hidden,
+            want_logits=shard.spec.end == TINY_LAYERS,
+        )
         out = shard.step([work])[0]
         hidden = out.hidden
     assert out is not None and out.logits is not None
@@ -64,11 +71,16 @@ def test_batching_does_not_change_results(tiny_dir: Path) -> None:
     alone = []
     for i, ids in enumerate(prompts):
         shard = TorchBackend(ShardSpec("tiny", tiny_dir, 0, TINY_LAYERS))
-        alone.append(shard.step([Work(f"r{i}", 0, TINY_LAYERS, 0, len(ids), token_ids=torch.tensor(ids),
-                                      want_logits=True)])[0].logits)
+        alone.append(
+            shard.step(
+                [Work(f"r{i}", 0, TINY_LAYERS, 0, len(ids), token_ids=torch.tensor(ids), want_logits=True)]
+            )[0].logits
+        )
     shard = TorchBackend(ShardSpec("tiny", tiny_dir, 0, TINY_LAYERS))
-    works = [Work(f"r{i}", 0, TINY_LAYERS, 0, len(ids), token_ids=torch.tensor(ids), want_logits=True)
-             for i, ids in enumerate(prompts)]
+    works = [
+        Work(f"r{i}", 0, TINY_LAYERS, 0, len(ids), token_ids=torch.tensor(ids), want_logits=True)
+        for i, ids in enumerate(prompts)
+    ]
     together = [o.logits for o in shard.step(works)]
     for a, b in zip(alone, together, strict=True):
         assert a is not None and b is not None
@@ -83,7 +95,9 @@ def test_chunked_prefill_and_decode_match_one_pass(tiny_dir: Path) -> None:
     chunked.step([Work("a", 0, TINY_LAYERS, 0, 5, token_ids=torch.tensor(ids[:5]))])
     two = chunked.step([Work("a", 0, TINY_LAYERS, 5, 2, token_ids=torch.tensor(ids[5:7]))])
     assert two[0].logits is None
-    last = chunked.step([Work("a", 0, TINY_LAYERS, 7, 1, token_ids=torch.tensor(ids[7:]), want_logits=True)])[0]
+    last = chunked.step([Work("a", 0, TINY_LAYERS, 7, 1, token_ids=torch.tensor(ids[7:]), want_logits=True)])[
+        0
+    ]
     assert one_pass.logits is not None and last.logits is not None
     torch.testing.assert_close(last.logits, one_pass.logits, rtol=1e-4, atol=1e-4)
 
@@ -96,8 +110,12 @@ def test_overlapping_ranges_in_one_step(tiny_dir: Path) -> None:
     h2 = head.step([Work("y", 0, 2, 0, 4, token_ids=torch.tensor(ids))])[0].hidden
     tail = TorchBackend(ShardSpec("tiny", tiny_dir, 2, 6))
     tail_a = TorchBackend(ShardSpec("tiny", tiny_dir, 4, 6))
-    mixed = tail.step([Work("x", 4, 6, 0, 4, hidden=h, want_logits=True),
-                       Work("y", 2, 6, 0, 4, hidden=h2, want_logits=True)])
+    mixed = tail.step(
+        [
+            Work("x", 4, 6, 0, 4, hidden=h, want_logits=True),
+            Work("y", 2, 6, 0, 4, hidden=h2, want_logits=True),
+        ]
+    )
     alone = tail_a.step([Work("x", 4, 6, 0, 4, hidden=h, want_logits=True)])[0]
     assert mixed[0].logits is not None and alone.logits is not None and mixed[1].logits is not None
     torch.testing.assert_close(mixed[0].logits, alone.logits, rtol=1e-5, atol=1e-5)

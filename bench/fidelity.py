@@ -1,0 +1,523 @@
+"""Simulator fidelity: one plan for the local CPU fleet (three SmolLM2 workers on this machine), profiled with
+`brl profile`'s code, then both SIMULATED (simulator.run.simulate) and RUN FOR REAL (coordinator + workers on
+loopback, the same requests replayed against its OpenAI endpoint), printed side by side with relative errors.
+
+    .venv/bin/python bench/fidelity.py            # ~2-4 minutes: 60 s of Azure-conversation arrivals
+    .venv/bin/python bench/fidelity.py --quick    # a handful of requests; run by tests/bench/test_bench_fidelity.py
+
+The workload is the Azure conversation trace scaled to this machine: lengths divided by --length-scale (the
+pairing of input and output kept), arrivals from the Azure arrival trace rescaled to --rate tokens/s. The
+simulator's own online feeder draws the requests, so the replay uses exactly the ones it simulates.
+The last line is one JSON object with every figure.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import math
+import random
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from planner import bundled  # noqa: E402
+from planner.cluster import Cluster  # noqa: E402
+from planner.flow import plan_from_placement  # noqa: E402
+from planner.formats.plan_json import save_plan  # noqa: E402
+from planner.formats.profiles import load_profile_dir  # noqa: E402
+from planner.model import ModelSpec  # noqa: E402
+from planner.placement import LayerRange, Placement  # noqa: E402
+from planner.plan import Plan  # noqa: E402
+from planner.profile import ProfileSet  # noqa: E402
+from simulator.engine import EventLoop  # noqa: E402
+from simulator.run import SimConfig, SimResult, simulate  # noqa: E402
+from simulator.workload import OnlineFeeder, load_arrivals, load_lengths  # noqa: E402
+
+MODEL = "smollm2-135m"
+CLUSTER = "local-cpu"
+# Node name -> (GPU type, layers). Equal thirds: the three workers share this machine's cores at the same
+# speed unless the deployment throttles them (then the profile of each type is the measured one / speed).
+PLACEMENT = {
+    "fast": ("cpu-fast", LayerRange(0, 10)),
+    "mid": ("cpu-mid", LayerRange(10, 20)),
+    "slow": ("cpu-slow", LayerRange(20, 30)),
+}
+GOAL_REL_ERR = 0.10
+
+
+# ----------------------------------------------------------------------------------------------- workload
+def scaled_lengths_csv(name: str, scale: float, max_input: int, max_output: int, path: Path) -> Path:
+    """The length distribution with both lengths divided by `scale` (pairs kept), clipped to the caps."""
+    rows = ["input_len,output_len"]
+    for i, o in load_lengths(name).pairs:
+        rows.append(f"{min(max_input, max(4, round(i / scale)))},{min(max_output, max(1, round(o / scale)))}")
+    path.write_text("\n".join(rows) + "\n")
+    return path
+
+
+@dataclass(frozen=True)
+class TraceRequest:
+    arrival_s: float
+    input_len: int
+    output_len: int  # decode iterations after the prompt (the simulator's count); the server samples +1
+
+
+def trace_requests(
+    lengths: str, arrivals: str, *, seed: int, duration_s: float, rate_tok_per_s: float
+) -> list[TraceRequest]:
+    """Exactly the requests simulate() will draw for SimConfig(mode="online", seed, duration, target rate,
+    load_time_s=0): its own OnlineFeeder, run on an empty event loop."""
+    loop = EventLoop(0.0)
+    out: list[TraceRequest] = []
+
+    def submit(i: int, o: int) -> object:
+        out.append(TraceRequest(loop.now, i, o))
+        return True
+
+    OnlineFeeder(
+        loop,
+        submit,
+        load_lengths(lengths),
+        load_arrivals(arrivals),
+        random.Random(seed),
+        start_s=0.0,
+        duration_s=duration_s,
+        target_tok_per_s=rate_tok_per_s,
+    )
+    loop.run(duration_s + 1.0)
+    return out
+
+
+# ----------------------------------------------------------------------------------------------- profiles
+def measure_profiles(out_dir: Path, *, quick: bool, speeds: dict[str, float]) -> ProfileSet:
+    """One measurement of the torch backend (brl profile's code), written as one profile per GPU type of the
+    plan: tables for the layers each node holds, divided by its speed when the deployment throttles."""
+    from services.modelstore import ensure_model
+    from services.profiling.measure import (
+        MeasureConfig,
+        load_measuring_backend,
+        measure_backend,
+        measuring_shard,
+    )
+    from services.profiling.profile import runtime_model
+    from services.profiling.save import save_profile
+    from services.profiling.tables import fixed_pool_capacity, gpu_entry, model_entry, per_layer_table, split
+    from services.worker.backends.base import ShardSpec
+
+    cfg = (
+        MeasureConfig(prompt_tokens=(8, 32, 64), decode_batches=(1, 2, 4), decode_context=32, repeats=2)
+        if quick
+        else MeasureConfig(
+            prompt_tokens=(8, 16, 32, 64, 128, 256),
+            decode_batches=(1, 2, 4, 8, 16),
+            decode_context=64,
+            repeats=3,
+        )
+    )
+    model = runtime_model(MODEL, "float32")
+    start, end = measuring_shard(model.num_layers, cfg.measure_layers)
+    spec = ShardSpec(MODEL, ensure_model(MODEL), start, end, kv_capacity_tokens=1 << 16)
+    backend = load_measuring_backend("torch", spec, cfg)
+    try:
+        m = measure_backend(backend, cfg)
+    finally:
+        backend.close()
+    for gpu_type, layers in PLACEMENT.values():
+        k = layers.size
+        speed = speeds.get(gpu_type, 1.0)
+        prompt, decode = (per_layer_table(split(s), k) for s in (m.prompt, m.decode))
+        if speed != 1.0:
+            from planner.profile import LatencyTable
+
+            prompt, decode = (
+                LatencyTable(tuple((x, y / speed) for x, y in t.points)) for t in (prompt, decode)
+            )
+        entry = gpu_entry(
+            m,
+            fixed_pool_capacity(model, model.num_layers, 2**29),
+            profile_dir=gpu_type,
+            layers=k,
+            prompt_max_requests=64,
+            prompt_max_tokens=2048,
+            decode_max_tokens=256,
+            nic_bytes_per_s=1e9,
+            description=f"bench/fidelity, speed {speed}",
+        )
+        save_profile(out_dir, gpu_type, model_entry(model, model.token_bytes), entry, prompt, decode)
+    return load_profile_dir(out_dir, model_name=MODEL)
+
+
+def make_plan(cluster: Cluster, model: ModelSpec, profiles: ProfileSet) -> Plan:
+    placement = Placement(model.num_layers, {n: r for n, (_, r) in PLACEMENT.items()})
+    return plan_from_placement(cluster, model, profiles, placement, method="fidelity-bench")
+
+
+# ----------------------------------------------------------------------------------------------- real run
+@dataclass
+class Observed:
+    """One replayed request: when it was sent, when each streamed chunk came (seconds since replay start)."""
+
+    request: TraceRequest
+    sent_s: float = 0.0
+    chunks_s: list[float] = field(default_factory=list)
+    completion_tokens: int = 0
+    error: str | None = None
+
+
+async def _one(
+    client: Any, url: str, model: str, req: TraceRequest, t0: float, rng: random.Random
+) -> Observed:
+    obs = Observed(req)
+    await asyncio.sleep(max(0.0, t0 + req.arrival_s - time.perf_counter()))
+    prompt = [rng.randrange(1000, 30000) for _ in range(req.input_len)]
+    body = {
+        "model": model,
+        "prompt": prompt,
+        "max_tokens": req.output_len + 1,
+        "ignore_eos": True,
+        "temperature": 0.0,
+        "stream": True,
+        "stream_options": {"include_usage": True},
+    }
+    obs.sent_s = time.perf_counter() - t0
+    try:
+        async with client.stream("POST", f"{url}/v1/completions", json=body) as resp:
+            if resp.status_code != 200:
+                obs.error = f"HTTP {resp.status_code}: {(await resp.aread())[:200]!r}"
+                return obs
+            async for line in resp.aiter_lines():
+                if not line.startswith("data: ") or line == "data: [DONE]":
+                    continue
+                event = json.loads(line[6:])
+                if event.get("usage"):
+                    obs.completion_tokens = int(event["usage"]["completion_tokens"])
+                for choice in event.get("choices", []):
+                    if choice.get("text"):
+                        obs.chunks_s.append(time.perf_counter() - t0)
+    except Exception as exc:  # a failed request is reported, never hidden
+        obs.error = f"{type(exc).__name__}: {exc}"
+    return obs
+
+
+async def replay(url: str, model: str, requests: list[TraceRequest], *, seed: int) -> list[Observed]:
+    import httpx
+
+    rng = random.Random(seed)
+    async with httpx.AsyncClient(
+        timeout=httpx.Timeout(300.0), limits=httpx.Limits(max_connections=512)
+    ) as client:
+        # Warm-up (first steps allocate caches and pick kernels), not measured.
+        warm = TraceRequest(0.0, 16, 4)
+        await _one(client, url, model, warm, time.perf_counter(), rng)
+        t0 = time.perf_counter()
+        return list(await asyncio.gather(*(_one(client, url, model, r, t0, rng) for r in requests)))
+
+
+def _pct(values: list[float], p: float) -> float:
+    """The simulator's definition: sorted[int(n * p)]."""
+    if not values:
+        return 0.0
+    s = sorted(values)
+    return s[min(len(s) - 1, int(len(s) * p))]
+
+
+def _stats(values: list[float]) -> dict[str, float]:
+    return {
+        "count": len(values),
+        "mean": sum(values) / len(values) if values else 0.0,
+        "p50": _pct(values, 0.5),
+        "p95": _pct(values, 0.95),
+    }
+
+
+def real_figures(obs: list[Observed], duration_s: float) -> dict[str, Any]:
+    """Measured figures, defined as simulator.metrics defines them: prompt latency = send to first token;
+    decode latency = gap between successive tokens; decode tok/s = decode tokens finishing in [0, duration]
+    / duration; all tok/s = (prompt + decode tokens) / time of the last finish."""
+    ok = [o for o in obs if o.error is None and o.chunks_s]
+    prompt_lat = [o.chunks_s[0] - o.sent_s for o in ok]
+    decode_lat: list[float] = []
+    window_decodes = 0
+    total = 0
+    last = 0.0
+    for o in ok:
+        gaps = [b - a for a, b in zip(o.chunks_s, o.chunks_s[1:], strict=False)]
+        decode_lat.extend(gaps)
+        window_decodes += sum(1 for t in o.chunks_s[1:] if t <= duration_s)
+        total += o.request.input_len + max(0, len(o.chunks_s) - 1)
+        last = max(last, o.chunks_s[-1])
+    return {
+        "decode_tok_per_s": window_decodes / duration_s,
+        "all_tok_per_s": total / last if last > 0 else 0.0,
+        "prompt_latency_s": _stats(prompt_lat),
+        "decode_latency_s": _stats(decode_lat),
+        "finished": len(ok),
+        "errors": [o.error for o in obs if o.error][:5],
+        "tokens_per_chunk": (sum(o.completion_tokens for o in ok) / max(1, sum(len(o.chunks_s) for o in ok))),
+    }
+
+
+def sim_figures(r: SimResult) -> dict[str, Any]:
+    def st(s: Any) -> dict[str, float]:
+        return {"count": s.count, "mean": s.mean, "p50": s.p50, "p95": s.p95}
+
+    return {
+        "decode_tok_per_s": r.decode_tok_per_s,
+        "all_tok_per_s": r.all_tok_per_s,
+        "prompt_latency_s": st(r.prompt_latency_s),
+        "decode_latency_s": st(r.decode_latency_s),
+        "finished": r.finished,
+    }
+
+
+def _finite(x: Any) -> Any:
+    """JSON has no infinity: a relative error against a zero measurement is written as null."""
+    if isinstance(x, float) and not math.isfinite(x):
+        return None
+    if isinstance(x, dict):
+        return {k: _finite(v) for k, v in x.items()}
+    if isinstance(x, list):
+        return [_finite(v) for v in x]
+    return x
+
+
+def compare(pred: dict[str, Any], meas: dict[str, Any]) -> dict[str, float]:
+    def rel(p: float, m: float) -> float:
+        return (p - m) / m if m else math.inf
+
+    out = {k: rel(pred[k], meas[k]) for k in ("decode_tok_per_s", "all_tok_per_s")}
+    for lat in ("prompt_latency_s", "decode_latency_s"):
+        for s in ("mean", "p50", "p95"):
+            out[f"{lat}.{s}"] = rel(pred[lat][s], meas[lat][s])
+    return out
+
+
+# ----------------------------------------------------------------------------------------------- deployment
+class LocalDeployment:
+    """The local deployment `brl run` starts: a coordinator and one worker process per plan node on loopback,
+    the workers registering with the coordinator. Stops exactly the processes it started."""
+
+    def __init__(self, workdir: Path) -> None:
+        self.workdir = workdir
+        self.procs: list[subprocess.Popen[str]] = []
+        self.base_url = ""
+        self.model_name = MODEL
+
+    def _spawn(self, name: str, argv: list[str]) -> subprocess.Popen[str]:
+        log = (self.workdir / f"{name}.log").open("w")
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "services.cli.main", *argv],
+            stdout=subprocess.PIPE,
+            stderr=log,
+            text=True,
+            cwd=ROOT,
+        )
+        self.procs.append(proc)
+        return proc
+
+    def _first_line(self, proc: subprocess.Popen[str], what: str, timeout_s: float) -> str:
+        box: list[str] = []
+        reader = threading.Thread(target=lambda: box.append(proc.stdout.readline() if proc.stdout else ""))
+        reader.start()
+        reader.join(timeout_s)
+        if not box or not box[0]:
+            raise RuntimeError(f"{what} did not start within {timeout_s:g} s (see {self.workdir}/*.log)")
+        return box[0].strip()
+
+    @classmethod
+    def start(cls, plan_path: Path, workdir: Path, *, timeout_s: float = 120.0) -> LocalDeployment:
+        import httpx
+
+        dep = cls(workdir)
+        try:
+            coord = dep._spawn(
+                "coordinator",
+                [
+                    "coordinator",
+                    "--host",
+                    "127.0.0.1",
+                    "--http-port",
+                    "0",
+                    "--grpc-port",
+                    "0",
+                    "--plan",
+                    str(plan_path),
+                    "--cluster",
+                    CLUSTER,
+                    "--model",
+                    MODEL,
+                    "--heartbeat-interval-s",
+                    "0.5",
+                ],
+            )
+            line = dep._first_line(coord, "the coordinator", timeout_s)
+            fields = dict(part.split("=", 1) for part in line.split()[1:])
+            dep.base_url = f"http://{fields['http']}"
+            for name, (gpu_type, layers) in PLACEMENT.items():
+                dep._spawn(
+                    name,
+                    [
+                        "worker",
+                        "--model",
+                        MODEL,
+                        "--layers",
+                        f"{layers.start}:{layers.end}",
+                        "--port",
+                        "0",
+                        "--coordinator",
+                        fields["grpc"],
+                        "--name",
+                        name,
+                        "--gpu-type",
+                        gpu_type,
+                    ],
+                )
+            for proc, name in zip(dep.procs[1:], PLACEMENT, strict=True):
+                dep._first_line(proc, f"worker {name}", timeout_s)
+            deadline = time.monotonic() + timeout_s
+            while True:
+                try:
+                    ready = httpx.get(f"{dep.base_url}/ready", timeout=5.0)
+                    if ready.status_code == 200:
+                        break
+                    why = ready.text[:300]
+                except httpx.TransportError as exc:  # busy starting up
+                    why = repr(exc)
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"the fleet never became ready: {why}")
+                time.sleep(0.25)
+        except BaseException:
+            dep.stop()
+            raise
+        return dep
+
+    def stop(self) -> None:
+        for proc in reversed(self.procs):
+            if proc.poll() is None:
+                proc.terminate()
+        for proc in self.procs:
+            try:
+                proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+        self.procs.clear()
+
+
+def start_deployment(plan_path: Path, workdir: Path) -> LocalDeployment:
+    return LocalDeployment.start(plan_path, workdir)
+
+
+# ----------------------------------------------------------------------------------------------- main
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--quick", action="store_true", help="a handful of tiny requests (tests)")
+    ap.add_argument("--duration-s", type=float, help="arrival window (60; quick 6)")
+    ap.add_argument("--rate", type=float, help="target tokens/s of the arrivals (30; quick 20)")
+    ap.add_argument("--length-scale", type=float, help="divide trace lengths by this (16; quick 32)")
+    ap.add_argument("--lengths", default="azure-conv")
+    ap.add_argument("--arrivals", default="azure-conv")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--profiles", type=Path, help="a `brl profile` folder to use instead of measuring now")
+    ap.add_argument("--no-real", action="store_true", help="simulate only (no deployment)")
+    ap.add_argument("--workdir", type=Path, help="keep profiles, plan and process logs here")
+    args = ap.parse_args(argv)
+    quick = args.quick
+    duration = args.duration_s or (6.0 if quick else 60.0)
+    rate = args.rate or (20.0 if quick else 30.0)
+    scale = args.length_scale or (32.0 if quick else 16.0)
+    caps = (48, 6) if quick else (256, 64)
+    cluster = bundled.cluster(CLUSTER)
+    model = bundled.model(MODEL)
+    with tempfile.TemporaryDirectory(prefix="brl-fidelity-") as tmp:
+        work = args.workdir or Path(tmp)
+        work.mkdir(parents=True, exist_ok=True)
+        lengths = str(scaled_lengths_csv(args.lengths, scale, *caps, work / "lengths.csv"))
+        requests = trace_requests(
+            lengths, args.arrivals, seed=args.seed, duration_s=duration, rate_tok_per_s=rate
+        )
+        t_prof = time.perf_counter()
+        profiles = (
+            load_profile_dir(args.profiles, model_name=MODEL)
+            if args.profiles
+            else measure_profiles(work / "profiles", quick=quick, speeds={})
+        )
+        profile_s = time.perf_counter() - t_prof
+        plan = make_plan(cluster, model, profiles)
+        cfg = SimConfig(
+            mode="online",
+            policy="maxflow",
+            lengths=lengths,
+            arrivals=args.arrivals,
+            duration_s=duration,
+            warmup_s=0.0,
+            seed=args.seed,
+            target_tok_per_s=rate,
+            load_time_s=0.0,
+            watch_interval_s=0.0,
+        )
+        sim = simulate(cluster, model, profiles, plan, cfg)
+        pred = sim_figures(sim)
+        meas: dict[str, Any] | None = None
+        real_s = 0.0
+        if not args.no_real:
+            plan_path = work / "plan.json"
+            save_plan(plan, plan_path)
+            t_real = time.perf_counter()
+            dep = start_deployment(plan_path, work)
+            try:
+                obs = asyncio.run(replay(dep.base_url, dep.model_name, requests, seed=args.seed))
+            finally:
+                dep.stop()
+            real_s = time.perf_counter() - t_real
+            meas = real_figures(obs, duration)
+    print(
+        f"fidelity: {len(requests)} requests over {duration:g} s ({rate:g} tok/s target), lengths "
+        f"{args.lengths}/{scale:g}, plan {', '.join(f'{n}{list(r)}' for n, (_, r) in PLACEMENT.items())}"
+    )
+    rows = [("decode tok/s", "decode_tok_per_s", None), ("all tok/s", "all_tok_per_s", None)]
+    rows += [
+        (f"{lat.split('_')[0]} latency {s} (s)", lat, s)
+        for lat in ("prompt_latency_s", "decode_latency_s")
+        for s in ("mean", "p50", "p95")
+    ]
+    errors = compare(pred, meas) if meas else {}
+    print(f"{'figure':28s} {'predicted':>11s} {'measured':>11s} {'rel.err':>8s}")
+    for label, key, s in rows:
+        p = pred[key] if s is None else pred[key][s]
+        m = (meas[key] if s is None else meas[key][s]) if meas else float("nan")
+        e = errors.get(key if s is None else f"{key}.{s}", float("nan"))
+        print(f"{label:28s} {p:11.4f} {m:11.4f} {e:+8.1%}")
+    goal_keys = ("all_tok_per_s", "prompt_latency_s.p50", "decode_latency_s.p50")
+    within = bool(meas) and all(abs(errors[k]) <= GOAL_REL_ERR for k in goal_keys)
+    figures = {
+        "bench": "fidelity",
+        "quick": quick,
+        "requests": len(requests),
+        "duration_s": duration,
+        "rate_tok_per_s": rate,
+        "length_scale": scale,
+        "predicted": pred,
+        "measured": meas,
+        "rel_err": errors,
+        "goal_rel_err": GOAL_REL_ERR,
+        "within_goal": within,
+        "profile_s": round(profile_s, 2),
+        "real_run_s": round(real_s, 2),
+    }
+    print(json.dumps(_finite(figures)))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
