@@ -213,9 +213,10 @@ def main(argv: list[str] | None = None) -> int:
             },
         )
         for link in links:
+            source = "client" if link["from"] < 0 else f"worker {link['from']:.0f}"
             print(
-                f"hop {link['from']}->{link['to']}: link p50 {link['link_ms_p50']:.2f} ms, "
-                f"p99 {link['link_ms_p99']:.2f} ms (step p50 {link['step_ms_p50']:.2f} ms)"
+                f"hop {source} -> worker {link['to']:.0f}: link p50 {link['link_ms_p50']:.2f} ms, "
+                f"p99 {link['link_ms_p99']:.2f} ms"
             )
     finally:
         for proc in procs:

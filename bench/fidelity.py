@@ -53,6 +53,11 @@ PLACEMENT = {
     "slow": ("cpu-slow", LayerRange(20, 30)),
 }
 GOAL_REL_ERR = 0.10
+# Workers register under a GPU type without bundled profiles and the coordinator gets no cluster file: while
+# the fleet is still partial (workers register one by one) it then routes on the plan instead of re-solving
+# flows from profiles (planner.flow.coverage_bound never returns for a fleet that cannot cover the model yet;
+# reported to its owner). Once all three are up the live placement equals the plan's and the plan is used.
+LIVE_GPU_TYPE = "cpu-fidelity"
 
 
 # ----------------------------------------------------------------------------------------------- workload
@@ -312,6 +317,7 @@ class LocalDeployment:
         self.procs: list[subprocess.Popen[str]] = []
         self.base_url = ""
         self.model_name = MODEL
+        self.workers: dict[str, str] = {}  # node name -> gRPC address
 
     def _spawn(self, name: str, argv: list[str]) -> subprocess.Popen[str]:
         log = (self.workdir / f"{name}.log").open("w")
@@ -352,8 +358,6 @@ class LocalDeployment:
                     "0",
                     "--plan",
                     str(plan_path),
-                    "--cluster",
-                    CLUSTER,
                     "--model",
                     MODEL,
                     "--heartbeat-interval-s",
@@ -363,7 +367,7 @@ class LocalDeployment:
             line = dep._first_line(coord, "the coordinator", timeout_s)
             fields = dict(part.split("=", 1) for part in line.split()[1:])
             dep.base_url = f"http://{fields['http']}"
-            for name, (gpu_type, layers) in PLACEMENT.items():
+            for name, (_type, layers) in PLACEMENT.items():
                 dep._spawn(
                     name,
                     [
@@ -379,11 +383,11 @@ class LocalDeployment:
                         "--name",
                         name,
                         "--gpu-type",
-                        gpu_type,
+                        LIVE_GPU_TYPE,
                     ],
                 )
             for proc, name in zip(dep.procs[1:], PLACEMENT, strict=True):
-                dep._first_line(proc, f"worker {name}", timeout_s)
+                dep.workers[name] = dep._first_line(proc, f"worker {name}", timeout_s)
             deadline = time.monotonic() + timeout_s
             while True:
                 try:
@@ -412,6 +416,19 @@ class LocalDeployment:
                 proc.kill()
                 proc.wait()
         self.procs.clear()
+
+
+async def worker_stats(workers: dict[str, str]) -> dict[str, dict[str, float]]:
+    """Each worker's own step timings (services.worker.client.stats): where the time of a step went."""
+    from dataclasses import asdict
+
+    from services.worker.client import Connections, stats
+
+    conns = Connections()
+    try:
+        return {n: asdict(await stats(a, connections=conns)) for n, a in workers.items()}
+    finally:
+        await conns.close()
 
 
 def start_deployment(plan_path: Path, workdir: Path) -> LocalDeployment:
@@ -469,6 +486,7 @@ def main(argv: list[str] | None = None) -> int:
         sim = simulate(cluster, model, profiles, plan, cfg)
         pred = sim_figures(sim)
         meas: dict[str, Any] | None = None
+        wstats: dict[str, dict[str, float]] = {}
         real_s = 0.0
         if not args.no_real:
             plan_path = work / "plan.json"
@@ -477,13 +495,14 @@ def main(argv: list[str] | None = None) -> int:
             dep = start_deployment(plan_path, work)
             try:
                 obs = asyncio.run(replay(dep.base_url, dep.model_name, requests, seed=args.seed))
+                wstats = asyncio.run(worker_stats(dep.workers))
             finally:
                 dep.stop()
             real_s = time.perf_counter() - t_real
             meas = real_figures(obs, duration)
     print(
         f"fidelity: {len(requests)} requests over {duration:g} s ({rate:g} tok/s target), lengths "
-        f"{args.lengths}/{scale:g}, plan {', '.join(f'{n}{list(r)}' for n, (_, r) in PLACEMENT.items())}"
+        f"{args.lengths}/{scale:g}, plan {', '.join(f'{n}{r}' for n, (_, r) in PLACEMENT.items())}"
     )
     rows = [("decode tok/s", "decode_tok_per_s", None), ("all tok/s", "all_tok_per_s", None)]
     rows += [
@@ -510,6 +529,7 @@ def main(argv: list[str] | None = None) -> int:
         "predicted": pred,
         "measured": meas,
         "rel_err": errors,
+        "worker_stats": wstats,
         "goal_rel_err": GOAL_REL_ERR,
         "within_goal": within,
         "profile_s": round(profile_s, 2),

@@ -84,6 +84,13 @@ class SimCoordinator:
         self.admitted = 0
         self.rejected = 0
         self.finished = 0
+        self.aborted = 0
+        self.rerun = 0
+        self.lost = 0
+        self.failed_nodes: list[str] = []
+        self.on_requeue: Callable[[int, int], None] | None = None
+        # Live queries by id (one entry per query, not per event): what a failure must find.
+        self.live: dict[int, Query] = {}
         self._next_qid = 0
         placement = plan.placement
         succ = {u: successors(plan, cluster, u) for u in (SOURCE, *placement.ranges)}
@@ -104,6 +111,9 @@ class SimCoordinator:
                 kv_capacity=int(kv_capacity[name]),
                 depart=self._depart,
             )
+            self.workers[name].drop = self._drop
+        # Every worker ever started, failed ones included (for reports); `workers` holds the live ones.
+        self.all_workers = dict(self.workers)
         if type(policy).observe is not RoutingPolicy.observe:
             for w in self.workers.values():
                 w.observer = policy.observe
@@ -182,6 +192,7 @@ class SimCoordinator:
         q.sink_link = self.links[(prev, SINK)]
         self.admitted += 1
         self.active += 1
+        self.live[q.qid] = q
         if progress <= 0:
             self._issue(q, now)
             return q
@@ -209,6 +220,9 @@ class SimCoordinator:
 
     def _at_sink(self, q: Query) -> None:
         now = self.loop.now
+        if q.dead:
+            self._drop(q, self.plan.placement.num_layers)
+            return
         prompt = q.iteration == 0
         self.metrics.record(prompt, now - q.t_issue, q.seq_len, now)
         if q.iteration < q.output_len:
@@ -231,7 +245,62 @@ class SimCoordinator:
             w.release_kv(total, hop.layers.size)
         self.active -= 1
         self.finished += 1
+        del self.live[q.qid]
         self.metrics.query_finished(q.input_len, q.output_len)
+
+    # -- failures ------------------------------------------------------------------------------------
+    def fail_node(
+        self,
+        name: str,
+        replan: Callable[[Plan, str], Plan | None],
+        make_policy: Callable[[Plan], RoutingPolicy],
+    ) -> None:
+        """A worker dies: every query whose chain uses it is aborted (its KV freed on every hop) and re-run
+        from its prompt plus the tokens already generated, on a chain of the re-planned flow, as the real
+        coordinator does. `replan` returns the plan without the node (None: keep routing around it)."""
+        worker = self.workers.pop(name, None)
+        if worker is None:
+            return
+        self.failed_nodes.append(name)
+        for q in self.live.values():
+            if any(h.node == name for h in q.chain):
+                q.dead = True
+                self.kv.release(q.rid)
+                self.policy.release(q.rid)
+        held = worker.fail()
+        fresh = replan(self.plan, name)
+        self.kv.remove_node(name)
+        if fresh is not None:
+            self.plan = fresh
+            self.policy = make_policy(fresh)
+            observer = self.policy.observe if type(self.policy).observe is not RoutingPolicy.observe else None
+            for w in self.workers.values():
+                w.observer = observer
+        for q, layer in held:
+            self._drop(q, layer)
+
+    def _drop(self, q: Query, layer: int) -> None:
+        """Free what an aborted query holds on the live hops of its chain (every layer below `layer` has
+        run the current iteration) and re-run it; if no chain admits it, hand it back to the feeder."""
+        if q.qid not in self.live:
+            return
+        del self.live[q.qid]
+        done_tokens = q.context + q.seq_len
+        for hop, (w, _, _) in zip(q.chain, q.route, strict=True):
+            if w.failed:
+                continue
+            done = min(max(layer - hop.layers.start, 0), hop.layers.size)
+            w.kv_real = max(0, w.kv_real - done_tokens * done - q.context * (hop.layers.size - done))
+        self.active -= 1
+        self.aborted += 1
+        generated = max(0, q.iteration - 1)
+        again = self._admit(q.input_len + generated, q.output_len - generated, 0, self.loop.now)
+        if again is not None:
+            self.rerun += 1
+        elif self.on_requeue is not None:
+            self.on_requeue(q.input_len + generated, q.output_len - generated)
+        else:
+            self.lost += 1
 
     # -- reading -------------------------------------------------------------------------------------
     def real_kv(self) -> dict[str, int]:

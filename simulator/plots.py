@@ -45,7 +45,7 @@ def save_throughput(result: SimResult, path: str | Path | BinaryIO) -> str | Pat
     ax.axvspan(*result.window_s, color="grey", alpha=0.1, label="measurement window")
     ax.set_xlabel("simulated time (s)")
     ax.set_ylabel("tokens/s")
-    ax.legend(loc="lower right")
+    ax.legend(loc="best", fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=100, format="png")
     plt.close(fig)
@@ -68,7 +68,7 @@ def save_latency_cdf(result: SimResult, path: str | Path | BinaryIO) -> str | Pa
     ax.set_xscale("log")
     ax.set_xlabel("latency (s)")
     ax.set_ylabel("share of requests")
-    ax.legend(loc="lower right")
+    ax.legend(loc="best", fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=100, format="png")
     plt.close(fig)
@@ -83,11 +83,20 @@ def save_placement(result: SimResult, path: str | Path | BinaryIO) -> str | Path
     cmap = plt.get_cmap("RdYlGn_r")
     for row, name in enumerate(names):
         start, end = placement[name]
-        util = float(result.nodes.get(name, {}).get("utilisation", 0.0))
-        ax.barh(row, end - start, left=start, color=cmap(min(1.0, util)), edgecolor="black")
-        ax.text(end + 0.5, row, f"{util:.0%}", va="center", fontsize=7)
+        info = result.nodes.get(name, {})
+        util = float(info.get("utilisation", 0.0))
+        failed = bool(info.get("failed", False))
+        ax.barh(
+            row,
+            end - start,
+            left=start,
+            color=cmap(min(1.0, util)),
+            edgecolor="black",
+            hatch="xx" if failed else None,
+        )
+        ax.text(end + 0.5, row, f"{util:.0%}" + (" failed" if failed else ""), va="center", fontsize=7)
     ax.set_yticks(range(len(names)))
-    ax.set_yticklabels(names, fontsize=7)
+    ax.set_yticklabels([f"{n} ({result.nodes.get(n, {}).get('gpu_type', '?')})" for n in names], fontsize=7)
     ax.set_xlabel("layer")
     ax.set_title("placement (colour = busy share of simulated time)")
     fig.tight_layout()

@@ -33,6 +33,7 @@ class Query:
         "chain",
         "created_s",
         "on_decode",
+        "dead",
     )
 
     def __init__(self, qid: int, input_len: int, output_len: int, created_s: float) -> None:
@@ -53,6 +54,8 @@ class Query:
         self.created_s = created_s
         # The routing policy's decode accounting for this chain, prepared once (None: nothing to do).
         self.on_decode: Callable[[], None] | None = None
+        # Set when a node of its chain failed: it is dropped (and re-run) wherever it next shows up.
+        self.dead = False
 
     @property
     def is_prompt(self) -> bool:

@@ -9,12 +9,15 @@ from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
-from planner.errors import InvalidInput
+from planner.cluster import Cluster
+from planner.errors import InvalidInput, NoRoute
 from planner.model import ModelSpec
 from planner.plan import Plan
 from planner.profile import ProfileSet
+from planner.routing.base import RoutingPolicy
 from planner.routing.kv import OFFLINE_KV, ONLINE_KV, PAPER_EXPECTED_OUTPUT_LEN, KVBook
 from planner.routing.registry import make_policy, policy_names
+from planner.routing.reroute import replan_without, without_nodes
 from simulator.coordinator import SimCoordinator, kv_capacities
 from simulator.engine import EventLoop
 from simulator.metrics import LatencyStats, Metrics
@@ -54,6 +57,9 @@ class SimConfig:
     # Feed real KV use back into the book every this many seconds, as workers report it to the real
     # coordinator (0 = never, the paper's behaviour: admission sees the expected use only).
     kv_correct_interval_s: float = 0.0
+    # Worker failures to inject: (node, seconds after serving starts). The flow is re-planned without the
+    # node and its queries are re-run from prompt + generated tokens on new chains.
+    failures: tuple[tuple[str, float], ...] = ()
 
     def __post_init__(self) -> None:
         if self.mode not in MODES:
@@ -95,6 +101,7 @@ class SimConfig:
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
         d["kv_capacity"] = dict(self.kv_capacity) if self.kv_capacity else None
+        d["failures"] = [list(f) for f in self.failures]
         return d
 
 
@@ -147,10 +154,46 @@ class SimResult:
     prompt_cdf: tuple[tuple[float, float], ...] = ()
     decode_cdf: tuple[tuple[float, float], ...] = ()
     watch: tuple[WatchLine, ...] = ()
-    nodes: Mapping[str, Mapping[str, float]] = field(default_factory=dict)
+    nodes: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
     # Nodes whose real KV use went past their capacity at some point (the paper's simulator would stop
     # with "Exceed KV-cache capacity"; a real worker would preempt): raise the output ratio or lower the mark.
     kv_overflows: tuple[str, ...] = ()
+    # Failure injection: nodes that failed, queries aborted by it, re-run on a new chain, and lost (no chain).
+    failed_nodes: tuple[str, ...] = ()
+    aborted: int = 0
+    rerun: int = 0
+    lost: int = 0
+
+    @classmethod
+    def empty(cls, plan: Plan, config: SimConfig) -> SimResult:
+        """The result of a plan that cannot serve anything (no flow to route on)."""
+        none = LatencyStats(0, 0.0, 0.0, 0.0, 0.0)
+        return cls(
+            0.0,
+            0.0,
+            none,
+            none,
+            0,
+            0,
+            0,
+            0,
+            plan.objective_tok_per_s,
+            (0.0, 0.0),
+            0,
+            0.0,
+            0.0,
+            0.0,
+            0,
+            0,
+            0,
+            config.to_dict(),
+            {
+                "cluster": plan.cluster_name,
+                "model": plan.model_name,
+                "method": plan.method,
+                "objective_tok_per_s": plan.objective_tok_per_s,
+            },
+        )
 
     @property
     def flow_efficiency(self) -> float:
@@ -170,6 +213,10 @@ class SimResult:
             "rejected": self.rejected,
             "events": self.events,
             "kv_overflows": list(self.kv_overflows),
+            "failed_nodes": list(self.failed_nodes),
+            "aborted": self.aborted,
+            "rerun": self.rerun,
+            "lost": self.lost,
         }
 
     def to_dict(self) -> dict[str, Any]:
@@ -204,13 +251,14 @@ def load_time_s(model: ModelSpec, plan: Plan) -> float:
 
 
 def simulate(
-    cluster: Any,
+    cluster: Cluster,
     model: ModelSpec,
     profiles: ProfileSet,
     plan: Plan,
     config: SimConfig | None = None,
     *,
     on_watch: Callable[[WatchLine], None] | None = None,
+    settings: Mapping[str, Any] | None = None,
 ) -> SimResult:
     """Run one simulation of `plan` on `cluster` (a planner.cluster.Cluster). Deterministic for config.seed."""
     cfg = (config or SimConfig()).resolved()
@@ -236,9 +284,8 @@ def simulate(
     prompt_limits = {
         n: profiles.get(cluster.node(n).gpu_type).prompt_max_tokens for n in plan.placement.ranges
     }
-    policy = make_policy(
-        cfg.policy, plan, cluster, rng=random.Random(cfg.seed * 7919 + 1), prompt_max_tokens=prompt_limits
-    )
+    policy_rng = random.Random(cfg.seed * 7919 + 1)
+    policy = make_policy(cfg.policy, plan, cluster, rng=policy_rng, prompt_max_tokens=prompt_limits)
     window = (start + cfg.warmup_s, end) if cfg.mode == "offline" else (start, end)
     metrics = Metrics(*window)
     coord = SimCoordinator(
@@ -283,6 +330,24 @@ def simulate(
         )
     coord.on_prompt_done = feeder.on_prompt_done
     coord.on_query_done = feeder.on_query_done
+    coord.on_requeue = feeder.requeue
+
+    def replan(current: Plan, node: str) -> Plan | None:
+        try:
+            try:
+                return replan_without(current, cluster, model, profiles, [node], settings=settings)
+            except (InvalidInput, ArithmeticError):
+                # No throughput model for the reduced fleet: keep the planned split minus the lost node.
+                return without_nodes(current, [node])
+        except NoRoute:
+            return None  # layers lost: keep the old weights, the policy masks the dead node
+
+    def rebuild(fresh: Plan) -> RoutingPolicy:
+        return make_policy(cfg.policy, fresh, cluster, rng=policy_rng, prompt_max_tokens=prompt_limits)
+
+    for node, at_s in cfg.failures:
+        cluster.node(node)
+        loop.schedule(start + at_s, coord.fail_node, node, replan, rebuild)
 
     watch: list[WatchLine] = []
 
@@ -294,7 +359,7 @@ def simulate(
             coord.finished,
             kv.bottleneck_usage(real),
             kv.bottleneck_usage(),
-            tuple((n, real[n], kv.used(n), caps[n]) for n in plan.placement.ranges),
+            tuple((n, real[n], kv.used(n), caps[n]) for n in plan.placement.ranges if n in real),
         )
         watch.append(line)
         if on_watch is not None:
@@ -314,10 +379,9 @@ def simulate(
         loop.schedule(start, correct)
     loop.run(end)
     if cfg.mode == "online" or cfg.drain:
-        online = feeder if isinstance(feeder, OnlineFeeder) else None
 
         def drained() -> bool:
-            return coord.active == 0 and (online is None or not online.backlog)
+            return coord.active == 0 and not feeder.backlog
 
         if not drained():
             loop.run(end + cfg.max_drain_s, stop=drained)
@@ -330,8 +394,10 @@ def simulate(
             "prompt_tokens": w.prompt_tokens,
             "kv_real_peak": w.kv_real_peak,
             "kv_capacity": caps[n],
+            "failed": w.failed,
+            "gpu_type": w.profile.gpu_type,
         }
-        for n, w in coord.workers.items()
+        for n, w in coord.all_workers.items()
     }
     return SimResult(
         decode_tok_per_s=metrics.decode_tok_per_s(),
@@ -365,5 +431,9 @@ def simulate(
         decode_cdf=tuple(metrics.decode.cdf()),
         watch=tuple(watch),
         nodes=nodes,
-        kv_overflows=tuple(n for n, w in coord.workers.items() if w.kv_real_peak > caps[n]),
+        failed_nodes=tuple(coord.failed_nodes),
+        aborted=coord.aborted,
+        rerun=coord.aborted - coord.lost - len(feeder.backlog),
+        lost=coord.lost + len(feeder.backlog),
+        kv_overflows=tuple(n for n, w in coord.all_workers.items() if w.kv_real_peak > caps[n]),
     )

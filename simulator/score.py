@@ -55,4 +55,7 @@ def score_plan(
     """Shortened simulation of `plan`; rank candidates by `.decode_tok_per_s` (what the fleet serves)."""
     cfg = base or SimConfig(policy=policy, lengths=lengths)
     cfg = replace(score_config(cfg), seed=seed, kv_capacity=kv_capacity or cfg.kv_capacity)
+    if cfg.policy == "maxflow" and not plan.edge_flows:
+        # A candidate with no flow serves nothing: score it zero rather than fail the planner's search.
+        return SimResult.empty(plan, cfg)
     return simulate(cluster, model, profiles, plan, cfg)

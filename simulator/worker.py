@@ -20,6 +20,8 @@ DECODE_CONTEXT_PER_SEQ = 1000
 
 # Called when a request leaves its last stage (the coordinator sends it to the sink).
 Depart = Callable[[Query, float], None]
+# Called with a request whose chain lost a node and the model layer it had reached in this iteration.
+Drop = Callable[[Query, int], None]
 
 
 class SimWorker:
@@ -77,9 +79,15 @@ class SimWorker:
         self.decode_seqs = 0
         self.prompt_tokens = 0
         self.observer: Callable[[str, str, float], None] | None = None
+        self.failed = False
+        self.drop: Drop | None = None
 
     # -- arrivals ------------------------------------------------------------------------------------
     def arrive(self, t: float, q: Query, entry: int) -> None:
+        if self.failed:
+            if self.drop is not None:
+                self.drop(q, self.entries[entry])
+            return
         # A query is in one place at a time, so its id breaks arrival-time ties deterministically.
         heapq.heappush(self.pending, (t, q.qid, q, entry))
         if not self.busy and (self.wake_at is None or t < self.wake_at):
@@ -87,7 +95,7 @@ class SimWorker:
             self.loop.schedule(t, self._wake, t)
 
     def _wake(self, token: float) -> None:
-        if self.wake_at != token or self.busy:
+        if self.wake_at != token or self.busy or self.failed:
             return
         self.wake_at = None
         self._start(self.loop.now)
@@ -112,6 +120,9 @@ class SimWorker:
         queues = self.queues
         while pending and pending[0][0] <= now:
             _, _, q, entry = heapq.heappop(pending)
+            if q.dead and self.drop is not None:
+                self.drop(q, self.entries[entry])
+                continue
             queues[entry].append(q)
             self.cpu_tokens += q.seq_len
         n = len(queues)
@@ -165,6 +176,8 @@ class SimWorker:
         self.loop.schedule(now + duration, self._finish)
 
     def _finish(self) -> None:
+        if self.failed:
+            return
         now = self.loop.now
         p = self.batch_seg
         batch = self.batch
@@ -196,6 +209,17 @@ class SimWorker:
                     self.depart(q, now)
         self.batch = []
         self._start(now)
+
+    def fail(self) -> list[tuple[Query, int]]:
+        """Stop for good; returns every request held here with the layer it had reached."""
+        self.failed = True
+        held = [(q, self.entries[p]) for p, queue in enumerate(self.queues) for q in queue]
+        held += [(q, self.entries[entry]) for _, _, q, entry in sorted(self.pending)]
+        held += [(q, self.entries[self.batch_seg]) for q in self.batch]
+        self.queues = [[] for _ in self.entries]
+        self.pending = []
+        self.batch = []
+        return held
 
     def release_kv(self, tokens: int, layers: int) -> None:
         self.kv_real = max(0, self.kv_real - tokens * layers)

@@ -111,6 +111,8 @@ SubmitWarm = Callable[[int, int, int, float], object]
 # after this many refusals in a row (Fail-KV somewhere while the bottleneck gate is still open).
 WARM_SPREAD_S = 1.0
 WARM_MAX_MISSES = 20
+# ... and never starts more than this many (a fleet with huge caches would otherwise make scoring slow).
+WARM_MAX_QUERIES = 2000
 
 
 class OfflineFeeder:
@@ -142,6 +144,8 @@ class OfflineFeeder:
         self.feed_high_water = feed_high_water
         self.launched = 0
         self.warm_started = 0
+        # Queries aborted by a worker failure that no chain admitted yet: retried first when one finishes.
+        self.backlog: deque[tuple[int, int]] = deque()
         if warm is not None:
             loop.schedule(start_s, self._warm_fill, warm, initial)
             return
@@ -155,7 +159,7 @@ class OfflineFeeder:
         now = self.loop.now
         top = max(o for _, o in self.lengths.pairs) + 1
         misses = 0
-        while misses < WARM_MAX_MISSES:
+        while misses < WARM_MAX_MISSES and self.warm_started < WARM_MAX_QUERIES:
             if self.kv_gate is None and self.warm_started >= initial:
                 break
             if self.kv_gate is not None and self.kv_gate() > self.feed_high_water:
@@ -182,8 +186,15 @@ class OfflineFeeder:
             self._maybe_launch(now)
 
     def on_query_done(self, now: float) -> None:
+        if self.backlog:
+            if self.submit(*self.backlog[0]) is not None:
+                self.backlog.popleft()
+            return
         if self.kv_gate is None or self.kv_gate() <= self.feed_high_water:
             self._maybe_launch(now)
+
+    def requeue(self, input_len: int, output_len: int) -> None:
+        self.backlog.append((input_len, output_len))
 
 
 class OnlineFeeder:
@@ -252,6 +263,10 @@ class OnlineFeeder:
 
     def on_query_done(self, now: float) -> None:
         self._drain()
+
+    def requeue(self, input_len: int, output_len: int) -> None:
+        """A query aborted by a failure that no chain admits right now waits at the front of the backlog."""
+        self.backlog.appendleft((input_len, output_len))
 
     @property
     def done_issuing(self) -> bool:

@@ -124,7 +124,8 @@ class KVBook:
         if booked is None:
             return False
         for node, amount in booked:
-            self._expected[node] = max(0, self._expected[node] - amount)
+            if node in self._expected:  # a removed node has no book left
+                self._expected[node] = max(0, self._expected[node] - amount)
         return True
 
     def correct(self, node: str, real_used_tokens: float) -> None:
@@ -132,6 +133,14 @@ class KVBook:
         of expected and real, so an estimate that runs low cannot overfill the cache."""
         self.capacity(node)
         self._real[node] = max(0.0, float(real_used_tokens))
+
+    def remove_node(self, node: str) -> None:
+        """A node left the fleet: drop its capacity and books (release its requests first)."""
+        self._capacity.pop(node, None)
+        self._expected.pop(node, None)
+        self._real.pop(node, None)
+        self._ranges.pop(node, None)
+        self._groups = None
 
     def forget_node(self, node: str) -> None:
         """Drop the reported real use of a node (after it restarted or left)."""

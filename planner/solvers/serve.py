@@ -23,7 +23,7 @@ from planner.flow import build_flow_graph, max_flow
 from planner.placement import Placement
 from planner.profile import ProfileSet
 from planner.solvers.base import SolveContext, SolveResult, register
-from planner.solvers.search import Layout, from_placement, heuristic_starts, to_placement
+from planner.solvers.search import Layout, heuristic_starts, to_placement
 from planner.throughput import TYPICAL_INPUT_TOKENS, TYPICAL_OUTPUT_TOKENS, ThroughputTable
 
 # Offline admission stops feeding when the fullest layer's expected KV reaches this share (paper: 0.8).
@@ -183,41 +183,69 @@ class ProxyOracle:
 KV_WEIGHTS = (0.0, 0.35, 0.7)
 
 
-def group_orders(groups: list[list[str]]) -> list[list[list[str]]]:
-    """The default order, and (for up to three groups) every other order: which type meets the coordinator
-    first matters, as source and sink links carry every token one request at a time."""
-    if len(groups) > 3:
-        return [groups]
-    return [list(p) for p in itertools.permutations(groups)]
+Recipe = tuple[tuple[int, ...], tuple[int, ...], float]  # (group order, widths, KV weight)
 
 
 def stage_candidates(
-    ctx: SolveContext, limit: int = 4000, kv_weights: tuple[float, ...] = KV_WEIGHTS, orders: bool = False
+    ctx: SolveContext,
+    limit: int = 4000,
+    kv_weights: tuple[float, ...] = KV_WEIGHTS,
+    orders: bool = False,
+    recipes: dict[str, Recipe] | None = None,
 ) -> list[tuple[str, Layout]]:
     """Stage layouts over width choices per group, a few KV weights for the sizing and (with `orders`)
-    every order of the groups along the pipeline."""
-    tp = ctx.throughput
-    base = groups_of(ctx.cluster, tp)
+    every order of the groups along the pipeline. `recipes`, when given, receives name -> recipe."""
+    base = groups_of(ctx.cluster, ctx.throughput)
     out: list[tuple[str, Layout]] = []
     seen: set[tuple[tuple[str, int, int], ...]] = set()
-    for groups in group_orders(base) if orders else [base]:
-        tag = "".join(ctx.cluster.node(g[0]).gpu_type[0] for g in groups) if orders else ""
-        options = [[w for w in WIDTHS if w <= len(g)] or [1] for g in groups]
+    perms = (
+        list(itertools.permutations(range(len(base))))
+        if orders and len(base) <= 3
+        else [tuple(range(len(base)))]
+    )
+    for order in perms:
+        options = [[w for w in WIDTHS if w <= len(base[i])] or [1] for i in order]
         for widths in itertools.islice(itertools.product(*options), limit):
             for kv_weight in kv_weights:
-                lay = stage_layout(
-                    ctx.cluster,
-                    tp,
-                    ctx.model.num_layers,
-                    groups,
-                    list(widths),
-                    profiles=ctx.profiles,
-                    kv_weight=kv_weight,
-                )
+                name, lay = recipe_layout(ctx, (tuple(order), tuple(widths), kv_weight))
                 key = tuple(sorted((n, s, k) for n, (s, k) in lay.items()))
                 if lay and key not in seen:
                     seen.add(key)
-                    out.append((f"stages{tag}{'-'.join(map(str, widths))}/kv{kv_weight:g}", lay))
+                    out.append((name, lay))
+                    if recipes is not None:
+                        recipes[name] = (tuple(order), tuple(widths), kv_weight)
+    return out
+
+
+def recipe_layout(ctx: SolveContext, recipe: Recipe) -> tuple[str, Layout]:
+    order, widths, kv_weight = recipe
+    base = groups_of(ctx.cluster, ctx.throughput)
+    groups = [base[i] for i in order]
+    tag = "".join(ctx.cluster.node(g[0]).gpu_type[0] for g in groups) if len(groups) <= 3 else ""
+    lay = stage_layout(
+        ctx.cluster,
+        ctx.throughput,
+        ctx.model.num_layers,
+        groups,
+        list(widths),
+        profiles=ctx.profiles,
+        kv_weight=kv_weight,
+    )
+    return f"stages{tag}{'-'.join(map(str, widths))}/kv{kv_weight:g}", lay
+
+
+def reorderings(ctx: SolveContext, recipe: Recipe) -> list[tuple[str, Layout]]:
+    """The same stages in every other group order (up to three groups)."""
+    order, widths, kv_weight = recipe
+    if len(order) > 3:
+        return []
+    width_of = dict(zip(order, widths, strict=True))
+    out = []
+    for perm in itertools.permutations(order):
+        if perm != order:
+            name, lay = recipe_layout(ctx, (perm, tuple(width_of[i] for i in perm), kv_weight))
+            if lay:
+                out.append((name, lay))
     return out
 
 
@@ -266,20 +294,19 @@ class _Best:
 
 @register("serve")
 def solve_serve(ctx: SolveContext) -> SolveResult:
-    """Candidates: the paper's heuristics, the max-flow optimum, lane layouts, and stage layouts over group
-    widths, KV weights and group orders. Without a scorer the proxy's best is returned. With one (the
+    """Candidates: the paper's heuristics, lane layouts, and stage layouts over group widths and KV
+    weights. Without a scorer the proxy's best is returned. With one (the
     simulator, injected from outside the pure core): score one candidate per structure in proxy order
-    (until 55% of the time), then the other stage orders of the two best structures (until 80%), then
+    (until 40% of the time), then every group order of the three best structures (until 90%), then
     boundary shifts of the winner while time remains. The plan that serves the most wins."""
     started = ctx.now()
     deadline = started + ctx.time_limit_s
     num_layers = ctx.model.num_layers
     proxy = ProxyOracle(ctx)
     pool: list[tuple[str, Layout]] = list(heuristic_starts(ctx))
-    from planner.solvers.search import solve_search
-
-    pool.append(("maxflow", from_placement(solve_search(_limited(ctx, 0.05)).placement)))
-    pool += stage_candidates(ctx, orders=True)
+    recipes: dict[str, Recipe] = {}
+    # The proxy cannot tell stage orders apart in one region: orders are tried later, for the best only.
+    pool += stage_candidates(ctx, recipes=recipes)
     distinct: dict[tuple[tuple[str, int, int], ...], tuple[str, Layout]] = {}
     for name, lay in pool:
         if lay:
@@ -322,15 +349,19 @@ def solve_serve(ctx: SolveContext) -> SolveResult:
     for name, lay in ranked:
         by_structure.setdefault(structure(ctx.cluster, lay), []).append((name, lay))
     for variants in by_structure.values():
-        if not judge(*variants[0], until=started + 0.55 * ctx.time_limit_s):
+        if not judge(*variants[0], until=started + 0.4 * ctx.time_limit_s):
             break
     top = sorted(
         (k for k, v in by_structure.items() if v[0][0] in scores),
         key=lambda k: -scores[by_structure[k][0][0]],
     )
-    for key in top[:2]:
-        for name, lay in by_structure[key][1:]:
-            if not judge(name, lay, until=started + 0.8 * ctx.time_limit_s):
+    for key in top[:3]:
+        first = by_structure[key][0][0]
+        variants = by_structure[key][1:] + (reorderings(ctx, recipes[first]) if first in recipes else [])
+        for name, lay in variants:
+            if name in scores:
+                continue
+            if not judge(name, lay, until=started + 0.9 * ctx.time_limit_s):
                 break
     improved = True
     while improved:
@@ -355,12 +386,6 @@ def solve_serve(ctx: SolveContext) -> SolveResult:
         }
     )
     return SolveResult(to_placement(layouts[winner], num_layers), partial=False, stats=stats)
-
-
-def _limited(ctx: SolveContext, share: float) -> SolveContext:
-    from dataclasses import replace
-
-    return replace(ctx, time_limit_s=max(0.5, share * ctx.time_limit_s), progress=None)
 
 
 __all__ = ["Placement", "serving_proxy", "solve_serve", "stage_candidates", "stage_layout"]

@@ -195,9 +195,9 @@ def _with_provenance(result: Any, cluster_arg: str, args: argparse.Namespace) ->
     return dataclasses.replace(result, provenance=prov)
 
 
-# The serve method's judge: a warm-started offline run with a 120-s window (~1-3 s of CPU). The simulator's
+# The serve method's judge: a warm-started offline run with an 80-s window (~1-2 s of CPU). The simulator's
 # own 40-s score window ranked the stored ILP layout and our candidates too noisily to pick a winner.
-SERVE_SCORE_DURATION_S = 150.0
+SERVE_SCORE_DURATION_S = 110.0
 SERVE_SCORE_WARMUP_S = 30.0
 
 

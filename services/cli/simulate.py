@@ -9,6 +9,7 @@ import sys
 import time
 from pathlib import Path
 
+from planner.errors import InvalidInput
 from planner.routing import policy_names
 from simulator.run import MODES, SimConfig, WatchLine, simulate
 from simulator.workload import ARRIVAL_FILES, LENGTH_FILES
@@ -40,10 +41,25 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
         "--initial-queries", type=int, help="offline queries at start (20 max-flow, 180 baselines)"
     )
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument(
+        "--fail",
+        action="append",
+        default=[],
+        metavar="NODE@SECONDS",
+        help="inject a worker failure (repeatable), e.g. --fail n12@120",
+    )
     p.add_argument("--watch", action="store_true", help="print the KV watch every 10 simulated seconds")
     p.add_argument("--no-plots", action="store_true")
     p.add_argument("-o", "--out", help="folder for result.json and plots")
     p.set_defaults(func=run)
+
+
+def _failure(text: str) -> tuple[str, float]:
+    node, _, at = text.partition("@")
+    try:
+        return node, float(at)
+    except ValueError:
+        raise InvalidInput(f"expected NODE@SECONDS, got {text!r}", field="--fail") from None
 
 
 def _version() -> str:
@@ -68,6 +84,7 @@ def run(args: argparse.Namespace) -> int:
     for note in inputs.notes:
         print(f"note: {note}", file=sys.stderr)
     cfg = SimConfig(
+        failures=tuple(_failure(f) for f in args.fail),
         mode=args.mode,
         policy=args.policy,
         lengths=args.lengths,
@@ -110,6 +127,11 @@ def run(args: argparse.Namespace) -> int:
         f"queries: {result.admitted} admitted, {result.rejected} rejected, {result.finished} finished; "
         f"{result.events} events in {wall:.1f}s"
     )
+    if result.failed_nodes:
+        print(
+            f"failures: {', '.join(result.failed_nodes)}; {result.aborted} queries aborted, {result.rerun} re-run "
+            f"on new chains, {result.lost} lost"
+        )
     if result.kv_overflows:
         print(
             f"warning: real KV use exceeded capacity on {', '.join(result.kv_overflows)}; raise the expected "

@@ -56,6 +56,19 @@ def synth_cluster(registry: Registry, name: str = "live") -> Cluster:
     return Cluster(nodes=nodes, links=tuple(links), name=name)
 
 
+def reaches_sink(plan: Plan, cluster: Cluster) -> bool:
+    """Some chain of `plan`'s nodes goes from the source to the sink over `cluster`'s links."""
+    seen = {SOURCE}
+    frontier = [SOURCE]
+    while frontier:
+        at = frontier.pop()
+        for nxt in successors(plan, cluster, at):
+            if nxt not in seen:
+                seen.add(nxt)
+                frontier.append(nxt)
+    return SINK in seen
+
+
 class Fleet:
     def __init__(
         self,
@@ -134,8 +147,17 @@ class Fleet:
         base = self.base_plan
         if base is not None and dict(base.placement.ranges) == dict(placement.ranges):
             return base
-        if not placement.ranges:
-            return Plan(cluster.name, self.model.name, "empty", placement)
+        # Equal weights on every valid arc: the policy still spreads requests over every chain.
+        arcs = placement_arcs(cluster, placement)
+        uniform = Plan(
+            cluster.name,
+            self.model.name,
+            "live-uniform",
+            placement,
+            edge_flows={(a.src, a.dst): 1.0 for a in arcs},
+        )
+        if not placement.ranges or not reaches_sink(uniform, cluster):
+            return uniform  # nothing to weigh: no chain covers [0, L) now
         if self.profiles is not None:
             try:
                 return plan_from_placement(cluster, self.model, self.profiles, placement, method="live")
@@ -150,26 +172,10 @@ class Fleet:
                 return without_nodes(base, set(base.placement.ranges) - set(placement.ranges))
             except NoRoute:
                 pass
-        # Equal weights on every valid arc: the policy still spreads requests over every chain.
-        arcs = placement_arcs(cluster, placement)
-        return Plan(
-            cluster.name,
-            self.model.name,
-            "live-uniform",
-            placement,
-            edge_flows={(a.src, a.dst): 1.0 for a in arcs},
-        )
+        return uniform
 
     def _check_routable(self, placement: Placement) -> tuple[bool, str]:
-        seen = {SOURCE}
-        frontier = [SOURCE]
-        while frontier:
-            at = frontier.pop()
-            for nxt in successors(self.plan, self.cluster, at):
-                if nxt not in seen:
-                    seen.add(nxt)
-                    frontier.append(nxt)
-        if SINK in seen:
+        if reaches_sink(self.plan, self.cluster):
             return True, ""
         return False, self.describe_gap(placement)
 

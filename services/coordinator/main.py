@@ -63,6 +63,17 @@ class Coordinator:
             "running": len(self.engine.running),
             "waiting": len(self.engine.waiting),
             "plan": self.fleet.plan.method,
+            "fleet": {
+                name: {
+                    "address": w.info.address,
+                    "layers": [w.info.layers.start, w.info.layers.end],
+                    "gpu_type": w.info.gpu_type,
+                    "kv_used_tokens": w.kv_used_tokens,
+                    "kv_capacity_tokens": w.info.kv_capacity_tokens,
+                    "queue_depth": w.queue_depth,
+                }
+                for name, w in sorted(self.registry.alive().items())
+            },
         }
 
     def refresh_gauges(self) -> None:

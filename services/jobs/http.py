@@ -34,17 +34,21 @@ class ErrorResponse(BaseModel):
     error: ErrorDetail
 
 
-ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
-    code: {"model": ErrorResponse, "description": text}
-    for code, text in [
-        (400, "invalid input (the message names the field)"),
-        (401, "missing or wrong API key"),
-        (404, "no such id"),
-        (409, "wrong state"),
-        (422, "request body fails validation"),
-        (429, "too many active jobs; see Retry-After"),
-    ]
+_ERROR_TEXT = {
+    400: "invalid input (the message and `param` name the field)",
+    401: "missing or wrong API key",
+    404: "no such id",
+    409: "the job is not in a state that allows this",
+    413: "request body too large",
+    422: "request fails validation (the message names the field)",
+    429: "too many active jobs; retry after the Retry-After header's seconds",
+    503: "a service this call needs (e.g. the planner) cannot be reached",
 }
+
+
+def error_responses(*codes: int) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI `responses` for the error codes a route can answer, all with the one error body."""
+    return {code: {"model": ErrorResponse, "description": _ERROR_TEXT[code]} for code in codes}
 
 
 class JobProgress(BaseModel):

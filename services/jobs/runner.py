@@ -246,8 +246,15 @@ class JobRunner:
         self._watcher.join(timeout=5)
         for pid in pids:
             _kill(pid)
-        for slot in self._slots:
-            slot.pool.shutdown(wait=True, cancel_futures=True)
+        # Side by side: an idle worker may still be importing its warm modules, and each waits for that.
+        closers = [
+            threading.Thread(target=s.pool.shutdown, kwargs={"wait": True, "cancel_futures": True})
+            for s in self._slots
+        ]
+        for t in closers:
+            t.start()
+        for t in closers:
+            t.join()
 
     # -- internals -------------------------------------------------------------------------------------
 

@@ -118,6 +118,15 @@ def load_inputs(body: Mapping[str, Any]) -> Inputs:
         profiles = _bundled().profiles(profiles_name)
     except InvalidInput as exc:
         raise _relabel(exc, "profiles" if body.get("profiles") else "model") from None
+    if body.get("hf_config") is not None:
+        # Profiles are per layer of one model: an inline model must have the layer count they were made for.
+        layers = _bundled().helix_settings(profiles_name).get("num_layers")
+        if layers is not None and int(layers) != model.num_layers:
+            raise InvalidInput(
+                f"profiles {profiles_name!r} are for a {layers}-layer model; hf_config has "
+                f"{model.num_layers} layers",
+                field="hf_config.num_hidden_layers",
+            )
     missing = sorted({n.gpu_type for n in cluster.nodes} - set(profiles.types()))
     if missing:
         raise InvalidInput(

@@ -6,7 +6,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Path, Query, Request, Response, status
 
-from services.jobs.http import ERROR_RESPONSES, JobList, JobView, api_key_checker, job_view
+from services.jobs.http import JobList, JobView, api_key_checker, error_responses, job_view
 from services.jobs.metrics import CONTENT_TYPE_LATEST, JobMetrics
 from services.planner_service.bodies import EvaluationRequest, EvaluationResult, PlanRequest, PlanSubmitted
 from services.planner_service.jobs import method_names
@@ -16,7 +16,7 @@ JOB_ID = Path(pattern=r"^[0-9a-f]{32}$", description="job id (32 hex digits)")
 
 
 def build_router(service: PlannerService) -> APIRouter:
-    router = APIRouter(responses=ERROR_RESPONSES)
+    router = APIRouter()
     auth = [Depends(api_key_checker(service.settings.api_key))]
 
     @router.get("/healthz", tags=["health"])
@@ -41,14 +41,20 @@ def build_router(service: PlannerService) -> APIRouter:
     def methods() -> dict[str, list[str]]:
         return {"methods": list(method_names())}
 
-    @router.post("/v1/plans", tags=["plans"], status_code=status.HTTP_202_ACCEPTED, dependencies=auth)
+    @router.post(
+        "/v1/plans",
+        tags=["plans"],
+        status_code=status.HTTP_202_ACCEPTED,
+        dependencies=auth,
+        responses=error_responses(400, 401, 413, 422, 429),
+    )
     def submit_plan(body: PlanRequest, request: Request, response: Response) -> PlanSubmitted:
         job = service.submit(body)
         url = str(request.url_for("get_plan", job_id=job.id))
         response.headers["Location"] = url
         return PlanSubmitted(id=job.id, status=job.status, url=url)
 
-    @router.get("/v1/plans", tags=["plans"])
+    @router.get("/v1/plans", tags=["plans"], responses=error_responses(400, 422))
     def list_plans(
         status: Annotated[str | None, Query(max_length=20)] = None,
         limit: Annotated[int, Query(ge=1, le=10_000)] = 50,
@@ -57,25 +63,37 @@ def build_router(service: PlannerService) -> APIRouter:
         jobs = service.list_jobs(status=status, limit=limit, offset=offset)
         return JobList(items=[job_view(j, full=False) for j in jobs], limit=limit, offset=offset)
 
-    @router.get("/v1/plans/{job_id}", tags=["plans"], name="get_plan")
+    @router.get("/v1/plans/{job_id}", tags=["plans"], name="get_plan", responses=error_responses(404, 422))
     def get_plan(job_id: Annotated[str, JOB_ID]) -> JobView:
         return job_view(service.get(job_id))
 
-    @router.get("/v1/plans/{job_id}/plan", tags=["plans"])
+    @router.get("/v1/plans/{job_id}/plan", tags=["plans"], responses=error_responses(404, 409, 422))
     def get_plan_json(job_id: Annotated[str, JOB_ID]) -> dict[str, Any]:
         """The bare plan JSON (brl-plan/1) of a succeeded job: what `brl` and the coordinator load."""
         return dict(service.plan(job_id))
 
-    @router.post("/v1/plans/{job_id}/cancel", tags=["plans"], dependencies=auth)
+    @router.post(
+        "/v1/plans/{job_id}/cancel",
+        tags=["plans"],
+        dependencies=auth,
+        responses=error_responses(401, 404, 422),
+    )
     def cancel_plan(job_id: Annotated[str, JOB_ID]) -> JobView:
         return job_view(service.cancel(job_id))
 
-    @router.delete("/v1/plans/{job_id}", tags=["plans"], dependencies=auth)
+    @router.delete(
+        "/v1/plans/{job_id}", tags=["plans"], dependencies=auth, responses=error_responses(401, 404, 422)
+    )
     def delete_plan(job_id: Annotated[str, JOB_ID]) -> JobView:
         """Cancels an active job (finished jobs stay stored; their results are the history)."""
         return job_view(service.cancel(job_id))
 
-    @router.post("/v1/evaluations", tags=["evaluations"], dependencies=auth)
+    @router.post(
+        "/v1/evaluations",
+        tags=["evaluations"],
+        dependencies=auth,
+        responses=error_responses(400, 401, 413, 422),
+    )
     def evaluate(body: EvaluationRequest) -> EvaluationResult:
         """Max-flow, bounds and bottlenecks of a given placement; with `save`, also stored as a plan."""
         return EvaluationResult.model_validate(service.evaluate(body))

@@ -6,7 +6,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Path, Query, Request, Response, status
 
-from services.jobs.http import ERROR_RESPONSES, JobList, JobView, api_key_checker, job_view
+from services.jobs.http import JobList, JobView, api_key_checker, error_responses, job_view
 from services.jobs.metrics import CONTENT_TYPE_LATEST, JobMetrics
 from services.simulator_service.bodies import SimulationRequest, SimulationSubmitted
 from services.simulator_service.service import KIND, SimulatorService
@@ -16,7 +16,7 @@ PLOT = Path(pattern=r"^[a-z0-9_-]{1,50}$", description="plot name, e.g. throughp
 
 
 def build_router(service: SimulatorService) -> APIRouter:
-    router = APIRouter(responses=ERROR_RESPONSES)
+    router = APIRouter()
     auth = [Depends(api_key_checker(service.settings.api_key))]
 
     @router.get("/healthz", tags=["health"])
@@ -38,7 +38,11 @@ def build_router(service: SimulatorService) -> APIRouter:
         }
 
     @router.post(
-        "/v1/simulations", tags=["simulations"], status_code=status.HTTP_202_ACCEPTED, dependencies=auth
+        "/v1/simulations",
+        tags=["simulations"],
+        status_code=status.HTTP_202_ACCEPTED,
+        dependencies=auth,
+        responses=error_responses(400, 401, 404, 409, 413, 422, 429, 503),
     )
     def submit_simulation(
         body: SimulationRequest, request: Request, response: Response
@@ -49,7 +53,7 @@ def build_router(service: SimulatorService) -> APIRouter:
         response.headers["Location"] = url
         return SimulationSubmitted(id=job.id, status=job.status, url=url)
 
-    @router.get("/v1/simulations", tags=["simulations"])
+    @router.get("/v1/simulations", tags=["simulations"], responses=error_responses(400, 422))
     def list_simulations(
         status: Annotated[str | None, Query(max_length=20)] = None,
         limit: Annotated[int, Query(ge=1, le=10_000)] = 50,
@@ -58,11 +62,16 @@ def build_router(service: SimulatorService) -> APIRouter:
         jobs = service.list_jobs(status=status, limit=limit, offset=offset)
         return JobList(items=[job_view(j, full=False) for j in jobs], limit=limit, offset=offset)
 
-    @router.get("/v1/simulations/{job_id}", tags=["simulations"], name="get_simulation")
+    @router.get(
+        "/v1/simulations/{job_id}",
+        tags=["simulations"],
+        name="get_simulation",
+        responses=error_responses(404, 422),
+    )
     def get_simulation(job_id: Annotated[str, JOB_ID]) -> JobView:
         return job_view(service.get(job_id))
 
-    @router.get("/v1/simulations/{job_id}/plots", tags=["simulations"])
+    @router.get("/v1/simulations/{job_id}/plots", tags=["simulations"], responses=error_responses(404, 422))
     def list_plots(job_id: Annotated[str, JOB_ID], request: Request) -> dict[str, Any]:
         names = service.plot_names(job_id)
         return {
@@ -76,17 +85,27 @@ def build_router(service: SimulatorService) -> APIRouter:
         tags=["simulations"],
         name="get_plot",
         response_class=Response,
-        responses={200: {"content": {"image/png": {}}}},
+        responses={200: {"content": {"image/png": {}}}, **error_responses(404, 422)},
     )
     def get_plot(job_id: Annotated[str, JOB_ID], name: Annotated[str, PLOT]) -> Response:
         artifact = service.plot(job_id, name)
         return Response(content=artifact.data, media_type=artifact.content_type)
 
-    @router.post("/v1/simulations/{job_id}/cancel", tags=["simulations"], dependencies=auth)
+    @router.post(
+        "/v1/simulations/{job_id}/cancel",
+        tags=["simulations"],
+        dependencies=auth,
+        responses=error_responses(401, 404, 422),
+    )
     def cancel_simulation(job_id: Annotated[str, JOB_ID]) -> JobView:
         return job_view(service.cancel(job_id))
 
-    @router.delete("/v1/simulations/{job_id}", tags=["simulations"], dependencies=auth)
+    @router.delete(
+        "/v1/simulations/{job_id}",
+        tags=["simulations"],
+        dependencies=auth,
+        responses=error_responses(401, 404, 422),
+    )
     def delete_simulation(job_id: Annotated[str, JOB_ID]) -> JobView:
         """Cancels an active simulation (finished ones stay stored)."""
         return job_view(service.cancel(job_id))

@@ -18,6 +18,7 @@ from typing import Any
 
 import torch
 
+from planner.errors import CapacityExceeded
 from services.worker import sampling
 from services.worker.activations import from_wire, to_wire
 from services.worker.backends.base import Backend, Work
@@ -197,6 +198,12 @@ class Batcher:
                 self._in_step = True
                 try:
                     await loop.run_in_executor(self._executor, self._compute, ready)
+                except CapacityExceeded as exc:  # the backend's own pool (vLLM blocks) is fuller than counted
+                    for r in ready:
+                        self._forget(r.item.segment)
+                        r.result = error_result(
+                            r.item.segment.request_id, RESOURCE_EXHAUSTED, str(exc), self.address
+                        )
                 except Exception as exc:  # a backend bug must not take the worker down
                     log.exception("step failed")
                     for r in ready:
@@ -359,6 +366,16 @@ class Batcher:
         task = asyncio.get_running_loop().create_task(coro)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+
+    def _forget(self, seg: Segment) -> None:
+        """Undo what picking a segment recorded (the step never ran): a new request leaves no trace."""
+        known = self._requests.get(seg.request_id)
+        if known is None:
+            return
+        if seg.position == 0:
+            self._requests.pop(seg.request_id, None)
+        else:
+            known.cached = Cached(seg.start_layer, seg.end_layer, seg.position)
 
     def _free(self, request_id: str) -> bool:
         if self._in_step:

@@ -103,9 +103,13 @@ class HopStream:
                 if self._call is None:
                     self._open()
                 await self._call.write(wire.batch_to_msg(batch_id, segments))
-        except (grpc.RpcError, asyncio.InvalidStateError) as exc:
+        except (grpc.RpcError, asyncio.InvalidStateError, grpc.aio.UsageError) as exc:
+            self._call = None  # the next send opens a fresh stream (the worker may be back)
             self._fail_all(f"cannot reach worker {self.address}: {_describe(exc)}")
-        return await future
+        try:
+            return await future
+        finally:
+            self._pending.pop(batch_id, None)  # a caller that timed out leaves nothing behind
 
     def _open(self) -> None:
         self._call = self._stub.Forward()

@@ -10,6 +10,7 @@ import asyncio
 import contextlib
 import logging
 import signal
+import socket
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -65,6 +66,16 @@ class WorkerServer:
         self.batcher.backend.close()
 
 
+def _reachable_host(host: str) -> str:
+    """Others cannot dial 0.0.0.0: a wildcard bind advertises this machine's own address instead."""
+    if host not in ("0.0.0.0", "::", "[::]", ""):
+        return host
+    try:
+        return socket.gethostbyname(socket.gethostname())
+    except OSError:
+        return "127.0.0.1"
+
+
 def shard_spec(settings: WorkerSettings) -> ShardSpec:
     start, end = settings.layer_range
     return ShardSpec(
@@ -92,7 +103,7 @@ async def build_server(settings: WorkerSettings, *, backend: Backend | None = No
     port = server.add_insecure_port(f"{settings.host}:{settings.port}")
     if port == 0:
         raise OSError(f"cannot bind {settings.host}:{settings.port}")
-    address = settings.advertise or f"{settings.host}:{port}"
+    address = settings.advertise or f"{_reachable_host(settings.host)}:{port}"
     connections = Connections()
     batcher = Batcher(
         backend,

@@ -21,3 +21,11 @@ def test_score_plan_ranks_a_faster_fleet_higher() -> None:
     assert fast.admitted > 20 and fast.decode_tok_per_s > slow.decode_tok_per_s > 0
     again = score_plan(cluster, toy_model(), profiles(), plan, seed=1, kv_capacity=kv)
     assert again.to_dict() == fast.to_dict()
+
+
+def test_a_plan_without_flow_scores_zero() -> None:
+    from dataclasses import replace
+
+    cluster, plan = diamond()
+    r = score_plan(cluster, toy_model(), profiles(), replace(plan, edge_flows={}, objective_tok_per_s=0.0))
+    assert r.decode_tok_per_s == 0.0 and r.admitted == 0 and r.to_dict()["finished"] == 0

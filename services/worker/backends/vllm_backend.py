@@ -19,7 +19,7 @@ from typing import Any
 
 import torch
 
-from planner.errors import InvalidInput
+from planner.errors import CapacityExceeded, InvalidInput
 from services.worker.backends.base import DTYPES, Backend, ShardSpec, Work, WorkOut
 from services.worker.checkpoint import model_shape, read_config
 
@@ -66,6 +66,8 @@ def _free_port() -> int:
 
 class VllmBackend(Backend):
     name = "vllm"
+    # vLLM keeps process-wide state (distributed groups, the PP group we replace): one runner per process.
+    _built_in_process = False
 
     def __init__(self, spec: ShardSpec) -> None:
         config = read_config(spec.model_dir)
@@ -78,6 +80,12 @@ class VllmBackend(Backend):
             )
         if spec.dtype not in DTYPES:
             raise InvalidInput(f"dtype {spec.dtype!r}; expected one of {sorted(DTYPES)}", field="dtype")
+        if VllmBackend._built_in_process:
+            raise InvalidInput(
+                "the vllm backend can be built once per process; restart the worker to change its shard",
+                field="backend",
+            )
+        VllmBackend._built_in_process = True
         # vLLM logs to stdout by default; a worker's stdout carries only its address line.
         os.environ.setdefault("VLLM_LOGGING_STREAM", "ext://sys.stderr")
         import vllm
@@ -95,7 +103,10 @@ class VllmBackend(Backend):
         self._order: list[str] = []  # request order of the runner's persistent batch, this step
         self._pending_inputs: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
         self._intermediate: Any = None
-        self._build()
+        try:
+            self._build()
+        except ValueError as exc:  # vLLM's config checks (KV budget, max length, dtype) speak ValueError
+            raise InvalidInput(f"vLLM refused this shard: {exc}", field="backend") from exc
 
     # --- construction --------------------------------------------------------------------------------
 
@@ -106,9 +117,9 @@ class VllmBackend(Backend):
         from vllm.engine.arg_utils import EngineArgs
         from vllm.platforms import current_platform
         from vllm.plugins import load_general_plugins
+        from vllm.utils.import_utils import resolve_obj_by_qualname
         from vllm.v1.attention.backends.utils import resolve_kv_cache_layout
         from vllm.v1.core.kv_cache_utils import get_kv_cache_configs
-        from vllm.v1.worker.cpu_worker import CPUWorker
 
         spec = self.spec
         max_len = min(self.shape.max_positions, 4096)  # the longest request vLLM must fit in its cache
@@ -133,7 +144,9 @@ class VllmBackend(Backend):
         load_general_plugins()
         current_platform.register_triton_kernel_overrides()
         with set_current_vllm_config(self.vllm_config):
-            worker = CPUWorker(
+            # The platform's worker class: CPUWorker here, the CUDA Worker on a GPU node.
+            worker_cls = resolve_obj_by_qualname(self.vllm_config.parallel_config.worker_cls)
+            worker = worker_cls(
                 self.vllm_config,
                 local_rank=0,
                 rank=0,
@@ -147,6 +160,7 @@ class VllmBackend(Backend):
                 worker.load_model()
             self.worker = worker
             self.runner: Any = worker.model_runner
+            self.device = torch.device(self.runner.device)
             # What vLLM's engine core does once for all workers, done here for this one shard.
             kv_spec = worker.get_kv_cache_spec()
             layout = resolve_kv_cache_layout(
@@ -162,7 +176,7 @@ class VllmBackend(Backend):
         if not self.first:
             # On CPU without compilation vLLM never makes the receive buffer of a non-first stage.
             self.runner.intermediate_tensors = self.runner.model.make_empty_intermediate_tensors(
-                batch_size=self.runner.max_num_tokens, dtype=self.dtype, device=torch.device("cpu")
+                batch_size=self.runner.max_num_tokens, dtype=self.dtype, device=self.device
             )
         update = self.runner._update_states
 
@@ -196,7 +210,8 @@ class VllmBackend(Backend):
         return (self.num_blocks - 1) * self.block_size
 
     def kv_used_tokens(self) -> int:
-        return sum(r.tokens for r in self._requests.values())
+        # Whole blocks are what the pool really holds (vLLM allocates KV a block at a time).
+        return sum(len(r.blocks) for r in self._requests.values()) * self.block_size
 
     def free(self, request_id: str) -> bool:
         req = self._requests.pop(request_id, None)
@@ -212,6 +227,14 @@ class VllmBackend(Backend):
         from vllm.sequence import IntermediateTensors
         from vllm.v1.core.sched.output import CachedRequestData, NewRequestData, SchedulerOutput
 
+        needed = sum(
+            self._blocks_needed(self._requests.get(w.request_id), w.position + w.num_tokens) for w in works
+        )
+        if needed > len(self._free_blocks):
+            raise CapacityExceeded(
+                f"vLLM KV cache full: this step needs {needed} more blocks of "
+                f"{self.block_size} tokens, {len(self._free_blocks)} are free"
+            )
         new_reqs: list[Any] = []
         cached = CachedRequestData.make_empty()
         scheduled: dict[str, int] = {}
@@ -220,8 +243,8 @@ class VllmBackend(Backend):
             req = self._requests.get(w.request_id)
             is_new = req is None
             if req is None:
+                # A reused id stays in finished_req_ids: the runner drops the old state before adding this one.
                 req = self._requests[w.request_id] = _Req()
-                self._finished.discard(w.request_id)
             added = self._grow(req, w.position + w.num_tokens)
             if is_new:
                 new_reqs.append(
@@ -246,7 +269,7 @@ class VllmBackend(Backend):
             scheduled[w.request_id] = w.num_tokens
             if w.hidden is not None:
                 residual = w.residual if w.residual is not None else torch.zeros_like(w.hidden)
-                self._pending_inputs[w.request_id] = (w.hidden, residual)
+                self._pending_inputs[w.request_id] = (w.hidden.to(self.device), residual.to(self.device))
         output = SchedulerOutput(
             scheduled_new_reqs=new_reqs,
             scheduled_cached_reqs=cached,
@@ -287,23 +310,24 @@ class VllmBackend(Backend):
             logits = state.logits.float()
             index = {r: i for i, r in enumerate(r for r in self._order if r in sizes)}
             for w in works:
-                outs.append(WorkOut(logits=logits[index[w.request_id]].clone() if w.want_logits else None))
+                outs.append(WorkOut(logits=logits[index[w.request_id]].cpu() if w.want_logits else None))
             return outs
         hidden, residual = result.tensors["hidden_states"], result.tensors["residual"]
         for w in works:
             lo, hi = offsets[w.request_id]
-            outs.append(WorkOut(hidden=hidden[lo:hi].clone(), residual=residual[lo:hi].clone()))
+            # Copies: the runner reuses its output buffers next step (.cpu() copies off a GPU anyway).
+            outs.append(
+                WorkOut(
+                    hidden=hidden[lo:hi].to("cpu", copy=True), residual=residual[lo:hi].to("cpu", copy=True)
+                )
+            )
         return outs
 
-    def _grow(self, req: _Req, total_tokens: int) -> list[int]:
-        needed = -(-total_tokens // self.block_size) - len(req.blocks)
-        if needed > len(self._free_blocks):
-            from planner.errors import CapacityExceeded
+    def _blocks_needed(self, req: _Req | None, total_tokens: int) -> int:
+        return max(0, -(-total_tokens // self.block_size) - (len(req.blocks) if req else 0))
 
-            raise CapacityExceeded(
-                f"vLLM KV blocks exhausted: {needed} more needed, {len(self._free_blocks)} free"
-            )
-        added = [self._free_blocks.pop() for _ in range(max(0, needed))]
+    def _grow(self, req: _Req, total_tokens: int) -> list[int]:
+        added = [self._free_blocks.pop() for _ in range(self._blocks_needed(req, total_tokens))]
         req.blocks.extend(added)
         return added
 

@@ -98,3 +98,30 @@ def test_bad_input_exits_2(capsys) -> None:
     assert main(["simulate"]) == 2
     assert main(["simulate", "--cluster", "cluster24", "--placement", ILP, "--lengths", "nope"]) == 2
     assert "unknown length distribution" in capsys.readouterr().err
+
+
+def test_simulate_with_an_injected_failure(tmp_path, capsys) -> None:
+    # n3, n5 and n21 all hold layers [53, 60) in the ILP layout: losing n3 re-routes over the other two.
+    code = main(
+        [
+            "simulate",
+            "--cluster",
+            "cluster24",
+            "--placement",
+            ILP,
+            "--duration",
+            "40",
+            "--warmup",
+            "10",
+            "--fail",
+            "n3@25",
+            "--no-plots",
+            "-o",
+            str(tmp_path),
+        ]
+    )
+    assert code == 0
+    assert "failures: n3;" in capsys.readouterr().out
+    data = json.loads((tmp_path / "result.json").read_text())
+    assert data["failed_nodes"] == ["n3"] and data["aborted"] > 0 and data["lost"] == 0
+    assert main(["simulate", "--cluster", "cluster24", "--placement", ILP, "--fail", "n3"]) == 2

@@ -111,23 +111,6 @@ def test_cancel_queued_job(store: JobStore, runner: JobRunner) -> None:
         assert wait_for(store, b.id, (SUCCEEDED, FAILED, CANCELLED)).status == CANCELLED
 
 
-def test_restart_marks_active_jobs_failed_with_reason(tmp_path: Path) -> None:
-    path = tmp_path / "restart.db"
-    first = JobStore(path)
-    finished = first.create("test", {"a": 1})
-    first.finish(finished.id, SUCCEEDED, result={"ok": True})
-    interrupted = first.create("test", {"a": 2})
-    first.mark_running(interrupted.id, pid=1)
-    # A crash leaves the rows as they were; a new process opens the same file.
-    second = JobStore(path)
-    assert second.fail_interrupted() == [interrupted.id]
-    again = second.get(interrupted.id)
-    assert again is not None and again.status == FAILED
-    assert again.error is not None and "restart" in again.error["message"]
-    kept = second.get(finished.id)
-    assert kept is not None and kept.status == SUCCEEDED and kept.result == {"ok": True}
-
-
 def test_workers_exit_when_the_service_process_dies(tmp_path: Path) -> None:
     """A service killed with SIGKILL leaves no worker behind (they watch their parent)."""
     import os

@@ -15,7 +15,7 @@ from services.worker import client
 from services.worker.activations import to_wire
 from services.worker.client import ChainClient, Connections, HopAddress, StepInput, generate
 from services.worker.records import HopAddress as Hop
-from services.worker.records import LoadOrder, Segment, WireTensor
+from services.worker.records import LoadOrder, Sampling, Segment, WireTensor
 from tests.services.worker.conftest import TINY_LAYERS, chain_of, hf_greedy, start_workers, stop_all
 
 PROMPTS = [[5, 17, 99, 3], [42, 7, 250, 1, 1, 9, 11], [8], [200, 201]]
@@ -185,5 +185,70 @@ def test_health_and_reflection(tiny_dir: Path) -> None:
                 assert {"brl.worker.Worker", "grpc.health.v1.Health"} <= names
         finally:
             await stop_all([w])
+
+    asyncio.run(run())
+
+
+def test_client_reconnects_when_a_worker_comes_back(tiny_dir: Path) -> None:
+    async def run() -> None:
+        (w,) = await start_workers(tiny_dir, [(0, 6)])
+        port = w.port
+        chain = ChainClient([HopAddress(w.address, 0, 6)])
+        try:
+            assert (await chain.step([StepInput("a", [1], 0)]))[0].ok
+            await w.stop(0)
+            (lost,) = await chain.step([StepInput("b", [1], 0)])
+            assert lost.code == "unavailable" and lost.failed_hop == w.address
+            (w,) = await start_workers(tiny_dir, [(0, 6)], port=port)
+            (back,) = await chain.step([StepInput("c", [1], 0)])
+            assert back.ok
+        finally:
+            await chain.close()
+            await stop_all([w])
+
+    asyncio.run(run())
+
+
+def test_seeded_sampling_is_reproducible_through_a_chain(tiny_dir: Path) -> None:
+    async def run() -> list[list[list[int]]]:
+        workers = await start_workers(tiny_dir, [(0, 3), (3, 6)])
+        chain = chain_of(workers)
+        try:
+            runs = []
+            for seed in (11, 11, 12):
+                hot = Sampling(temperature=1.5, top_p=0.95, seed=seed)
+                runs.append(
+                    await generate([chain] * 2, PROMPTS[:2], 12, sampling=hot, request_prefix=f"s{len(runs)}")
+                )
+            return runs
+        finally:
+            await chain.close()
+            await stop_all(workers)
+
+    first, again, other = asyncio.run(run())
+    assert first == again
+    assert first != other
+
+
+def test_bfloat16_shards_speak_bfloat16_on_the_wire(tiny_dir: Path) -> None:
+    async def run() -> None:
+        head, tail = await start_workers(tiny_dir, [(0, 3), (3, 6)], dtype="bfloat16")
+        chain = chain_of([head, tail])
+        conns = Connections()
+        try:
+            tokens = await generate([chain] * 2, PROMPTS[:2], 4)
+            assert all(len(t) == 4 for t in tokens)
+            (refused,) = await conns.stream(tail.address).send(
+                [Segment("x", 3, 6, 0, 1, hidden=to_wire(torch.zeros(1, 128)))]
+            )
+            assert refused.code == "invalid_argument" and "'bfloat16'" in refused.error
+            (accepted,) = await conns.stream(tail.address).send(
+                [Segment("y", 3, 6, 0, 1, hidden=to_wire(torch.zeros(1, 128, dtype=torch.bfloat16)))]
+            )
+            assert accepted.ok
+        finally:
+            await conns.close()
+            await chain.close()
+            await stop_all([head, tail])
 
     asyncio.run(run())

@@ -1,0 +1,126 @@
+"""Continuous batching with a scripted backend: who shares a step, in what order, and what fails alone."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import torch
+
+from planner.errors import CapacityExceeded
+from services.worker.backends.base import Backend, ModelShape, ShardSpec, Work, WorkOut
+from services.worker.batcher import Batcher
+from services.worker.client import Connections
+from services.worker.records import Segment
+
+SHAPE = ModelShape(
+    num_layers=2, hidden_size=4, vocab_size=8, num_heads=1, num_kv_heads=1, head_dim=4, max_positions=64
+)
+
+
+class ScriptedBackend(Backend):
+    """Holds all layers; the next token is always (last input token + 1) % vocab; records every step."""
+
+    name = "scripted"
+
+    def __init__(self, capacity: int = 100, fail_with: Exception | None = None) -> None:
+        super().__init__(ShardSpec("m", Path("."), 0, 2), SHAPE)
+        self.capacity = capacity
+        self.fail_with = fail_with
+        self.steps: list[list[tuple[str, int]]] = []
+        self.tokens: dict[str, int] = {}
+
+    @property
+    def kv_capacity_tokens(self) -> int:
+        return self.capacity
+
+    def kv_used_tokens(self) -> int:
+        return sum(self.tokens.values())
+
+    def step(self, works: list[Work]) -> list[WorkOut]:
+        if self.fail_with is not None:
+            raise self.fail_with
+        self.steps.append([(w.request_id, w.num_tokens) for w in works])
+        outs = []
+        for w in works:
+            self.tokens[w.request_id] = w.position + w.num_tokens
+            assert w.token_ids is not None
+            logits = torch.zeros(SHAPE.vocab_size)
+            logits[(int(w.token_ids[-1]) + 1) % SHAPE.vocab_size] = 1.0
+            outs.append(WorkOut(logits=logits))
+        return outs
+
+    def free(self, request_id: str) -> bool:
+        return self.tokens.pop(request_id, None) is not None
+
+
+def _seg(request_id: str, tokens: list[int], position: int = 0) -> Segment:
+    return Segment(request_id, 0, 2, position, len(tokens), token_ids=tuple(tokens))
+
+
+async def _with_batcher(backend: Backend, body, **kw):  # type: ignore[no-untyped-def]
+    batcher = Batcher(backend, connections=Connections(), address="me:1", **kw)
+    batcher.start()
+    try:
+        return await body(batcher)
+    finally:
+        await batcher.close()
+
+
+def test_requests_from_separate_streams_share_a_step() -> None:
+    backend = ScriptedBackend()
+
+    async def body(b: Batcher) -> None:
+        first, second = await asyncio.gather(b.submit([_seg("a", [1, 2])]), b.submit([_seg("b", [5])]))
+        assert (first[0].token_id, second[0].token_id) == (3, 6)
+
+    asyncio.run(_with_batcher(backend, body))
+    assert backend.steps == [[("a", 2), ("b", 1)]]
+
+
+def test_one_segment_per_request_per_step_in_order() -> None:
+    backend = ScriptedBackend()
+
+    async def body(b: Batcher) -> None:
+        res = await b.submit([_seg("a", [1, 2, 3]), _seg("a", [4], position=3), _seg("b", [7])])
+        assert [r.token_id for r in res] == [4, 5, 0]
+
+    asyncio.run(_with_batcher(backend, body))
+    assert backend.steps == [[("a", 3), ("b", 1)], [("a", 1)]]
+
+
+def test_token_budget_splits_steps() -> None:
+    backend = ScriptedBackend()
+
+    async def body(b: Batcher) -> None:
+        await b.submit([_seg("a", [1, 1, 1]), _seg("b", [1, 1, 1]), _seg("c", [1])])
+
+    asyncio.run(_with_batcher(backend, body, max_batch_tokens=4))
+    assert backend.steps == [[("a", 3), ("c", 1)], [("b", 3)]]
+
+
+def test_backend_pool_full_answers_resource_exhausted_and_forgets_new_requests() -> None:
+    backend = ScriptedBackend(fail_with=CapacityExceeded("blocks gone"))
+
+    async def body(b: Batcher) -> None:
+        (res,) = await b.submit([_seg("a", [1])])
+        assert res.code == "resource_exhausted" and "blocks gone" in res.error
+        assert b.active_requests == 0
+        backend.fail_with = None
+        (again,) = await b.submit([_seg("a", [1])])  # position 0 is accepted: nothing was kept
+        assert again.ok
+
+    asyncio.run(_with_batcher(backend, body))
+
+
+def test_a_backend_bug_fails_the_step_not_the_worker() -> None:
+    backend = ScriptedBackend(fail_with=RuntimeError("boom"))
+
+    async def body(b: Batcher) -> None:
+        (res,) = await b.submit([_seg("a", [1])])
+        assert res.code == "internal" and "boom" in res.error
+        backend.fail_with = None
+        (ok,) = await b.submit([_seg("z", [1])])
+        assert ok.token_id == 2
+
+    asyncio.run(_with_batcher(backend, body))
