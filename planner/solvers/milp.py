@@ -21,9 +21,9 @@ from typing import Any
 import mip
 
 from planner.cluster import SINK, SOURCE, Link
-from planner.errors import InvalidInput, Unavailable
+from planner.errors import InfeasiblePlan, InvalidInput, Unavailable
 from planner.flow import coverage_bound, link_tok_per_s, solve_max_flow
-from planner.placement import LayerRange, Placement
+from planner.placement import LayerRange
 from planner.solvers.base import SolveContext, SolveResult, register
 from planner.solvers.search import (
     FlowOracle,
@@ -302,7 +302,12 @@ def solve_milp(ctx: SolveContext) -> SolveResult:
         "links_kept": len(model.links),
         "stopped_early": ctx.stopped(),
     }
-    placement = to_placement(best, L) if best else Placement(L, {})
+    if not best:
+        raise InfeasiblePlan(
+            f"the MILP found no feasible placement in {ctx.time_limit_s:g} s "
+            f"(start_from={start_from!r}); warm-start it (start_from='best') or give it more time"
+        )
+    placement = to_placement(best, L)
     return SolveResult(placement, partial=False, stats=stats)
 
 

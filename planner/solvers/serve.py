@@ -336,7 +336,8 @@ def solve_serve(ctx: SolveContext) -> SolveResult:
     best = _Best()
 
     def judge(name: str, lay: Layout, until: float) -> bool:
-        if ctx.stopped() or ctx.now() >= until or len(scores) >= max_scored:
+        # The first candidate is always scored, so a plan comes back however short the time limit.
+        if scores and (ctx.stopped() or ctx.now() >= until or len(scores) >= max_scored):
             return False
         value, details = scorer(to_placement(lay, num_layers))
         scores[name], details_of[name], layouts[name] = value, details, lay

@@ -60,8 +60,16 @@ def test_the_scorer_decides_and_the_result_is_valid(ctx70) -> None:
         seen.append(len(placement))
         return 100.0 - len(placement), {"holders": len(placement)}
 
-    ctx = SolveContext(ctx70.cluster, ctx70.model, ctx70.profiles, ctx70.throughput, random.Random(0),
-                       time_limit_s=5.0, scorer=fewest_holders, options={"max_scored": 8, "proxy_iters": 50})
+    ctx = SolveContext(
+        ctx70.cluster,
+        ctx70.model,
+        ctx70.profiles,
+        ctx70.throughput,
+        random.Random(0),
+        time_limit_s=5.0,
+        scorer=fewest_holders,
+        options={"max_scored": 8, "proxy_iters": 50},
+    )
     result = solve_serve(ctx)
     check_placement(ctx.cluster, ctx.throughput, result.placement, partial=False)
     assert result.stats["scored"] == len(seen) <= 8
@@ -70,9 +78,38 @@ def test_the_scorer_decides_and_the_result_is_valid(ctx70) -> None:
 
 
 def test_without_a_scorer_the_proxy_picks(ctx70) -> None:
-    ctx = SolveContext(ctx70.cluster, ctx70.model, ctx70.profiles, ctx70.throughput, random.Random(0),
-                       time_limit_s=5.0, options={"proxy_iters": 50})
+    ctx = SolveContext(
+        ctx70.cluster,
+        ctx70.model,
+        ctx70.profiles,
+        ctx70.throughput,
+        random.Random(0),
+        time_limit_s=5.0,
+        options={"proxy_iters": 50},
+    )
     result = solve_serve(ctx)
     check_placement(ctx.cluster, ctx.throughput, result.placement, partial=False)
     assert result.stats["proxy_decode_tok_per_s"] >= max(result.stats["proxy"].values()) - 0.1  # rounded
     assert len(stage_candidates(ctx)) > 10
+
+
+def test_a_plan_comes_back_even_when_time_is_up(ctx70) -> None:
+    calls: list[int] = []
+
+    def scorer(placement) -> tuple[float, dict]:
+        calls.append(1)
+        return 1.0, {}
+
+    ctx = SolveContext(
+        ctx70.cluster,
+        ctx70.model,
+        ctx70.profiles,
+        ctx70.throughput,
+        random.Random(0),
+        time_limit_s=0.0,
+        scorer=scorer,
+        should_stop=lambda: True,
+    )
+    result = solve_serve(ctx)
+    assert len(calls) == 1
+    check_placement(ctx.cluster, ctx.throughput, result.placement, partial=False)

@@ -29,26 +29,28 @@ def test_service_command_serves_and_stops_on_sigterm(tmp_path: Path, command: st
         "--max-workers",
         "1",
     ]
-    proc = subprocess.Popen(args, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    log = (tmp_path / "stderr.log").open("w")
+    proc = subprocess.Popen(args, cwd=ROOT, stdout=subprocess.PIPE, stderr=log, text=True)
     try:
         assert proc.stdout is not None
         line = proc.stdout.readline()
-        assert "service on http://" in line, line + (proc.stderr.read() if proc.stderr else "")
+        assert "service on http://" in line, line + (tmp_path / "stderr.log").read_text()
         url = line.split(" on ", 1)[1].split(",", 1)[0].strip()
-        assert httpx.get(f"{url}/healthz", timeout=10).json() == {"status": "ok"}
-        assert httpx.get(f"{url}/openapi.json", timeout=10).json()["info"]["title"].startswith("BRL")
+        assert httpx.get(f"{url}/healthz", timeout=30).json() == {"status": "ok"}
+        assert httpx.get(f"{url}/openapi.json", timeout=30).json()["info"]["title"].startswith("BRL")
         if command == "planner-service":
             # Worker processes start from the console script's main module (spawn): a job must run.
             body = {"cluster": "cluster24", "model": "llama2-70b", "method": "swarm", "time_limit_s": 5}
-            with httpx.Client(base_url=url, timeout=10) as client:
+            with httpx.Client(base_url=url, timeout=30) as client:
                 job = wait_job(client, client.post("/v1/plans", json=body).json()["url"])
             assert job["status"] == "succeeded", job["error"]
         proc.send_signal(signal.SIGTERM)
-        assert proc.wait(timeout=30) == 0
+        assert proc.wait(timeout=90) == 0, (tmp_path / "stderr.log").read_text()
     finally:
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+        log.close()
     assert (tmp_path / "jobs.db").exists()
 
 

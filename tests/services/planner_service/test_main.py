@@ -43,8 +43,8 @@ def _start(db: Path, **overrides: Any) -> tuple[RunningServers, Any]:
         "port": 0,
         "grpc_port": 0,
         "api_key": API_KEY,
-        "max_workers": 2,
-        "max_queued": 1,
+        "max_workers": 1,
+        "max_queued": 2,
         "cancel_grace_s": 0.5,
         **overrides,
     }
@@ -314,7 +314,9 @@ def test_restart_keeps_plans_and_fails_interrupted_jobs(tmp_path: Path) -> None:
         assert "submit it again" in cut["error"]["message"]
 
 
-def test_grpc_submit_get_and_errors(service: tuple[RunningServers, httpx.Client]) -> None:
+def test_grpc_submit_get_and_errors(
+    service: tuple[RunningServers, httpx.Client], petals_job: dict[str, Any]
+) -> None:
     servers, _ = service
     with grpc.insecure_channel(f"127.0.0.1:{servers.grpc_port}") as channel:
         health = health_pb2_grpc.HealthStub(channel).Check(
@@ -352,6 +354,20 @@ def test_grpc_submit_get_and_errors(service: tuple[RunningServers, httpx.Client]
         with pytest.raises(grpc.RpcError) as missing:
             stub.GetPlan(pb.JobRef(id="f" * 32))
         assert missing.value.code() == grpc.StatusCode.NOT_FOUND
+        placement = {
+            n: pb.LayerRange(start=r[0], end=r[1])
+            for n, r in petals_job["result"]["plan"]["placement"].items()
+        }
+        evaluated = stub.Evaluate(
+            pb.EvaluateRequest(
+                inputs=pb.FleetAndModel(cluster="cluster24", model="llama2-70b"), placement=placement
+            ),
+            metadata=metadata,
+        )
+        assert evaluated.max_flow_tok_per_s == pytest.approx(
+            petals_job["result"]["plan"]["objective_tok_per_s"]
+        )
+        assert evaluated.bottlenecks and evaluated.bound_tok_per_s >= evaluated.max_flow_tok_per_s
 
 
 def test_client_fetches_plans(
@@ -377,7 +393,7 @@ def test_metrics_count_jobs(service: tuple[RunningServers, httpx.Client], petals
         if line.startswith("brl_jobs{")
     }
     assert counts['kind="plan",status="succeeded"'] >= 1
-    assert "brl_job_workers 2.0" in text and "brl_job_queue_depth" in text
+    assert "brl_job_workers 1.0" in text and "brl_job_queue_depth" in text
 
 
 def test_inline_model_config(service: tuple[RunningServers, httpx.Client]) -> None:

@@ -61,7 +61,7 @@ def simulator(
             "api_key": API_KEY,
             "planner_url": planner[0].base_url,
             "planner_api_key": API_KEY,
-            "max_workers": 2,
+            "max_workers": 1,
             "max_queued": 2,
             "cancel_grace_s": 0.5,
             "max_duration_s": 86400,

@@ -200,7 +200,13 @@ def test_client_reconnects_when_a_worker_comes_back(tiny_dir: Path) -> None:
             (lost,) = await chain.step([StepInput("b", [1], 0)])
             assert lost.code == "unavailable" and lost.failed_hop == w.address
             (w,) = await start_workers(tiny_dir, [(0, 6)], port=port)
-            (back,) = await chain.step([StepInput("c", [1], 0)])
+            # gRPC may still be in its reconnect backoff for a moment: the next tries must get through.
+            for attempt in range(50):
+                (back,) = await chain.step([StepInput(f"c{attempt}", [1], 0)])
+                if back.ok:
+                    break
+                assert back.code == "unavailable"
+                await asyncio.sleep(0.2)
             assert back.ok
         finally:
             await chain.close()
