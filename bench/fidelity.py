@@ -296,15 +296,41 @@ def _finite(x: Any) -> Any:
     return x
 
 
-def compare(pred: dict[str, Any], meas: dict[str, Any]) -> dict[str, float]:
-    def rel(p: float, m: float) -> float:
-        return (p - m) / m if m else math.inf
+# (label, key): a key "a.b" reads figures["a"]["b"].
+FIGURES = [("decode tok/s", "decode_tok_per_s"), ("all tok/s", "all_tok_per_s")] + [
+    (f"{lat.split('_')[0]} latency {s} (s)", f"{lat}.{s}")
+    for lat in ("prompt_latency_s", "decode_latency_s")
+    for s in ("mean", "p50", "p95")
+]
 
-    out = {k: rel(pred[k], meas[k]) for k in ("decode_tok_per_s", "all_tok_per_s")}
-    for lat in ("prompt_latency_s", "decode_latency_s"):
-        for s in ("mean", "p50", "p95"):
-            out[f"{lat}.{s}"] = rel(pred[lat][s], meas[lat][s])
+
+def pick(figures: dict[str, Any], key: str) -> float:
+    value: Any = figures
+    for part in key.split("."):
+        value = value[part]
+    return float(value)
+
+
+def compare(pred: dict[str, Any], meas: dict[str, Any]) -> dict[str, float]:
+    """Relative error (predicted - measured) / measured of every figure."""
+    out = {}
+    for _, key in FIGURES:
+        m = pick(meas, key)
+        out[key] = (pick(pred, key) - m) / m if m else math.inf
     return out
+
+
+def print_table(
+    predictions: dict[str, dict[str, Any]], meas: dict[str, Any] | None, errors: dict[str, dict[str, float]]
+) -> None:
+    names = list(predictions)
+    head = f"{'figure':28s} " + " ".join(f"{'pred:' + n:>16s}" for n in names) + f" {'measured':>11s} "
+    print(head + " ".join(f"{'err:' + n:>15s}" for n in names))
+    for label, key in FIGURES:
+        line = f"{label:28s} " + " ".join(f"{pick(predictions[n], key):16.4f}" for n in names)
+        line += f" {pick(meas, key) if meas else math.nan:11.4f} "
+        line += " ".join(f"{errors[n][key]:+15.1%}" if meas else f"{'':>15s}" for n in names)
+        print(line)
 
 
 # ----------------------------------------------------------------------------------------------- deployment
@@ -563,36 +589,12 @@ def main(argv: list[str] | None = None) -> int:
         print(
             f"probe: decode iteration {cal.iteration_s * 1e3:.1f} ms; worker steps "
             + ", ".join(
-                f"{n} {ms:.1f} ms (x{cal.step_factor[n]:.2f} of profile)"
-                for n, ms in cal.step_ms.items()
+                f"{n} {ms:.1f} ms (x{cal.step_factor[n]:.2f} of profile)" for n, ms in cal.step_ms.items()
             )
             + f"; hop latency {cal.hop_latency_s * 1e3:.1f} ms x {len(PLACEMENT) + 1} links"
         )
-    rows = [("decode tok/s", "decode_tok_per_s", None), ("all tok/s", "all_tok_per_s", None)]
-    rows += [
-        (f"{lat.split('_')[0]} latency {s} (s)", lat, s)
-        for lat in ("prompt_latency_s", "decode_latency_s")
-        for s in ("mean", "p50", "p95")
-    ]
     errors = {name: compare(p, meas) for name, p in predictions.items()} if meas else {}
-    names = list(predictions)
-    print(
-        f"{'figure':28s} "
-        + " ".join(f"{'pred:' + n:>13s}" for n in names)
-        + f" {'measured':>11s} "
-        + " ".join(f"{'err:' + n:>12s}" for n in names)
-    )
-    for label, key, s in rows:
-
-        def get(d: dict[str, Any]) -> float:
-            return float(d[key] if s is None else d[key][s])
-
-        line = f"{label:28s} " + " ".join(f"{get(predictions[n]):13.4f}" for n in names)
-        line += f" {get(meas) if meas else float('nan'):11.4f} "
-        line += " ".join(
-            f"{errors[n][key if s is None else f'{key}.{s}']:+12.1%}" if meas else f"{'':>12s}" for n in names
-        )
-        print(line)
+    print_table(predictions, meas, errors)
     goal_keys = ("all_tok_per_s", "prompt_latency_s.p50", "decode_latency_s.p50")
     best = "calibrated" if "calibrated" in errors else "profile"
     within = bool(meas) and all(abs(errors[best][k]) <= GOAL_REL_ERR for k in goal_keys)

@@ -17,6 +17,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from planner.errors import Unavailable
+
 QUEUED = "queued"
 RUNNING = "running"
 SUCCEEDED = "succeeded"
@@ -264,3 +266,26 @@ class JobStore:
                 "SELECT name FROM artifacts WHERE job_id = ? ORDER BY name", (job_id,)
             ).fetchall()
         return [r[0] for r in rows]
+
+
+class StoreLock:
+    """One service process per store: `fail_interrupted` at start-up would otherwise fail the live jobs of
+    another process using the same file (two replicas on one volume, a restart overlapping the old pod)."""
+
+    def __init__(self, db_path: str | Path) -> None:
+        import fcntl
+
+        self.path = Path(f"{db_path}.lock")
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._fh = self.path.open("a+")
+        try:
+            fcntl.flock(self._fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            self._fh.close()
+            raise Unavailable(
+                f"another service process is using the job store {db_path}; run one replica per store"
+            ) from None
+
+    def release(self) -> None:
+        if not self._fh.closed:
+            self._fh.close()  # closing the file drops the lock

@@ -11,7 +11,7 @@ from typing import Any
 from planner.errors import InvalidInput
 from services.http_errors import Conflict, NotFound
 from services.jobs.runner import JobRunner
-from services.jobs.store import STATUSES, SUCCEEDED, Job, JobStore
+from services.jobs.store import STATUSES, SUCCEEDED, Job, JobStore, StoreLock
 from services.planner_service.bodies import EvaluationRequest, PlanRequest
 from services.planner_service.inputs import load_inputs
 from services.planner_service.jobs import SOLVE_TARGET, WARM_MODULES, check_method, evaluate
@@ -23,6 +23,7 @@ KIND = "plan"
 class PlannerService:
     def __init__(self, settings: PlannerSettings, *, start_runner: bool = True) -> None:
         self.settings = settings
+        self._lock = StoreLock(settings.db_path)
         self.store = JobStore(settings.db_path)
         # Jobs left active by a previous process were cut off: say so before anything new starts.
         self.interrupted = self.store.fail_interrupted()
@@ -36,6 +37,7 @@ class PlannerService:
 
     def close(self) -> None:
         self.runner.close()
+        self._lock.release()
 
     def _check_fleet(self, nodes: int) -> None:
         if nodes > self.settings.max_nodes:

@@ -27,22 +27,22 @@ def lone_decode_ms(profiles: ProfileSet, gpu_type: str, layers: int) -> float:
     return layers * profiles.get(gpu_type).decode.ms(2)
 
 
-def with_step_overhead(table: LatencyTable, overhead_ms: float, layers: int) -> LatencyTable:
-    """Every non-empty row plus overhead / layers (the (0, 0) row stays: no step, no cost)."""
-    extra = max(0.0, overhead_ms) / layers
-    return LatencyTable(tuple((x, ms + extra if x > 0 else ms) for x, ms in table.points))
+def scaled(table: LatencyTable, factor: float) -> LatencyTable:
+    return LatencyTable(tuple((x, ms * factor) for x, ms in table.points))
 
 
-def add_step_overheads(profiles: ProfileSet, overhead_ms: Mapping[str, tuple[float, int]]) -> ProfileSet:
-    """`overhead_ms[gpu_type] = (ms per step, layers the node of that type holds)`; other types unchanged."""
+def step_factor(measured_step_ms: float, profiles: ProfileSet, gpu_type: str, layers: int) -> float:
+    """Measured lone-decode step over the profile's; 1.0 when the profile predicts nothing."""
+    predicted = lone_decode_ms(profiles, gpu_type, layers)
+    return measured_step_ms / predicted if predicted > 0 else 1.0
+
+
+def scale_steps(profiles: ProfileSet, factors: Mapping[str, float]) -> ProfileSet:
+    """Profiles with the tables of each listed GPU type multiplied by its factor; others unchanged."""
     by_gpu = dict(profiles.by_gpu)
-    for gpu_type, (ms, layers) in overhead_ms.items():
+    for gpu_type, f in factors.items():
         p = profiles.get(gpu_type)
-        by_gpu[gpu_type] = dataclasses.replace(
-            p,
-            prompt=with_step_overhead(p.prompt, ms, layers),
-            decode=with_step_overhead(p.decode, ms, layers),
-        )
+        by_gpu[gpu_type] = dataclasses.replace(p, prompt=scaled(p.prompt, f), decode=scaled(p.decode, f))
     return ProfileSet(profiles.model_name, by_gpu)
 
 

@@ -12,7 +12,7 @@ from planner.errors import InvalidInput, UnknownName
 from planner.formats.plan_json import plan_from_dict
 from services.http_errors import NotFound
 from services.jobs.runner import JobRunner
-from services.jobs.store import STATUSES, Artifact, Job, JobStore
+from services.jobs.store import STATUSES, Artifact, Job, JobStore, StoreLock
 from services.planner_service.inputs import load_inputs
 from services.simulator_service.bodies import SimulationRequest
 from services.simulator_service.jobs import SIMULATE_TARGET, WARM_MODULES, sim_config
@@ -37,6 +37,7 @@ def _check_names(body: SimulationRequest) -> None:
 class SimulatorService:
     def __init__(self, settings: SimulatorSettings) -> None:
         self.settings = settings
+        self._lock = StoreLock(settings.db_path)
         self.store = JobStore(settings.db_path)
         self.interrupted = self.store.fail_interrupted()
         self.runner = JobRunner(
@@ -49,6 +50,7 @@ class SimulatorService:
 
     def close(self) -> None:
         self.runner.close()
+        self._lock.release()
 
     def prepare(self, body: SimulationRequest) -> dict[str, Any]:
         """Check everything that can be checked quickly and return the self-contained job request."""

@@ -99,8 +99,15 @@ class Batcher:
         max_batch_tokens: int = 4096,
         max_batch_requests: int = 256,
         executor: ThreadPoolExecutor | None = None,
+        speed_factor: float = 1.0,
     ) -> None:
+        if not speed_factor > 0:
+            raise ValueError(f"speed_factor must be > 0, got {speed_factor}")
         self.backend = backend
+        # A declared speed below 1 makes this worker stand in for a slower GPU on the same CPU (the local
+        # "virtual heterogeneous" fleet): each step is stretched to compute_time / speed_factor by holding
+        # the step loop, so batching and queueing behave as on the slower device.
+        self.speed_factor = speed_factor
         self.connections = connections
         self.address = address
         self.max_batch_tokens = max_batch_tokens
@@ -215,6 +222,8 @@ class Batcher:
                     for request_id in self._deferred_free:
                         self._free(request_id)
                     self._deferred_free.clear()
+                if self.speed_factor < 1.0:
+                    await asyncio.sleep((time.perf_counter() - started) * (1.0 / self.speed_factor - 1.0))
                 self.timings.step_ms.append((time.perf_counter() - started) * 1e3)
                 self.timings.batch_tokens.append(sum(r.work.num_tokens for r in ready))
                 self.timings.steps += 1

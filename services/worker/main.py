@@ -111,6 +111,7 @@ async def build_server(settings: WorkerSettings, *, backend: Backend | None = No
         address=address,
         max_batch_tokens=settings.max_batch_tokens,
         executor=executor,
+        speed_factor=settings.speed_factor,
     )
     health_servicer = health.aio.HealthServicer()
     worker = WorkerServer(server, port, address, batcher, connections, settings, health_servicer)

@@ -25,7 +25,11 @@ class WorkerSettings(BaseModel):
     backend: str = "torch"
     name: str | None = Field(None, description="node name in the plan; default worker-<port>")
     gpu_type: str = "cpu"
-    speed_factor: float = Field(1.0, gt=0, description="declared throttle reported to the coordinator")
+    speed_factor: float = Field(
+        1.0,
+        gt=0,
+        description="declared speed: steps are stretched to compute_time / speed_factor when below 1",
+    )
     coordinator: str | None = Field(None, description="HOST:PORT of the coordinator to register with")
     dtype: str = "float32"
     kv_cache_gib: float = Field(0.5, gt=0)

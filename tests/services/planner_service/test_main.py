@@ -306,6 +306,9 @@ def test_restart_keeps_plans_and_fails_interrupted_jobs(tmp_path: Path) -> None:
         done = wait_job(client, client.post("/v1/plans", json=FAST).json()["url"])
         slow = client.post("/v1/plans", json=SLOW).json()
         wait_job(client, slow["url"], ("running",))
+        # A second process on the same store would fail the live job: it is refused instead.
+        with pytest.raises(Unavailable, match="one replica per store"):
+            _start(db)
     with running(lambda: _start(db, max_workers=1)) as (_, client):
         again = client.get(f"/v1/plans/{done['id']}").json()
         assert again["status"] == "succeeded" and again["result"] == done["result"]

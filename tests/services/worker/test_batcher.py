@@ -124,3 +124,53 @@ def test_a_backend_bug_fails_the_step_not_the_worker() -> None:
         assert ok.token_id == 2
 
     asyncio.run(_with_batcher(backend, body))
+
+
+class TimedBackend(ScriptedBackend):
+    """Records how long each step's compute really took."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.compute_s: list[float] = []
+
+    def step(self, works: list[Work]) -> list[WorkOut]:
+        import time
+
+        started = time.perf_counter()
+        time.sleep(0.01)
+        out = super().step(works)
+        self.compute_s.append(time.perf_counter() - started)
+        return out
+
+
+def test_a_declared_slow_worker_stretches_each_step_by_its_speed_factor() -> None:
+    backend = TimedBackend()
+
+    async def body(b: Batcher) -> None:
+        await b.submit([_seg("a", [1, 2])])
+        await b.submit([_seg("a", [3], position=2)])
+
+    batcher_holder: list[Batcher] = []
+
+    async def run() -> None:
+        batcher = Batcher(backend, connections=Connections(), address="me:1", speed_factor=0.25)
+        batcher_holder.append(batcher)
+        batcher.start()
+        try:
+            await body(batcher)
+        finally:
+            await batcher.close()
+
+    asyncio.run(run())
+    step_ms = list(batcher_holder[0].timings.step_ms)
+    assert len(step_ms) == 2 == len(backend.compute_s)
+    # asyncio.sleep never returns early, so a step lasts at least compute / 0.25.
+    for measured_ms, compute_s in zip(step_ms, backend.compute_s, strict=True):
+        assert measured_ms >= 0.99 * compute_s * 1e3 / 0.25
+
+
+def test_speed_factor_must_be_positive() -> None:
+    import pytest
+
+    with pytest.raises(ValueError, match="speed_factor"):
+        Batcher(ScriptedBackend(), connections=Connections(), address="me:1", speed_factor=0)
