@@ -17,6 +17,7 @@ import argparse
 import asyncio
 import json
 import math
+import os
 import random
 import subprocess
 import sys
@@ -39,6 +40,7 @@ from planner.model import ModelSpec  # noqa: E402
 from planner.placement import LayerRange, Placement  # noqa: E402
 from planner.plan import Plan  # noqa: E402
 from planner.profile import ProfileSet  # noqa: E402
+from services.profiling.overheads import add_head  # noqa: E402
 from simulator.engine import EventLoop  # noqa: E402
 from simulator.run import SimConfig, SimResult, simulate  # noqa: E402
 from simulator.workload import OnlineFeeder, load_arrivals, load_lengths  # noqa: E402
@@ -104,7 +106,9 @@ def trace_requests(
 
 
 # ----------------------------------------------------------------------------------------------- profiles
-def measure_profiles(out_dir: Path, *, quick: bool, speeds: dict[str, float]) -> ProfileSet:
+def measure_profiles(
+    out_dir: Path, *, quick: bool, speeds: dict[str, float]
+) -> tuple[ProfileSet, dict[int, float]]:
     """One measurement of the torch backend (brl profile's code), written as one profile per GPU type of the
     plan: tables for the layers each node holds, divided by its speed when the deployment throttles."""
     from services.modelstore import ensure_model
@@ -114,7 +118,7 @@ def measure_profiles(out_dir: Path, *, quick: bool, speeds: dict[str, float]) ->
         measure_backend,
         measuring_shard,
     )
-    from services.profiling.profile import runtime_model
+    from services.profiling.profile import measure_head_of, runtime_model
     from services.profiling.save import save_profile
     from services.profiling.tables import fixed_pool_capacity, gpu_entry, model_entry, per_layer_table, split
     from services.worker.backends.base import ShardSpec
@@ -137,6 +141,7 @@ def measure_profiles(out_dir: Path, *, quick: bool, speeds: dict[str, float]) ->
         m = measure_backend(backend, cfg)
     finally:
         backend.close()
+    head = measure_head_of("torch", spec, model.num_layers, cfg)
     for gpu_type, layers in PLACEMENT.values():
         k = layers.size
         speed = speeds.get(gpu_type, 1.0)
@@ -156,10 +161,21 @@ def measure_profiles(out_dir: Path, *, quick: bool, speeds: dict[str, float]) ->
             prompt_max_tokens=2048,
             decode_max_tokens=256,
             nic_bytes_per_s=1e9,
+            head=head if layers.end == model.num_layers else None,
             description=f"bench/fidelity, speed {speed}",
         )
         save_profile(out_dir, gpu_type, model_entry(model, model.token_bytes), entry, prompt, decode)
-    return load_profile_dir(out_dir, model_name=MODEL)
+    return load_profile_dir(out_dir, model_name=MODEL), dict(zip(head.points, head.ms, strict=True))
+
+
+def lm_head_of(folder: Path) -> dict[int, float]:
+    """The `lm_head_ms` a `brl profile` folder recorded (any GPU type; empty if none)."""
+    from planner.formats.profiles import load_settings
+
+    for entry in load_settings(folder / "settings.json")["gpus"].values():
+        if entry.get("lm_head_ms"):
+            return {int(b): float(ms) for b, ms in entry["lm_head_ms"]}
+    return {}
 
 
 def make_plan(cluster: Cluster, model: ModelSpec, profiles: ProfileSet) -> Plan:
@@ -524,6 +540,28 @@ def calibrated_inputs(cluster: Cluster, profiles: ProfileSet, cal: Calibration) 
     return with_hop_latency(cluster, cal.hop_latency_s), scale_steps(profiles, factors)
 
 
+def simulate_colocated(
+    cluster: Cluster, model: ModelSpec, profiles: ProfileSet, plan: Plan, cfg: SimConfig, *, cores: float
+) -> tuple[SimResult, dict[str, float]]:
+    """The fleet's workers share this machine's cores: fixed point of (simulate -> each node's busy share ->
+    processor-sharing slowdown, services.profiling.overheads.colocation_slowdown -> slower tables). Damped;
+    a few rounds settle it."""
+    from services.profiling.overheads import colocation_slowdown, scale_steps
+
+    slowdown = {n: 1.0 for n in PLACEMENT}
+    result = simulate(cluster, model, profiles, plan, cfg)
+    for _ in range(6):
+        # A slowed worker stays runnable longer: its busy share at the current slowdown is what overlaps.
+        # (busy_s over the served span: the simulator's own `utilisation` divides by its drain horizon.)
+        span = max(cfg.duration_s or 0.0, result.last_finish_s - result.start_s, 1e-9)
+        busy = {n: min(1.0, float(result.nodes[n]["busy_s"]) / span) for n in PLACEMENT}
+        target = colocation_slowdown(busy, cores)
+        slowdown = {n: 0.5 * slowdown[n] + 0.5 * target[n] for n in PLACEMENT}
+        scaled = scale_steps(profiles, {PLACEMENT[n][0]: f for n, f in slowdown.items()})
+        result = simulate(cluster, model, scaled, plan, cfg)
+    return result, slowdown
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true", help="a handful of tiny requests (tests)")
@@ -536,6 +574,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--profiles", type=Path, help="a `brl profile` folder to use instead of measuring now")
     ap.add_argument("--no-real", action="store_true", help="simulate only (no deployment)")
     ap.add_argument("--workdir", type=Path, help="keep profiles, plan and process logs here")
+    ap.add_argument("--cores", type=float, default=float(os.cpu_count() or 1), help="cores the workers share")
     args = ap.parse_args(argv)
     quick = args.quick
     duration = args.duration_s or (6.0 if quick else 60.0)
@@ -552,18 +591,27 @@ def main(argv: list[str] | None = None) -> int:
             lengths, args.arrivals, seed=args.seed, duration_s=duration, rate_tok_per_s=rate
         )
         t_prof = time.perf_counter()
-        profiles = (
-            load_profile_dir(args.profiles, model_name=MODEL)
-            if args.profiles
-            else measure_profiles(work / "profiles", quick=quick, speeds={})
-        )
+        if args.profiles:
+            profiles, head = load_profile_dir(args.profiles, model_name=MODEL), lm_head_of(args.profiles)
+        else:
+            profiles, head = measure_profiles(work / "profiles", quick=quick, speeds={})
         profile_s = time.perf_counter() - t_prof
         plan = make_plan(cluster, model, profiles)
+        # The profile as `brl profile` writes it leaves the LM head out of the per-layer tables; the node
+        # holding the last layer pays it on every step.
+        last = next(n for n, (_, r) in PLACEMENT.items() if r.end == model.num_layers)
+        with_head = (
+            add_head(profiles, PLACEMENT[last][0], PLACEMENT[last][1].size, head) if head else profiles
+        )
         cfg = sim_config(lengths, args.arrivals, duration_s=duration, rate=rate, seed=args.seed)
-        predictions = {"profile": sim_figures(simulate(cluster, model, profiles, plan, cfg))}
+        predictions = {
+            "profile": sim_figures(simulate(cluster, model, profiles, plan, cfg)),
+            "profile+head": sim_figures(simulate(cluster, model, with_head, plan, cfg)),
+        }
         meas: dict[str, Any] | None = None
         wstats: dict[str, dict[str, float]] = {}
         cal: Calibration | None = None
+        colocation: dict[str, float] = {}
         real_s = 0.0
         if not args.no_real:
             plan_path = work / "plan.json"
@@ -572,15 +620,20 @@ def main(argv: list[str] | None = None) -> int:
             dep = start_deployment(plan_path, work)
             try:
                 obs = asyncio.run(replay(dep.base_url, dep.model_name, [], seed=args.seed))  # warm-up only
-                cal = asyncio.run(probe(dep, profiles, requests=2 if quick else 4, seed=args.seed))
+                cal = asyncio.run(probe(dep, with_head, requests=1 if quick else 4, seed=args.seed))
                 obs = asyncio.run(replay(dep.base_url, dep.model_name, requests, seed=args.seed))
                 wstats = asyncio.run(worker_stats(dep.workers))
             finally:
                 dep.stop()
             real_s = time.perf_counter() - t_real
             meas = real_figures(obs, duration)
-            cal_cluster, cal_profiles = calibrated_inputs(cluster, profiles, cal)
+            cal_cluster, cal_profiles = calibrated_inputs(cluster, with_head, cal)
             predictions["calibrated"] = sim_figures(simulate(cal_cluster, model, cal_profiles, plan, cfg))
+            coloc, slowdown = simulate_colocated(
+                cal_cluster, model, cal_profiles, plan, cfg, cores=args.cores
+            )
+            predictions["+colocation"] = sim_figures(coloc)
+            colocation = {n: round(f, 4) for n, f in slowdown.items()}
     print(
         f"fidelity: {len(requests)} requests over {duration:g} s ({rate:g} tok/s target), lengths "
         f"{args.lengths}/{scale:g}, plan {', '.join(f'{n}{r}' for n, (_, r) in PLACEMENT.items())}"
@@ -593,10 +646,15 @@ def main(argv: list[str] | None = None) -> int:
             )
             + f"; hop latency {cal.hop_latency_s * 1e3:.1f} ms x {len(PLACEMENT) + 1} links"
         )
+    if colocation:
+        print(
+            f"co-location on {args.cores:g} cores: mean slowdown while busy "
+            + ", ".join(f"{n} x{f:.2f}" for n, f in colocation.items())
+        )
     errors = {name: compare(p, meas) for name, p in predictions.items()} if meas else {}
     print_table(predictions, meas, errors)
     goal_keys = ("all_tok_per_s", "prompt_latency_s.p50", "decode_latency_s.p50")
-    best = "calibrated" if "calibrated" in errors else "profile"
+    best = "+colocation" if "+colocation" in errors else "profile+head"
     within = bool(meas) and all(abs(errors[best][k]) <= GOAL_REL_ERR for k in goal_keys)
     figures = {
         "bench": "fidelity",
@@ -609,6 +667,7 @@ def main(argv: list[str] | None = None) -> int:
         "measured": meas,
         "rel_err": errors,
         "calibration": cal.to_dict() if cal else None,
+        "colocation_slowdown": colocation,
         "worker_stats": wstats,
         "goal_rel_err": GOAL_REL_ERR,
         "goal_keys": list(goal_keys),

@@ -160,6 +160,60 @@ def run_fleet(
     return rows, ref
 
 
+# MILP ablation: what each idea buys on one fleet (the paper's model as written, then tightened, cold, ours).
+ABLATION: tuple[tuple[str, dict[str, Any]], ...] = (
+    (
+        "paper-petals-start",
+        {"start_from": "petals", "symmetry": False, "bound_cut": False, "tight_big_m": False},
+    ),
+    (
+        "tightened-petals-start",
+        {"start_from": "petals", "symmetry": True, "bound_cut": True, "tight_big_m": True},
+    ),
+    ("cold", {"start_from": "none"}),
+    ("search-warm-start", {}),
+)
+
+
+def run_ablation(cluster_name: str, model_name: str, time_limit_s: float, seed: int) -> list[dict[str, Any]]:
+    cluster = bundled.cluster(cluster_name)
+    model = bundled.model(model_name)
+    profiles = bundled.profiles(model)
+    settings = bundled.helix_settings(model)
+    table = typical_throughput(cluster, model, profiles, settings)
+    rows = []
+    for name, options in ABLATION:
+        started = time.perf_counter()
+        try:
+            plan = solve(
+                "milp",
+                cluster,
+                model,
+                profiles,
+                throughput=table,
+                seed=seed,
+                time_limit_s=time_limit_s,
+                clock=time.perf_counter,
+                options={**options, "slice_s": time_limit_s},
+            )
+            value, stats = plan.objective_tok_per_s, dict(plan.solver_stats)
+        except BrlError:
+            value, stats = 0.0, {}
+        rows.append(
+            {
+                "variant": name,
+                "max_flow": value,
+                "wall_s": time.perf_counter() - started,
+                "warm_start": stats.get("warm_start_tok_per_s"),
+                "solver_bound": stats.get("solver_bound_tok_per_s"),
+                "rows": stats.get("rows"),
+                "cols": stats.get("cols"),
+                "status": stats.get("status"),
+            }
+        )
+    return rows
+
+
 def _fmt(value: float | None, spec: str) -> str:
     return "-" if value is None else format(value, spec)
 
@@ -177,7 +231,21 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--quick", action="store_true", help="toy size: cluster10 only, 1-s limits")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--ablation", action="store_true", help="MILP variants on cluster24/llama2-70b instead"
+    )
     args = parser.parse_args(argv)
+    if args.ablation:
+        ablation = run_ablation("cluster24", "llama2-70b", args.time_limit, args.seed)
+        for entry in ablation:
+            print(
+                f"{entry['variant']:24s} max-flow {entry['max_flow']:8.2f}  warm start {_fmt(entry['warm_start'], '8.2f')}  "
+                f"solver bound {_fmt(entry['solver_bound'], '10.1f')}  {entry['wall_s']:6.1f} s  {entry['status']}"
+            )
+        print(
+            json.dumps({"bench": "planner-milp-ablation", "time_limit_s": args.time_limit, "rows": ablation})
+        )
+        return 0
     fleets = FLEETS
     time_limit = args.time_limit
     serve_max_scored = None

@@ -30,6 +30,7 @@ from simulator.score import score_plan  # noqa: E402
 # What the paper's simulator cost for the same example on this kind of machine (its artifact notes).
 PAPER_WALL_S = 25 * 60
 PAPER_MEMORY_BYTES = 11e9
+MAX_CANDIDATES = 12
 
 
 def peak_rss_bytes() -> int:
@@ -75,7 +76,7 @@ def run(inputs: SimInputs, cfg: SimConfig) -> tuple[SimResult, float]:
     return r, time.perf_counter() - t0
 
 
-def candidates(toy: bool) -> list[tuple[str, SimInputs]]:
+def candidates(toy: bool, limit: int = MAX_CANDIDATES) -> list[tuple[str, SimInputs]]:
     """The planner's own starting layouts for cluster24 (heuristics and lane layouts), when available."""
     try:
         from planner import bundled
@@ -90,7 +91,12 @@ def candidates(toy: bool) -> list[tuple[str, SimInputs]]:
     tp = typical_throughput(cluster, model, profiles, bundled.helix_settings(model))
     ctx = SolveContext(cluster=cluster, model=model, profiles=profiles, throughput=tp, rng=random.Random(0))
     out = []
-    for name, layout in heuristic_starts(ctx)[: 3 if toy else None]:
+    starts = heuristic_starts(ctx)
+    # At most MAX_CANDIDATES, spread over the list (the planner may propose dozens).
+    keep = 3 if toy else max(2, limit)
+    if len(starts) > keep:
+        starts = [starts[round(i * (len(starts) - 1) / (keep - 1))] for i in range(keep)]
+    for name, layout in starts:
         placement = to_placement(layout, model.num_layers)
         plan, notes = plan_for_placement(cluster, model, profiles, placement, method=f"planner-{name}")
         if not notes and plan.objective_tok_per_s > 0:
@@ -153,6 +159,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--toy", action="store_true", help="short horizons and few layouts (seconds)")
     ap.add_argument("--no-candidates", action="store_true", help="skip the planner's candidate layouts")
     ap.add_argument(
+        "--max-candidates",
+        type=int,
+        default=MAX_CANDIDATES,
+        help=f"planner candidates to compare (default {MAX_CANDIDATES}, spread over its list)",
+    )
+    ap.add_argument(
         "--reproduce",
         action="store_true",
         help="also rerun the paper's baselines offline and its online runs (about a minute more)",
@@ -193,7 +205,7 @@ def main(argv: list[str] | None = None) -> int:
         (n, paper.load_layout(n)) for n in (("ilp", "swarm", "homogeneous") if toy else paper.LAYOUTS)
     ]
     if not args.no_candidates:
-        layouts += candidates(toy)
+        layouts += candidates(toy, args.max_candidates)
     rows = []
     score_walls = []
     for name, inp in layouts:

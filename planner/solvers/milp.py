@@ -16,11 +16,9 @@ import dataclasses
 import itertools
 import math
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import mip
-
-from planner.cluster import SINK, SOURCE, Link
+from planner.cluster import SINK, SOURCE, Cluster, Link
 from planner.errors import InfeasiblePlan, InvalidInput, Unavailable
 from planner.flow import coverage_bound, link_tok_per_s, solve_max_flow
 from planner.placement import LayerRange
@@ -33,6 +31,10 @@ from planner.solvers.search import (
     summarize_starts,
     to_placement,
 )
+
+# python-mip loads the CBC library on import: keep it out of `import planner.solvers`.
+if TYPE_CHECKING:
+    import mip
 
 DEFAULT_SLICE_S = 10.0
 
@@ -100,6 +102,8 @@ def build_model(
     bound_cut: float | None,
     tight_big_m: bool = True,
 ) -> _Model:
+    import mip
+
     L = ctx.model.num_layers
     tp = ctx.throughput
     m = mip.Model(sense=mip.MAXIMIZE, solver_name=solver_name)
@@ -169,7 +173,7 @@ def set_start(ctx: SolveContext, model: _Model, layout: Mapping[str, tuple[int, 
     full = _exact_layout(layout, names, ctx.model.num_layers)
     placement = to_placement(layout, ctx.model.num_layers)
     result = solve_max_flow(
-        ctx.cluster.__class__(
+        Cluster(
             nodes=ctx.cluster.nodes,
             links=model.links,
             name=ctx.cluster.name,
@@ -206,6 +210,8 @@ def read_layout(model: _Model) -> dict[str, tuple[int, int]]:
 
 
 def solver_name_for(option: str | None) -> str:
+    import mip
+
     wanted = (option or "cbc").lower()
     if wanted == "cbc":
         return mip.CBC
@@ -224,6 +230,8 @@ def solver_name_for(option: str | None) -> str:
 def solve_milp(ctx: SolveContext) -> SolveResult:
     """Warm start from the best heuristic (polished by a short local search), then CBC/HiGHS in slices
     until the time limit, the coverage bound, proven optimality, or a stop request."""
+    import mip
+
     opts = ctx.options
     L = ctx.model.num_layers
     started = ctx.now()

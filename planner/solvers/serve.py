@@ -4,10 +4,10 @@ Max-flow ignores what caps serving (notes §8.7): queries in flight are limited 
 fullest layer, and every hop adds a batch iteration (decodes share it with prompts) to each token's latency;
 decode tokens/s ~ queries in flight / per-token latency. Candidates are "stage layouts": nodes grouped by
 (region, GPU type); each group is cut into stages of `width` nodes that hold the same layers side by side,
-so width trades hops for parallel KV. For each width choice the stage sizes follow from the largest rate
-every stage can carry. An analytic proxy (below) ranks hundreds of candidates in milliseconds; the top ones,
-plus the paper's heuristics and the max-flow optimum, are scored by the injected `ctx.scorer` (the fast
-simulator, from outside the pure core) and the plan that serves the most wins; boundary moves then polish it.
+so width trades hops for parallel KV; stage sizes balance rate against KV per layer (`kv_weight`), and the
+order of the groups along the pipeline is varied too. A Little's-law proxy ranks the candidates (and the
+paper's heuristics) in milliseconds; the injected `ctx.scorer` (the simulator, from outside the pure core)
+judges the most promising ones, and the plan that serves the most wins.
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from planner.cluster import Cluster
+from planner.errors import BrlError
 from planner.flow import build_flow_graph, max_flow
 from planner.placement import Placement
 from planner.profile import ProfileSet
@@ -309,7 +310,8 @@ def solve_serve(ctx: SolveContext) -> SolveResult:
     pool += stage_candidates(ctx, recipes=recipes)
     distinct: dict[tuple[tuple[str, int, int], ...], tuple[str, Layout]] = {}
     for name, lay in pool:
-        if lay:
+        # Plans are routed over exact joins: a candidate without an exact chain (petals) carries nothing.
+        if lay and proxy.estimate(lay).max_flow_tok_per_s > 0:
             distinct.setdefault(tuple(sorted((n, s, k) for n, (s, k) in lay.items())), (name, lay))
     ranked = sorted(distinct.values(), key=lambda nl: (-proxy.value(nl[1]), nl[0]))
     stats: dict[str, Any] = {
@@ -339,7 +341,10 @@ def solve_serve(ctx: SolveContext) -> SolveResult:
         # The first candidate is always scored, so a plan comes back however short the time limit.
         if scores and (ctx.stopped() or ctx.now() >= until or len(scores) >= max_scored):
             return False
-        value, details = scorer(to_placement(lay, num_layers))
+        try:
+            value, details = scorer(to_placement(lay, num_layers))
+        except BrlError as exc:  # a candidate the judge cannot run counts as serving nothing
+            value, details = 0.0, {"error": str(exc)}
         scores[name], details_of[name], layouts[name] = value, details, lay
         if value > best.score:
             best.name, best.score = name, value

@@ -111,5 +111,9 @@ def run(args: argparse.Namespace) -> int:
         f"  max layers {out.capacity.max_layers}; KV token x layer entries k=1: {out.capacity.kv_entries[0]}, "
         f"k={out.capacity.max_layers}: {out.capacity.kv_entries[-1]}"
     )
+    print(
+        "  LM head on the last hop (not in the tables) batch -> ms per step: "
+        + ", ".join(f"{x}:{y:.3f}" for x, y in zip(out.head.points, out.head.ms, strict=True))
+    )
     print(f"wrote {out.folder}")
     return 0

@@ -137,6 +137,7 @@ class JobRunner:
         self._queue: deque[_Pending] = deque()
         self._slots = [self._new_slot() for _ in range(max_workers)]
         self._closed = False
+        self._mean_wall_s = 10.0
         self._stop = threading.Event()
         self._watcher = threading.Thread(
             target=self._watch, args=(watch_interval_s,), name="job-watch", daemon=True
@@ -199,19 +200,21 @@ class JobRunner:
         return self.store.get(job_id)
 
     def retry_after_s(self) -> int:
-        """Seconds until a slot is likely free: the soonest expected end (else hard limit) among running
-        jobs, within [1, 300]; 5 when nothing says."""
+        """Seconds until a slot is likely free: the soonest expected end among running jobs, within [1, 300].
+        A job's expected length is what the caller said (a solver's time limit) or else the running mean of
+        recent jobs' wall times."""
         now = time.monotonic()
         with self._lock:
             ends = []
             for s in self._slots:
                 if s.job is None:
                     continue
-                span = s.job.expected_s if s.job.expected_s is not None else s.job.hard_limit_s
-                if span is not None:
-                    ends.append(s.started + span - now)
+                span = s.job.expected_s if s.job.expected_s is not None else self._mean_wall_s
+                if s.job.hard_limit_s is not None:
+                    span = min(span, s.job.hard_limit_s)
+                ends.append(s.started + span - now)
         if not ends:
-            return 5
+            return 1
         return int(min(300, max(1, math.ceil(min(ends)))))
 
     def running(self) -> list[str]:
@@ -307,6 +310,8 @@ class JobRunner:
                     self._slots[index] = self._new_slot(generation + 1)
             except Exception as exc:  # pickling or executor failure: the job fails, the runner lives
                 status, payload = FAILED, {"type": "InternalError", "message": f"{type(exc).__name__}: {exc}"}
+            # Exponential mean of wall times: the Retry-After estimate for jobs with no stated length.
+            self._mean_wall_s = 0.8 * self._mean_wall_s + 0.2 * (time.monotonic() - slot.started)
             if status == SUCCEEDED:
                 self.store.finish(job_id, SUCCEEDED, result=payload)
             else:

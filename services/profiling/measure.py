@@ -199,3 +199,42 @@ def load_measuring_backend(backend_name: str, spec: ShardSpec, config: MeasureCo
     """The worker's own backend (the registry `brl worker --backend` uses) on the measuring shard."""
     torch.set_num_threads(config.threads)
     return make_backend(backend_name, spec)
+
+
+@dataclass(frozen=True)
+class HeadCost:
+    """What the last hop adds per step: final norm + LM head (+ the logits copy) for `batch` sequences, ms.
+    The per-layer tables leave it out on purpose (the measuring shard stops before the last layer); the
+    node holding the model's last layer pays it on every step."""
+
+    points: tuple[int, ...]
+    ms: tuple[float, ...]
+
+
+def measure_head(
+    backend: Backend, batches: Sequence[int], repeats: int, *, clock: Callable[[], float] | None = None
+) -> HeadCost:
+    """On a shard ending at the model's last layer: one-token steps with and without logits, per batch."""
+    clock = clock or time.perf_counter
+    if backend.spec.end != backend.shape.num_layers:
+        raise InvalidInput("the head is measured on a shard that ends at the last layer", field="layers")
+    device = "cuda" if backend.name == "vllm" else "cpu"
+    t = _Timer(backend, device, clock)
+    layers = backend.spec.end - backend.spec.start
+
+    def step_ms(b: int, logits: bool) -> float:
+        rids = [t.new_id() for _ in range(b)]
+        works = [t.work(r, 1, layers) for r in rids]
+        for w in works:
+            w.want_logits = logits
+        ms = t.run(works)
+        t.free(rids)
+        return ms
+
+    step_ms(1, True)  # warm-up
+    out = []
+    for b in batches:
+        with_head = _median([step_ms(b, True) for _ in range(repeats)])
+        without = _median([step_ms(b, False) for _ in range(repeats)])
+        out.append(max(0.0, with_head - without))
+    return HeadCost(tuple(batches), tuple(out))

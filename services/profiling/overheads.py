@@ -55,3 +55,45 @@ def with_hop_latency(cluster: Cluster, latency_s: float) -> Cluster:
 def hop_latency_s(iteration_s: float, step_ms: Mapping[str, float], links: int) -> float:
     """(client-side iteration time - the workers' step times) / links crossed, never below zero."""
     return max(0.0, iteration_s - sum(step_ms.values()) / 1e3) / max(1, links)
+
+
+def add_head(
+    profiles: ProfileSet, gpu_type: str, layers: int, head_points: Mapping[int, float]
+) -> ProfileSet:
+    """The tables of the type holding the model's last layer plus its LM head: a decode step of b sequences
+    samples b tokens (head(b)), a prompt step samples one per request (head(1)); spread over its k layers.
+    Valid when that type is only used for last hops (one node per type, as in the local fleet): the
+    simulator prices steps per GPU type, not per position in the chain."""
+    head = LatencyTable(((0.0, 0.0), *sorted((float(b), ms) for b, ms in head_points.items())))
+    p = profiles.get(gpu_type)
+    decode = LatencyTable(tuple((x, ms + head.ms(x) / layers if x > 0 else ms) for x, ms in p.decode.points))
+    one = head.ms(1) / layers
+    prompt = LatencyTable(tuple((x, ms + one if x > 0 else ms) for x, ms in p.prompt.points))
+    return ProfileSet(
+        profiles.model_name,
+        {**profiles.by_gpu, gpu_type: dataclasses.replace(p, prompt=prompt, decode=decode)},
+    )
+
+
+def colocation_slowdown(utilisation: Mapping[str, float], cores: float) -> dict[str, float]:
+    """Workers sharing `cores` CPU cores (the local fleet: every worker on this machine): while n of them
+    compute at once each runs at min(1, cores / n) of its lone speed (processor sharing). Given each node's
+    busy share u_i (from a simulation), the mean slowdown node i sees while busy is E[max(1, n / cores)]
+    with n = 1 + the others busy, taken independent. Enumerates the 2^(N-1) states: N is a handful here."""
+    names = list(utilisation)
+    out: dict[str, float] = {}
+    for i in names:
+        others = [min(1.0, max(0.0, utilisation[j])) for j in names if j != i]
+        total = 0.0
+        for mask in range(1 << len(others)):
+            p = 1.0
+            busy = 1
+            for bit, u in enumerate(others):
+                if mask >> bit & 1:
+                    p *= u
+                    busy += 1
+                else:
+                    p *= 1.0 - u
+            total += p * max(1.0, busy / cores)
+        out[i] = total
+    return out

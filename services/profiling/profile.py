@@ -12,10 +12,12 @@ from planner.errors import InvalidInput
 from planner.model import DTYPE_BYTES, ModelSpec
 from planner.profile import LatencyTable
 from services.profiling.measure import (
+    HeadCost,
     MeasureConfig,
     Measurement,
     load_measuring_backend,
     measure_backend,
+    measure_head,
     measuring_shard,
 )
 from services.profiling.save import save_profile
@@ -28,6 +30,7 @@ from services.profiling.tables import (
     per_layer_table,
     split,
 )
+from services.worker.backends.base import ShardSpec
 
 # The torch worker's default KV pool (WorkerSettings.kv_cache_gib): what a CPU node really sets aside.
 DEFAULT_KV_CACHE_GIB = 0.5
@@ -67,6 +70,7 @@ class ProfileOutcome:
     decode: LatencyTable
     capacity: Capacity
     measurement: Measurement
+    head: HeadCost
 
 
 def runtime_model(name: str, dtype: str) -> ModelSpec:
@@ -94,9 +98,18 @@ def _capacity(req: ProfileRequest, model: ModelSpec) -> Capacity:
     return memory_budget_capacity(model, req.layers, int(total * 0.9), min_kv_tokens=req.min_kv_tokens)
 
 
+def measure_head_of(backend_name: str, spec: ShardSpec, num_layers: int, cfg: MeasureConfig) -> HeadCost:
+    """The LM head's cost per decode batch, on a one-layer shard holding the model's last layer."""
+    last = dataclasses.replace(spec, start=num_layers - 1, end=num_layers)
+    backend = load_measuring_backend(backend_name, last, cfg)
+    try:
+        return measure_head(backend, cfg.decode_batches, cfg.repeats)
+    finally:
+        backend.close()
+
+
 def run_profile(req: ProfileRequest) -> ProfileOutcome:
     from services.modelstore import ensure_model
-    from services.worker.backends.base import ShardSpec
 
     model_dir = ensure_model(req.model)
     # Folders are named by their own config; bundled names resolve to the packaged config.
@@ -121,6 +134,7 @@ def run_profile(req: ProfileRequest) -> ProfileOutcome:
         m = measure_backend(backend, cfg)
     finally:
         backend.close()
+    head = measure_head_of(req.backend, spec, model.num_layers, cfg)
     k = min(req.layers, model.num_layers)
     prompt = per_layer_table(split(m.prompt), k)
     decode = per_layer_table(split(m.decode), k)
@@ -134,10 +148,11 @@ def run_profile(req: ProfileRequest) -> ProfileOutcome:
         prompt_max_tokens=req.prompt_max_tokens or max(cfg.prompt_tokens),
         decode_max_tokens=req.decode_max_tokens or max(cfg.decode_batches),
         nic_bytes_per_s=req.nic_bytes_per_s,
+        head=head,
         description=f"{model.name} {req.dtype}, {req.backend} backend on {m.device}, {m.threads} thread(s), "
         f"measured by brl profile for nodes holding {k} layers",
     )
     folder = save_profile(
         req.out_dir, req.gpu_type, model_entry(model, model.token_bytes), entry, prompt, decode
     )
-    return ProfileOutcome(folder, req.gpu_type, prompt, decode, capacity, m)
+    return ProfileOutcome(folder, req.gpu_type, prompt, decode, capacity, m, head)

@@ -17,7 +17,7 @@ from typing import Any
 from planner.errors import InvalidInput
 from planner.model import ModelSpec
 from planner.profile import LatencyTable
-from services.profiling.measure import Measurement, Series
+from services.profiling.measure import HeadCost, Measurement, Series
 
 # Slopes below this (ms per layer) are measurement noise, not a real cost.
 _MIN_SLOPE_MS = 1e-4
@@ -117,6 +117,7 @@ def gpu_entry(
     prompt_max_tokens: int,
     decode_max_tokens: int,
     nic_bytes_per_s: float | None = None,
+    head: HeadCost | None = None,
     description: str = "",
 ) -> dict[str, Any]:
     """One `gpus.<type>` entry of settings.json (the keys planner.formats.profiles reads, plus how it was
@@ -147,6 +148,9 @@ def gpu_entry(
             **m.meta,
         },
     }
+    if head is not None:
+        # Paid by the node holding the last layer, per step, for the sequences it samples (not in the CSVs).
+        entry["lm_head_ms"] = [[x, round(y, 4)] for x, y in zip(head.points, head.ms, strict=True)]
     if nic_bytes_per_s is not None:
         entry["nic_in_bytes_per_s"] = float(nic_bytes_per_s)
         entry["nic_out_bytes_per_s"] = float(nic_bytes_per_s)

@@ -23,3 +23,13 @@ def test_quick_run_prints_a_table_and_json(capsys) -> None:
     assert rows["milp"]["max_flow"] >= best_heuristic * (1 - 1e-9)
     assert any("decode_tok_per_s" in r for r in result["rows"])
     assert len(lines) >= 2 + len(rows)
+
+
+def test_milp_ablation_runs_every_variant(capsys) -> None:
+    assert bench_planner.main(["--ablation", "--time-limit", "1"]) == 0
+    result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    rows = {r["variant"]: r for r in result["rows"]}
+    assert set(rows) == {name for name, _ in bench_planner.ABLATION}
+    assert rows["paper-petals-start"]["cols"] == 1376
+    # Our warm start is never worse than the paper's petals start.
+    assert rows["search-warm-start"]["max_flow"] >= rows["paper-petals-start"]["max_flow"]

@@ -51,6 +51,8 @@ def test_brl_profile_writes_a_loadable_monotone_profile(tmp_path: Path, capsys) 
     # 1 MiB of KV at float32, 2 KV heads x 32 dims x 2 (K and V) x 4 bytes per token per layer.
     assert profile.kv_capacity == ((2**30 // 1000) // (2 * 2 * 32 * 4),) * 3
     assert profile.prompt_max_tokens == 32 and profile.decode_max_for(2) == 4
+    head = load_settings(out / "settings.json")["gpus"]["cpu-x"]["lm_head_ms"]
+    assert [b for b, _ in head] == [1, 4] and all(ms >= 0 for _, ms in head)
 
 
 def test_output_has_the_keys_of_the_bundled_cpu_profiles(tmp_path: Path) -> None:

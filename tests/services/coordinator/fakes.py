@@ -100,20 +100,39 @@ class FakeChain:
                 w.cache.pop(r, None)
 
 
-MODEL = ModelSpec("fake", num_layers=4, hidden_size=64, num_heads=4, num_kv_heads=4, intermediate_size=128,
-                  vocab_size=VOCAB + 10)
+MODEL = ModelSpec(
+    "fake",
+    num_layers=4,
+    hidden_size=64,
+    num_heads=4,
+    num_kv_heads=4,
+    intermediate_size=128,
+    vocab_size=VOCAB + 10,
+)
 
 
-def make_engine(world: FakeWorld, layouts: dict[str, tuple[int, int]], *, kv_tokens: int = 10_000,
-                limits: EngineLimits | None = None, policy: str = "maxflow") -> Engine:
+def make_engine(
+    world: FakeWorld,
+    layouts: dict[str, tuple[int, int]],
+    *,
+    kv_tokens: int = 10_000,
+    limits: EngineLimits | None = None,
+    policy: str = "maxflow",
+) -> Engine:
     registry = Registry(time.monotonic, expiry_s=60.0, num_layers=MODEL.num_layers)
     for name, (start, end) in layouts.items():
         address = f"fake:{name}"
         world.add(address)
         registry.register(WorkerInfo(name, address, LayerRange(start, end), "cpu", kv_tokens))
     fleet = Fleet(registry, MODEL, policy=policy)
-    return Engine(fleet, Metrics("fake"), limits=limits or EngineLimits(tick_s=0.02),
-                  chain_factory=world.chain, release_fn=world.release, probe_fn=world.probe)
+    return Engine(
+        fleet,
+        Metrics("fake"),
+        limits=limits or EngineLimits(tick_s=0.02),
+        chain_factory=world.chain,
+        release_fn=world.release,
+        probe_fn=world.probe,
+    )
 
 
 def reference(prompt: list[int], n: int) -> list[int]:

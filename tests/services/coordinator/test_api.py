@@ -53,15 +53,21 @@ class Reference:
         self.eos = config["eos_token_id"]
 
     def chat_ids(self, content: str) -> list[int]:
-        text = self.tok.apply_chat_template([{"role": "user", "content": content}], tokenize=False,
-                                            add_generation_prompt=True)
+        text = self.tok.apply_chat_template(
+            [{"role": "user", "content": content}], tokenize=False, add_generation_prompt=True
+        )
         return list(self.tok.encode(text, add_special_tokens=False))
 
     def greedy(self, ids: list[int], max_new: int) -> tuple[str, int]:
         with self.torch.inference_mode():
-            out = self.model.generate(self.torch.tensor([ids]), max_new_tokens=max_new, do_sample=False,
-                                      eos_token_id=self.eos, pad_token_id=self.eos)
-        new = out[0, len(ids):].tolist()
+            out = self.model.generate(
+                self.torch.tensor([ids]),
+                max_new_tokens=max_new,
+                do_sample=False,
+                eos_token_id=self.eos,
+                pad_token_id=self.eos,
+            )
+        new = out[0, len(ids) :].tolist()
         return self.tok.decode(new, skip_special_tokens=True), len(new)
 
 
@@ -72,8 +78,9 @@ def ref() -> Reference:
 
 def test_chat_greedy_matches_transformers_and_usage(client: openai.OpenAI, ref: Reference) -> None:
     question = "What is the capital of France?"
-    r = client.chat.completions.create(model=MODEL, messages=[{"role": "user", "content": question}],
-                                       max_tokens=24, temperature=0)
+    r = client.chat.completions.create(
+        model=MODEL, messages=[{"role": "user", "content": question}], max_tokens=24, temperature=0
+    )
     ids = ref.chat_ids(question)
     text, n = ref.greedy(ids, 24)
     assert r.choices[0].message.content == text
@@ -87,8 +94,14 @@ def test_chat_greedy_matches_transformers_and_usage(client: openai.OpenAI, ref: 
 def test_chat_stream_equals_plain_and_reports_usage(client: openai.OpenAI) -> None:
     messages: Any = [{"role": "user", "content": "Name three colors."}]
     plain = client.chat.completions.create(model=MODEL, messages=messages, max_tokens=20, temperature=0)
-    stream = client.chat.completions.create(model=MODEL, messages=messages, max_tokens=20, temperature=0,
-                                            stream=True, stream_options={"include_usage": True})
+    stream = client.chat.completions.create(
+        model=MODEL,
+        messages=messages,
+        max_tokens=20,
+        temperature=0,
+        stream=True,
+        stream_options={"include_usage": True},
+    )
     pieces, usage, finish = [], None, None
     for chunk in stream:
         if chunk.usage is not None:
@@ -105,8 +118,13 @@ def test_chat_stream_equals_plain_and_reports_usage(client: openai.OpenAI) -> No
 
 def test_raw_sse_ends_with_done(deployment: LocalDeployment) -> None:
     body = {"model": MODEL, "prompt": "Once upon a time", "max_tokens": 5, "temperature": 0, "stream": True}
-    with httpx.stream("POST", f"{deployment.base_url}/completions", json=body, timeout=60,
-                      headers={"Authorization": f"Bearer {API_KEY}"}) as resp:
+    with httpx.stream(
+        "POST",
+        f"{deployment.base_url}/completions",
+        json=body,
+        timeout=60,
+        headers={"Authorization": f"Bearer {API_KEY}"},
+    ) as resp:
         assert resp.status_code == 200
         assert resp.headers["content-type"].startswith("text/event-stream")
         lines = [ln for ln in resp.iter_lines() if ln]
@@ -128,8 +146,9 @@ def test_sixteen_concurrent_requests_all_correct(deployment: LocalDeployment, re
     aclient = openai.AsyncOpenAI(base_url=deployment.base_url, api_key=API_KEY, max_retries=0, timeout=300)
 
     async def one(q: str) -> str:
-        r = await aclient.chat.completions.create(model=MODEL, messages=[{"role": "user", "content": q}],
-                                                  max_tokens=10, temperature=0)
+        r = await aclient.chat.completions.create(
+            model=MODEL, messages=[{"role": "user", "content": q}], max_tokens=10, temperature=0
+        )
         return r.choices[0].message.content or ""
 
     async def all_of() -> list[str]:
@@ -153,8 +172,14 @@ def test_stop_string_cuts_text(client: openai.OpenAI, ref: Reference) -> None:
 
 
 def test_seeded_sampling_is_reproducible(client: openai.OpenAI) -> None:
-    kw: Any = {"model": MODEL, "prompt": "My favourite animal is", "max_tokens": 12, "temperature": 0.9,
-               "top_p": 0.9, "seed": 7}
+    kw: Any = {
+        "model": MODEL,
+        "prompt": "My favourite animal is",
+        "max_tokens": 12,
+        "temperature": 0.9,
+        "top_p": 0.9,
+        "seed": 7,
+    }
     a = client.completions.create(**kw).choices[0].text
     b = client.completions.create(**kw).choices[0].text
     assert a == b
@@ -164,19 +189,27 @@ def test_models_lists_the_served_model(client: openai.OpenAI) -> None:
     assert [m.id for m in client.models.list()] == [MODEL]
 
 
-@pytest.mark.parametrize(("extra", "param"), [
-    ({"n": 2}, "n"),
-    ({"logprobs": 2}, "logprobs"),
-    ({"max_tokens": 0}, "max_tokens"),
-    ({"max_tokens": 100_000}, "max_tokens"),
-    ({"temperature": 5}, "temperature"),
-    ({"frobnicate": 1}, "frobnicate"),
-])
-def test_bad_options_are_400_in_openai_shape(deployment: LocalDeployment, extra: dict[str, Any],
-                                             param: str) -> None:
+@pytest.mark.parametrize(
+    ("extra", "param"),
+    [
+        ({"n": 2}, "n"),
+        ({"logprobs": 2}, "logprobs"),
+        ({"max_tokens": 0}, "max_tokens"),
+        ({"max_tokens": 100_000}, "max_tokens"),
+        ({"temperature": 5}, "temperature"),
+        ({"frobnicate": 1}, "frobnicate"),
+    ],
+)
+def test_bad_options_are_400_in_openai_shape(
+    deployment: LocalDeployment, extra: dict[str, Any], param: str
+) -> None:
     body = {"model": MODEL, "prompt": "hi", **extra}
-    r = httpx.post(f"{deployment.base_url}/completions", json=body, timeout=30,
-                   headers={"Authorization": f"Bearer {API_KEY}"})
+    r = httpx.post(
+        f"{deployment.base_url}/completions",
+        json=body,
+        timeout=30,
+        headers={"Authorization": f"Bearer {API_KEY}"},
+    )
     assert r.status_code == 400, r.text
     err = r.json()["error"]
     assert err["type"] == "invalid_request_error"
@@ -186,8 +219,12 @@ def test_bad_options_are_400_in_openai_shape(deployment: LocalDeployment, extra:
 
 def test_unknown_model_malformed_json_and_bad_chat(deployment: LocalDeployment) -> None:
     h = {"Authorization": f"Bearer {API_KEY}", "Content-Type": "application/json"}
-    r = httpx.post(f"{deployment.base_url}/chat/completions", timeout=30, headers=h,
-                   json={"model": "gpt-5", "messages": [{"role": "user", "content": "hi"}]})
+    r = httpx.post(
+        f"{deployment.base_url}/chat/completions",
+        timeout=30,
+        headers=h,
+        json={"model": "gpt-5", "messages": [{"role": "user", "content": "hi"}]},
+    )
     assert r.status_code == 404 and "smollm2-135m" in r.json()["error"]["message"]
     r = httpx.post(f"{deployment.base_url}/chat/completions", timeout=30, headers=h, content=b"{not json")
     assert r.status_code == 400 and "JSON" in r.json()["error"]["message"]
@@ -208,20 +245,40 @@ def test_api_key_is_required_on_v1_only(deployment: LocalDeployment) -> None:
 def test_metrics_use_vllm_and_brl_names(deployment: LocalDeployment, client: openai.OpenAI) -> None:
     client.completions.create(model=MODEL, prompt="Hello", max_tokens=3, temperature=0)
     text = httpx.get(f"{deployment.root_url}/metrics", timeout=10).text
-    for name in ("vllm:time_to_first_token_seconds_bucket", "vllm:inter_token_latency_seconds_bucket",
-                 "vllm:e2e_request_latency_seconds_count", "vllm:num_requests_running",
-                 "vllm:num_requests_waiting", "vllm:kv_cache_usage_perc", "vllm:prompt_tokens_total",
-                 "vllm:generation_tokens_total", "brl_edge_requests_total", "brl_edge_tokens_total",
-                 "brl_fail_kv_total", "brl_workers_alive"):
+    for name in (
+        "vllm:time_to_first_token_seconds_bucket",
+        "vllm:inter_token_latency_seconds_bucket",
+        "vllm:e2e_request_latency_seconds_count",
+        "vllm:num_requests_running",
+        "vllm:num_requests_waiting",
+        "vllm:kv_cache_usage_perc",
+        "vllm:prompt_tokens_total",
+        "vllm:generation_tokens_total",
+        "brl_edge_requests_total",
+        "brl_edge_tokens_total",
+        "brl_fail_kv_total",
+        "brl_workers_alive",
+    ):
         assert name in text, name
     assert 'brl_edge_requests_total{dst="sink"' in text
 
 
 def test_cancelled_stream_frees_kv_on_every_worker(deployment: LocalDeployment) -> None:
-    body = {"model": MODEL, "prompt": "Tell me a long story about a dragon.", "max_tokens": 400,
-            "temperature": 0, "stream": True, "ignore_eos": True}
-    with httpx.stream("POST", f"{deployment.base_url}/completions", json=body, timeout=60,
-                      headers={"Authorization": f"Bearer {API_KEY}"}) as resp:
+    body = {
+        "model": MODEL,
+        "prompt": "Tell me a long story about a dragon.",
+        "max_tokens": 400,
+        "temperature": 0,
+        "stream": True,
+        "ignore_eos": True,
+    }
+    with httpx.stream(
+        "POST",
+        f"{deployment.base_url}/completions",
+        json=body,
+        timeout=60,
+        headers={"Authorization": f"Bearer {API_KEY}"},
+    ) as resp:
         for i, _ in enumerate(resp.iter_lines()):
             if i > 6:
                 break

@@ -37,3 +37,16 @@ def test_measure_config_rejects_nonsense() -> None:
         MeasureConfig(prompt_tokens=())
     with pytest.raises(InvalidInput):
         MeasureConfig(measure_layers=1)
+
+
+def test_measure_head_on_the_last_layer(tiny_model: Path) -> None:
+    from services.profiling.measure import measure_head
+
+    cfg = MeasureConfig(repeats=1)
+    last = load_measuring_backend("torch", ShardSpec("tiny", tiny_model, 5, 6, kv_capacity_tokens=256), cfg)
+    head = measure_head(last, (1, 4), 2)
+    assert head.points == (1, 4) and len(head.ms) == 2 and all(ms >= 0 for ms in head.ms)
+    assert last.kv_used_tokens() == 0
+    middle = load_measuring_backend("torch", ShardSpec("tiny", tiny_model, 1, 3, kv_capacity_tokens=256), cfg)
+    with pytest.raises(InvalidInput):
+        measure_head(middle, (1,), 1)
