@@ -1,13 +1,23 @@
-"""Simulator fidelity: one plan for the local CPU fleet (three SmolLM2 workers on this machine), profiled with
-`brl profile`'s code, then both SIMULATED (simulator.run.simulate) and RUN FOR REAL (coordinator + workers on
-loopback, the same requests replayed against its OpenAI endpoint), printed side by side with relative errors.
+"""Simulator fidelity: the plan `brl run` deploys on this machine (services.cli.run: SmolLM2 on three CPU
+workers of declared speeds 1, 0.5, 0.25, throttled by sleeping), profiled with `brl profile`'s code, then
+both SIMULATED (simulator.run.simulate) and RUN FOR REAL (`brl run`'s own LocalDeployment: coordinator +
+workers on loopback; the same requests replayed against its OpenAI endpoint, streamed), side by side.
 
-    .venv/bin/python bench/fidelity.py            # ~2-4 minutes: 60 s of Azure-conversation arrivals
+    .venv/bin/python bench/fidelity.py            # ~2 minutes: 60 s of Azure-conversation arrivals
     .venv/bin/python bench/fidelity.py --quick    # a handful of requests; run by tests/bench/test_bench_fidelity.py
 
-The workload is the Azure conversation trace scaled to this machine: lengths divided by --length-scale (the
-pairing of input and output kept), arrivals from the Azure arrival trace rescaled to --rate tokens/s. The
-simulator's own online feeder draws the requests, so the replay uses exactly the ones it simulates.
+Workload: the Azure conversation lengths divided by --length-scale (pairs kept), arrivals from the Azure
+arrival trace rescaled to --rate tokens/s. The simulator's own online feeder draws the requests, so the
+replay sends exactly the requests it simulates (max_tokens = decodes + 1, ignore_eos).
+
+Predictions, each a simulate() of the same plan and workload with richer inputs (services.profiling.overheads):
+  profile        the measured per-layer tables (/ declared speed) only
+  profile+head   + the LM head on last hops, measured by `brl profile` (lm_head_ms)
+  calibrated     + a probe of the live fleet before the replay (one request at a time): each worker's step
+                 time over the profile's (machine speed now, serialisation, sampling), the gRPC hop cost,
+                 the coordinator's CPU per iteration; priced at the midpoint of the drift between a probe
+                 before and one after the replay
+  +colocation    + processor sharing of the machine's cores by workers, coordinator and client (fixed point)
 The last line is one JSON object with every figure.
 """
 
@@ -15,14 +25,13 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import json
 import math
 import os
 import random
-import subprocess
 import sys
 import tempfile
-import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -33,11 +42,9 @@ sys.path.insert(0, str(ROOT))
 
 from planner import bundled  # noqa: E402
 from planner.cluster import Cluster  # noqa: E402
-from planner.flow import plan_from_placement  # noqa: E402
-from planner.formats.plan_json import save_plan  # noqa: E402
 from planner.formats.profiles import load_profile_dir  # noqa: E402
 from planner.model import ModelSpec  # noqa: E402
-from planner.placement import LayerRange, Placement  # noqa: E402
+from planner.placement import LayerRange  # noqa: E402
 from planner.plan import Plan  # noqa: E402
 from planner.profile import ProfileSet  # noqa: E402
 from services.profiling.overheads import add_head  # noqa: E402
@@ -47,19 +54,24 @@ from simulator.workload import OnlineFeeder, load_arrivals, load_lengths  # noqa
 
 MODEL = "smollm2-135m"
 CLUSTER = "local-cpu"
-# Node name -> (GPU type, layers). Equal thirds: the three workers share this machine's cores at the same
-# speed unless the deployment throttles them (then the profile of each type is the measured one / speed).
-PLACEMENT = {
-    "fast": ("cpu-fast", LayerRange(0, 10)),
-    "mid": ("cpu-mid", LayerRange(10, 20)),
-    "slow": ("cpu-slow", LayerRange(20, 30)),
-}
+# Node name -> (GPU type, layers) and GPU type -> declared speed, of the plan `brl run` deploys
+# (services.cli.run.plan_local); filled by load_local_plan().
+PLACEMENT: dict[str, tuple[str, LayerRange]] = {}
+SPEEDS: dict[str, float] = {}
 GOAL_REL_ERR = 0.10
-# Workers register under a GPU type without bundled profiles and the coordinator gets no cluster file: while
-# the fleet is still partial (workers register one by one) it then routes on the plan instead of re-solving
-# flows from profiles (planner.flow.coverage_bound never returns for a fleet that cannot cover the model yet;
-# reported to its owner). Once all three are up the live placement equals the plan's and the plan is used.
-LIVE_GPU_TYPE = "cpu-fidelity"
+
+
+def load_local_plan() -> Plan:
+    """The plan and worker specs `brl run` uses; the slower types are throttled by sleeping (services.worker
+    batcher): a step takes compute / speed, so their profile is the measured one / speed."""
+    from services.cli.run import plan_local
+
+    plan, specs = plan_local(CLUSTER, MODEL)
+    PLACEMENT.clear()
+    PLACEMENT.update({w.name: (w.gpu_type, LayerRange(w.start, w.end)) for w in specs})
+    SPEEDS.clear()
+    SPEEDS.update({w.gpu_type: w.speed_factor for w in specs})
+    return plan
 
 
 # ----------------------------------------------------------------------------------------------- workload
@@ -176,11 +188,6 @@ def lm_head_of(folder: Path) -> dict[int, float]:
         if entry.get("lm_head_ms"):
             return {int(b): float(ms) for b, ms in entry["lm_head_ms"]}
     return {}
-
-
-def make_plan(cluster: Cluster, model: ModelSpec, profiles: ProfileSet) -> Plan:
-    placement = Placement(model.num_layers, {n: r for n, (_, r) in PLACEMENT.items()})
-    return plan_from_placement(cluster, model, profiles, placement, method="fidelity-bench")
 
 
 # ----------------------------------------------------------------------------------------------- real run
@@ -350,114 +357,17 @@ def print_table(
 
 
 # ----------------------------------------------------------------------------------------------- deployment
-class LocalDeployment:
-    """The local deployment `brl run` starts: a coordinator and one worker process per plan node on loopback,
-    the workers registering with the coordinator. Stops exactly the processes it started."""
-
-    def __init__(self, workdir: Path) -> None:
-        self.workdir = workdir
-        self.procs: list[subprocess.Popen[str]] = []
-        self.base_url = ""
-        self.model_name = MODEL
-        self.workers: dict[str, str] = {}  # node name -> gRPC address
-
-    def _spawn(self, name: str, argv: list[str]) -> subprocess.Popen[str]:
-        log = (self.workdir / f"{name}.log").open("w")
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "services.cli.main", *argv],
-            stdout=subprocess.PIPE,
-            stderr=log,
-            text=True,
-            cwd=ROOT,
-        )
-        self.procs.append(proc)
-        return proc
-
-    def _first_line(self, proc: subprocess.Popen[str], what: str, timeout_s: float) -> str:
-        box: list[str] = []
-        reader = threading.Thread(target=lambda: box.append(proc.stdout.readline() if proc.stdout else ""))
-        reader.start()
-        reader.join(timeout_s)
-        if not box or not box[0]:
-            raise RuntimeError(f"{what} did not start within {timeout_s:g} s (see {self.workdir}/*.log)")
-        return box[0].strip()
-
-    @classmethod
-    def start(cls, plan_path: Path, workdir: Path, *, timeout_s: float = 120.0) -> LocalDeployment:
-        import httpx
-
-        dep = cls(workdir)
+def cpu_seconds(pids: dict[str, int]) -> dict[str, float]:
+    """User + system CPU seconds each process has used so far (/proc/<pid>/stat), and this one ("client")."""
+    tick = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+    out = {"client": time.process_time()}
+    for name, pid in pids.items():
         try:
-            coord = dep._spawn(
-                "coordinator",
-                [
-                    "coordinator",
-                    "--host",
-                    "127.0.0.1",
-                    "--http-port",
-                    "0",
-                    "--grpc-port",
-                    "0",
-                    "--plan",
-                    str(plan_path),
-                    "--model",
-                    MODEL,
-                    "--heartbeat-interval-s",
-                    "0.5",
-                ],
-            )
-            line = dep._first_line(coord, "the coordinator", timeout_s)
-            fields = dict(part.split("=", 1) for part in line.split()[1:])
-            dep.base_url = f"http://{fields['http']}"
-            for name, (_type, layers) in PLACEMENT.items():
-                dep._spawn(
-                    name,
-                    [
-                        "worker",
-                        "--model",
-                        MODEL,
-                        "--layers",
-                        f"{layers.start}:{layers.end}",
-                        "--port",
-                        "0",
-                        "--coordinator",
-                        fields["grpc"],
-                        "--name",
-                        name,
-                        "--gpu-type",
-                        LIVE_GPU_TYPE,
-                    ],
-                )
-            for proc, name in zip(dep.procs[1:], PLACEMENT, strict=True):
-                dep.workers[name] = dep._first_line(proc, f"worker {name}", timeout_s)
-            deadline = time.monotonic() + timeout_s
-            while True:
-                try:
-                    ready = httpx.get(f"{dep.base_url}/ready", timeout=5.0)
-                    if ready.status_code == 200:
-                        break
-                    why = ready.text[:300]
-                except httpx.TransportError as exc:  # busy starting up
-                    why = repr(exc)
-                if time.monotonic() > deadline:
-                    raise RuntimeError(f"the fleet never became ready: {why}")
-                time.sleep(0.25)
-        except BaseException:
-            dep.stop()
-            raise
-        return dep
-
-    def stop(self) -> None:
-        for proc in reversed(self.procs):
-            if proc.poll() is None:
-                proc.terminate()
-        for proc in self.procs:
-            try:
-                proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
-        self.procs.clear()
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+            out[name] = (int(fields[11]) + int(fields[12])) / tick
+        except (OSError, IndexError, ValueError):  # not Linux, or the process is gone
+            out[name] = 0.0
+    return out
 
 
 async def worker_stats(workers: dict[str, str]) -> dict[str, dict[str, float]]:
@@ -473,8 +383,39 @@ async def worker_stats(workers: dict[str, str]) -> dict[str, dict[str, float]]:
         await conns.close()
 
 
-def start_deployment(plan_path: Path, workdir: Path) -> LocalDeployment:
-    return LocalDeployment.start(plan_path, workdir)
+class Deployment:
+    """`brl run`'s own LocalDeployment (services.cli.run: coordinator + one throttled worker per plan node on
+    loopback), with what this bench reads off it."""
+
+    def __init__(self, workdir: Path) -> None:
+        from services.cli.run import LocalDeployment
+
+        self.inner = LocalDeployment(cluster=CLUSTER, model=MODEL, workdir=workdir).start()
+        self.model_name = MODEL
+        deployed = {w.name: (w.gpu_type, LayerRange(w.start, w.end)) for w in self.inner.specs}
+        if deployed != PLACEMENT:  # the bench would simulate another plan than the one that runs
+            self.stop()
+            raise RuntimeError(f"brl run deployed {deployed}, the bench simulates {PLACEMENT}")
+
+    @property
+    def base_url(self) -> str:
+        return self.inner.root_url
+
+    @property
+    def workers(self) -> dict[str, str]:
+        """Node name -> gRPC address (each worker's first stdout line)."""
+        return {
+            c.name.removeprefix("worker-"): c.first_line
+            for c in self.inner.children
+            if c.name != "coordinator"
+        }
+
+    @property
+    def pids(self) -> dict[str, int]:
+        return {c.name.removeprefix("worker-"): c.proc.pid for c in self.inner.children}
+
+    def stop(self) -> None:
+        self.inner.stop()
 
 
 # ----------------------------------------------------------------------------------------------- main
@@ -500,10 +441,18 @@ class Calibration:
     iteration_s: float  # client-side decode iteration, one request in flight
     step_ms: dict[str, float]  # each worker's lone-decode step (its own stats)
     step_factor: dict[str, float]  # step_ms / what the profile predicts for that step
-    hop_latency_s: float
+    hop_latency_s: float  # one gRPC hop, there and back (worker streams' link_ms_p50)
+    # The same lone iteration probed again after the replay, over the first: how much faster (<1) or
+    # slower (>1) the shared machine got meanwhile. The replay is priced at the midpoint (linear drift).
+    drift: float = 1.0
+    # CPU seconds the coordinator and the load client spend per iteration (prompt or decode): they run on
+    # the same cores as the workers, so they join the co-location model as busy processes.
+    serving_cpu_s_per_iteration: dict[str, float] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         return {
+            "serving_cpu_s_per_iteration": self.serving_cpu_s_per_iteration,
+            "drift": self.drift,
             "iteration_s": self.iteration_s,
             "step_ms": self.step_ms,
             "step_factor": self.step_factor,
@@ -511,12 +460,9 @@ class Calibration:
         }
 
 
-async def probe(dep: LocalDeployment, profiles: ProfileSet, *, requests: int, seed: int) -> Calibration:
-    """One request at a time (a short prompt, then 8 decodes): no batching and no queueing, so what the
-    client sees beyond the workers' step times is the serving overhead. Not part of the replayed workload."""
+async def lone_iteration_s(dep: Deployment, *, requests: int, seed: int) -> float:
+    """Median client-side decode iteration with one request in flight (a 16-token prompt, 8 decodes)."""
     import httpx
-
-    from services.profiling.overheads import hop_latency_s, step_factor
 
     rng = random.Random(seed + 1)
     gaps: list[float] = []
@@ -526,26 +472,69 @@ async def probe(dep: LocalDeployment, profiles: ProfileSet, *, requests: int, se
                 client, dep.base_url, dep.model_name, TraceRequest(0.0, 16, 8), time.perf_counter(), rng
             )
             gaps.extend(b - a for a, b in zip(o.chunks_s, o.chunks_s[1:], strict=False))
+    return _pct(gaps, 0.5)
+
+
+async def probe(dep: Deployment, profiles: ProfileSet, *, requests: int, seed: int) -> Calibration:
+    """Requests one at a time: no batching and no queueing, so the workers' step times over what the profile
+    predicts, and the links' and coordinator's costs per iteration, show plainly. Not part of the replay."""
+    from services.profiling.overheads import step_factor
+
+    cpu0 = cpu_seconds(dep.pids)
+    iteration = await lone_iteration_s(dep, requests=requests, seed=seed)
+    cpu1 = cpu_seconds(dep.pids)
+    # Every probe request is a prompt and 8 decodes: 9 iterations each.
+    serving_cpu = {k: (cpu1[k] - cpu0[k]) / (9 * requests) for k in ("coordinator", "client")}
     stats = await worker_stats(dep.workers)
     step_ms = {n: float(stats[n]["step_ms_p50"]) for n in PLACEMENT}
-    factor = {n: step_factor(step_ms[n], profiles, t, r.size) for n, (t, r) in PLACEMENT.items()}
-    iteration = _pct(gaps, 0.5)
-    return Calibration(iteration, step_ms, factor, hop_latency_s(iteration, step_ms, len(PLACEMENT) + 1))
+    factor = {
+        n: step_factor(step_ms[n], profiles, t, r.size)
+        for n, (t, r) in PLACEMENT.items()
+        if stats[n]["steps"]
+    }
+    # A node the router sent no probe request through takes the others' mean (the machine-wide part).
+    mean = sum(factor.values()) / len(factor) if factor else 1.0
+    factor = {n: factor.get(n, mean) for n in PLACEMENT}
+    # Worker-to-worker links: each worker's stream measures round trip minus the far side's service time.
+    links = sorted(float(st["link_ms_p50"]) for st in stats.values() if st["link_ms_p50"] > 0)
+    link_s = links[len(links) // 2] / 1e3 if links else 0.0
+    return Calibration(iteration, step_ms, factor, link_s, serving_cpu_s_per_iteration=serving_cpu)
 
 
 def calibrated_inputs(cluster: Cluster, profiles: ProfileSet, cal: Calibration) -> tuple[Cluster, ProfileSet]:
+    """Probe-calibrated inputs: tables x step factor (at the midpoint of the drift over the replay); every
+    link gets the hop latency, and links into the coordinator also its CPU time per iteration (it turns a
+    result into the next step and the streamed token before the chain moves on)."""
+    import dataclasses as dc
+
+    from planner.cluster import SINK
     from services.profiling.overheads import scale_steps, with_hop_latency
 
-    factors = {t: cal.step_factor[n] for n, (t, _) in PLACEMENT.items()}
-    return with_hop_latency(cluster, cal.hop_latency_s), scale_steps(profiles, factors)
+    mid = (1.0 + cal.drift) / 2
+    factors = {t: cal.step_factor[n] * mid for n, (t, _) in PLACEMENT.items()}
+    linked = with_hop_latency(cluster, cal.hop_latency_s)
+    coord_s = cal.serving_cpu_s_per_iteration.get("coordinator", 0.0)
+    links = tuple(
+        dc.replace(lk, latency_s=lk.latency_s + coord_s) if lk.dst == SINK else lk for lk in linked.links
+    )
+    return dc.replace(linked, links=links), scale_steps(profiles, factors)
 
 
 def simulate_colocated(
-    cluster: Cluster, model: ModelSpec, profiles: ProfileSet, plan: Plan, cfg: SimConfig, *, cores: float
+    cluster: Cluster,
+    model: ModelSpec,
+    profiles: ProfileSet,
+    plan: Plan,
+    cfg: SimConfig,
+    *,
+    cores: float,
+    serving_cpu_s_per_iteration: dict[str, float],
 ) -> tuple[SimResult, dict[str, float]]:
-    """The fleet's workers share this machine's cores: fixed point of (simulate -> each node's busy share ->
-    processor-sharing slowdown, services.profiling.overheads.colocation_slowdown -> slower tables). Damped;
-    a few rounds settle it."""
+    """The fleet's workers, the coordinator and the load client share this machine's cores: fixed point of
+    (simulate -> each process's busy share -> processor-sharing slowdown of each worker,
+    services.profiling.overheads.colocation_slowdown -> slower tables). The coordinator's and client's busy
+    shares are their probed CPU seconds per iteration x the simulated iterations per second. Damped; a few
+    rounds settle it."""
     from services.profiling.overheads import colocation_slowdown, scale_steps
 
     slowdown = {n: 1.0 for n in PLACEMENT}
@@ -554,7 +543,14 @@ def simulate_colocated(
         # A slowed worker stays runnable longer: its busy share at the current slowdown is what overlaps.
         # (busy_s over the served span: the simulator's own `utilisation` divides by its drain horizon.)
         span = max(cfg.duration_s or 0.0, result.last_finish_s - result.start_s, 1e-9)
-        busy = {n: min(1.0, float(result.nodes[n]["busy_s"]) / span) for n in PLACEMENT}
+        # A throttled worker sleeps (1 - speed) of each step: only the rest occupies a core.
+        busy = {
+            n: min(1.0, float(result.nodes[n]["busy_s"]) * SPEEDS.get(t, 1.0) / span)
+            for n, (t, _) in PLACEMENT.items()
+        }
+        iterations_per_s = (sum(result.decode_series) + result.finished) / span
+        for proc, cpu_s in serving_cpu_s_per_iteration.items():
+            busy[proc] = min(1.0, cpu_s * iterations_per_s)
         target = colocation_slowdown(busy, cores)
         slowdown = {n: 0.5 * slowdown[n] + 0.5 * target[n] for n in PLACEMENT}
         scaled = scale_steps(profiles, {PLACEMENT[n][0]: f for n, f in slowdown.items()})
@@ -583,6 +579,7 @@ def main(argv: list[str] | None = None) -> int:
     caps = (48, 6) if quick else (256, 64)
     cluster = bundled.cluster(CLUSTER)
     model = bundled.model(MODEL)
+    plan = load_local_plan()
     with tempfile.TemporaryDirectory(prefix="brl-fidelity-") as tmp:
         work = args.workdir or Path(tmp)
         work.mkdir(parents=True, exist_ok=True)
@@ -594,15 +591,17 @@ def main(argv: list[str] | None = None) -> int:
         if args.profiles:
             profiles, head = load_profile_dir(args.profiles, model_name=MODEL), lm_head_of(args.profiles)
         else:
-            profiles, head = measure_profiles(work / "profiles", quick=quick, speeds={})
+            profiles, head = measure_profiles(work / "profiles", quick=quick, speeds=SPEEDS)
         profile_s = time.perf_counter() - t_prof
-        plan = make_plan(cluster, model, profiles)
-        # The profile as `brl profile` writes it leaves the LM head out of the per-layer tables; the node
-        # holding the last layer pays it on every step.
-        last = next(n for n, (_, r) in PLACEMENT.items() if r.end == model.num_layers)
-        with_head = (
-            add_head(profiles, PLACEMENT[last][0], PLACEMENT[last][1].size, head) if head else profiles
-        )
+        # The profile as `brl profile` writes it leaves the LM head out of the per-layer tables; the nodes
+        # holding the last layer pay it on every step (stretched by their throttle like the rest).
+        with_head = profiles
+        for _, (gpu_type, layers) in PLACEMENT.items():
+            if head and layers.end == model.num_layers:
+                speed = SPEEDS.get(gpu_type, 1.0)
+                with_head = add_head(
+                    with_head, gpu_type, layers.size, {b: ms / speed for b, ms in head.items()}
+                )
         cfg = sim_config(lengths, args.arrivals, duration_s=duration, rate=rate, seed=args.seed)
         predictions = {
             "profile": sim_figures(simulate(cluster, model, profiles, plan, cfg)),
@@ -614,15 +613,15 @@ def main(argv: list[str] | None = None) -> int:
         colocation: dict[str, float] = {}
         real_s = 0.0
         if not args.no_real:
-            plan_path = work / "plan.json"
-            save_plan(plan, plan_path)
             t_real = time.perf_counter()
-            dep = start_deployment(plan_path, work)
+            dep = Deployment(work / "run")
             try:
                 obs = asyncio.run(replay(dep.base_url, dep.model_name, [], seed=args.seed))  # warm-up only
-                cal = asyncio.run(probe(dep, with_head, requests=1 if quick else 4, seed=args.seed))
+                cal = asyncio.run(probe(dep, with_head, requests=2 if quick else 4, seed=args.seed))
                 obs = asyncio.run(replay(dep.base_url, dep.model_name, requests, seed=args.seed))
                 wstats = asyncio.run(worker_stats(dep.workers))
+                after = asyncio.run(lone_iteration_s(dep, requests=1 if quick else 2, seed=args.seed))
+                cal = dataclasses.replace(cal, drift=after / cal.iteration_s if cal.iteration_s > 0 else 1.0)
             finally:
                 dep.stop()
             real_s = time.perf_counter() - t_real
@@ -630,7 +629,13 @@ def main(argv: list[str] | None = None) -> int:
             cal_cluster, cal_profiles = calibrated_inputs(cluster, with_head, cal)
             predictions["calibrated"] = sim_figures(simulate(cal_cluster, model, cal_profiles, plan, cfg))
             coloc, slowdown = simulate_colocated(
-                cal_cluster, model, cal_profiles, plan, cfg, cores=args.cores
+                cal_cluster,
+                model,
+                cal_profiles,
+                plan,
+                cfg,
+                cores=args.cores,
+                serving_cpu_s_per_iteration=cal.serving_cpu_s_per_iteration,
             )
             predictions["+colocation"] = sim_figures(coloc)
             colocation = {n: round(f, 4) for n, f in slowdown.items()}
@@ -644,7 +649,8 @@ def main(argv: list[str] | None = None) -> int:
             + ", ".join(
                 f"{n} {ms:.1f} ms (x{cal.step_factor[n]:.2f} of profile)" for n, ms in cal.step_ms.items()
             )
-            + f"; hop latency {cal.hop_latency_s * 1e3:.1f} ms x {len(PLACEMENT) + 1} links"
+            + f"; hop latency {cal.hop_latency_s * 1e3:.1f} ms x {len(PLACEMENT) + 1} links; "
+            f"drift over the replay x{cal.drift:.2f}"
         )
     if colocation:
         print(

@@ -19,6 +19,7 @@ from typing import Any
 import networkx as nx
 
 from planner.cluster import SINK, SOURCE, Cluster, Link
+from planner.errors import InvalidInput
 from planner.model import ModelSpec
 from planner.placement import Placement
 from planner.plan import Edge, Plan
@@ -256,6 +257,53 @@ def coverage_bound(cluster: Cluster, throughput: ThroughputTable, *, rel_tol: fl
     return lo
 
 
+def balanced_split(
+    cluster: Cluster, model: ModelSpec, placement: Placement, result: FlowResult
+) -> dict[Edge, float] | None:
+    """The same max-flow with every group of nodes holding an identical range sharing the group's flow in
+    proportion to capacity, edge by edge (u in group a, v in group b: flow(a->b) x share(u) x share(v)).
+    Conservation and node capacities hold by construction; returns None when a link would be overloaded.
+    Preflow-push often piles a stage's flow on one replica (e.g. 758/530/188 over three equal T4s); as the
+    router's weights come from the split, that replica's KV fills first while the others idle."""
+    group_of: dict[str, tuple[int, int]] = {n: (r.start, r.end) for n, r in placement.ranges.items()}
+    members: dict[tuple[int, int], list[str]] = {}
+    for name, key in group_of.items():
+        members.setdefault(key, []).append(name)
+    caps = result.node_capacity_tok_per_s
+    share: dict[str, float] = {}
+    for names in members.values():
+        total = sum(caps[n] for n in names)
+        for n in names:
+            share[n] = caps[n] / total if total > 0 else 1.0 / len(names)
+    between: dict[tuple[str, str], float] = {}
+
+    def label(x: str) -> str:
+        return x if x in (SOURCE, SINK) else "{}:{}".format(*group_of[x])
+
+    for (u, v), f in result.edge_flows.items():
+        pair = (label(u), label(v))
+        between[pair] = between.get(pair, 0.0) + f
+
+    def nodes_of(lab: str) -> list[str]:
+        if lab in (SOURCE, SINK):
+            return [lab]
+        a, b = lab.split(":")
+        return members[(int(a), int(b))]
+
+    out: dict[Edge, float] = {}
+    for (a, b), f in between.items():
+        for u in nodes_of(a):
+            for v in nodes_of(b):
+                flow = f * share.get(u, 1.0) * share.get(v, 1.0)
+                if flow <= 0:
+                    continue
+                link = cluster.link(u, v)
+                if link is None or flow > link_tok_per_s(link, model) * (1 + 1e-9):
+                    return None
+                out[(u, v)] = flow
+    return out
+
+
 def plan_from_placement(
     cluster: Cluster,
     model: ModelSpec,
@@ -266,13 +314,24 @@ def plan_from_placement(
     throughput: ThroughputTable | None = None,
     settings: Mapping[str, Any] | None = None,
     partial: bool = True,
+    split: str = "preflow",
     solver_stats: Mapping[str, Any] | None = None,
     provenance: Mapping[str, Any] | None = None,
     metrics: Mapping[str, Any] | None = None,
 ) -> Plan:
-    """A Plan for `placement`: its max-flow edge split (routing weights), objective and bounds."""
+    """A Plan for `placement`: its max-flow edge split (routing weights), objective and bounds. `split`:
+    "preflow" (networkx's split, as the paper's scheduler uses) or "balanced" (see `balanced_split`;
+    falls back to preflow where links would be overloaded)."""
+    if split not in ("preflow", "balanced"):
+        raise InvalidInput(f"unknown flow split {split!r}; expected preflow or balanced", field="split")
     tp = throughput or typical_throughput(cluster, model, profiles, settings)
     result = solve_max_flow(cluster, model, profiles, placement, throughput=tp, partial=partial)
+    edge_flows: Mapping[Edge, float] = result.edge_flows
+    used_split = "preflow"
+    if split == "balanced":
+        balanced = balanced_split(cluster, model, placement, result)
+        if balanced is not None:
+            edge_flows, used_split = balanced, "balanced"
     bound = min(compute_bound(cluster, tp), coverage_bound(cluster, tp))
     all_metrics: dict[str, Any] = {
         "compute_bound_tok_per_s": compute_bound(cluster, tp),
@@ -281,14 +340,14 @@ def plan_from_placement(
         "saturated_nodes": list(result.saturated_nodes()),
     }
     all_metrics.update(metrics or {})
-    prov = {"partial_inference": partial}
+    prov: dict[str, Any] = {"partial_inference": partial, "flow_split": used_split}
     prov.update(provenance or {})
     return Plan(
         cluster_name=cluster.name,
         model_name=model.name,
         method=method,
         placement=placement,
-        edge_flows=result.edge_flows,
+        edge_flows=edge_flows,
         objective_tok_per_s=result.value_tok_per_s,
         bound_tok_per_s=bound if math.isfinite(bound) else None,
         solver_stats=dict(solver_stats or {}),

@@ -19,8 +19,15 @@ def generate() -> int:
     if not sources:
         return 0
     include = str(Path(protoc.__file__).parent / "_proto")
-    args = ["protoc", f"-I{ROOT}", f"-I{include}", f"--python_out={ROOT}", f"--pyi_out={ROOT}",
-            f"--grpc_python_out={ROOT}", *sources]
+    args = [
+        "protoc",
+        f"-I{ROOT}",
+        f"-I{include}",
+        f"--python_out={ROOT}",
+        f"--pyi_out={ROOT}",
+        f"--grpc_python_out={ROOT}",
+        *sources,
+    ]
     return protoc.main(args)
 
 

@@ -90,6 +90,7 @@ def solve(
         method=method,
         throughput=tp,
         partial=result.partial,
+        split=result.split,
         solver_stats=stats,
         provenance={
             "method": method,

@@ -64,11 +64,14 @@ class SolveContext:
 
 @dataclass(frozen=True)
 class SolveResult:
-    """A placement, whether partial-overlap arcs are part of its routing (petals), and solver statistics."""
+    """A placement, whether partial-overlap arcs are part of its routing (petals), solver statistics, and
+    the flow split its plan should carry."""
 
     placement: Placement
     partial: bool = True
     stats: Mapping[str, Any] = field(default_factory=dict)
+    # How the plan's edge flows (the router's weights) are split: "preflow" or "balanced" (planner.flow).
+    split: str = "preflow"
 
 
 class Solver(Protocol):

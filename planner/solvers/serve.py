@@ -7,7 +7,9 @@ decode tokens/s ~ queries in flight / per-token latency. Candidates are "stage l
 so width trades hops for parallel KV; stage sizes balance rate against KV per layer (`kv_weight`), and the
 order of the groups along the pipeline is varied too. A Little's-law proxy ranks the candidates (and the
 paper's heuristics) in milliseconds; the injected `ctx.scorer` (the simulator, from outside the pure core)
-judges the most promising ones, and the plan that serves the most wins.
+judges the most promising ones, and the plan that serves the most wins. Its plan carries the "balanced"
+flow split (planner.flow.balanced_split): replicas of a stage share its flow by capacity, where preflow-push
+piles it on one of them and the router's weights would follow.
 """
 
 from __future__ import annotations
@@ -329,22 +331,26 @@ def solve_serve(ctx: SolveContext) -> SolveResult:
                 "max_flow_tok_per_s": est.max_flow_tok_per_s,
             }
         )
-        return SolveResult(to_placement(lay, num_layers), partial=False, stats=stats)
+        return SolveResult(to_placement(lay, num_layers), partial=False, stats=stats, split="balanced")
     scorer = ctx.scorer
     scores: dict[str, float] = {}
     details_of: dict[str, Mapping[str, Any]] = {}
     layouts: dict[str, Layout] = {}
     max_scored = int(ctx.options.get("max_scored", 1 << 30))
     best = _Best()
+    spent: list[float] = [0.0]
 
     def judge(name: str, lay: Layout, until: float) -> bool:
-        # The first candidate is always scored, so a plan comes back however short the time limit.
-        if scores and (ctx.stopped() or ctx.now() >= until or len(scores) >= max_scored):
+        # The first candidate is always scored, so a plan comes back however short the time limit; later
+        # ones only when a score (as long as the slowest so far) still ends before `until`.
+        if scores and (ctx.stopped() or ctx.now() + max(spent) >= until or len(scores) >= max_scored):
             return False
+        began = ctx.now()
         try:
             value, details = scorer(to_placement(lay, num_layers))
         except BrlError as exc:  # a candidate the judge cannot run counts as serving nothing
             value, details = 0.0, {"error": str(exc)}
+        spent.append(ctx.now() - began)
         scores[name], details_of[name], layouts[name] = value, details, lay
         if value > best.score:
             best.name, best.score = name, value
@@ -391,7 +397,9 @@ def solve_serve(ctx: SolveContext) -> SolveResult:
             "max_flow_tok_per_s": proxy.estimate(layouts[winner]).max_flow_tok_per_s,
         }
     )
-    return SolveResult(to_placement(layouts[winner], num_layers), partial=False, stats=stats)
+    return SolveResult(
+        to_placement(layouts[winner], num_layers), partial=False, stats=stats, split="balanced"
+    )
 
 
 __all__ = ["Placement", "serving_proxy", "solve_serve", "stage_candidates", "stage_layout"]

@@ -215,7 +215,14 @@ def simulator_scorer(cluster: Any, model: Any, profiles: Any, *, settings: Any =
 
     def score(placement: Any) -> tuple[float, dict[str, Any]]:
         candidate = plan_from_placement(
-            cluster, model, profiles, placement, method="serve-candidate", throughput=table, partial=False
+            cluster,
+            model,
+            profiles,
+            placement,
+            method="serve-candidate",
+            throughput=table,
+            partial=False,
+            split="balanced",
         )
         if warm:
             config = SimConfig(

@@ -32,7 +32,7 @@ from planner.plan import Plan
 ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_CLUSTER = "local-cpu"
 DEFAULT_MODEL = "smollm2-135m"
-DEFAULT_METHOD = "separate"
+DEFAULT_METHOD = "milp"
 # Declared speed of each virtual CPU type (the worker throttles itself to it); see the cluster file.
 SPEED_FACTORS = {"cpu": 1.0, "cpu-fast": 1.0, "cpu-mid": 0.5, "cpu-slow": 0.25}
 PR_SET_PDEATHSIG = 1
@@ -52,7 +52,7 @@ def plan_local(
     model: str = DEFAULT_MODEL,
     method: str = DEFAULT_METHOD,
     *,
-    time_limit_s: float = 10.0,
+    time_limit_s: float = 5.0,
     seed: int = 0,
     workers: int | None = None,
 ) -> tuple[Plan, list[WorkerSpec]]:
@@ -69,7 +69,7 @@ def plan_local(
         fleet = fleet.without(fleet.node_names[workers:])
     spec = bundled.model(model)
     profiles = bundled.profiles(spec)
-    plan = solve(method, fleet, spec, profiles, time_limit_s=time_limit_s, seed=seed)
+    plan = solve(method, fleet, spec, profiles, time_limit_s=time_limit_s, seed=seed, clock=time.monotonic)
     specs = [
         WorkerSpec(
             name,

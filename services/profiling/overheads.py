@@ -7,10 +7,12 @@ planner types; the terms are measured by a probe of the live deployment (bench/f
   hop, activation (de)serialisation, the hand-off to the step thread, and how fast this machine is NOW
   compared with when it was profiled (on a shared CPU other tenants change that by 2x within minutes).
   A factor, not an added constant, because the load term scales every step alike.
-- per-hop latency (s, on every link of a chain, coordinator links included): the client-side time of a
-  decode iteration minus the workers' step times, divided by the links it crosses (hops + 1). It holds gRPC,
-  asyncio scheduling, the coordinator's step bookkeeping and the HTTP stream: delay that occupies no worker,
-  which is exactly what a link latency is in the simulator.
+- per-hop latency (s, on every link of a chain): a gRPC hop there and back, as the workers' own streams
+  measure it (round trip minus the far side's service time). Links into the coordinator also carry its CPU
+  time per iteration (turning a result into the next step and the streamed token). Delay that occupies no
+  worker, which is exactly what a link latency is in the simulator.
+- LM head on the last hop (add_head) and co-location of processes on a few CPU cores
+  (colocation_slowdown): see those functions.
 """
 
 from __future__ import annotations
@@ -52,11 +54,6 @@ def with_hop_latency(cluster: Cluster, latency_s: float) -> Cluster:
     return dataclasses.replace(cluster, links=links)
 
 
-def hop_latency_s(iteration_s: float, step_ms: Mapping[str, float], links: int) -> float:
-    """(client-side iteration time - the workers' step times) / links crossed, never below zero."""
-    return max(0.0, iteration_s - sum(step_ms.values()) / 1e3) / max(1, links)
-
-
 def add_head(
     profiles: ProfileSet, gpu_type: str, layers: int, head_points: Mapping[int, float]
 ) -> ProfileSet:
@@ -69,10 +66,8 @@ def add_head(
     decode = LatencyTable(tuple((x, ms + head.ms(x) / layers if x > 0 else ms) for x, ms in p.decode.points))
     one = head.ms(1) / layers
     prompt = LatencyTable(tuple((x, ms + one if x > 0 else ms) for x, ms in p.prompt.points))
-    return ProfileSet(
-        profiles.model_name,
-        {**profiles.by_gpu, gpu_type: dataclasses.replace(p, prompt=prompt, decode=decode)},
-    )
+    replaced = dataclasses.replace(p, prompt=prompt, decode=decode)
+    return ProfileSet(profiles.model_name, {**profiles.by_gpu, gpu_type: replaced})
 
 
 def colocation_slowdown(utilisation: Mapping[str, float], cores: float) -> dict[str, float]:

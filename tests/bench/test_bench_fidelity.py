@@ -23,7 +23,7 @@ def test_bench_fidelity_quick_prints_json_last() -> None:
     measured = figures["measured"]
     assert measured["errors"] == [] and measured["finished"] == figures["requests"]
     assert measured["all_tok_per_s"] > 0 and measured["prompt_latency_s"]["p50"] > 0
-    for name in ("profile", "calibrated"):
+    for name in ("profile", "profile+head", "calibrated", "+colocation"):
         pred = figures["predicted"][name]
         assert pred["finished"] == figures["requests"] and pred["all_tok_per_s"] > 0
         assert set(figures["rel_err"][name]) >= {
@@ -33,4 +33,5 @@ def test_bench_fidelity_quick_prints_json_last() -> None:
         }
     cal = figures["calibration"]
     assert cal["iteration_s"] > 0 and set(cal["step_factor"]) == {"fast", "mid", "slow"}
+    assert all(f > 0 for f in cal["step_factor"].values()) and cal["drift"] > 0
     assert any(line.startswith("decode latency p50") for line in lines)

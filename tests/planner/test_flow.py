@@ -118,3 +118,54 @@ def test_plan_from_placement_records_flows_and_bound(fleet70) -> None:
     assert plan.bound_tok_per_s is not None and plan.bound_tok_per_s >= plan.objective_tok_per_s
     assert sum(plan.out_flows(SOURCE).values()) == pytest.approx(plan.objective_tok_per_s)
     assert plan.metrics["compute_bound_tok_per_s"] == pytest.approx(2803.86, rel=1e-3)
+
+
+def test_balanced_split_keeps_the_flow_and_spreads_replicas(fleet70) -> None:
+    """Three T4s holding the same range share its flow by capacity; value, conservation, capacities hold."""
+    cluster, model, profiles, table = fleet70
+    types = {n.name: n.gpu_type for n in cluster.nodes}
+    a100 = [n for n, t in types.items() if t == "A100"]
+    t4 = [n for n, t in types.items() if t == "T4"][:9]
+    l4 = [n for n, t in types.items() if t == "L4"]
+    ranges = {}
+    for i, n in enumerate(a100):
+        ranges[n] = LayerRange(9 * i, 9 * i + 9)
+    for i in range(3):
+        for n in t4[3 * i : 3 * i + 3]:
+            ranges[n] = LayerRange(36 + 4 * i, 40 + 4 * i)
+    for i, n in enumerate(l4):
+        ranges[n] = LayerRange(48 + 4 * i, 52 + 4 * i)
+    placement = Placement(80, ranges)
+    pre = plan_from_placement(
+        cluster, model, profiles, placement, method="x", throughput=table, partial=False
+    )
+    bal = plan_from_placement(
+        cluster, model, profiles, placement, method="x", throughput=table, partial=False, split="balanced"
+    )
+    assert bal.provenance["flow_split"] == "balanced"
+    assert bal.objective_tok_per_s == pre.objective_tok_per_s
+    assert sum(bal.out_flows(SOURCE).values()) == pytest.approx(bal.objective_tok_per_s)
+    for name in placement:
+        inflow = sum(f for (_, v), f in bal.edge_flows.items() if v == name)
+        outflow = sum(f for (u, _), f in bal.edge_flows.items() if u == name)
+        assert inflow == pytest.approx(outflow)
+        assert inflow <= table.tp(types[name], ranges[name].size) * (1 + 1e-9)
+    for i in range(3):
+        through = [sum(f for (_, v), f in bal.edge_flows.items() if v == n) for n in t4[3 * i : 3 * i + 3]]
+        assert max(through) == pytest.approx(min(through))
+
+
+def test_unknown_split_is_an_input_error(fleet70) -> None:
+    from planner.errors import InvalidInput
+
+    cluster, model, profiles, table = fleet70
+    with pytest.raises(InvalidInput):
+        plan_from_placement(
+            cluster,
+            model,
+            profiles,
+            bundled.layout("ilp", "cluster24", "llama2-70b"),
+            method="x",
+            throughput=table,
+            split="fair",
+        )

@@ -100,7 +100,9 @@ def test_killed_worker_mid_stream_loses_nothing_then_503_then_recovery(deploymen
     reroutes = re.search(r"^brl_request_reroutes_total (\S+)$", metrics, flags=re.M)
     assert reroutes is not None and float(reroutes.group(1)) >= 1
 
-    # Without `fast`, nothing holds layers [20, 30): fail fast with 503 and say which layers.
+    # Without `fast`, nothing holds the slow worker's layers: fail fast with 503 and say which layers.
+    slow = next(w for w in deployment.specs if w.name == "slow")
+    gap = f"[{slow.start},{slow.end})"
     kill(deployment, "fast")
     deadline = time.monotonic() + 10
     while "fast" in health(deployment)["workers"] and time.monotonic() < deadline:  # type: ignore[operator]
@@ -111,7 +113,7 @@ def test_killed_worker_mid_stream_loses_nothing_then_503_then_recovery(deploymen
         json={"model": MODEL, "prompt": "Hello", "max_tokens": 2},
     )
     assert r.status_code == 503
-    assert "[20,30)" in r.json()["error"]["message"]
+    assert gap in r.json()["error"]["message"]
     assert httpx.get(f"{deployment.root_url}/ready", timeout=10).status_code == 503
 
     # A worker for the missing layers registers: service resumes, no restart.
@@ -122,7 +124,7 @@ def test_killed_worker_mid_stream_loses_nothing_then_503_then_recovery(deploymen
             "--model",
             MODEL,
             "--layers",
-            "20:30",
+            f"{slow.start}:{slow.end}",
             "--port",
             "0",
             "--coordinator",
