@@ -14,10 +14,10 @@ Predictions, each a simulate() of the same plan and workload with richer inputs 
   profile        the measured per-layer tables (/ declared speed) only
   profile+head   + the LM head on last hops, measured by `brl profile` (lm_head_ms)
   calibrated     + a probe of the live fleet before the replay (one request at a time): each worker's step
-                 time over the profile's (machine speed now, serialisation, sampling), the gRPC hop cost,
-                 the coordinator's CPU per iteration; priced at the midpoint of the drift between a probe
-                 before and one after the replay
-  +colocation    + processor sharing of the machine's cores by workers, coordinator and client (fixed point)
+                 time over the profile's (machine speed then, serialisation, sampling), the gRPC hop cost,
+                 the coordinator's CPU per iteration
+  +colocation    + processor sharing of the machine's cores by our workers, coordinator and client (fixed
+                 point) and by other tenants' runnable threads, sampled during the replay (LoadSampler)
 The last line is one JSON object with every figure.
 """
 
@@ -32,6 +32,7 @@ import os
 import random
 import sys
 import tempfile
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -47,7 +48,7 @@ from planner.model import ModelSpec  # noqa: E402
 from planner.placement import LayerRange  # noqa: E402
 from planner.plan import Plan  # noqa: E402
 from planner.profile import ProfileSet  # noqa: E402
-from services.profiling.overheads import add_head  # noqa: E402
+from services.profiling.overheads import add_head, scale_steps  # noqa: E402
 from simulator.engine import EventLoop  # noqa: E402
 from simulator.run import SimConfig, SimResult, simulate  # noqa: E402
 from simulator.workload import OnlineFeeder, load_arrivals, load_lengths  # noqa: E402
@@ -305,7 +306,16 @@ def sim_figures(r: SimResult) -> dict[str, Any]:
         "prompt_latency_s": st(r.prompt_latency_s),
         "decode_latency_s": st(r.decode_latency_s),
         "finished": r.finished,
+        # Which chains the router used: each node's share of the tokens (prompt + decode) it processed.
+        "node_share": _shares(
+            {n: float(v["decode_seqs"]) + float(v["prompt_tokens"]) for n, v in r.nodes.items()}
+        ),
     }
+
+
+def _shares(counts: dict[str, float]) -> dict[str, float]:
+    total = sum(counts.values())
+    return {n: round(c / total, 4) if total else 0.0 for n, c in counts.items()}
 
 
 def _finite(x: Any) -> Any:
@@ -383,6 +393,50 @@ async def worker_stats(workers: dict[str, str]) -> dict[str, dict[str, float]]:
         await conns.close()
 
 
+class LoadSampler:
+    """Other tenants' CPU demand while it runs (a thread sampling every 0.1 s): runnable threads machine-wide
+    (/proc/loadavg) minus runnable threads of our own processes (/proc/<pid>/task/*/stat, state R). On a
+    shared machine this is an input of the prediction like a link's bandwidth: it decides our share of it."""
+
+    def __init__(self, pids: list[int]) -> None:
+        self.pids = pids
+        self.samples: list[float] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="load sampler", daemon=True)
+
+    @staticmethod
+    def _ours_running(pid: int) -> int:
+        n = 0
+        for task in Path(f"/proc/{pid}/task").glob("*/stat"):
+            try:
+                if task.read_text().rsplit(")", 1)[1].split()[0] == "R":
+                    n += 1
+            except (OSError, IndexError):
+                continue
+        return n
+
+    def _run(self) -> None:
+        while not self._stop.wait(0.1):
+            try:
+                running = int(Path("/proc/loadavg").read_text().split()[3].split("/")[0])
+            except (OSError, IndexError, ValueError):  # not Linux
+                return
+            ours = sum(self._ours_running(pid) for pid in self.pids)
+            self.samples.append(max(0.0, running - ours))
+
+    def __enter__(self) -> LoadSampler:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    @property
+    def mean(self) -> float:
+        return sum(self.samples) / len(self.samples) if self.samples else 0.0
+
+
 class Deployment:
     """`brl run`'s own LocalDeployment (services.cli.run: coordinator + one throttled worker per plan node on
     loopback), with what this bench reads off it."""
@@ -438,13 +492,16 @@ def sim_config(lengths: str, arrivals: str, *, duration_s: float, rate: float, s
 class Calibration:
     """The serving terms measured by the probe (see services.profiling.overheads for what each holds)."""
 
-    iteration_s: float  # client-side decode iteration, one request in flight
+    iteration_s: float  # the slowest chain's lone decode step total (workers' own step times), s
     step_ms: dict[str, float]  # each worker's lone-decode step (its own stats)
     step_factor: dict[str, float]  # step_ms / what the profile predicts for that step
     hop_latency_s: float  # one gRPC hop, there and back (worker streams' link_ms_p50)
-    # The same lone iteration probed again after the replay, over the first: how much faster (<1) or
-    # slower (>1) the shared machine got meanwhile. The replay is priced at the midpoint (linear drift).
+    # A lone iteration through the coordinator after the replay (client side), over iteration_s: serving
+    # overhead plus how much the shared machine's speed moved meanwhile (reported, not used).
     drift: float = 1.0
+    # Other tenants' runnable threads (LoadSampler) during the probe and during the replay.
+    background_probe: float = 0.0
+    background_replay: float = 0.0
     # CPU seconds the coordinator and the load client spend per iteration (prompt or decode): they run on
     # the same cores as the workers, so they join the co-location model as busy processes.
     serving_cpu_s_per_iteration: dict[str, float] = field(default_factory=dict)
@@ -453,6 +510,8 @@ class Calibration:
         return {
             "serving_cpu_s_per_iteration": self.serving_cpu_s_per_iteration,
             "drift": self.drift,
+            "background_probe": self.background_probe,
+            "background_replay": self.background_replay,
             "iteration_s": self.iteration_s,
             "step_ms": self.step_ms,
             "step_factor": self.step_factor,
@@ -475,34 +534,82 @@ async def lone_iteration_s(dep: Deployment, *, requests: int, seed: int) -> floa
     return _pct(gaps, 0.5)
 
 
-async def probe(dep: Deployment, profiles: ProfileSet, *, requests: int, seed: int) -> Calibration:
+def plan_chains(plan: Plan) -> list[list[tuple[str, int, int]]]:
+    """Every source-to-sink path of the plan's positive-flow edges, as (node, start, end) hops covering
+    [0, L) (a hop runs from where the previous one ended)."""
+    out: list[list[tuple[str, int, int]]] = []
+
+    def walk(node: str, done: int, hops: list[tuple[str, int, int]]) -> None:
+        for (u, v), f in sorted(plan.edge_flows.items()):
+            if u != node or f <= 0:
+                continue
+            if v == "sink":
+                if done == plan.placement.num_layers:
+                    out.append(hops)
+                continue
+            r = plan.placement.ranges[v]
+            if r.start <= done < r.end:
+                walk(v, r.end, [*hops, (v, done, r.end)])
+
+    walk("source", 0, [])
+    return out
+
+
+async def direct_probe(dep: Deployment, plan: Plan, *, rounds: int, seed: int) -> float:
+    """Drive every chain of the plan straight through the worker client (services.worker.client), one request
+    at a time (a 16-token prompt, then 8 decodes): the workers warm up and record lone step times, and the
+    coordinator's router is left untouched, so the replay meets it in the state the simulator starts from.
+    Returns the median link cost between hops (each stream's round trip minus the far side's service), s."""
+    from services.worker.client import ChainClient, Connections, HopAddress, StepInput
+
+    rng = random.Random(seed + 2)
+    conns = Connections()
+    try:
+        for i in range(rounds):
+            for j, chain in enumerate(plan_chains(plan)):
+                client = ChainClient(
+                    [HopAddress(dep.workers[n], a, b) for n, a, b in chain], connections=conns
+                )
+                rid = f"probe-{i}-{j}"
+                prompt = [rng.randrange(1000, 30000) for _ in range(16)]
+                res = await client.step([StepInput(rid, prompt, 0)])
+                pos = len(prompt)
+                for k in range(8):
+                    if not res[0].ok or res[0].token_id is None:
+                        raise RuntimeError(f"probe step failed on {chain}: {res[0].error}")
+                    res = await client.step([StepInput(rid, [res[0].token_id], pos, finish=k == 7)])
+                    pos += 1
+        stats = await worker_stats(dep.workers)
+    finally:
+        await conns.close()
+    links = sorted(float(st["link_ms_p50"]) for st in stats.values() if st["link_ms_p50"] > 0)
+    return links[len(links) // 2] / 1e3 if links else 0.0
+
+
+async def probe(dep: Deployment, plan: Plan, profiles: ProfileSet, *, rounds: int, seed: int) -> Calibration:
     """Requests one at a time: no batching and no queueing, so the workers' step times over what the profile
-    predicts, and the links' and coordinator's costs per iteration, show plainly. Not part of the replay."""
+    predicts and the links' cost show plainly. Not part of the replay (see direct_probe)."""
     from services.profiling.overheads import step_factor
 
+    link_s = await direct_probe(dep, plan, rounds=rounds, seed=seed)
+    stats = await worker_stats(dep.workers)
+    step_ms = {n: float(stats[n]["step_ms_p50"]) for n in PLACEMENT}
+    factor = {n: step_factor(step_ms[n], profiles, t, r.size) for n, (t, r) in PLACEMENT.items()}
+    iteration = max(sum(step_ms[n] for n, _, _ in c) for c in plan_chains(plan)) / 1e3
+    return Calibration(iteration, step_ms, factor, link_s)
+
+
+async def coordinator_probe(dep: Deployment, *, requests: int, seed: int) -> tuple[float, dict[str, float]]:
+    """After the replay, through the coordinator: the lone decode iteration a client sees, and the CPU
+    seconds the coordinator and this client spend per iteration (9 per request)."""
     cpu0 = cpu_seconds(dep.pids)
     iteration = await lone_iteration_s(dep, requests=requests, seed=seed)
     cpu1 = cpu_seconds(dep.pids)
-    # Every probe request is a prompt and 8 decodes: 9 iterations each.
-    serving_cpu = {k: (cpu1[k] - cpu0[k]) / (9 * requests) for k in ("coordinator", "client")}
-    stats = await worker_stats(dep.workers)
-    step_ms = {n: float(stats[n]["step_ms_p50"]) for n in PLACEMENT}
-    factor = {
-        n: step_factor(step_ms[n], profiles, t, r.size)
-        for n, (t, r) in PLACEMENT.items()
-        if stats[n]["steps"]
-    }
-    # A node the router sent no probe request through takes the others' mean (the machine-wide part).
-    mean = sum(factor.values()) / len(factor) if factor else 1.0
-    factor = {n: factor.get(n, mean) for n in PLACEMENT}
-    # Worker-to-worker links: each worker's stream measures round trip minus the far side's service time.
-    links = sorted(float(st["link_ms_p50"]) for st in stats.values() if st["link_ms_p50"] > 0)
-    link_s = links[len(links) // 2] / 1e3 if links else 0.0
-    return Calibration(iteration, step_ms, factor, link_s, serving_cpu_s_per_iteration=serving_cpu)
+    return iteration, {k: (cpu1[k] - cpu0[k]) / (9 * requests) for k in ("coordinator", "client")}
 
 
 def calibrated_inputs(cluster: Cluster, profiles: ProfileSet, cal: Calibration) -> tuple[Cluster, ProfileSet]:
-    """Probe-calibrated inputs: tables x step factor (at the midpoint of the drift over the replay); every
+    """Probe-calibrated inputs: tables x step factor (as measured, at the probe's machine load); every
     link gets the hop latency, and links into the coordinator also its CPU time per iteration (it turns a
     result into the next step and the streamed token before the chain moves on)."""
     import dataclasses as dc
@@ -510,8 +617,7 @@ def calibrated_inputs(cluster: Cluster, profiles: ProfileSet, cal: Calibration) 
     from planner.cluster import SINK
     from services.profiling.overheads import scale_steps, with_hop_latency
 
-    mid = (1.0 + cal.drift) / 2
-    factors = {t: cal.step_factor[n] * mid for n, (t, _) in PLACEMENT.items()}
+    factors = {t: cal.step_factor[n] for n, (t, _) in PLACEMENT.items()}
     linked = with_hop_latency(cluster, cal.hop_latency_s)
     coord_s = cal.serving_cpu_s_per_iteration.get("coordinator", 0.0)
     links = tuple(
@@ -529,6 +635,7 @@ def simulate_colocated(
     *,
     cores: float,
     serving_cpu_s_per_iteration: dict[str, float],
+    background: float = 0.0,
 ) -> tuple[SimResult, dict[str, float]]:
     """The fleet's workers, the coordinator and the load client share this machine's cores: fixed point of
     (simulate -> each process's busy share -> processor-sharing slowdown of each worker,
@@ -551,7 +658,7 @@ def simulate_colocated(
         iterations_per_s = (sum(result.decode_series) + result.finished) / span
         for proc, cpu_s in serving_cpu_s_per_iteration.items():
             busy[proc] = min(1.0, cpu_s * iterations_per_s)
-        target = colocation_slowdown(busy, cores)
+        target = colocation_slowdown(busy, cores, background=background)
         slowdown = {n: 0.5 * slowdown[n] + 0.5 * target[n] for n in PLACEMENT}
         scaled = scale_steps(profiles, {PLACEMENT[n][0]: f for n, f in slowdown.items()})
         result = simulate(cluster, model, scaled, plan, cfg)
@@ -616,26 +723,41 @@ def main(argv: list[str] | None = None) -> int:
             t_real = time.perf_counter()
             dep = Deployment(work / "run")
             try:
-                obs = asyncio.run(replay(dep.base_url, dep.model_name, [], seed=args.seed))  # warm-up only
-                cal = asyncio.run(probe(dep, with_head, requests=2 if quick else 4, seed=args.seed))
-                obs = asyncio.run(replay(dep.base_url, dep.model_name, requests, seed=args.seed))
+                ours = [os.getpid(), *dep.pids.values()]
+                with LoadSampler(ours) as during_probe:
+                    cal = asyncio.run(probe(dep, plan, with_head, rounds=1 if quick else 3, seed=args.seed))
+                with LoadSampler(ours) as during_replay:
+                    obs = asyncio.run(replay(dep.base_url, dep.model_name, requests, seed=args.seed))
                 wstats = asyncio.run(worker_stats(dep.workers))
-                after = asyncio.run(lone_iteration_s(dep, requests=1 if quick else 2, seed=args.seed))
-                cal = dataclasses.replace(cal, drift=after / cal.iteration_s if cal.iteration_s > 0 else 1.0)
+                after, serving_cpu = asyncio.run(
+                    coordinator_probe(dep, requests=1 if quick else 2, seed=args.seed)
+                )
+                cal = dataclasses.replace(
+                    cal,
+                    drift=after / cal.iteration_s if cal.iteration_s > 0 else 1.0,
+                    serving_cpu_s_per_iteration=serving_cpu,
+                    background_probe=during_probe.mean,
+                    background_replay=during_replay.mean,
+                )
             finally:
                 dep.stop()
             real_s = time.perf_counter() - t_real
             meas = real_figures(obs, duration)
             cal_cluster, cal_profiles = calibrated_inputs(cluster, with_head, cal)
             predictions["calibrated"] = sim_figures(simulate(cal_cluster, model, cal_profiles, plan, cfg))
+            # The probe's factors hold the probe-time background (a lone step, nothing else of ours busy);
+            # take it out, then share the cores with our own processes and the background of the replay.
+            at_probe = max(1.0, (1.0 + cal.background_probe) / args.cores)
+            base = scale_steps(cal_profiles, {t: 1.0 / at_probe for t, _ in PLACEMENT.values()})
             coloc, slowdown = simulate_colocated(
                 cal_cluster,
                 model,
-                cal_profiles,
+                base,
                 plan,
                 cfg,
                 cores=args.cores,
                 serving_cpu_s_per_iteration=cal.serving_cpu_s_per_iteration,
+                background=cal.background_replay,
             )
             predictions["+colocation"] = sim_figures(coloc)
             colocation = {n: round(f, 4) for n, f in slowdown.items()}
@@ -650,7 +772,8 @@ def main(argv: list[str] | None = None) -> int:
                 f"{n} {ms:.1f} ms (x{cal.step_factor[n]:.2f} of profile)" for n, ms in cal.step_ms.items()
             )
             + f"; hop latency {cal.hop_latency_s * 1e3:.1f} ms x {len(PLACEMENT) + 1} links; "
-            f"drift over the replay x{cal.drift:.2f}"
+            f"drift over the replay x{cal.drift:.2f}; other tenants' runnable threads: probe "
+            f"{cal.background_probe:.2f}, replay {cal.background_replay:.2f}"
         )
     if colocation:
         print(
@@ -659,6 +782,14 @@ def main(argv: list[str] | None = None) -> int:
         )
     errors = {name: compare(p, meas) for name, p in predictions.items()} if meas else {}
     print_table(predictions, meas, errors)
+    if wstats:
+        real_share = _shares({n: float(v["tokens_processed"]) for n, v in wstats.items()})
+        print(
+            "token share per node (routing): predicted "
+            + ", ".join(f"{n} {v:.0%}" for n, v in predictions["+colocation"]["node_share"].items())
+            + "; measured (incl. warm-up and probe) "
+            + ", ".join(f"{n} {v:.0%}" for n, v in real_share.items())
+        )
     goal_keys = ("all_tok_per_s", "prompt_latency_s.p50", "decode_latency_s.p50")
     best = "+colocation" if "+colocation" in errors else "profile+head"
     within = bool(meas) and all(abs(errors[best][k]) <= GOAL_REL_ERR for k in goal_keys)
@@ -675,6 +806,8 @@ def main(argv: list[str] | None = None) -> int:
         "calibration": cal.to_dict() if cal else None,
         "colocation_slowdown": colocation,
         "worker_stats": wstats,
+        # The same share, measured: tokens each worker processed during warm-up, probe and replay.
+        "measured_node_share": _shares({n: float(v["tokens_processed"]) for n, v in wstats.items()}),
         "goal_rel_err": GOAL_REL_ERR,
         "goal_keys": list(goal_keys),
         "within_goal": within,

@@ -1,5 +1,7 @@
-"""Local search over placements with max-flow as the oracle: constructive lane layouts, then a randomised
-neighbourhood walk (resize, shift a boundary, move/copy/drop a node, swap two nodes) under a time budget.
+"""Local search over placements with max-flow as the oracle: starts from the paper's heuristics, lane layouts
+(parallel chains, each node holding what it can serve at the lane's rate) and stage layouts (serve.py), then a
+randomised neighbourhood walk (resize, shift a joint, move/copy/drop a node, swap two nodes; compound moves;
+restarts from the best) under a time budget, stopping early at the coverage bound (proven optimal).
 
 Why: the paper's MILP has a near-useless relaxation and open-source solvers stall on it; a max-flow solve
 costs a few milliseconds, so thousands of candidate placements fit in seconds.

@@ -29,8 +29,9 @@ class CoordinatorSettings(BaseModel):
     policy: str = Field("maxflow", description="routing policy (planner.routing registry key)")
     api_key: str | None = Field(None, description="when set, every /v1 route needs `Authorization: Bearer`")
     heartbeat_interval_s: float = Field(0.5, gt=0)
-    # A worker missing this many heartbeats in a row is declared lost (issue: notice within 2 s).
-    heartbeat_misses: int = Field(3, ge=1)
+    # A worker silent for interval x misses is declared lost (0.5 s x 4: within 2 s, and a busy machine does
+    # not drop a worker that is merely slow to answer).
+    heartbeat_misses: int = Field(4, ge=1)
     max_waiting: int = Field(256, ge=0, description="bounded admission queue; beyond it requests get 429")
     max_running: int = Field(256, ge=1, description="requests decoding at once across the fleet")
     max_batch_tokens: int = Field(2048, ge=1, description="prompt tokens per step on one chain")

@@ -70,11 +70,14 @@ def add_head(
     return ProfileSet(profiles.model_name, {**profiles.by_gpu, gpu_type: replaced})
 
 
-def colocation_slowdown(utilisation: Mapping[str, float], cores: float) -> dict[str, float]:
+def colocation_slowdown(
+    utilisation: Mapping[str, float], cores: float, *, background: float = 0.0
+) -> dict[str, float]:
     """Workers sharing `cores` CPU cores (the local fleet: every worker on this machine): while n of them
     compute at once each runs at min(1, cores / n) of its lone speed (processor sharing). Given each node's
     busy share u_i (from a simulation), the mean slowdown node i sees while busy is E[max(1, n / cores)]
-    with n = 1 + the others busy, taken independent. Enumerates the 2^(N-1) states: N is a handful here."""
+    with n = 1 + the others busy, taken independent, + `background` (the mean number of runnable threads
+    of other tenants, measured). Enumerates the 2^(N-1) states: N is a handful here."""
     names = list(utilisation)
     out: dict[str, float] = {}
     for i in names:
@@ -82,13 +85,13 @@ def colocation_slowdown(utilisation: Mapping[str, float], cores: float) -> dict[
         total = 0.0
         for mask in range(1 << len(others)):
             p = 1.0
-            busy = 1
+            busy = 1.0
             for bit, u in enumerate(others):
                 if mask >> bit & 1:
                     p *= u
                     busy += 1
                 else:
                     p *= 1.0 - u
-            total += p * max(1.0, busy / cores)
+            total += p * max(1.0, (busy + background) / cores)
         out[i] = total
     return out

@@ -248,13 +248,15 @@ class ProcFleet:
         return self.workers[name]
 
     def kill(self, name: str, signum: int = signal.SIGKILL) -> None:
-        """Kills a worker (or "coordinator") and reaps it; SIGKILL by default: no goodbye to anyone."""
+        """Signals a worker (or "coordinator"); SIGKILL by default: no goodbye to anyone. A killing signal
+        also waits for the process to end (SIGSTOP/SIGCONT do not)."""
         proc = self.coordinator if name == "coordinator" else self.workers[name]
         if proc is None:
             raise KeyError(name)
         proc.signal(signum)
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            proc.popen.wait(timeout=15)
+        if signum in (signal.SIGKILL, signal.SIGTERM, signal.SIGINT):
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                proc.popen.wait(timeout=15)
 
     def stop(self) -> None:
         """Workers first (they deregister), then the coordinator."""
@@ -349,7 +351,8 @@ class ProcFleet:
 # -- clients -----------------------------------------------------------------------------------------
 @dataclass
 class StreamOutcome:
-    """What one streaming request saw: its text, and the HTTP status / error when it failed."""
+    """What one streaming request saw: its text, and the HTTP status / error when it failed. `cut`: the
+    answer broke off with no error from the server (connection lost, or no `data: [DONE]`)."""
 
     text: str = ""
     status: int = 0
@@ -357,6 +360,7 @@ class StreamOutcome:
     retry_after: str | None = None
     finish_reason: str | None = None
     chunks: int = 0
+    cut: bool = False
 
 
 async def stream_completion(
@@ -402,8 +406,10 @@ async def stream_completion(
                 out.chunks += 1
             if not done and out.error is None:
                 out.error = "the stream ended without data: [DONE]"
+                out.cut = True
     except httpx.HTTPError as exc:
         out.error = f"{type(exc).__name__}: {exc}"
+        out.cut = True
     return out
 
 

@@ -46,6 +46,8 @@ class Reference:
         from services.modelstore.store import ensure_model
 
         path = ensure_model(MODEL)
+        # One thread: the deployment's processes use the other core(s); oversubscribing is ~6x slower here.
+        torch.set_num_threads(1)
         self.torch = torch
         self.tok = AutoTokenizer.from_pretrained(str(path))
         self.model = AutoModelForCausalLM.from_pretrained(str(path), dtype=torch.float32).eval()

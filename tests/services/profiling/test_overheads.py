@@ -52,3 +52,5 @@ def test_colocation_slowdown_is_processor_sharing() -> None:
     # Half-busy neighbours: both busy a quarter of the time -> 0.25 * 1.5 + 0.75 * 1.0.
     assert colocation_slowdown({"a": 1.0, "b": 0.5, "c": 0.5}, 2)["a"] == pytest.approx(1.125)
     assert colocation_slowdown({"a": 1.0, "b": 1.0, "c": 1.0}, 4)["b"] == pytest.approx(1.0)
+    # Two other tenants' threads always runnable: a lone worker on 2 cores runs at 2/3 speed.
+    assert colocation_slowdown({"a": 1.0, "b": 0.0}, 2, background=2.0)["a"] == pytest.approx(1.5)

@@ -1,0 +1,255 @@
+"""Chaos benchmark: streaming clients keep a real fleet busy while workers are killed (SIGKILL) and
+restarted at random, for a bounded time; no request may be lost.
+
+Fleet on 127.0.0.1: a coordinator and four SmolLM2 workers with overlapping ranges (a0 [0,12) + a1 [12,30),
+b0 [0,20) + b1 [20,30)). First a calm phase (the baseline: every prompt's greedy text and the request rate
+with no failure), then the chaos phase. Every request ends as one of:
+  completed  full text, identical to the calm text of the same prompt (greedy);
+  failed     a clean refusal or error from the server (503 while no chain covers the layers, 429, an error
+             event in the stream): the client is told and may retry;
+  lost       anything else: a stream that breaks off with no error, a hang, or a text that differs from the
+             calm one (a lost or duplicated token). Must be 0.
+`retried` is how many times the coordinator moved a request to a new chain (its re-route counter).
+Prints figures, then the ratio chaos / calm request rate; the last line is one JSON object.
+`--quick` (~15 s of chaos) is the toy run the tests use. Exit status 1 when anything was lost.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import itertools
+import json
+import random
+import sys
+import tempfile
+import threading
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+
+ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from tests.services.coordinator.fleet_procs import (  # noqa: E402
+    ProcFleet,
+    StreamOutcome,
+    WorkerSpec,
+    stream_completion,
+)
+
+SPECS = (WorkerSpec("a0", 0, 12), WorkerSpec("a1", 12, 30), WorkerSpec("b0", 0, 20), WorkerSpec("b1", 20, 30))
+PROMPTS = tuple(
+    f"{subject} {verb}"
+    for subject, verb in itertools.product(
+        ("The river", "My neighbour", "A small robot", "The old library"), ("is", "said that", "wanted")
+    )
+)
+PAUSE_AFTER_REFUSAL_S = 0.5
+
+
+@dataclass
+class Tally:
+    completed: int = 0
+    failed: Counter[str] = field(default_factory=Counter)
+    lost: int = 0
+    lost_examples: list[str] = field(default_factory=list)
+    tokens: int = 0
+
+    def add(self, prompt: str, out: StreamOutcome, reference: dict[str, str]) -> None:
+        if out.error is None and out.finish_reason is not None:
+            want = reference.setdefault(prompt, out.text)
+            if out.text == want:
+                self.completed += 1
+                return
+            self._lose(f"text differs for {prompt!r}: {out.text!r} != {want!r}")
+        elif out.cut or out.status == 0:
+            self._lose(f"{prompt!r}: {out.error}")
+        elif out.status == 200:
+            self.failed["error event"] += 1
+        else:
+            self.failed[str(out.status)] += 1
+
+    def _lose(self, why: str) -> None:
+        self.lost += 1
+        if len(self.lost_examples) < 5:
+            self.lost_examples.append(why)
+
+
+async def client_loop(
+    fleet: ProcFleet,
+    http: httpx.AsyncClient,
+    prompts: itertools.cycle[str],
+    tally: Tally,
+    reference: dict[str, str],
+    until: float,
+    max_tokens: int,
+) -> None:
+    while time.monotonic() < until:
+        prompt = next(prompts)
+        out = await stream_completion(http, fleet.base_url, prompt, max_tokens, read_timeout_s=120)
+        tally.add(prompt, out, reference)
+        if out.status in (429, 503):
+            wait_s = float(out.retry_after) if out.retry_after else PAUSE_AFTER_REFUSAL_S
+            await asyncio.sleep(min(wait_s, PAUSE_AFTER_REFUSAL_S))
+
+
+async def load(
+    fleet: ProcFleet, clients: int, seconds: float, max_tokens: int, reference: dict[str, str], offset: int
+) -> tuple[Tally, float]:
+    """`clients` streaming clients for `seconds`; returns the tally and the wall time until the last ends."""
+    tally = Tally()
+    prompts = itertools.cycle(PROMPTS[offset:] + PROMPTS[:offset])
+    t0 = time.monotonic()
+    async with httpx.AsyncClient(limits=httpx.Limits(max_connections=clients)) as http:
+        await asyncio.gather(
+            *(
+                client_loop(fleet, http, prompts, tally, reference, t0 + seconds, max_tokens)
+                for _ in range(clients)
+            )
+        )
+    return tally, time.monotonic() - t0
+
+
+class Chaos:
+    """Kills a random live worker every few seconds and starts a fresh process for it (in a thread: a
+    worker takes seconds to load), until stopped."""
+
+    def __init__(self, fleet: ProcFleet, rng: random.Random, every_s: tuple[float, float]) -> None:
+        self.fleet = fleet
+        self.rng = rng
+        self.every_s = every_s
+        self.kills: list[str] = []
+        self.restarts = 0
+        self.stop = threading.Event()
+        self._restarting: list[threading.Thread] = []
+
+    def run(self) -> None:
+        while not self.stop.wait(self.rng.uniform(*self.every_s)):
+            live = sorted(n for n, p in self.fleet.workers.items() if p.alive())
+            if not live:
+                continue
+            victim = self.rng.choice(live)
+            self.fleet.kill(victim)
+            self.kills.append(victim)
+            t = threading.Thread(target=self._restart, args=(victim,), daemon=True)
+            t.start()
+            self._restarting.append(t)
+
+    def _restart(self, name: str) -> None:
+        if self.stop.wait(self.rng.uniform(0.0, 2.0)):
+            return
+        self.fleet.restart_worker(name)
+        self.restarts += 1
+
+    def join(self) -> None:
+        for t in self._restarting:
+            t.join(timeout=300)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--duration-s", type=float, default=60.0, help="length of the chaos phase")
+    parser.add_argument("--calm-s", type=float, default=10.0, help="length of the calm (baseline) phase")
+    parser.add_argument("--clients", type=int, default=8, help="concurrent streaming clients")
+    parser.add_argument("--max-tokens", type=int, default=16)
+    parser.add_argument("--kill-every-s", type=float, nargs=2, default=(3.0, 6.0), metavar=("MIN", "MAX"))
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--workdir", type=Path, help="logs go here (default: a temporary folder)")
+    parser.add_argument("--quick", action="store_true", help="toy run: 15 s of chaos, 4 clients")
+    args = parser.parse_args(argv)
+    if args.quick:
+        args.duration_s, args.calm_s, args.clients, args.max_tokens = 15.0, 4.0, 4, 12
+        args.kill_every_s = (3.0, 5.0)
+    rng = random.Random(args.seed)
+    workdir = args.workdir or Path(tempfile.mkdtemp(prefix="brl-chaos-"))
+
+    with ProcFleet(workdir) as fleet:
+        t0 = time.monotonic()
+        fleet.start_coordinator()
+        fleet.start_workers(SPECS)
+        fleet.wait_workers([s.name for s in SPECS], timeout_s=120)
+        print(f"fleet up in {time.monotonic() - t0:.1f} s (logs: {fleet.log_dir})", flush=True)
+
+        reference: dict[str, str] = {}
+        # Calm: until every prompt has its reference text and at least calm_s passed.
+        calm, calm_wall_s = asyncio.run(load(fleet, args.clients, args.calm_s, args.max_tokens, reference, 0))
+        while len(reference) < len(PROMPTS):
+            extra, extra_s = asyncio.run(load(fleet, args.clients, 0.1, args.max_tokens, reference, 0))
+            calm.completed += extra.completed
+            calm_wall_s += extra_s
+        calm_rate = calm.completed / calm_wall_s
+        print(f"calm:  {calm.completed} completed in {calm_wall_s:.1f} s ({calm_rate:.2f} req/s)", flush=True)
+
+        reroutes0 = fleet.metric("brl_request_reroutes_total")
+        lost0 = fleet.metric("brl_workers_lost_total")
+        chaos = Chaos(fleet, rng, (args.kill_every_s[0], args.kill_every_s[1]))
+        killer = threading.Thread(target=chaos.run, name="chaos", daemon=True)
+        killer.start()
+        try:
+            tally, chaos_wall_s = asyncio.run(
+                load(fleet, args.clients, args.duration_s, args.max_tokens, reference, len(PROMPTS) // 2)
+            )
+        finally:
+            chaos.stop.set()
+            killer.join()
+            chaos.join()
+        retried = int(fleet.metric("brl_request_reroutes_total") - reroutes0)
+        workers_lost = int(fleet.metric("brl_workers_lost_total") - lost0)
+
+        # Bring every worker back, then check nothing is left behind on any of them.
+        dead = [n for n, p in fleet.workers.items() if not p.alive()]
+        if dead:
+            fleet.start_workers([fleet.specs[n] for n in dead])
+        fleet.wait_workers([s.name for s in SPECS], timeout_s=120, exactly=True)
+        kv_left = asyncio.run(fleet.wait_kv_zero(timeout_s=15))
+        health = fleet.health()
+
+    chaos_rate = tally.completed / chaos_wall_s
+    failed = sum(tally.failed.values())
+    print(
+        f"chaos: {len(chaos.kills)} kills ({', '.join(chaos.kills) or '-'}), {chaos.restarts} restarts, "
+        f"{workers_lost} workers noticed lost, in {chaos_wall_s:.1f} s"
+    )
+    print(f"  completed {tally.completed}")
+    print(f"  retried   {retried}   (requests moved to a new chain)")
+    print(f"  failed    {failed}   {dict(tally.failed) or ''}")
+    print(f"  lost      {tally.lost}")
+    for why in tally.lost_examples:
+        print(f"    {why}")
+    print(f"  KV left on workers afterwards: {kv_left}")
+    print(f"rate: chaos {chaos_rate:.2f} req/s vs calm {calm_rate:.2f} req/s = {chaos_rate / calm_rate:.2f}x")
+    figures = {
+        "bench": "chaos",
+        "quick": bool(args.quick),
+        "seed": args.seed,
+        "clients": args.clients,
+        "max_tokens": args.max_tokens,
+        "duration_s": args.duration_s,
+        "kills": len(chaos.kills),
+        "restarts": chaos.restarts,
+        "workers_lost": workers_lost,
+        "completed": tally.completed,
+        "retried": retried,
+        "failed": failed,
+        "failed_by_kind": dict(tally.failed),
+        "lost": tally.lost,
+        "kv_left_tokens": sum(kv_left.values()),
+        "running_after": health.get("running"),
+        "waiting_after": health.get("waiting"),
+        "calm_req_per_s": round(calm_rate, 4),
+        "chaos_req_per_s": round(chaos_rate, 4),
+        "ratio_chaos_vs_calm": round(chaos_rate / calm_rate, 4),
+    }
+    print(json.dumps(figures))
+    return 1 if tally.lost else 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
