@@ -109,10 +109,20 @@ class Child:
 
         threading.Thread(target=read, name=f"read {self.name}", daemon=True).start()
 
-    def wait_first_line(self, timeout_s: float) -> str:
-        if not self._ready.wait(timeout_s) or not self.first_line:
+    def wait_first_line(self, timeout_s: float, cancel: threading.Event | None = None) -> str:
+        deadline = time.monotonic() + timeout_s
+        while not self._ready.wait(0.2):
+            if cancel is not None and cancel.is_set():
+                raise Interrupted("start-up interrupted")
+            if time.monotonic() > deadline:
+                break
+        if not self.first_line:
             raise Unavailable(f"{self.name} did not start within {timeout_s:.0f} s; see {self.log_path}")
         return self.first_line
+
+
+class Interrupted(Unavailable):
+    """Ctrl+C / SIGTERM arrived while the deployment was starting."""
 
 
 class LocalDeployment:
@@ -142,6 +152,8 @@ class LocalDeployment:
         self.specs: list[WorkerSpec] = []
         self.http_address = ""
         self.grpc_address = ""
+        # Set from a signal handler to abandon a start-up in progress.
+        self.cancel = threading.Event()
 
     # -- addresses -----------------------------------------------------------------------------------
     @property
@@ -217,7 +229,7 @@ class LocalDeployment:
             if self.api_key:
                 args += ["--api-key", self.api_key]
             coord = self._spawn("coordinator", args)
-            line = coord.wait_first_line(max(1.0, deadline - time.monotonic()))
+            line = coord.wait_first_line(max(1.0, deadline - time.monotonic()), self.cancel)
             fields = dict(part.split("=", 1) for part in line.split()[1:])
             self.http_address, self.grpc_address = fields["http"], fields["grpc"]
             for w in self.specs:
@@ -253,6 +265,8 @@ class LocalDeployment:
         want = {w.name for w in self.specs}
         last = "no answer"
         while time.monotonic() < deadline:
+            if self.cancel.is_set():
+                raise Interrupted("start-up interrupted")
             for child in self.children:
                 if child.proc.poll() is not None:
                     raise Unavailable(
@@ -356,6 +370,7 @@ def _run(args: argparse.Namespace) -> int:
 
     def on_signal(signum: int, frame: FrameType | None) -> None:
         stop.set()
+        dep.cancel.set()
 
     previous: dict[int, Callable[[int, FrameType | None], object] | int | None] = {}
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -365,8 +380,9 @@ def _run(args: argparse.Namespace) -> int:
             f"brl run: planning {args.cluster} for {args.model} and starting the fleet (logs: {dep.log_dir})",
             flush=True,
         )
-        dep.start()
-        if stop.is_set():
+        try:
+            dep.start()
+        except Interrupted:
             return 130
         for w in dep.specs:
             print(f"  worker {w.name:<6} {w.gpu_type:<9} layers [{w.start},{w.end})  speed x{w.speed_factor}")

@@ -232,9 +232,10 @@ def measure_head(
         return ms
 
     step_ms(1, True)  # warm-up
-    out = []
+    out: list[float] = []
     for b in batches:
         with_head = _median([step_ms(b, True) for _ in range(repeats)])
         without = _median([step_ms(b, False) for _ in range(repeats)])
-        out.append(max(0.0, with_head - without))
+        # Never less than a smaller batch: a dip is noise from other tenants (as in the per-layer tables).
+        out.append(max(0.0, with_head - without, *out[-1:]))
     return HeadCost(tuple(batches), tuple(out))

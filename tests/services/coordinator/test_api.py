@@ -95,11 +95,11 @@ def test_chat_greedy_matches_transformers_and_usage(client: openai.OpenAI, ref: 
 
 def test_chat_stream_equals_plain_and_reports_usage(client: openai.OpenAI) -> None:
     messages: Any = [{"role": "user", "content": "Name three colors."}]
-    plain = client.chat.completions.create(model=MODEL, messages=messages, max_tokens=20, temperature=0)
+    plain = client.chat.completions.create(model=MODEL, messages=messages, max_tokens=12, temperature=0)
     stream = client.chat.completions.create(
         model=MODEL,
         messages=messages,
-        max_tokens=20,
+        max_tokens=12,
         temperature=0,
         stream=True,
         stream_options={"include_usage": True},
@@ -177,7 +177,7 @@ def test_seeded_sampling_is_reproducible(client: openai.OpenAI) -> None:
     kw: Any = {
         "model": MODEL,
         "prompt": "My favourite animal is",
-        "max_tokens": 12,
+        "max_tokens": 6,
         "temperature": 0.9,
         "top_p": 0.9,
         "seed": 7,

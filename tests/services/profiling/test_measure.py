@@ -46,6 +46,7 @@ def test_measure_head_on_the_last_layer(tiny_model: Path) -> None:
     last = load_measuring_backend("torch", ShardSpec("tiny", tiny_model, 5, 6, kv_capacity_tokens=256), cfg)
     head = measure_head(last, (1, 4), 2)
     assert head.points == (1, 4) and len(head.ms) == 2 and all(ms >= 0 for ms in head.ms)
+    assert list(head.ms) == sorted(head.ms)  # more sequences never cost less
     assert last.kv_used_tokens() == 0
     middle = load_measuring_backend("torch", ShardSpec("tiny", tiny_model, 1, 3, kv_capacity_tokens=256), cfg)
     with pytest.raises(InvalidInput):
