@@ -245,9 +245,13 @@ def coverage_bound(cluster: Cluster, throughput: ThroughputTable, *, rel_tol: fl
         )
 
     lo, hi = 0.0, compute_bound(cluster, throughput)
-    if hi <= 0:
+    # As F -> 0 the supply tends to F * sum_i K_i: a fleet that cannot hold every layer even once carries
+    # nothing, and bisection would otherwise shrink hi towards zero without ever stopping.
+    if hi <= 0 or sum(throughput.max_layers(n.gpu_type) for n in cluster.nodes) < throughput.num_layers:
         return 0.0
-    while hi - lo > rel_tol * hi:
+    for _ in range(200):  # 200 halvings reach any relative tolerance a float can express
+        if hi - lo <= rel_tol * hi:
+            break
         mid = (lo + hi) / 2
         # Relative slack: at a tight bound supply(F) == F*L on a whole interval and rounding would decide.
         if supply(mid) >= mid * throughput.num_layers * (1 - 1e-12):

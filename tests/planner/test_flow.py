@@ -169,3 +169,12 @@ def test_unknown_split_is_an_input_error(fleet70) -> None:
             throughput=table,
             split="fair",
         )
+
+
+def test_coverage_bound_is_zero_when_the_fleet_cannot_hold_every_layer(fleet70) -> None:
+    """Two T4s hold at most 8 of 80 layers: nothing can be served (this used to bisect forever)."""
+    cluster, _, _, table = fleet70
+    t4s = [n.name for n in cluster.nodes if n.gpu_type == "T4"][:2]
+    small = cluster.without(n.name for n in cluster.nodes if n.name not in t4s)
+    assert coverage_bound(small, table) == 0.0
+    assert coverage_bound(cluster, table) > 0.0
