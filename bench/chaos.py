@@ -26,6 +26,7 @@ import tempfile
 import threading
 import time
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -86,10 +87,10 @@ async def client_loop(
     prompts: itertools.cycle[str],
     tally: Tally,
     reference: dict[str, str],
-    until: float,
+    keep_going: Callable[[], bool],
     max_tokens: int,
 ) -> None:
-    while time.monotonic() < until:
+    while keep_going():
         prompt = next(prompts)
         out = await stream_completion(http, fleet.base_url, prompt, max_tokens, read_timeout_s=120)
         tally.add(prompt, out, reference)
@@ -99,16 +100,28 @@ async def client_loop(
 
 
 async def load(
-    fleet: ProcFleet, clients: int, seconds: float, max_tokens: int, reference: dict[str, str], offset: int
+    fleet: ProcFleet,
+    clients: int,
+    seconds: float,
+    max_tokens: int,
+    reference: dict[str, str],
+    offset: int,
+    *,
+    cover_all: bool = False,
 ) -> tuple[Tally, float]:
-    """`clients` streaming clients for `seconds`; returns the tally and the wall time until the last ends."""
+    """`clients` streaming clients for `seconds` (and, with `cover_all`, until every prompt has a reference
+    text); returns the tally and the wall time until the last request ended."""
     tally = Tally()
     prompts = itertools.cycle(PROMPTS[offset:] + PROMPTS[:offset])
     t0 = time.monotonic()
+
+    def keep_going() -> bool:
+        return time.monotonic() < t0 + seconds or (cover_all and len(reference) < len(PROMPTS))
+
     async with httpx.AsyncClient(limits=httpx.Limits(max_connections=clients)) as http:
         await asyncio.gather(
             *(
-                client_loop(fleet, http, prompts, tally, reference, t0 + seconds, max_tokens)
+                client_loop(fleet, http, prompts, tally, reference, keep_going, max_tokens)
                 for _ in range(clients)
             )
         )
@@ -179,11 +192,9 @@ def main(argv: list[str] | None = None) -> int:
 
         reference: dict[str, str] = {}
         # Calm: until every prompt has its reference text and at least calm_s passed.
-        calm, calm_wall_s = asyncio.run(load(fleet, args.clients, args.calm_s, args.max_tokens, reference, 0))
-        while len(reference) < len(PROMPTS):
-            extra, extra_s = asyncio.run(load(fleet, args.clients, 0.1, args.max_tokens, reference, 0))
-            calm.completed += extra.completed
-            calm_wall_s += extra_s
+        calm, calm_wall_s = asyncio.run(
+            load(fleet, args.clients, args.calm_s, args.max_tokens, reference, 0, cover_all=True)
+        )
         calm_rate = calm.completed / calm_wall_s
         print(f"calm:  {calm.completed} completed in {calm_wall_s:.1f} s ({calm_rate:.2f} req/s)", flush=True)
 

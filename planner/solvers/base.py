@@ -31,6 +31,9 @@ class Progress:
         return max(0.0, self.bound_tok_per_s / self.incumbent_tok_per_s - 1.0)
 
 
+LOGICAL_TICK_S = 1e-3
+
+
 @dataclass(frozen=True)
 class SolveContext:
     """Inputs of one solve. Time comes from `clock` (injected: the core never reads a clock itself) and
@@ -51,8 +54,15 @@ class SolveContext:
     # A scorer for serving-aware methods: placement -> (score, details); None when no simulator is wired.
     scorer: Callable[[Placement], tuple[float, Mapping[str, Any]]] | None = None
 
+    # Without an injected clock, time is logical: every now() call advances it by LOGICAL_TICK_S, so a time
+    # limit still ends every loop that polls it and the solve is reproducible (same seed -> same plan).
+    _ticks: list[int] = field(default_factory=lambda: [0], repr=False, compare=False)
+
     def now(self) -> float:
-        return self.clock() if self.clock is not None else 0.0
+        if self.clock is not None:
+            return self.clock()
+        self._ticks[0] += 1
+        return self._ticks[0] * LOGICAL_TICK_S
 
     def stopped(self) -> bool:
         return self.should_stop is not None and self.should_stop()
