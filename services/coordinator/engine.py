@@ -9,6 +9,7 @@ import contextlib
 import itertools
 import logging
 import time
+import uuid
 from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
@@ -251,6 +252,9 @@ class Engine:
         self._tasks: set[asyncio.Task[None]] = set()
         self._ticker: asyncio.Task[None] | None = None
         self._ids = itertools.count()
+        # Ids differ between coordinator incarnations: a worker that frees the requests of a crashed
+        # predecessor must never meet the same id from its successor.
+        self._incarnation = uuid.uuid4().hex[:8]
         self._ewma_e2e_s = 1.0
         self._closed = False
         fleet.registry.subscribe(self._on_fleet_change)
@@ -302,7 +306,7 @@ class Engine:
 
     # -- admission -----------------------------------------------------------------------------------
     def new_id(self, prefix: str = "req") -> str:
-        return f"{prefix}-{next(self._ids)}"
+        return f"{prefix}-{self._incarnation}-{next(self._ids)}"
 
     def submit(self, request_id: str, prompt: list[int], params: GenParams) -> Handle:
         """Admit a request or queue it; raises NoRoute (503), InvalidInput (400), CapacityExceeded (429)."""

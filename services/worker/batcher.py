@@ -173,6 +173,11 @@ class Batcher:
     def active_requests(self) -> int:
         return len(self._requests)
 
+    def request_ids(self) -> list[str]:
+        """Every request this worker holds KV for or has a queued segment of (to free them all at once)."""
+        queued = [i.segment.request_id for i in self._queue if not i.segment.abort]
+        return list(dict.fromkeys([*self._requests, *queued]))
+
     async def replace_backend(self, build: Callable[[], Backend], *, force: bool) -> None:
         """Swaps the shard (after a re-plan); refused while requests are cached unless forced."""
         if self._requests and not force:

@@ -157,7 +157,21 @@ async def _keep_registered(worker: WorkerServer, stop: asyncio.Event) -> None:
         speed_factor=s.speed_factor,
     )
     stats = cast(Any, worker.batcher.stats)  # WorkerStats has the heartbeat's fields (read-only)
-    await keep_registered(s.coordinator or "", info, stats, stop=stop)
+    batcher = worker.batcher
+
+    def free_stale(ids: frozenset[str]) -> None:
+        # The former coordinator is gone: nobody will ever finish or release these requests.
+        freed = batcher.release(sorted(ids))
+        log.info("freed %d of %d requests left by a former coordinator", freed, len(ids))
+
+    await keep_registered(
+        s.coordinator or "",
+        info,
+        stats,
+        stop=stop,
+        held_requests=batcher.request_ids,
+        on_new_coordinator=free_stale,
+    )
 
 
 async def serve(settings: WorkerSettings, *, on_ready: Callable[[WorkerServer], None] | None = None) -> None:

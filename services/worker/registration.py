@@ -6,8 +6,8 @@ from __future__ import annotations
 import asyncio
 import inspect
 import logging
-from collections.abc import Awaitable, Callable
-from typing import Protocol
+from collections.abc import Awaitable, Callable, Iterable
+from typing import Any, Protocol
 
 import grpc
 
@@ -19,6 +19,13 @@ __all__ = ["HeartbeatStats", "WorkerInfo", "keep_registered"]
 
 log = logging.getLogger("brl.worker.registration")
 RPC_TIMEOUT_S = 2.0
+# gRPC's default reconnect backoff grows to 120 s: after a long coordinator outage a worker would come back
+# minutes late. Capped at 2 s, workers re-register within ~2 s of the coordinator returning.
+CHANNEL_OPTIONS = (
+    ("grpc.initial_reconnect_backoff_ms", 500),
+    ("grpc.min_reconnect_backoff_ms", 500),
+    ("grpc.max_reconnect_backoff_ms", 2000),
+)
 
 
 class HeartbeatStats(Protocol):
@@ -30,6 +37,8 @@ class HeartbeatStats(Protocol):
 
 
 StatsFn = Callable[[], HeartbeatStats | Awaitable[HeartbeatStats]]
+HeldFn = Callable[[], Iterable[str]]
+ResetFn = Callable[[frozenset[str]], Any]
 
 
 async def _stats(stats_fn: StatsFn) -> HeartbeatStats:
@@ -46,22 +55,39 @@ async def keep_registered(
     *,
     retry_s: float = 0.5,
     stop: asyncio.Event | None = None,
+    held_requests: HeldFn | None = None,
+    on_new_coordinator: ResetFn | None = None,
 ) -> None:
     """Runs until cancelled (or `stop` is set). Start it with asyncio.create_task next to the worker server.
 
     `info` says what this worker serves (name, address, layers, GPU type, KV capacity in tokens);
     `stats_fn()` (sync or async) returns an object with kv_used_tokens, kv_capacity_tokens, queue_depth.
+
+    Requests of a coordinator that crashed (or that dropped this worker) can never finish: when the worker
+    registers again with a coordinator of another id, or after it was told it is unknown,
+    `on_new_coordinator(ids)` (sync or async) must free them. `ids` are those `held_requests()` returned
+    just before the Register call, so nothing the new coordinator routes here after it is touched.
     """
-    channel = grpc.aio.insecure_channel(coordinator_addr)
+    channel = grpc.aio.insecure_channel(coordinator_addr, options=CHANNEL_OPTIONS)
     stub = pb_grpc.CoordinatorStub(channel)
     coordinator_id: str | None = None
+    last_id: str | None = None  # the coordinator this worker served before, across re-registrations
+    dropped = False  # the coordinator said it does not know this worker: it gave up its requests here
     interval_s = retry_s
     try:
         while stop is None or not stop.is_set():
             try:
                 if coordinator_id is None:
+                    held = frozenset(held_requests()) if held_requests is not None else frozenset()
                     reply = await stub.Register(wire.register_request(info), timeout=RPC_TIMEOUT_S)
                     coordinator_id, interval_s = reply.coordinator_id, reply.heartbeat_interval_s or retry_s
+                    stale = last_id is not None and (dropped or last_id != coordinator_id)
+                    last_id, dropped = coordinator_id, False
+                    if stale and on_new_coordinator is not None:
+                        log.info("%s frees %d requests of a former coordinator", info.name, len(held))
+                        done = on_new_coordinator(held)
+                        if inspect.isawaitable(done):
+                            await done
                     log.info(
                         "registered %s (%s, layers %s) with coordinator %s",
                         info.name,
@@ -85,7 +111,7 @@ async def keep_registered(
                             coordinator_addr,
                             info.name,
                         )
-                        coordinator_id = None
+                        coordinator_id, dropped = None, True
                         continue
                     interval_s = answer.heartbeat_interval_s or interval_s
                 await _sleep(interval_s, stop)
