@@ -129,8 +129,8 @@ async def load(
 
 
 class Chaos:
-    """Kills a random live worker every few seconds and starts a fresh process for it (in a thread: a
-    worker takes seconds to load), until stopped."""
+    """Kills a random live worker every few seconds and starts a fresh process for it a moment later.
+    Runs in the main thread (children die with the thread that started them); spawning never blocks."""
 
     def __init__(self, fleet: ProcFleet, rng: random.Random, every_s: tuple[float, float]) -> None:
         self.fleet = fleet
@@ -138,30 +138,26 @@ class Chaos:
         self.every_s = every_s
         self.kills: list[str] = []
         self.restarts = 0
-        self.stop = threading.Event()
-        self._restarting: list[threading.Thread] = []
 
-    def run(self) -> None:
-        while not self.stop.wait(self.rng.uniform(*self.every_s)):
-            live = sorted(n for n, p in self.fleet.workers.items() if p.alive())
-            if not live:
-                continue
-            victim = self.rng.choice(live)
-            self.fleet.kill(victim)
-            self.kills.append(victim)
-            t = threading.Thread(target=self._restart, args=(victim,), daemon=True)
-            t.start()
-            self._restarting.append(t)
-
-    def _restart(self, name: str) -> None:
-        if self.stop.wait(self.rng.uniform(0.0, 2.0)):
-            return
-        self.fleet.restart_worker(name)
-        self.restarts += 1
-
-    def join(self) -> None:
-        for t in self._restarting:
-            t.join(timeout=300)
+    def run(self, kill_until: float, done: threading.Event) -> None:
+        """Kills until `kill_until`; keeps restarting what it killed until `done` is set."""
+        next_kill = time.monotonic() + self.rng.uniform(*self.every_s)
+        restarts: list[tuple[float, str]] = []
+        while not done.is_set() or restarts:
+            now = time.monotonic()
+            for at, name in [r for r in restarts if r[0] <= now]:
+                restarts.remove((at, name))
+                self.fleet.restart_worker(name, timeout_s=None)
+                self.restarts += 1
+            if now >= next_kill and now < kill_until:
+                live = sorted(n for n, p in self.fleet.workers.items() if p.alive())
+                if live:
+                    victim = self.rng.choice(live)
+                    self.fleet.kill(victim)
+                    self.kills.append(victim)
+                    restarts.append((now + self.rng.uniform(0.0, 2.0), victim))
+                next_kill = now + self.rng.uniform(*self.every_s)
+            done.wait(0.05)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -201,16 +197,31 @@ def main(argv: list[str] | None = None) -> int:
         reroutes0 = fleet.metric("brl_request_reroutes_total")
         lost0 = fleet.metric("brl_workers_lost_total")
         chaos = Chaos(fleet, rng, (args.kill_every_s[0], args.kill_every_s[1]))
-        killer = threading.Thread(target=chaos.run, name="chaos", daemon=True)
-        killer.start()
-        try:
-            tally, chaos_wall_s = asyncio.run(
-                load(fleet, args.clients, args.duration_s, args.max_tokens, reference, len(PROMPTS) // 2)
-            )
-        finally:
-            chaos.stop.set()
-            killer.join()
-            chaos.join()
+        result: list[tuple[Tally, float]] = []
+        done = threading.Event()
+
+        def drive() -> None:
+            try:
+                result.append(
+                    asyncio.run(
+                        load(
+                            fleet,
+                            args.clients,
+                            args.duration_s,
+                            args.max_tokens,
+                            reference,
+                            len(PROMPTS) // 2,
+                        )
+                    )
+                )
+            finally:
+                done.set()
+
+        driver = threading.Thread(target=drive, name="clients", daemon=True)
+        driver.start()
+        chaos.run(time.monotonic() + args.duration_s, done)
+        driver.join()
+        tally, chaos_wall_s = result[0]
         retried = int(fleet.metric("brl_request_reroutes_total") - reroutes0)
         workers_lost = int(fleet.metric("brl_workers_lost_total") - lost0)
 

@@ -28,6 +28,8 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p.add_argument(
         "--plan", type=Path, help="plan JSON from `brl plan` (BRL_PLAN); default: flows of live workers"
     )
+    p.add_argument("--planner-url", help="planner service base URL, for --plan-id (BRL_PLANNER_URL)")
+    p.add_argument("--plan-id", help="load this plan from the planner service at start (BRL_PLAN_ID)")
     p.add_argument("--cluster", help="cluster short name or file the plan is for (BRL_CLUSTER)")
     p.add_argument("--policy", help="routing policy: maxflow, swarm, random, shortest-queue (BRL_POLICY)")
     p.add_argument("--api-key", help="require `Authorization: Bearer KEY` on /v1 (BRL_API_KEY)")
@@ -51,6 +53,8 @@ def _run(args: argparse.Namespace) -> int:
         model=args.model,
         served_model_name=args.served_model_name,
         plan=args.plan,
+        planner_url=args.planner_url,
+        plan_id=args.plan_id,
         cluster=args.cluster,
         policy=args.policy,
         api_key=args.api_key,

@@ -278,6 +278,28 @@ class Engine:
         await self.connections.close()
         self.events.close()
 
+    async def drain(self, timeout_s: float = 3.0) -> int:
+        """Graceful stop, before the HTTP server closes: refuse new requests, end every running and waiting
+        one with Unavailable (streams send an error event and [DONE], plain requests get 503) and abort them
+        on their chains so no worker keeps their KV. Returns how many requests were ended."""
+        self._closed = True
+        gone = Unavailable("the coordinator is shutting down; retry against another coordinator or later")
+        on_chains: dict[ChainKey, tuple[ChainLike, list[str]]] = {}
+        ended = [*self.waiting, *self.running.values()]
+        for r in ended:
+            runner = r.runner
+            if runner is not None:
+                on_chains.setdefault(runner.key, (runner.client, []))[1].append(r.wire_id)
+            self._fail(r, gone)
+        if on_chains:
+            log.info(
+                "shutting down: ended %d requests, freeing their KV on %d chains", len(ended), len(on_chains)
+            )
+            aborts = [self._abort_quietly(client, ids) for client, ids in on_chains.values()]
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(asyncio.gather(*aborts), timeout=timeout_s)
+        return len(ended)
+
     def _spawn(self, coro: Awaitable[None]) -> None:
         task: asyncio.Task[None] = asyncio.ensure_future(coro)
         self._tasks.add(task)
@@ -378,6 +400,14 @@ class Engine:
                 break
             self.waiting.popleft()
         self._update_gauges()
+
+    def plan_swapped(self) -> None:
+        """A new plan routes from now on: note it in the iteration log and admit waiting requests by it."""
+        self.metrics.plan_swaps.inc()
+        self.events.iteration(
+            t=round(self.clock(), 6), wall=round(time.time(), 6), event="plan_swap", running=len(self.running)
+        )
+        self._admit()
 
     def _on_fleet_change(self) -> None:
         self._spawn(self._after_fleet_change())

@@ -21,6 +21,7 @@ from planner.errors import (
     Unavailable,
     UnknownName,
 )
+from services import http_errors
 
 
 class AuthenticationFailed(BrlError):
@@ -47,6 +48,12 @@ ERROR_TABLE: tuple[tuple[type[BaseException], ErrorKind], ...] = (
     ),
     (UnknownName, ErrorKind(404, "invalid_request_error", grpc.StatusCode.NOT_FOUND, "not_found")),
     (NotFound, ErrorKind(404, "invalid_request_error", grpc.StatusCode.NOT_FOUND, "not_found")),
+    # From the planner service (plan swap): an unknown plan id, a plan job that has not succeeded yet.
+    (http_errors.NotFound, ErrorKind(404, "invalid_request_error", grpc.StatusCode.NOT_FOUND, "not_found")),
+    (
+        http_errors.Conflict,
+        ErrorKind(409, "invalid_request_error", grpc.StatusCode.FAILED_PRECONDITION, "conflict"),
+    ),
     (InvalidInput, ErrorKind(400, "invalid_request_error", grpc.StatusCode.INVALID_ARGUMENT, None)),
     (CapacityExceeded, ErrorKind(429, "rate_limit_error", grpc.StatusCode.RESOURCE_EXHAUSTED, "overloaded")),
     (NoRoute, ErrorKind(503, "service_unavailable", grpc.StatusCode.UNAVAILABLE, "no_route")),

@@ -12,7 +12,7 @@ import random
 from dataclasses import dataclass
 
 from planner.cluster import SINK, SOURCE, Cluster, Link, Node
-from planner.errors import BrlError, NoRoute
+from planner.errors import BrlError, InvalidInput, NoRoute
 from planner.flow import placement_arcs, plan_from_placement
 from planner.model import ModelSpec
 from planner.placement import LayerRange, Placement
@@ -103,6 +103,37 @@ class Fleet:
         self.rebuild()
 
     # -- topology ------------------------------------------------------------------------------------
+    def use_plan(self, plan: Plan) -> None:
+        """Route new requests by `plan` from now on. Requests already admitted keep their chains, and their
+        KV charges are booked again on the new book, so nothing in flight is dropped or double-booked."""
+        if plan.placement.num_layers != self.model.num_layers:
+            raise InvalidInput(
+                f"plan {plan.method!r} places {plan.placement.num_layers} layers but the served model "
+                f"{self.model.name} has {self.model.num_layers}",
+                source="plan",
+                field="placement.num_layers",
+            )
+        self.base_plan = plan
+        self._built_version = -1
+        self.rebuild()
+
+    def plan_mismatch(self) -> dict[str, str]:
+        """Live workers whose layers differ from the loaded plan's (node -> why); empty when it fits."""
+        base = self.base_plan
+        if base is None:
+            return {}
+        out: dict[str, str] = {}
+        planned = base.placement.ranges
+        for name, w in sorted(self.registry.alive().items()):
+            want = planned.get(name)
+            if want is None:
+                out[name] = "not in the plan"
+            elif want != w.info.layers:
+                out[name] = f"holds {w.info.layers}, plan says {want}"
+        for name in sorted(set(planned) - set(self.registry.names())):
+            out[name] = "planned but not registered"
+        return out
+
     def rebuild(self) -> None:
         if self._built_version == self.registry.version:
             return

@@ -12,7 +12,7 @@ import socket
 import sys
 import time
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -22,11 +22,12 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
 from planner import bundled
 from planner.cluster import Cluster
-from planner.errors import BrlError
+from planner.errors import BrlError, InvalidInput
 from planner.model import ModelSpec
 from planner.plan import Plan
 from planner.profile import ProfileSet
 from protos import coordinator_pb2_grpc
+from services.coordinator import planswap
 from services.coordinator.engine import Engine, EngineLimits
 from services.coordinator.eventlog import open_event_log
 from services.coordinator.fleet import Fleet
@@ -51,6 +52,7 @@ class Coordinator:
     metrics: Metrics
     coordinator_id: str
     started_s: float
+    plan_origin: dict[str, Any] = field(default_factory=dict)  # where the loaded plan came from
 
     def health(self) -> dict[str, Any]:
         self.fleet.rebuild()
@@ -96,7 +98,17 @@ def build(settings: CoordinatorSettings, *, tokenizer: Tokenizer | None = None) 
     from planner.formats.plan_json import load_plan
 
     spec, model_dir = load_model(settings)
+    if settings.plan and settings.plan_id:
+        raise InvalidInput(
+            "give a plan file or a plan id of the planner service, not both",
+            source="coordinator settings (BRL_* / flags)",
+            field="plan_id",
+        )
     plan: Plan | None = load_plan(settings.plan) if settings.plan else None
+    plan_origin: dict[str, Any] = {"source": "file", "path": str(settings.plan)} if settings.plan else {}
+    if settings.plan_id:
+        plan = planswap.fetch(settings.planner_url, settings.plan_id, settings.planner_api_key)
+        plan_origin = {"source": "planner", "plan_id": settings.plan_id, "planner_url": settings.planner_url}
     cluster: Cluster | None = bundled.cluster(settings.cluster) if settings.cluster else None
     profiles: ProfileSet | None
     try:
@@ -148,6 +160,7 @@ def build(settings: CoordinatorSettings, *, tokenizer: Tokenizer | None = None) 
         metrics,
         coordinator_id=uuid.uuid4().hex,
         started_s=time.time(),
+        plan_origin=plan_origin,
     )
 
 
@@ -179,6 +192,20 @@ def bind_http(host: str, port: int) -> socket.socket:
     return sock
 
 
+class DrainingServer(uvicorn.Server):
+    """uvicorn, but on SIGTERM/SIGINT the engine first ends every request cleanly (error event + [DONE] on
+    streams, 503 otherwise) and frees their KV on the workers; only then do connections close. Without it
+    uvicorn would cut the streams at its graceful timeout and the workers would keep the KV."""
+
+    def __init__(self, config: uvicorn.Config, engine: Engine) -> None:
+        super().__init__(config)
+        self.engine = engine
+
+    async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+        await self.engine.drain()
+        await super().shutdown(sockets=sockets)
+
+
 async def serve(settings: CoordinatorSettings, *, coord: Coordinator | None = None) -> None:
     coord = coord or build(settings)
     sock = bind_http(settings.host, settings.http_port)
@@ -188,7 +215,7 @@ async def serve(settings: CoordinatorSettings, *, coord: Coordinator | None = No
     config = uvicorn.Config(
         build_app(coord), log_level="warning", access_log=False, lifespan="off", timeout_graceful_shutdown=3
     )
-    server = uvicorn.Server(config)
+    server = DrainingServer(config, coord.engine)
     print(f"COORDINATOR http={settings.host}:{http_port} grpc={settings.host}:{grpc_port}", flush=True)
     try:
         await server.serve(sockets=[sock])

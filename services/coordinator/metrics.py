@@ -95,6 +95,9 @@ class Metrics:
             "brl_workers_alive", "Registered workers with a recent heartbeat.", registry=r
         )
         self.worker_lost = Counter("brl_workers_lost", "Workers declared lost.", registry=r)
+        self.plan_swaps = Counter(
+            "brl_plan_swaps", "Plans loaded while serving (POST /v1/admin/plan).", registry=r
+        )
         self.steps = Counter("brl_chain_steps", "Steps driven along chains.", registry=r)
         self.step_latency = Histogram(
             "brl_chain_step_seconds",

@@ -14,6 +14,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from planner.errors import BrlError, InvalidInput
 from services.coordinator import openai_models as om
+from services.coordinator import planswap
 from services.coordinator.errors import (
     INTERNAL,
     AuthenticationFailed,
@@ -61,6 +62,15 @@ def build_app(coord: Coordinator) -> FastAPI:
     @v1.post("/chat/completions", response_model=None)
     async def chat(body: om.ChatCompletionRequest, request: Request) -> Response:
         return render(await coord.serving.chat(body, request.is_disconnected))
+
+    @v1.get("/admin/plan")
+    async def plan_status() -> dict[str, Any]:
+        return planswap.status(coord)
+
+    @v1.post("/admin/plan")
+    async def plan_swap(body: planswap.PlanSwapBody) -> dict[str, Any]:
+        # In-flight requests finish on their chains; new ones route by the new plan.
+        return await planswap.swap(coord, body)
 
     app.include_router(v1)
 

@@ -26,6 +26,11 @@ class CoordinatorSettings(BaseModel):
     model_dir: Path | None = Field(None, description="folder with tokenizer + config; default: modelstore")
     plan: Path | None = Field(None, description="plan JSON; default: flows computed from the live workers")
     cluster: str | None = Field(None, description="cluster short name or file the plan was made for")
+    planner_url: str | None = Field(None, description="planner service base URL, for plan ids")
+    plan_id: str | None = Field(None, description="load this plan from the planner service at start-up")
+    planner_api_key: str | None = Field(
+        None, description="Bearer key for the planner service, if it wants one"
+    )
     policy: str = Field("maxflow", description="routing policy (planner.routing registry key)")
     api_key: str | None = Field(None, description="when set, every /v1 route needs `Authorization: Bearer`")
     heartbeat_interval_s: float = Field(0.5, gt=0)

@@ -1,8 +1,9 @@
 """Real processes on 127.0.0.1 for failure tests and bench/chaos.py: one coordinator (`brl coordinator`)
 and named workers (`brl worker --coordinator ...`) that can be killed, restarted, and waited for.
 
-Every child runs in its own process group and gets SIGTERM when this process dies, so a crashed test
-never leaves a fleet behind. The coordinator's ports are fixed after its first start, so a restarted
+Every child runs in its own process group and gets SIGTERM when the thread that started it dies (Linux
+PDEATHSIG), so a crashed test never leaves a fleet behind: start children from the main thread.
+The coordinator's ports are fixed after its first start, so a restarted
 coordinator is found again by the workers (they re-register by themselves) and by clients.
 """
 
@@ -10,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import ctypes
 import json
 import os
 import re
@@ -29,14 +29,21 @@ import httpx
 
 ROOT = Path(__file__).resolve().parents[3]
 MODEL = "smollm2-135m"
-PR_SET_PDEATHSIG = 1
 
 
-def _own_group_and_die_with_parent() -> None:
-    """Runs in the child before exec (Linux): a process group of its own, SIGTERM when the parent dies."""
-    os.setsid()
-    with contextlib.suppress(OSError, AttributeError):
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+# Runs `brl ARGS...` in the child after asking Linux to SIGTERM it when its parent dies (a crashed test
+# leaves no fleet behind). Done after exec rather than in a preexec_fn, which is unsafe with threads.
+CHILD_MAIN = """
+import ctypes, os, runpy, signal, sys
+try:
+    ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+except (OSError, AttributeError):
+    pass
+if os.getppid() != int(os.environ.pop("FLEET_PROCS_PARENT", os.getppid())):
+    sys.exit(0)  # the parent died before we could ask
+sys.argv = ["brl", *sys.argv[1:]]
+runpy.run_module("services.cli.main", run_name="__main__")
+"""
 
 
 @dataclass
@@ -165,13 +172,13 @@ class ProcFleet:
         log_path = self.log_dir / f"{self._spawned:03d}-{name}.log"
         with open(log_path, "w", encoding="utf-8") as log_file:
             popen = subprocess.Popen(
-                [sys.executable, "-m", "services.cli.main", *args],
+                [sys.executable, "-c", CHILD_MAIN, *args],
                 cwd=str(ROOT),
-                env=self._env(env),
+                env={**self._env(env), "FLEET_PROCS_PARENT": str(os.getpid())},
                 stdout=subprocess.PIPE,
                 stderr=log_file,
                 text=True,
-                preexec_fn=_own_group_and_die_with_parent,  # noqa: PLW1509 - setsid + pdeathsig only
+                start_new_session=True,  # its own process group: a kill reaches its children too
             )
         return Proc(name, args, log_path, popen)
 
@@ -208,11 +215,13 @@ class ProcFleet:
         self.http_address, self.grpc_address = found["http"], found["grpc"]
         return proc
 
-    def start_workers(self, specs: Iterable[WorkerSpec], timeout_s: float = 180.0) -> None:
-        """Starts the workers at once (they load in parallel) and waits for each one's address."""
+    def start_workers(self, specs: Iterable[WorkerSpec], timeout_s: float | None = 180.0) -> None:
+        """Starts the workers at once (they load in parallel) and waits for each one's address (unless
+        `timeout_s` is None)."""
         started = [self._start_worker(s) for s in specs]
         for proc in started:
-            proc.wait_first_line(timeout_s)
+            if timeout_s is not None:
+                proc.wait_first_line(timeout_s)
 
     def _start_worker(self, spec: WorkerSpec) -> Proc:
         if spec.name in self.workers:
@@ -239,8 +248,9 @@ class ProcFleet:
         proc = self.workers[spec.name] = self._spawn(f"worker-{spec.name}", args)
         return proc
 
-    def restart_worker(self, name: str, timeout_s: float = 180.0) -> Proc:
-        """Starts a fresh process for a worker that was killed (same name and layers, a new port)."""
+    def restart_worker(self, name: str, timeout_s: float | None = 180.0) -> Proc:
+        """Starts a fresh process for a worker that was killed (same name and layers, a new port); waits
+        for its address unless `timeout_s` is None."""
         old = self.workers[name]
         if old.alive():
             old.stop()

@@ -1,0 +1,104 @@
+"""Plan swap: load a plan by id from the planner service (or take one inline) and route new requests by it,
+while requests already admitted finish on their chains with their KV still booked."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from typing import TYPE_CHECKING, Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from planner.errors import InvalidInput
+from planner.formats.plan_json import plan_from_dict
+from planner.plan import Plan
+
+if TYPE_CHECKING:
+    from services.coordinator.main import Coordinator
+
+log = logging.getLogger("brl.coordinator.plan")
+
+
+class PlanSwapBody(BaseModel):
+    """`POST /v1/admin/plan`: either a plan id of the planner service or an inline plan (brl plan JSON)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    plan_id: str | None = Field(None, min_length=1, max_length=128, pattern=r"^[A-Za-z0-9_.-]+$")
+    planner_url: str | None = Field(
+        None, min_length=1, max_length=2048, description="default: the coordinator's BRL_PLANNER_URL"
+    )
+    plan: dict[str, Any] | None = Field(None, description="an inline plan, as `brl plan` writes it")
+
+
+def fetch(planner_url: str | None, plan_id: str, api_key: str | None) -> Plan:
+    """The plan of a succeeded planner job; NotFound (404), Conflict (409) or Unavailable (503) otherwise."""
+    from services.planner_service.client import fetch_plan
+
+    if not planner_url:
+        raise InvalidInput(
+            "a plan id needs the planner service's URL: pass planner_url or set BRL_PLANNER_URL",
+            source="plan swap",
+            field="planner_url",
+        )
+    return fetch_plan(planner_url, plan_id, api_key=api_key)
+
+
+async def swap(coord: Coordinator, body: PlanSwapBody) -> dict[str, Any]:
+    """Fetch or parse the plan named by `body`, then switch to it (one step of the event loop: atomic for
+    the engine, which runs on the same loop)."""
+    origin: dict[str, Any]
+    if body.plan is not None and body.plan_id is None:
+        plan = plan_from_dict(body.plan, source="plan swap body")
+        origin = {"source": "inline"}
+    elif body.plan_id is not None and body.plan is None:
+        url = body.planner_url or coord.settings.planner_url
+        # The planner client is synchronous: keep the event loop (and every stream) running meanwhile.
+        plan = await asyncio.to_thread(fetch, url, body.plan_id, coord.settings.planner_api_key)
+        origin = {"source": "planner", "plan_id": body.plan_id, "planner_url": url}
+    else:
+        raise InvalidInput("send exactly one of plan_id or plan", source="plan swap", field="plan_id")
+    apply(coord, plan, origin)
+    return status(coord)
+
+
+def apply(coord: Coordinator, plan: Plan, origin: dict[str, Any]) -> None:
+    in_flight = len(coord.engine.running)
+    coord.fleet.use_plan(plan)
+    coord.plan_origin = {**origin, "loaded_at": round(time.time(), 3)}
+    mismatch = coord.fleet.plan_mismatch()
+    log.info(
+        "plan %s (%s) loaded from %s; %d requests in flight keep their chains; fits the live fleet: %s",
+        plan.method,
+        plan.cluster_name,
+        origin.get("plan_id", origin["source"]),
+        in_flight,
+        not mismatch,
+    )
+    coord.engine.plan_swapped()
+
+
+def status(coord: Coordinator) -> dict[str, Any]:
+    base = coord.fleet.base_plan
+    coord.fleet.rebuild()
+    mismatch = coord.fleet.plan_mismatch()
+    return {
+        "loaded": None
+        if base is None
+        else {
+            "method": base.method,
+            "cluster": base.cluster_name,
+            "model": base.model_name,
+            "objective_tok_per_s": base.objective_tok_per_s,
+            "placement": {n: [r.start, r.end] for n, r in sorted(base.placement.ranges.items())},
+            **coord.plan_origin,
+        },
+        # Routing follows the loaded plan's flows only while the live workers hold what it places;
+        # otherwise flows are recomputed for the live fleet (see fleet.py) until the workers match.
+        "in_use": coord.fleet.plan.method,
+        "matches_fleet": base is not None and coord.fleet.plan is base,
+        "mismatch": mismatch,
+        "running": len(coord.engine.running),
+        "waiting": len(coord.engine.waiting),
+    }
