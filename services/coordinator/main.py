@@ -107,7 +107,7 @@ def build(settings: CoordinatorSettings, *, tokenizer: Tokenizer | None = None) 
     plan: Plan | None = load_plan(settings.plan) if settings.plan else None
     plan_origin: dict[str, Any] = {"source": "file", "path": str(settings.plan)} if settings.plan else {}
     if settings.plan_id:
-        plan = planswap.fetch(settings.planner_url, settings.plan_id, settings.planner_api_key)
+        plan = planswap.fetch_at_start(settings.planner_url, settings.plan_id, settings.planner_api_key)
         plan_origin = {"source": "planner", "plan_id": settings.plan_id, "planner_url": settings.planner_url}
     cluster: Cluster | None = bundled.cluster(settings.cluster) if settings.cluster else None
     profiles: ProfileSet | None

@@ -6,11 +6,12 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from planner.errors import InvalidInput
+from planner.errors import InvalidInput, Unavailable
 from planner.formats.plan_json import plan_from_dict
 from planner.plan import Plan
 
@@ -43,6 +44,29 @@ def fetch(planner_url: str | None, plan_id: str, api_key: str | None) -> Plan:
             field="planner_url",
         )
     return fetch_plan(planner_url, plan_id, api_key=api_key)
+
+
+def fetch_at_start(
+    planner_url: str | None,
+    plan_id: str,
+    api_key: str | None,
+    *,
+    wait_s: float = 30.0,
+    retry_s: float = 1.0,
+    clock: Callable[[], float] = time.monotonic,
+    sleep: Callable[[float], None] = time.sleep,
+) -> Plan:
+    """`fetch`, waiting up to `wait_s` for an unreachable planner service (installed together, the
+    coordinator may start first); an unknown id or an unfinished job fails at once."""
+    deadline = clock() + wait_s
+    while True:
+        try:
+            return fetch(planner_url, plan_id, api_key)
+        except Unavailable as exc:
+            if clock() >= deadline:
+                raise
+            log.warning("plan %s not loaded yet (%s); retrying", plan_id, exc)
+            sleep(retry_s)
 
 
 async def swap(coord: Coordinator, body: PlanSwapBody) -> dict[str, Any]:

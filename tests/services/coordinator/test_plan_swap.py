@@ -18,6 +18,7 @@ import pytest
 import uvicorn
 
 from planner import bundled
+from planner.errors import Unavailable
 from planner.formats.plan_json import plan_to_dict
 from planner.placement import LayerRange
 from planner.plan import Plan
@@ -31,6 +32,7 @@ from services.coordinator.registry import Registry, WorkerInfo
 from services.coordinator.routes import build_app
 from services.coordinator.serving import OpenAIServing
 from services.coordinator.settings import CoordinatorSettings
+from services.http_errors import NotFound
 from services.jobs.serving import RunningServers
 from services.planner_service.main import settings_from, start
 from tests.services.coordinator.fakes import FakeWorld, reference
@@ -229,3 +231,21 @@ def test_start_up_loads_the_plan_by_id(planner: Planner, tmp_path: Path) -> None
     }
     assert coord.plan_origin["plan_id"] == planner.plan_id
     coord.engine.events.close()
+
+
+def test_start_up_waits_a_while_for_the_planner_then_names_it(planner: Planner) -> None:
+    now = [0.0]
+
+    def sleep(s: float) -> None:
+        now[0] += s
+
+    def clock() -> float:
+        return now[0]
+
+    with pytest.raises(Unavailable, match="127.0.0.1:9"):
+        planswap.fetch_at_start("http://127.0.0.1:9", "x", None, wait_s=3.0, clock=clock, sleep=sleep)
+    assert now[0] == 3.0  # retried until the deadline
+    now[0] = 0.0
+    with pytest.raises(NotFound):  # a wrong id is not worth waiting for
+        planswap.fetch_at_start(planner.url, "0" * 32, None, wait_s=30.0, clock=clock, sleep=sleep)
+    assert now[0] == 0.0
