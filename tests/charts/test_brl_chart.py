@@ -380,3 +380,22 @@ def test_routing_logic_values_are_the_routing_registry_keys() -> None:
     schema = json.loads((h.CHART / "values.schema.json").read_text())
     enum = schema["properties"]["routerSpec"]["properties"]["routingLogic"]["enum"]
     assert sorted(enum) == sorted(policy_names())
+
+
+def test_coordinator_fetches_a_plan_by_id_from_the_planner_service(helm_bin: Path) -> None:
+    proc = h.template(helm_bin, h.SCENARIOS["one-pool"], sets=("plan.plannerPlanId=job-42",))
+    coordinator = next(
+        d
+        for d in h.by_kind(h.documents(proc.stdout), "Deployment")
+        if d["metadata"]["name"] == "brl-coordinator"
+    )
+    env = {e["name"]: e.get("value") for e in _container(coordinator)["env"]}
+    assert env["BRL_PLAN_ID"] == "job-42"
+    assert env["BRL_PLANNER_URL"].startswith("http://brl-planner:")
+    off = h.template(
+        helm_bin,
+        h.SCENARIOS["one-pool"],
+        sets=("plan.plannerPlanId=job-42", "plannerSpec.enabled=false"),
+        check=False,
+    )
+    assert off.returncode != 0 and "plannerSpec.enabled" in off.stderr
