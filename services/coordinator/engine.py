@@ -303,7 +303,13 @@ class Engine:
     def _spawn(self, coro: Awaitable[None]) -> None:
         task: asyncio.Task[None] = asyncio.ensure_future(coro)
         self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        task.add_done_callback(self._task_done)
+
+    def _task_done(self, task: asyncio.Task[None]) -> None:
+        # Background tasks are fire-and-forget: a failure would otherwise vanish without a trace.
+        self._tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.error("background task failed", exc_info=task.exception())
 
     # -- default transport: the worker gRPC client ---------------------------------------------------------
     def _grpc_chain(self, hops: Sequence[HopAddress]) -> ChainLike:
@@ -323,7 +329,7 @@ class Engine:
         try:
             await stats(address, connections=self.connections, timeout_s=1.0)
             return True
-        except grpc.RpcError:
+        except (grpc.RpcError, grpc.aio.UsageError, OSError, RuntimeError):
             return False
 
     # -- admission -----------------------------------------------------------------------------------
@@ -612,16 +618,24 @@ class Engine:
 
     async def _recover(self, runner: ChainRunner, failed: list[tuple[Request, TokenResult, str]]) -> None:
         suspects = sorted({res.failed_hop for _, res, _ in failed if res.failed_hop} or set(runner.addresses))
-        checks = await asyncio.gather(*(self._probe_fn(a) for a in suspects))
-        for address, ok in zip(suspects, checks, strict=True):
-            if not ok:
-                self._declare_lost_address(address)
-        for r, res, _ in failed:
-            if res.code == INVALID_ARGUMENT:
-                self._fail(r, InvalidInput(f"a worker rejected the request: {res.error}", source="worker"))
-            else:
-                self._enqueue_retry(r, f"{res.code}: {res.error}")
-        self._admit()
+        try:
+            # A probe can die in ways other than an RpcError (its channel closed under it by a concurrent
+            # forget()); any such outcome counts as "not ok" rather than ending this task.
+            checks = await asyncio.gather(*(self._probe_fn(a) for a in suspects), return_exceptions=True)
+            for address, ok in zip(suspects, checks, strict=True):
+                if ok is not True:
+                    self._declare_lost_address(address)
+        finally:
+            # These requests were already detached from their runner: whatever happened above, each must be
+            # re-queued or failed here, or it would sit in neither `running` nor `waiting` and be lost.
+            for r, res, _ in failed:
+                if res.code == INVALID_ARGUMENT:
+                    self._fail(
+                        r, InvalidInput(f"a worker rejected the request: {res.error}", source="worker")
+                    )
+                else:
+                    self._enqueue_retry(r, f"{res.code}: {res.error}")
+            self._admit()
         await self._cleanup(runner, [old for _, _, old in failed])
 
     def _declare_lost_address(self, address: str) -> None:

@@ -180,11 +180,13 @@ class Connections:
 
     async def forget(self, address: str) -> None:
         """Drops everything held for a worker (it died or left the plan)."""
+        # Unhook everything first: while the awaits below run, a concurrent caller must open a fresh
+        # channel rather than pick up one that is being closed under it.
         stream = self._streams.pop(address, None)
-        if stream is not None:
-            await stream.close()
         self._stubs.pop(address, None)
         channel = self._channels.pop(address, None)
+        if stream is not None:
+            await stream.close()
         if channel is not None:
             await channel.close()
 
