@@ -90,6 +90,7 @@ def save_placement_png(plan: Plan, cluster: Cluster, path: str | Path, *, title:
     ax.grid(axis="x", alpha=0.3)
     fig.tight_layout()
     out = Path(path)
+    out.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(out, dpi=110)
     plt.close(fig)
     return out

@@ -410,4 +410,6 @@ def cluster_to_yaml(cluster: Cluster) -> str:
 
 
 def save_cluster_yaml(cluster: Cluster, path: str | Path) -> None:
-    Path(path).write_text(cluster_to_yaml(cluster), encoding="utf-8")
+    out = Path(path)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(cluster_to_yaml(cluster), encoding="utf-8")

@@ -140,7 +140,9 @@ def plan_from_json(text: str, *, source: str = "plan") -> Plan:
 
 
 def save_plan(plan: Plan, path: str | Path) -> None:
-    Path(path).write_text(plan_to_json(plan) + "\n", encoding="utf-8")
+    out = Path(path)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(plan_to_json(plan) + "\n", encoding="utf-8")
 
 
 def load_plan(path: str | Path) -> Plan:

@@ -85,3 +85,14 @@ def test_not_a_plan(tmp_path: Path, text: str) -> None:
     with pytest.raises(InvalidInput) as err:
         load_plan(f)
     assert err.value.source == str(f)
+
+
+def test_save_plan_creates_missing_folders(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from planner.formats.plan_json import load_plan, save_plan
+    from planner.placement import LayerRange, Placement
+    from planner.plan import Plan
+
+    plan = Plan("c", "m", "petals", Placement(4, {"n0": LayerRange(0, 4)}), {("source", "n0"): 1.0}, 1.0)
+    out = tmp_path / "a" / "b" / "plan.json"
+    save_plan(plan, out)
+    assert load_plan(out) == plan

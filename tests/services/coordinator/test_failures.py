@@ -17,7 +17,7 @@ import httpx
 import openai
 import pytest
 
-from services.coordinator.settings import CoordinatorSettings
+from services.coordinator.settings import from_env
 from tests.services.coordinator.fleet_procs import (
     MODEL,
     ProcFleet,
@@ -38,7 +38,7 @@ NOTICE_S = 2.0
 def heartbeat_expiry_s() -> float:
     """How long the default coordinator waits for heartbeats before it declares a silent worker lost (the
     only sign of a frozen one); the engine's tick and a busy machine add a little."""
-    s = CoordinatorSettings()
+    s = from_env({})  # the defaults, whatever this process's BRL_* variables say
     return s.heartbeat_interval_s * s.heartbeat_misses + 1.0
 
 
