@@ -17,6 +17,7 @@ import uvicorn
 from fastapi import FastAPI
 
 from services.jobs.grpc_server import start_grpc_server
+from services.jobs.settings import JobServiceSettings
 
 log = logging.getLogger(__name__)
 
@@ -102,3 +103,38 @@ class RunningServers:
             self._grpc.stop(grace=1.0).wait(5)
         self._sock.close()
         self._on_close()
+
+
+def open_job_service(
+    settings: JobServiceSettings,
+    app: FastAPI,
+    *,
+    add_grpc: Callable[[grpc.Server], None],
+    grpc_service_name: str,
+    on_close: Callable[[], None],
+    interrupted: Sequence[object],
+    jobs_noun: str,
+) -> RunningServers:
+    """Bind a job service's HTTP and (when a port is set) gRPC servers; not yet serving HTTP. `on_close` runs if
+    binding fails too, so the store opened by the caller is never left locked."""
+    if interrupted:
+        log.warning("marked %d interrupted %s failed", len(interrupted), jobs_noun)
+    if settings.api_key is None:
+        log.warning("no BRL_API_KEY set: mutating calls are open to anyone who can reach %s", settings.host)
+    grpc_spec = None
+    if settings.grpc_port is not None:
+        grpc_spec = GrpcSpec(add_grpc, [grpc_service_name], settings.grpc_port)
+    try:
+        return RunningServers(
+            app, host=settings.host, port=settings.port, grpc_spec=grpc_spec, on_close=on_close
+        )
+    except Exception:
+        on_close()
+        raise
+
+
+def serve_job_service(servers: RunningServers, settings: JobServiceSettings, what: str) -> int:
+    grpc_text = f", gRPC on port {servers.grpc_port}" if servers.grpc_port is not None else ""
+    print(f"{what} on {servers.base_url}{grpc_text} (store {settings.db_path})", flush=True)
+    servers.run_foreground()
+    return 0

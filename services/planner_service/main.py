@@ -2,20 +2,17 @@
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Mapping
 from typing import Any
 
 from fastapi import FastAPI
 
 from services.jobs import http
-from services.jobs.serving import GrpcSpec, RunningServers
+from services.jobs.serving import RunningServers, open_job_service, serve_job_service
 from services.planner_service import servicer
 from services.planner_service.routes import build_router
 from services.planner_service.service import PlannerService
 from services.planner_service.settings import ENV_PREFIX, PlannerSettings
-
-log = logging.getLogger(__name__)
 
 DESCRIPTION = """Plan a fleet: submit a placement job (cluster + model + method + time limit), poll its progress
 (incumbent, bound, gap), fetch the plan; evaluate a placement of your own (max-flow, bounds, bottlenecks).
@@ -36,34 +33,18 @@ def settings_from(overrides: Mapping[str, Any] | None = None) -> PlannerSettings
 def start(settings: PlannerSettings) -> tuple[RunningServers, PlannerService]:
     """Open the store (failing jobs a previous process left active), bind HTTP and gRPC; not yet serving HTTP."""
     service = PlannerService(settings)
-    if service.interrupted:
-        log.warning("marked %d interrupted plan job(s) failed", len(service.interrupted))
-    if settings.api_key is None:
-        log.warning("no BRL_API_KEY set: mutating calls are open to anyone who can reach %s", settings.host)
-    grpc_spec = None
-    if settings.grpc_port is not None:
-        grpc_spec = GrpcSpec(
-            lambda server: servicer.add_to_server(service, server),
-            [servicer.SERVICE_NAME],
-            settings.grpc_port,
-        )
-    try:
-        servers = RunningServers(
-            build_app(service),
-            host=settings.host,
-            port=settings.port,
-            grpc_spec=grpc_spec,
-            on_close=service.close,
-        )
-    except Exception:
-        service.close()
-        raise
+    servers = open_job_service(
+        settings,
+        build_app(service),
+        add_grpc=lambda server: servicer.add_to_server(service, server),
+        grpc_service_name=servicer.SERVICE_NAME,
+        on_close=service.close,
+        interrupted=service.interrupted,
+        jobs_noun="plan job(s)",
+    )
     return servers, service
 
 
 def serve(settings: PlannerSettings) -> int:
     servers, _ = start(settings)
-    grpc_text = f", gRPC on port {servers.grpc_port}" if servers.grpc_port is not None else ""
-    print(f"planner service on {servers.base_url}{grpc_text} (store {settings.db_path})", flush=True)
-    servers.run_foreground()
-    return 0
+    return serve_job_service(servers, settings, "planner service")
