@@ -7,7 +7,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Path, Query, Request, Response, status
 
 from services.jobs.http import JobList, JobView, api_key_checker, error_responses, job_view
-from services.jobs.metrics import CONTENT_TYPE_LATEST, JobMetrics
+from services.jobs.routes import add_health_routes
 from services.planner_service.bodies import EvaluationRequest, EvaluationResult, PlanRequest, PlanSubmitted
 from services.planner_service.jobs import method_names
 from services.planner_service.service import KIND, PlannerService
@@ -19,23 +19,7 @@ def build_router(service: PlannerService) -> APIRouter:
     router = APIRouter()
     auth = [Depends(api_key_checker(service.settings.api_key))]
 
-    @router.get("/healthz", tags=["health"])
-    def healthz() -> dict[str, str]:
-        return {"status": "ok"}
-
-    metrics = JobMetrics(KIND, service.store, service.runner)
-
-    @router.get("/metrics", tags=["health"], response_class=Response)
-    def prometheus() -> Response:
-        return Response(metrics.render(), media_type=CONTENT_TYPE_LATEST)
-
-    @router.get("/readyz", tags=["health"])
-    def readyz() -> dict[str, Any]:
-        return {
-            "status": "ok",
-            "running": service.runner.running(),
-            "max_workers": service.settings.max_workers,
-        }
+    add_health_routes(router, KIND, service.store, service.runner, service.settings.max_workers)
 
     @router.get("/v1/methods", tags=["plans"])
     def methods() -> dict[str, list[str]]:
