@@ -61,6 +61,10 @@ class GpuProfile:
     nic_in_bytes_per_s: float = 10e9
     nic_out_bytes_per_s: float = 10e9
     extra: Mapping[str, object] = field(default_factory=dict)
+    # Milliseconds of the LM head (logits + sampling) against sequences sampled in one step, paid by the
+    # node holding the last layer (not per layer). The paper's profiles fold it away (None); a measured
+    # profile of a small model cannot: SmolLM2's head costs about eight of its 30 layers.
+    lm_head: LatencyTable | None = None
 
     def __post_init__(self) -> None:
         if self.max_layers < 1:

@@ -1,107 +1,102 @@
-"""The one table that maps BRL errors to HTTP status + OpenAI-style `error.type` and to gRPC codes.
-
-Used by the planner and simulator services (REST and gRPC alike); a handler per protocol looks errors up
-here, so no route builds an error body by hand. Most specific classes come first in the table.
+"""The HTTP handler for BRL errors: OpenAI-shaped bodies `{"error": {"message", "type", "param", "code"}}`,
+statuses and Retry-After from the one table (services/errors_table.py), and the FastAPI exception handlers
+that every HTTP service installs. No route builds an error body by hand.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from dataclasses import dataclass
+import logging
+from collections.abc import Callable
 from typing import Any
 
-import grpc
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from planner.errors import (
-    BrlError,
-    CapacityExceeded,
-    InfeasiblePlan,
-    InvalidInput,
-    NoRoute,
-    Unavailable,
-    UnknownName,
+from planner.errors import BrlError, InvalidInput
+from services.errors_table import (
+    Conflict,
+    ErrorKind,
+    MethodNotAllowed,
+    NotFound,
+    Unauthorized,
+    kind_of,
+    public_message,
+    retry_after_s,
 )
 
+# Re-exported: modules and tests import these from here.
+__all__ = [
+    "Conflict",
+    "NotFound",
+    "Unauthorized",
+    "error_body",
+    "error_headers",
+    "error_response",
+    "install_error_handlers",
+    "openai_error_body",
+]
 
-class NotFound(BrlError):
-    """A job, plan or artifact id that does not exist (in this service's store)."""
-
-    def __init__(self, kind: str, ident: str) -> None:
-        self.kind = kind
-        self.ident = ident
-        super().__init__(f"no {kind} with id {ident!r}")
-
-
-class Conflict(BrlError):
-    """The request is well formed but the resource's state forbids it (e.g. the plan job is not done)."""
-
-
-class Unauthorized(BrlError):
-    """Missing or wrong API key on a mutating call."""
+log = logging.getLogger(__name__)
 
 
-@dataclass(frozen=True)
-class ErrorMapping:
-    http_status: int
-    error_type: str
-    code: str
-    grpc_code: grpc.StatusCode
+def openai_error_body(message: str, kind: ErrorKind, *, param: str | None = None) -> dict[str, Any]:
+    return {"error": {"message": message, "type": kind.openai_type, "param": param, "code": kind.code}}
 
 
-ERROR_TABLE: tuple[tuple[type[BaseException], ErrorMapping], ...] = (
-    (
-        Unauthorized,
-        ErrorMapping(401, "authentication_error", "invalid_api_key", grpc.StatusCode.UNAUTHENTICATED),
-    ),
-    (NotFound, ErrorMapping(404, "not_found_error", "not_found", grpc.StatusCode.NOT_FOUND)),
-    (Conflict, ErrorMapping(409, "invalid_request_error", "conflict", grpc.StatusCode.FAILED_PRECONDITION)),
-    (
-        UnknownName,
-        ErrorMapping(400, "invalid_request_error", "unknown_name", grpc.StatusCode.INVALID_ARGUMENT),
-    ),
-    (
-        InvalidInput,
-        ErrorMapping(400, "invalid_request_error", "invalid_input", grpc.StatusCode.INVALID_ARGUMENT),
-    ),
-    (
-        InfeasiblePlan,
-        ErrorMapping(422, "invalid_request_error", "infeasible_plan", grpc.StatusCode.FAILED_PRECONDITION),
-    ),
-    (NoRoute, ErrorMapping(422, "invalid_request_error", "no_route", grpc.StatusCode.FAILED_PRECONDITION)),
-    (
-        CapacityExceeded,
-        ErrorMapping(429, "rate_limit_error", "capacity_exceeded", grpc.StatusCode.RESOURCE_EXHAUSTED),
-    ),
-    (Unavailable, ErrorMapping(503, "server_error", "unavailable", grpc.StatusCode.UNAVAILABLE)),
-)
-INTERNAL = ErrorMapping(500, "server_error", "internal_error", grpc.StatusCode.INTERNAL)
-# Pydantic's request validation: the field is named in the message, like InvalidInput's.
-VALIDATION = ErrorMapping(422, "invalid_request_error", "validation_error", grpc.StatusCode.INVALID_ARGUMENT)
+def error_body(exc: BaseException) -> dict[str, Any]:
+    """The body for `exc` (also sent as the last event of a stream); internal errors do not leak text."""
+    return openai_error_body(public_message(exc), kind_of(exc), param=getattr(exc, "field", None))
 
 
-def mapping_for(exc: BaseException) -> ErrorMapping:
-    for cls, mapping in ERROR_TABLE:
-        if isinstance(exc, cls):
-            return mapping
-    return INTERNAL
+def error_headers(exc: BaseException) -> dict[str, str]:
+    seconds = retry_after_s(exc)
+    return {} if seconds is None else {"Retry-After": str(seconds)}
 
 
-def error_body(exc: BaseException, mapping: ErrorMapping | None = None) -> dict[str, Any]:
-    """OpenAI-style `{"error": {...}}`; internal errors do not leak their text."""
-    mapping = mapping or mapping_for(exc)
-    message = str(exc) if mapping is not INTERNAL else "internal error; see the service log"
-    return {
-        "error": {
-            "message": message,
-            "type": mapping.error_type,
-            "code": mapping.code,
-            "param": getattr(exc, "field", None),
-        }
-    }
+def error_response(exc: BaseException) -> JSONResponse:
+    return JSONResponse(error_body(exc), status_code=kind_of(exc).http_status, headers=error_headers(exc))
 
 
-def retry_after_header(exc: BaseException) -> Mapping[str, str]:
-    seconds = getattr(exc, "retry_after_s", None)
-    if seconds is None:
-        return {}
-    return {"Retry-After": str(max(1, int(round(float(seconds)))))}
+def _from_http_exception(request: Request, exc: StarletteHTTPException, routes_hint: str) -> BrlError:
+    """Starlette's own errors (no such path, wrong method) as typed errors, so they go through the table."""
+    what = f"{request.method} {request.url.path}"
+    if exc.status_code == 404:
+        return NotFound("route", what, message=f"no route {what}{routes_hint}")
+    if exc.status_code == 405:
+        return MethodNotAllowed(f"method not allowed: {what}")
+    return InvalidInput(str(exc.detail))
+
+
+def install_error_handlers(
+    app: FastAPI,
+    *,
+    invalid_body: Callable[[RequestValidationError], InvalidInput],
+    routes_hint: str = "",
+) -> None:
+    """Answer every error of `app` through the table. `invalid_body` turns a schema-validation failure into
+    the service's typed error (its type picks the status); `routes_hint` ends the message of an unknown path."""
+
+    @app.exception_handler(RequestValidationError)
+    async def on_invalid_body(_: Request, exc: RequestValidationError) -> JSONResponse:
+        return error_response(invalid_body(exc))
+
+    @app.exception_handler(StarletteHTTPException)
+    async def on_http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        err = _from_http_exception(request, exc, routes_hint)
+        # A status the table has no row for (another of Starlette's 4xx) keeps Starlette's status.
+        status = kind_of(err).http_status if exc.status_code in (404, 405) else exc.status_code
+        headers = {**error_headers(err), **(exc.headers or {})}
+        return JSONResponse(error_body(err), status_code=status, headers=headers)
+
+    @app.exception_handler(BrlError)
+    async def on_brl_error(_: Request, exc: BrlError) -> JSONResponse:
+        return error_response(exc)
+
+    # Anything else reaches Starlette's server-error middleware, which sends this response and then
+    # re-raises, so the server logs the traceback too.
+    @app.exception_handler(Exception)
+    async def on_internal(request: Request, exc: Exception) -> JSONResponse:
+        log.error("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
+        return error_response(exc)

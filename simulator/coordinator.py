@@ -1,9 +1,15 @@
 """The simulated coordinator: admits queries with the planner.routing policy objects and KV book (the same
-code the real coordinator runs), issues each iteration along the chosen chain, and collects it at the sink."""
+code the real coordinator runs), issues each iteration along the chosen chain, and collects it at the sink.
+
+A real coordinator also spends CPU on every iteration between a chain's result and the next step (apply
+the token, stream it, build the next step), in one event loop: one iteration at a time. Given that cost
+(`cpu_s_per_iteration`, measured), iterations reaching the sink queue for it, FIFO, and a token counts as
+emitted when its turn is through; on a shared host the turn takes its share of the cores like a worker."""
 
 from __future__ import annotations
 
 import math
+from collections import deque
 from collections.abc import Callable, Mapping
 from functools import partial
 
@@ -15,6 +21,7 @@ from planner.routing.base import RouteRequest, RoutingPolicy, successors
 from planner.routing.kv import KVBook
 from planner.routing.maxflow import MaxFlowPolicy
 from simulator.engine import EventLoop
+from simulator.host import SimHost
 from simulator.link import SimLink
 from simulator.metrics import Metrics
 from simulator.request import Query
@@ -68,6 +75,10 @@ class SimCoordinator:
         *,
         expected_output_len: int,
         kv_capacity: Mapping[str, int],
+        speeds: Mapping[str, float] | None = None,
+        hosts: Mapping[str, SimHost] | None = None,
+        cpu_s_per_iteration: float = 0.0,
+        host: SimHost | None = None,
     ) -> None:
         self.loop = loop
         self.cluster = cluster
@@ -80,6 +91,8 @@ class SimCoordinator:
         self.view = SimView(self)
         self.on_prompt_done: Callable[[float], None] | None = None
         self.on_query_done: Callable[[float], None] | None = None
+        # Called with (the chain's node names, prompt?, seconds since the iteration was issued) per token.
+        self.on_iteration: Callable[[tuple[str, ...], bool, float], None] | None = None
         self.active = 0
         self.admitted = 0
         self.rejected = 0
@@ -99,17 +112,25 @@ class SimCoordinator:
             for v in vs:
                 if v != SINK and u != SOURCE:
                     entries[v].add(max(placement.ranges[u].end, placement.ranges[v].start))
+        self.cpu_s_per_iteration = cpu_s_per_iteration
+        self.host = host
+        self._turns: deque[Query] = deque()
+        self._turn_busy = False
         self.workers: dict[str, SimWorker] = {}
         for name, rng in placement.ranges.items():
+            profile = profiles.get(cluster.node(name).gpu_type)
             self.workers[name] = SimWorker(
                 name,
                 rng,
-                profiles.get(cluster.node(name).gpu_type),
+                profile,
                 loop,
                 entry_layers=tuple(sorted(entries[name])),
                 activation_bytes_per_token=model.activation_bytes_per_token,
                 kv_capacity=int(kv_capacity[name]),
                 depart=self._depart,
+                head=profile.lm_head if rng.end == model.num_layers else None,
+                speed=(speeds or {}).get(name, 1.0),
+                host=(hosts or {}).get(name),
             )
             self.workers[name].drop = self._drop
         # Every worker ever started, failed ones included (for reports); `workers` holds the live ones.
@@ -219,12 +240,37 @@ class SimCoordinator:
         self.loop.schedule(q.sink_link.send(now, q.seq_len), self._at_sink, q)
 
     def _at_sink(self, q: Query) -> None:
+        if self.cpu_s_per_iteration <= 0:
+            self._emit(q)
+            return
+        self._turns.append(q)
+        if not self._turn_busy:
+            self._next_turn()
+
+    def _next_turn(self) -> None:
+        if not self._turns:
+            self._turn_busy = False
+            return
+        self._turn_busy = True
+        if self.host is not None:
+            self.host.run(self.cpu_s_per_iteration, self._turn_done)
+        else:
+            self.loop.schedule(self.loop.now + self.cpu_s_per_iteration, self._turn_done)
+
+    def _turn_done(self) -> None:
+        self._emit(self._turns.popleft())
+        self._next_turn()
+
+    def _emit(self, q: Query) -> None:
+        """The iteration's token is out: record it, then issue the next iteration or finish."""
         now = self.loop.now
         if q.dead:
             self._drop(q, self.plan.placement.num_layers)
             return
         prompt = q.iteration == 0
         self.metrics.record(prompt, now - q.t_issue, q.seq_len, now)
+        if self.on_iteration is not None:
+            self.on_iteration(tuple(h.node for h in q.chain), prompt, now - q.t_issue)
         if q.iteration < q.output_len:
             q.advance()
             if q.on_decode is not None:

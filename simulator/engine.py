@@ -37,18 +37,24 @@ class EventLoop:
 
     def run(self, until_s: float | None = None, *, stop: Callable[[], bool] | None = None) -> None:
         """Handle events while the head is before `until_s` (all of them when None), then move the clock
-        to `until_s`. `stop` is checked after every event (e.g. "every query finished")."""
+        to `until_s`. `stop` is checked after every event (e.g. "every query finished"); when it ends the
+        run, the clock stays at that event."""
         heap = self._heap
         pop = heapq.heappop
         limit = math.inf if until_s is None else until_s
         handled = 0
+        stopped = False
         while heap and heap[0][0] < limit:
             t, _, fn, args = pop(heap)
             self.now = t
             fn(*args)
             handled += 1
             if stop is not None and stop():
+                stopped = True
                 break
         self.handled += handled
+        # A stop leaves the clock where the condition came true (a drained run ends when it drained).
+        if stopped:
+            return
         if until_s is not None and (not heap or heap[0][0] >= until_s) and until_s > self.now:
             self.now = until_s

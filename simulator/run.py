@@ -20,6 +20,7 @@ from planner.routing.registry import make_policy, policy_names
 from planner.routing.reroute import replan_without, without_nodes
 from simulator.coordinator import SimCoordinator, kv_capacities
 from simulator.engine import EventLoop
+from simulator.host import HostSpec, SimHost
 from simulator.metrics import LatencyStats, Metrics
 from simulator.workload import OfflineFeeder, OnlineFeeder, load_arrivals, load_lengths
 
@@ -60,6 +61,13 @@ class SimConfig:
     # Worker failures to inject: (node, seconds after serving starts). The flow is re-planned without the
     # node and its queries are re-run from prompt + generated tokens on new chains.
     failures: tuple[tuple[str, float], ...] = ()
+    # What a real deployment adds to the profiles' compute (all measured, none by default: the paper's runs):
+    # nodes throttled to a declared speed F in (0, 1] (`brl worker --speed-factor`: a step sleeps until it
+    # lasted compute / F), machines whose cores several nodes share (simulator.host), and the coordinator's
+    # CPU seconds per iteration (one event loop: iterations take turns, simulator.coordinator).
+    throttle: Mapping[str, float] | None = None
+    hosts: tuple[HostSpec, ...] = ()
+    coordinator_cpu_s_per_iteration: float = 0.0
 
     def __post_init__(self) -> None:
         if self.mode not in MODES:
@@ -72,6 +80,22 @@ class SimConfig:
             raise InvalidInput(f"duration must be > 0 s, got {self.duration_s}", field="duration_s")
         if self.warmup_s is not None and self.warmup_s < 0:
             raise InvalidInput(f"warm-up must be >= 0 s, got {self.warmup_s}", field="warmup_s")
+        for node, speed in (self.throttle or {}).items():
+            if not 0 < speed <= 1:
+                raise InvalidInput(
+                    f"a throttle is a speed factor in (0, 1], got {speed} for {node!r}", field="throttle"
+                )
+        if not self.coordinator_cpu_s_per_iteration >= 0:
+            raise InvalidInput(
+                f"must be >= 0 s, got {self.coordinator_cpu_s_per_iteration}",
+                field="coordinator_cpu_s_per_iteration",
+            )
+        placed = [n for h in self.hosts for n in h.nodes]
+        twice = sorted({n for n in placed if placed.count(n) > 1})
+        if twice:
+            raise InvalidInput(f"nodes on more than one host: {', '.join(twice)}", field="hosts")
+        if sum(h.coordinator for h in self.hosts) > 1:
+            raise InvalidInput("the coordinator is on more than one host", field="hosts")
 
     def resolved(self) -> SimConfig:
         """Every default filled in for this mode and policy."""
@@ -102,6 +126,8 @@ class SimConfig:
         d = asdict(self)
         d["kv_capacity"] = dict(self.kv_capacity) if self.kv_capacity else None
         d["failures"] = [list(f) for f in self.failures]
+        d["throttle"] = dict(self.throttle) if self.throttle else None
+        d["hosts"] = [{**asdict(h), "nodes": list(h.nodes)} for h in self.hosts]
         return d
 
 
@@ -250,6 +276,33 @@ def load_time_s(model: ModelSpec, plan: Plan) -> float:
     return float(math.ceil(biggest * model.bytes_per_layer / DISK_BYTES_PER_S) + 1)
 
 
+# The key under which _hosts files the coordinator's host (no node can be named so: node names are
+# checked against the plan).
+COORDINATOR_HOST_KEY = "\0coordinator"
+
+
+def _hosts(cfg: SimConfig, plan: Plan, loop: EventLoop) -> dict[str, SimHost]:
+    """One SimHost per declared host, filed under each node it holds (and the coordinator's key)."""
+    placed = plan.placement.ranges
+    for field_name, names in (
+        ("throttle", list(cfg.throttle or {})),
+        ("hosts", [n for h in cfg.hosts for n in h.nodes]),
+    ):
+        unknown = sorted(set(names) - set(placed))
+        if unknown:
+            raise InvalidInput(
+                f"no such node in the plan: {', '.join(unknown)} (placed: {', '.join(placed)})",
+                field=field_name,
+            )
+    out: dict[str, SimHost] = {}
+    for spec in cfg.hosts:
+        host = SimHost(spec, loop)
+        out.update({n: host for n in spec.nodes})
+        if spec.coordinator:
+            out[COORDINATOR_HOST_KEY] = host
+    return out
+
+
 def simulate(
     cluster: Cluster,
     model: ModelSpec,
@@ -258,6 +311,7 @@ def simulate(
     config: SimConfig | None = None,
     *,
     on_watch: Callable[[WatchLine], None] | None = None,
+    on_iteration: Callable[[tuple[str, ...], bool, float], None] | None = None,
     settings: Mapping[str, Any] | None = None,
 ) -> SimResult:
     """Run one simulation of `plan` on `cluster` (a planner.cluster.Cluster). Deterministic for config.seed."""
@@ -288,6 +342,7 @@ def simulate(
     policy = make_policy(cfg.policy, plan, cluster, rng=policy_rng, prompt_max_tokens=prompt_limits)
     window = (start + cfg.warmup_s, end) if cfg.mode == "offline" else (start, end)
     metrics = Metrics(*window)
+    hosts = _hosts(cfg, plan, loop)
     coord = SimCoordinator(
         loop,
         cluster,
@@ -299,6 +354,10 @@ def simulate(
         metrics,
         expected_output_len=cfg.expected_output_len,
         kv_capacity=caps,
+        speeds=cfg.throttle,
+        hosts=hosts,
+        cpu_s_per_iteration=cfg.coordinator_cpu_s_per_iteration,
+        host=hosts.get(COORDINATOR_HOST_KEY),
     )
     lengths = load_lengths(cfg.lengths)
     rng = random.Random(cfg.seed)
@@ -328,6 +387,7 @@ def simulate(
             duration_s=cfg.duration_s,
             target_tok_per_s=cfg.target_tok_per_s,
         )
+    coord.on_iteration = on_iteration
     coord.on_prompt_done = feeder.on_prompt_done
     coord.on_query_done = feeder.on_query_done
     coord.on_requeue = feeder.requeue

@@ -1,6 +1,15 @@
 """A simulated GPU node: continuous batching at layer granularity, FCFS under the per-GPU limits on prompt
 requests, prompt tokens, decode sequences and decode context; a layer step takes P(prompt tokens) +
-D(decodes) from the interpolated profiles, one layer at a time, cycling over the layers it holds."""
+D(decodes) from the interpolated profiles, one layer at a time, cycling over the layers it holds.
+
+What a real worker adds to that compute, each optional so the paper's runs are unchanged:
+- the LM head: the node holding the model's last layer turns every sampled sequence's activation into
+  logits and a token. On a small model it is no small cost (SmolLM2's 49152-word head costs about eight of
+  its 30 layers), it is paid per sampled sequence, and per-layer tables cannot carry it, because a node
+  holding the last layer pays it and another holding as many layers does not;
+- a throttle (`brl worker --speed-factor F`): after its compute, a step sleeps so it lasts compute / F;
+- a host: workers placed on one machine share its CPU cores (simulator.host).
+"""
 
 from __future__ import annotations
 
@@ -8,8 +17,9 @@ import heapq
 from collections.abc import Callable
 
 from planner.placement import LayerRange
-from planner.profile import GpuProfile
+from planner.profile import GpuProfile, LatencyTable
 from simulator.engine import EventLoop
+from simulator.host import SimHost
 from simulator.request import Query
 
 # The paper's first-layer CPU cost per byte of buffered activations: concatenation, then host->device copy.
@@ -41,6 +51,9 @@ class SimWorker:
         activation_bytes_per_token: int,
         kv_capacity: int,
         depart: Depart,
+        head: LatencyTable | None = None,
+        speed: float = 1.0,
+        host: SimHost | None = None,
     ) -> None:
         self.name = name
         self.layers = layers
@@ -73,6 +86,13 @@ class SimWorker:
         self.kv_real_peak = 0
         self._pcache: dict[int, float] = {0: 0.0}
         self._dcache: dict[int, float] = {0: 0.0}
+        # The paper's decode tables start at (0,0) then bs=2 and it prices a lone decode at bs=2; a table
+        # that measured bs=1 (`brl profile` does) is read as it stands.
+        self._lone_decode = 1 if any(x == 1 for x, _ in profile.decode.points) else 2
+        self.head = head
+        self.speed = speed
+        self.host = host
+        self._hcache: dict[int, float] = {0: 0.0}
         # Counters for reports (aggregates only).
         self.steps = 0
         self.busy_s = 0.0
@@ -112,8 +132,18 @@ class SimWorker:
         d = self._dcache.get(decodes)
         if d is None:
             # The decode tables start at (0,0) then bs=2: a lone decode costs the bs=2 time (paper quirk).
-            d = self._dcache[decodes] = self.profile.decode_s_per_layer(2 if decodes == 1 else decodes)
+            d = self._dcache[decodes] = self.profile.decode_s_per_layer(
+                self._lone_decode if decodes == 1 else decodes
+            )
         return p + d
+
+    def _head_s(self, sampled: int) -> float:
+        """The LM head for `sampled` sequences (each decode, and each prompt once, samples a token)."""
+        h = self._hcache.get(sampled)
+        if h is None:
+            assert self.head is not None
+            h = self._hcache[sampled] = self.head.seconds(sampled)
+        return h
 
     def _start(self, now: float) -> None:
         pending = self.pending
@@ -165,15 +195,34 @@ class SimWorker:
             # First-layer CPU overhead charges every buffered arrival, batched or not (paper quirk).
             duration += self.cpu_tokens * self.cpu_s_per_token
             self.cpu_tokens = 0
+        if self.head is not None and p == n - 1:
+            duration += self._head_s(nd + np_)
         self.busy = True
         self.batch = batch
         self.batch_seg = p
         self.batch_tokens = pt + nd
         self.steps += 1
-        self.busy_s += duration
         self.decode_seqs += nd
         self.prompt_tokens += pt
-        self.loop.schedule(now + duration, self._finish)
+        if self.host is not None:
+            self.host.run(duration, lambda: self._computed(now))
+        elif self.speed != 1.0:
+            self.busy_s += duration / self.speed
+            self.loop.schedule(now + duration / self.speed, self._finish)
+        else:
+            self.busy_s += duration
+            self.loop.schedule(now + duration, self._finish)
+
+    def _computed(self, started: float) -> None:
+        """The step's compute is through on a shared host; a throttled worker then sleeps as long again
+        times (1/F - 1), off the CPU (it stretches what the compute took, shared host and all)."""
+        now = self.loop.now
+        hold = (now - started) * (1.0 / self.speed - 1.0)
+        self.busy_s += now - started + hold
+        if hold > 0:
+            self.loop.schedule(now + hold, self._finish)
+        else:
+            self._finish()
 
     def _finish(self) -> None:
         if self.failed:

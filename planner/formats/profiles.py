@@ -115,6 +115,8 @@ class GpuSettings(BaseModel):
     vram_bytes: int | None = Field(default=None, gt=0)
     nic_in_bytes_per_s: float | None = Field(default=None, gt=0)
     nic_out_bytes_per_s: float | None = Field(default=None, gt=0)
+    # [[sampled sequences, ms], ...]: the LM head of the node holding the last layer (`brl profile`).
+    lm_head_ms: list[tuple[float, float]] | None = None
 
 
 class ModelSettings(BaseModel):
@@ -218,6 +220,7 @@ def profiles_from_settings(
         # The paper's per-k prompt_max_requests is constant per GPU; the profile keeps one number (k=1).
         max_req = prompt_req[0]
         try:
+            head = _head_table(gs.lm_head_ms, field=f"{where}.lm_head_ms")
             by_gpu[gpu] = GpuProfile(
                 gpu_type=gpu,
                 model_name=model_name,
@@ -232,10 +235,24 @@ def profiles_from_settings(
                 nic_in_bytes_per_s=float(nic_in),
                 nic_out_bytes_per_s=float(nic_out),
                 extra={"prompt_max_requests_by_k": prompt_req, "profile_dir": str(folder)},
+                lm_head=head,
             )
         except InvalidInput as exc:
             raise with_source(exc, source, where) from None
     return ProfileSet(model_name, by_gpu)
+
+
+def _head_table(rows: list[tuple[float, float]] | None, *, field: str) -> LatencyTable | None:
+    """`lm_head_ms` rows as a table from (0, 0): no sequence sampled costs nothing."""
+    if not rows:
+        return None
+    points = sorted((float(b), float(ms)) for b, ms in rows)
+    if points[0][0] <= 0:
+        raise InvalidInput(f"sampled sequences must be >= 1, got {points[0][0]:g}", field=field)
+    try:
+        return LatencyTable(((0.0, 0.0), *points))
+    except InvalidInput as exc:
+        raise InvalidInput(exc.detail, field=field) from None
 
 
 def load_profile_dir(

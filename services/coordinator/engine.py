@@ -1,6 +1,6 @@
-"""The coordinator's request engine: admission (bounded queue, Fail-KV waits), one runner per chain that
-drives prompt and decode steps through the workers, token streams out, and recovery after worker loss
-(re-route from the prompt plus the tokens so far, so a client sees a pause, never a lost request)."""
+"""The coordinator's request engine: admission (bounded queue, Fail-KV waits), a runner per chain
+(services.coordinator.chain_runner) and the handling of each step's results, token streams out; recovery
+after worker loss lives in services.coordinator.recovery."""
 
 from __future__ import annotations
 
@@ -11,36 +11,39 @@ import logging
 import time
 import uuid
 from collections import deque
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
-from dataclasses import dataclass, field
-from typing import Protocol
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
 
 import grpc
 
 from planner.errors import BrlError, CapacityExceeded, InvalidInput, NoRoute, Unavailable
-from planner.routing import Chain, RouteRequest, chain_nodes
+from planner.routing import chain_nodes
+from services.coordinator.chain_runner import ChainFactory, ChainKey, ChainLike, ChainRunner
 from services.coordinator.eventlog import EventLog
 from services.coordinator.fleet import Fleet
 from services.coordinator.metrics import Metrics
+from services.coordinator.recovery import ProbeFn, Recovery, ReleaseFn
+from services.coordinator.request import Finished, GenParams, Handle, Request
 from services.worker.client import Connections, HopAddress, StepInput
-from services.worker.records import INVALID_ARGUMENT, UNAVAILABLE, Sampling, TokenResult, error_result
+from services.worker.records import TokenResult
+
+# Names other modules and tests import from here, kept importable after the split.
+__all__ = [
+    "ChainFactory",
+    "ChainKey",
+    "ChainLike",
+    "ChainRunner",
+    "Engine",
+    "EngineLimits",
+    "Finished",
+    "GenParams",
+    "Handle",
+    "ProbeFn",
+    "ReleaseFn",
+    "Request",
+]
 
 log = logging.getLogger("brl.coordinator.engine")
-
-ChainKey = tuple[tuple[str, str, int, int], ...]
-
-
-class ChainLike(Protocol):
-    """What the engine needs of services.worker.client.ChainClient (tests may pass a fake)."""
-
-    async def step(self, items: Sequence[StepInput]) -> list[TokenResult]: ...
-
-    async def abort(self, request_ids: Sequence[str]) -> None: ...
-
-
-ChainFactory = Callable[[Sequence[HopAddress]], ChainLike]
-ReleaseFn = Callable[[str, Sequence[str]], Awaitable[None]]
-ProbeFn = Callable[[str], Awaitable[bool]]
 
 
 @dataclass(frozen=True)
@@ -54,175 +57,9 @@ class EngineLimits:
     tick_s: float = 0.25
 
 
-@dataclass(frozen=True)
-class GenParams:
-    max_tokens: int
-    sampling: Sampling = Sampling()
-    eos_ids: frozenset[int] = frozenset()
-    ignore_eos: bool = False
-
-
-@dataclass(frozen=True)
-class Finished:
-    reason: str
-
-
-@dataclass(eq=False)
-class Request:
-    id: str
-    prompt: list[int]
-    params: GenParams
-    arrival_s: float
-    out: asyncio.Queue[int | Finished | BaseException] = field(default_factory=asyncio.Queue)
-    generated: list[int] = field(default_factory=list)
-    pending: list[int] = field(default_factory=list)
-    cached: int = 0
-    chain: Chain | None = None
-    runner: ChainRunner | None = None
-    epoch: int = 0
-    in_flight: bool = False
-    done: bool = False
-    retries: int = 0
-    queued_at_s: float = 0.0
-    first_token_s: float | None = None
-    last_token_s: float | None = None
-    finish_reason: str | None = None
-    routes: list[list[str]] = field(default_factory=list)
-
-    @property
-    def wire_id(self) -> str:
-        """Id on the wire: a fresh one per attempt, so state left on an old chain never meets a retry."""
-        return self.id if self.epoch == 0 else f"{self.id}.{self.epoch}"
-
-    def route_request(self) -> RouteRequest:
-        already = len(self.generated)
-        return RouteRequest(self.id, len(self.prompt) + already, max(0, self.params.max_tokens - already))
-
-
-class Handle:
-    """What a caller holds for one request: iterate its token ids, read usage, cancel it."""
-
-    def __init__(self, engine: Engine, request: Request) -> None:
-        self._engine = engine
-        self._r = request
-
-    @property
-    def request_id(self) -> str:
-        return self._r.id
-
-    @property
-    def prompt_tokens(self) -> int:
-        return len(self._r.prompt)
-
-    @property
-    def completion_tokens(self) -> int:
-        return len(self._r.generated)
-
-    @property
-    def finish_reason(self) -> str | None:
-        return self._r.finish_reason
-
-    async def tokens(self) -> AsyncIterator[int]:
-        while True:
-            event = await self._r.out.get()
-            if isinstance(event, Finished):
-                return
-            if isinstance(event, BaseException):
-                raise event
-            yield event
-
-    def cancel(self, reason: str = "cancelled") -> None:
-        self._engine.cancel(self._r, reason)
-
-
-class ChainRunner:
-    """Keeps stepping the requests routed over one chain: each step batches every ready request (decode
-    tokens, and prompt chunks up to the token budget); up to `depth` steps are in flight at once so new
-    prompts need not wait for a decode step to come back."""
-
-    def __init__(self, engine: Engine, key: ChainKey, chain: Chain, client: ChainLike) -> None:
-        self.engine = engine
-        self.key = key
-        self.chain = chain
-        self.nodes = list(chain_nodes(chain))
-        self.addresses = [k[1] for k in key]
-        self.client = client
-        self.requests: dict[str, Request] = {}
-        self.inflight = 0
-        self.wake = asyncio.Event()
-        self.task = asyncio.create_task(self._run(), name=f"chain {'>'.join(self.nodes)}")
-
-    def add(self, r: Request) -> None:
-        r.runner = self
-        self.requests[r.id] = r
-        self.wake.set()
-
-    def remove(self, r: Request) -> None:
-        if self.requests.pop(r.id, None) is not None:
-            r.runner = None
-            self.wake.set()
-
-    async def _run(self) -> None:
-        limits = self.engine.limits
-        try:
-            while True:
-                ready = [r for r in self.requests.values() if not r.in_flight]
-                if ready and self.inflight < limits.pipeline_depth:
-                    self._launch(self._select(ready, limits.max_batch_tokens))
-                    continue
-                if not self.requests and not self.inflight:
-                    break
-                self.wake.clear()
-                await self.wake.wait()
-        finally:
-            self.engine._runner_done(self)
-
-    @staticmethod
-    def _select(ready: list[Request], budget: int) -> list[tuple[Request, list[int], bool]]:
-        """(request, tokens to send, is last chunk) for this step: every decode, prompts while budget lasts."""
-        batch: list[tuple[Request, list[int], bool]] = []
-        for r in ready:
-            if len(r.pending) == 1 and r.cached:
-                batch.append((r, r.pending[:1], True))
-        left = budget
-        for r in ready:
-            if len(r.pending) == 1 and r.cached:
-                continue
-            if left <= 0:
-                break
-            chunk = r.pending[:left]
-            left -= len(chunk)
-            batch.append((r, chunk, len(chunk) == len(r.pending)))
-        return batch
-
-    def _launch(self, batch: list[tuple[Request, list[int], bool]]) -> None:
-        items: list[StepInput] = []
-        epochs: list[int] = []
-        for r, tokens, last in batch:
-            r.in_flight = True
-            # The step that samples the final allowed token frees the KV on the way: no release round trip.
-            final = last and len(r.generated) + 1 >= r.params.max_tokens
-            items.append(
-                StepInput(r.wire_id, tokens, r.cached, r.params.sampling, finish=final, skip_sample=not last)
-            )
-            epochs.append(r.epoch)
-        self.inflight += 1
-        self.engine._spawn(self._step([b[0] for b in batch], items, epochs))
-
-    async def _step(self, reqs: list[Request], items: list[StepInput], epochs: list[int]) -> None:
-        t0 = self.engine.clock()
-        try:
-            try:
-                results = await self.client.step(items)
-            except (grpc.RpcError, OSError, BrlError, RuntimeError) as exc:
-                results = [error_result(i.request_id, UNAVAILABLE, f"step failed: {exc}") for i in items]
-        finally:
-            self.inflight -= 1
-            self.wake.set()
-        self.engine._on_step(self, reqs, items, results, epochs, self.engine.clock() - t0)
-
-
 class Engine:
+    """Admits requests, starts them on chains, applies step results; see the module docstring."""
+
     def __init__(
         self,
         fleet: Fleet,
@@ -244,8 +81,7 @@ class Engine:
         self.connections = Connections()
         self.step_timeout_s = step_timeout_s
         self._chain_factory = chain_factory or self._grpc_chain
-        self._release_fn = release_fn or self._grpc_release
-        self._probe_fn = probe_fn or self._grpc_probe
+        self.recovery = Recovery(self, release_fn=release_fn, probe_fn=probe_fn)
         self.waiting: deque[Request] = deque()
         self.running: dict[str, Request] = {}
         self.runners: dict[ChainKey, ChainRunner] = {}
@@ -257,7 +93,7 @@ class Engine:
         self._incarnation = uuid.uuid4().hex[:8]
         self._ewma_e2e_s = 1.0
         self._closed = False
-        fleet.registry.subscribe(self._on_fleet_change)
+        fleet.registry.subscribe(self.recovery.on_fleet_change)
 
     # -- life cycle ----------------------------------------------------------------------------------
     async def start(self) -> None:
@@ -316,21 +152,6 @@ class Engine:
         from services.worker.client import ChainClient
 
         return ChainClient(list(hops), connections=self.connections, timeout_s=self.step_timeout_s)
-
-    async def _grpc_release(self, address: str, request_ids: Sequence[str]) -> None:
-        from services.worker import wire
-
-        with contextlib.suppress(grpc.RpcError):
-            await self.connections.stub(address).Release(wire.release_to_msg(list(request_ids)), timeout=2.0)
-
-    async def _grpc_probe(self, address: str) -> bool:
-        from services.worker.client import stats
-
-        try:
-            await stats(address, connections=self.connections, timeout_s=1.0)
-            return True
-        except (grpc.RpcError, grpc.aio.UsageError, OSError, RuntimeError):
-            return False
 
     # -- admission -----------------------------------------------------------------------------------
     def new_id(self, prefix: str = "req") -> str:
@@ -415,22 +236,6 @@ class Engine:
         )
         self._admit()
 
-    def _on_fleet_change(self) -> None:
-        self._spawn(self._after_fleet_change())
-
-    async def _after_fleet_change(self) -> None:
-        self.fleet.rebuild()
-        alive = set(self.fleet.registry.names())
-        for runner in list(self.runners.values()):
-            if not set(runner.nodes) <= alive:
-                why = f"worker left: {sorted(set(runner.nodes) - alive)}"
-                old = []
-                for r in list(runner.requests.values()):
-                    old.append(self._detach_for_retry(r))
-                    self._enqueue_retry(r, why)
-                self._spawn(self._cleanup(runner, old))
-        self._admit()
-
     # -- step results --------------------------------------------------------------------------------
     def _runner_done(self, runner: ChainRunner) -> None:
         if self.runners.get(runner.key) is runner:
@@ -453,7 +258,7 @@ class Engine:
                 continue  # re-routed or cancelled while this step was in flight
             r.in_flight = False
             if not res.ok:
-                failed.append((r, res, self._detach_for_retry(r)))
+                failed.append((r, res, self.recovery.detach_for_retry(r)))
                 continue
             if len(item.token_ids) == 1 and item.position > 0 and item.position >= len(r.prompt):
                 decode_tokens += 1
@@ -481,7 +286,7 @@ class Engine:
         if finished:
             self._spawn(self._abort_quietly(runner.client, finished))
         if failed:
-            self._spawn(self._recover(runner, failed))
+            self._spawn(self.recovery.recover(runner, failed))
         if finished:
             self._admit()
 
@@ -560,100 +365,7 @@ class Engine:
         self._admit()
 
     def _log_request(self, r: Request, now: float, error: str | None = None) -> None:
-        out = len(r.generated)
-        decode_s = (
-            (r.last_token_s - r.first_token_s) / (out - 1)
-            if (out > 1 and r.first_token_s is not None and r.last_token_s is not None)
-            else None
-        )
-        self.events.request(
-            id=r.id,
-            arrival=round(r.arrival_s, 6),
-            wall=round(time.time(), 6),
-            input_len=len(r.prompt),
-            output_len=out,
-            route=r.routes[-1] if r.routes else None,
-            routes=len(r.routes),
-            retries=r.retries,
-            finish_reason=r.finish_reason,
-            error=error,
-            ttft_s=None if r.first_token_s is None else round(r.first_token_s - r.arrival_s, 6),
-            decode_latency_s=None if decode_s is None else round(decode_s, 6),
-            e2e_s=round(now - r.arrival_s, 6),
-        )
-
-    # -- failures ------------------------------------------------------------------------------------
-    def _detach_for_retry(self, r: Request) -> str:
-        """Take `r` off its chain at once (so no runner steps it again); returns its old wire id."""
-        old = r.wire_id
-        r.epoch += 1
-        r.in_flight = False
-        if r.runner is not None:
-            r.runner.remove(r)
-        if self.running.pop(r.id, None) is not None:
-            self.fleet.release(r.id)
-        return old
-
-    def _enqueue_retry(self, r: Request, why: str) -> None:
-        """Put `r` first in line, to re-run on a new chain from its prompt plus the tokens so far."""
-        if r.done:
-            return
-        r.retries += 1
-        if r.retries > self.limits.max_retries:
-            self._fail(r, Unavailable(f"request {r.id} failed on {r.retries} chains; last error: {why}"))
-            return
-        log.warning("re-routing %s after %s (attempt %d)", r.id, why, r.retries)
-        self.metrics.reroutes.inc()
-        r.cached = 0
-        r.pending = [*r.prompt, *r.generated]
-        r.chain = None
-        r.queued_at_s = self.clock()
-        self.waiting.appendleft(r)
-
-    async def _cleanup(self, runner: ChainRunner, wire_ids: list[str]) -> None:
-        """Best effort: free what surviving hops of an abandoned chain still hold for these attempts."""
-        alive = {w.info.address for w in self.fleet.registry.alive().values()}
-        await self._abort_quietly(runner.client, wire_ids)
-        await asyncio.gather(*(self._release_fn(a, wire_ids) for a in runner.addresses if a in alive))
-
-    async def _recover(self, runner: ChainRunner, failed: list[tuple[Request, TokenResult, str]]) -> None:
-        suspects = sorted({res.failed_hop for _, res, _ in failed if res.failed_hop} or set(runner.addresses))
-        try:
-            # A probe can die in ways other than an RpcError (its channel closed under it by a concurrent
-            # forget()); any such outcome counts as "not ok" rather than ending this task.
-            checks = await asyncio.gather(*(self._probe_fn(a) for a in suspects), return_exceptions=True)
-            for address, ok in zip(suspects, checks, strict=True):
-                if ok is not True:
-                    self._declare_lost_address(address)
-        finally:
-            # These requests were already detached from their runner: whatever happened above, each must be
-            # re-queued or failed here, or it would sit in neither `running` nor `waiting` and be lost.
-            for r, res, _ in failed:
-                if res.code == INVALID_ARGUMENT:
-                    self._fail(
-                        r, InvalidInput(f"a worker rejected the request: {res.error}", source="worker")
-                    )
-                else:
-                    self._enqueue_retry(r, f"{res.code}: {res.error}")
-            self._admit()
-        await self._cleanup(runner, [old for _, _, old in failed])
-
-    def _declare_lost_address(self, address: str) -> None:
-        for name, w in self.fleet.registry.alive().items():
-            if w.info.address == address:
-                self._declare_lost(name)
-
-    def _declare_lost(self, name: str) -> None:
-        w = self.fleet.registry.get(name)
-        if w is None:
-            return
-        log.warning("worker %s (%s) lost", name, w.info.address)
-        self.metrics.worker_lost.inc()
-        self.events.iteration(
-            t=round(self.clock(), 6), wall=round(time.time(), 6), event="worker_lost", worker=name
-        )
-        self._spawn(self.connections.forget(w.info.address))
-        self.fleet.registry.remove(name)
+        self.events.request(**r.log_record(now, error))
 
     # -- periodic ------------------------------------------------------------------------------------
     async def _tick_loop(self) -> None:

@@ -1,42 +1,32 @@
-"""HTTP routes of the coordinator (thin: parse, call serving, render) and the one HTTP error handler."""
+"""HTTP routes of the coordinator (thin: parse, call serving, render); errors go through the one HTTP
+handler (services/http_errors.py)."""
 
 from __future__ import annotations
 
 import hmac
-import logging
 from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Any
 
 from fastapi import APIRouter, Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response, StreamingResponse
-from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from planner.errors import BrlError, InvalidInput
+from planner.errors import InvalidInput
 from services.coordinator import openai_models as om
 from services.coordinator import planswap
-from services.coordinator.errors import (
-    INTERNAL,
-    AuthenticationFailed,
-    ErrorKind,
-    NotFound,
-    error_body,
-    error_headers,
-    kind_of,
-    openai_error_body,
-)
+from services.coordinator.errors import AuthenticationFailed
 from services.coordinator.metrics import CONTENT_TYPE
+from services.http_errors import install_error_handlers
 
 if TYPE_CHECKING:
     from services.coordinator.main import Coordinator
 
-log = logging.getLogger("brl.coordinator.http")
 SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 
 
 def build_app(coord: Coordinator) -> FastAPI:
     app = FastAPI(title="BRL coordinator", version="0.1.0", docs_url=None, redoc_url=None)
-    install_error_handlers(app)
+    install_errors(app)
 
     async def require_key(request: Request) -> None:
         key = coord.settings.api_key
@@ -98,46 +88,27 @@ def render(result: Any) -> Response:
     return JSONResponse(result.model_dump())
 
 
-def _json_error(
-    status_kind: ErrorKind, body: dict[str, Any], headers: dict[str, str] | None = None
-) -> JSONResponse:
-    return JSONResponse(body, status_code=status_kind.http_status, headers=headers)
+def install_errors(app: FastAPI) -> None:
+    install_error_handlers(
+        app, invalid_body=invalid_body, routes_hint="; see /v1/models, /v1/completions, /v1/chat/completions"
+    )
 
 
-def install_error_handlers(app: FastAPI) -> None:
-    @app.exception_handler(BrlError)
-    async def brl_error(request: Request, exc: BrlError) -> JSONResponse:
-        return _json_error(kind_of(exc), error_body(exc), error_headers(exc))
-
-    @app.exception_handler(RequestValidationError)
-    async def invalid_body(request: Request, exc: RequestValidationError) -> JSONResponse:
-        errors = exc.errors()
-        first = errors[0] if errors else {"loc": (), "msg": "invalid request", "type": ""}
-        loc = [str(p) for p in first.get("loc", ()) if p != "body"]
-        param = ".".join(loc) or None
-        if first.get("type") == "json_invalid":
-            message = f"the body is not valid JSON ({first.get('msg')}); send a JSON object"
-        elif first.get("type") == "extra_forbidden":
-            message = f"unrecognized request argument: {param}"
-        elif first.get("type") == "missing":
-            message = f"missing required field: {param}"
-        else:
-            message = f"{param}: {first.get('msg')}" if param else str(first.get("msg"))
-        kind = kind_of(InvalidInput(message))
-        return _json_error(kind, openai_error_body(message, kind, param=param))
-
-    @app.exception_handler(StarletteHTTPException)
-    async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
-        if exc.status_code == 404:
-            err: BrlError = NotFound(
-                f"no route {request.method} {request.url.path}; see /v1/models, "
-                "/v1/completions, /v1/chat/completions"
-            )
-            return _json_error(kind_of(err), error_body(err))
-        kind = ErrorKind(exc.status_code, "invalid_request_error", INTERNAL.grpc_code, None)
-        return _json_error(kind, openai_error_body(str(exc.detail), kind))
-
-    @app.exception_handler(Exception)
-    async def internal(request: Request, exc: Exception) -> JSONResponse:
-        log.exception("unhandled error on %s %s", request.method, request.url.path)
-        return _json_error(INTERNAL, error_body(exc))
+def invalid_body(exc: RequestValidationError) -> InvalidInput:
+    """A body that fails the OpenAI schema, named the way OpenAI names it (400, `param` = the field)."""
+    errors = exc.errors()
+    first = errors[0] if errors else {"loc": (), "msg": "invalid request", "type": ""}
+    loc = [str(p) for p in first.get("loc", ()) if p != "body"]
+    param = ".".join(loc) or None
+    if first.get("type") == "json_invalid":
+        message = f"the body is not valid JSON ({first.get('msg')}); send a JSON object"
+    elif first.get("type") == "extra_forbidden":
+        message = f"unrecognized request argument: {param}"
+    elif first.get("type") == "missing":
+        message = f"missing required field: {param}"
+    else:
+        message = f"{param}: {first.get('msg')}" if param else str(first.get("msg"))
+    # The message is complete as is; `field` only fills `param` (InvalidInput would prefix it).
+    err = InvalidInput(message)
+    err.field = param
+    return err

@@ -8,8 +8,8 @@ from planner.errors import BrlError
 from protos import coordinator_pb2 as pb
 from protos import coordinator_pb2_grpc as pb_grpc
 from services.coordinator import wire
-from services.coordinator.errors import kind_of
 from services.coordinator.registry import Registry
+from services.grpc_errors import status
 
 
 class ControlServicer(pb_grpc.CoordinatorServicer):
@@ -24,7 +24,7 @@ class ControlServicer(pb_grpc.CoordinatorServicer):
         try:
             self.registry.register(wire.worker_info_from_pb(request.worker))
         except BrlError as exc:
-            await context.abort(kind_of(exc).grpc_code, str(exc))
+            await context.abort(*status(exc))
         return wire.register_reply(
             accepted=True, interval_s=self.interval_s, coordinator_id=self.coordinator_id
         )

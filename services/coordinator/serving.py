@@ -11,10 +11,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from planner.errors import BrlError, InvalidInput, UnknownName
+from planner.errors import BrlError, InvalidInput
 from services.coordinator import openai_models as om
 from services.coordinator.engine import Engine, GenParams, Handle
-from services.coordinator.errors import error_body
+from services.coordinator.errors import ModelNotFound, error_body
 from services.coordinator.textstream import TextStream
 from services.worker.records import Sampling
 
@@ -82,7 +82,7 @@ class OpenAIServing:
     # -- shared --------------------------------------------------------------------------------------
     def _check(self, body: om.CompletionRequest | om.ChatCompletionRequest) -> None:
         if body.model not in self.aliases:
-            raise UnknownName("model", body.model, [self.model_name], source="request", field="model")
+            raise ModelNotFound("model", body.model, [self.model_name], source="request", field="model")
         bad = body.unsupported()
         if bad:
             field, why = bad[0]

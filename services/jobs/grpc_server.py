@@ -1,12 +1,12 @@
 """gRPC plumbing shared by the job services: a server with grpc.health.v1 and reflection, the API-key
-check on mutating calls, and one decorator that maps errors through services/http_errors.py."""
+check on mutating calls, and one decorator that answers errors through the one gRPC handler
+(services/grpc_errors.py)."""
 
 from __future__ import annotations
 
 import functools
 import hmac
 import json
-import logging
 import time
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -18,10 +18,9 @@ from grpc_reflection.v1alpha import reflection
 from pydantic import ValidationError
 
 from planner.errors import InvalidInput
-from services.http_errors import Unauthorized, mapping_for, retry_after_header
+from services.errors_table import Unauthorized
+from services.grpc_errors import abort
 from services.jobs.store import Job
-
-log = logging.getLogger(__name__)
 
 R = TypeVar("R")
 
@@ -61,17 +60,7 @@ def rpc_errors(method: Callable[..., R]) -> Callable[..., R]:
             err: BaseException = invalid_from_validation(exc)
         except Exception as exc:
             err = exc
-        mapping = mapping_for(err)
-        if mapping.http_status >= 500:
-            log.error("rpc failed", exc_info=err)
-            text = "internal error; see the service log"
-        else:
-            text = str(err)
-        retry = retry_after_header(err)
-        if retry:
-            context.set_trailing_metadata((("retry-after", retry["Retry-After"]),))
-        context.abort(mapping.grpc_code, text)
-        raise AssertionError("unreachable")  # context.abort always raises
+        abort(context, err)
 
     return wrapper
 

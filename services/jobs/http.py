@@ -5,22 +5,17 @@ and the JSON view of a job. Routes stay a few lines each.
 from __future__ import annotations
 
 import hmac
-import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
-from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
 
-from planner.errors import BrlError, InvalidInput
-from services.http_errors import VALIDATION, Unauthorized, error_body, mapping_for, retry_after_header
+from services.errors_table import BodyTooLarge, InvalidBody, Unauthorized
+from services.http_errors import error_response, install_error_handlers
 from services.jobs.store import Job
-
-log = logging.getLogger(__name__)
 
 
 class ErrorDetail(BaseModel):
@@ -40,7 +35,7 @@ _ERROR_TEXT = {
     404: "no such id",
     409: "the job is not in a state that allows this",
     413: "request body too large",
-    422: "request fails validation (the message names the field)",
+    422: "request fails validation (the message names the field), or the placement sent cannot route",
     429: "too many active jobs; retry after the Retry-After header's seconds",
     503: "a service this call needs (e.g. the planner) cannot be reached",
 }
@@ -148,48 +143,27 @@ def _field_of(loc: tuple[Any, ...]) -> str:
     return ".".join(str(p) for p in rest)
 
 
+def invalid_body(exc: RequestValidationError) -> InvalidBody:
+    """A body failing its schema: the message names each bad field (up to five), `param` the first."""
+    errors = exc.errors()
+    parts = [f"{_field_of(tuple(e.get('loc', ())))}: {e.get('msg', 'invalid')}" for e in errors[:5]]
+    err = InvalidBody("; ".join(parts) or "invalid request")
+    # The message already names each field; `field` only fills `param` (InvalidInput would prefix it).
+    err.field = _field_of(tuple(errors[0].get("loc", ()))) if errors else None
+    return err
+
+
 def install(app: FastAPI, *, max_body_bytes: int) -> None:
-    """Error handlers (one table, services.http_errors) and a request-size guard."""
-
-    @app.exception_handler(RequestValidationError)
-    async def on_validation(_: Request, exc: RequestValidationError) -> JSONResponse:
-        errors = exc.errors()
-        parts = [f"{_field_of(tuple(e.get('loc', ())))}: {e.get('msg', 'invalid')}" for e in errors[:5]]
-        first = _field_of(tuple(errors[0].get("loc", ()))) if errors else None
-        # The message already names each field; `param` carries the first one for programs.
-        body = error_body(InvalidInput("; ".join(parts) or "invalid request"), VALIDATION)
-        body["error"]["param"] = first
-        return JSONResponse(body, status_code=VALIDATION.http_status)
-
-    @app.exception_handler(StarletteHTTPException)
-    async def on_http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
-        kind = {404: "not_found_error", 405: "invalid_request_error"}.get(
-            exc.status_code, "invalid_request_error"
-        )
-        body = {
-            "error": {"message": str(exc.detail), "type": kind, "code": str(exc.status_code), "param": None}
-        }
-        return JSONResponse(body, status_code=exc.status_code, headers=getattr(exc, "headers", None))
-
-    async def on_error(_: Request, exc: Exception) -> JSONResponse:
-        mapping = mapping_for(exc)
-        if mapping.http_status >= 500:
-            log.error("request failed", exc_info=exc)
-        return JSONResponse(
-            error_body(exc, mapping), status_code=mapping.http_status, headers=dict(retry_after_header(exc))
-        )
-
-    # BrlError is answered by the exception middleware; anything else reaches the server-error middleware,
-    # which answers with the same body and then lets the server log the traceback.
-    app.add_exception_handler(BrlError, on_error)
-    app.add_exception_handler(Exception, on_error)
+    """Error handlers (the one HTTP handler, services.http_errors) and a request-size guard."""
+    install_error_handlers(app, invalid_body=invalid_body)
 
     @app.middleware("http")
     async def limit_body(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
         length = request.headers.get("content-length")
         if length is not None and length.isdigit() and int(length) > max_body_bytes:
-            exc = InvalidInput(
-                f"request body of {length} bytes is over the limit of {max_body_bytes}", field="body"
+            return error_response(
+                BodyTooLarge(
+                    f"request body of {length} bytes is over the limit of {max_body_bytes}", field="body"
+                )
             )
-            return JSONResponse(error_body(exc), status_code=413)
         return await call_next(request)

@@ -12,7 +12,7 @@ import httpx
 from planner.errors import InvalidInput, Unavailable
 from planner.formats.plan_json import plan_from_dict
 from planner.plan import Plan
-from services.http_errors import Conflict, NotFound
+from services.errors_table import Conflict, NotFound
 
 DONE = ("succeeded", "failed", "cancelled")
 

@@ -9,7 +9,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from planner.errors import InvalidInput
-from services.http_errors import Conflict, NotFound
+from services.errors_table import Conflict, NotFound, evaluating_user_placement
 from services.jobs.runner import JobRunner
 from services.jobs.store import STATUSES, SUCCEEDED, Job, JobStore, StoreLock
 from services.planner_service.bodies import EvaluationRequest, PlanRequest
@@ -95,7 +95,8 @@ class PlannerService:
         request = body.model_dump(mode="json", exclude_none=True)
         inputs = load_inputs(request)
         self._check_fleet(len(inputs.cluster.nodes))
-        result = evaluate(request, inputs)
+        with evaluating_user_placement():  # a placement that cannot route is the caller's to fix: 422
+            result = evaluate(request, inputs)
         if body.save:
             job = self.store.create(KIND, {**request, "method": "user"})
             self.store.finish(

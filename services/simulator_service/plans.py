@@ -9,7 +9,7 @@ from typing import Any
 import httpx
 
 from planner.errors import InvalidInput, Unavailable
-from services.http_errors import Conflict, NotFound
+from services.errors_table import Conflict, NotFound
 from services.jobs.store import SUCCEEDED, JobStore
 from services.simulator_service.settings import SimulatorSettings
 

@@ -10,7 +10,7 @@ from typing import Any
 
 from planner.errors import InvalidInput, UnknownName
 from planner.formats.plan_json import plan_from_dict
-from services.http_errors import NotFound
+from services.errors_table import NotFound, evaluating_user_placement
 from services.jobs.runner import JobRunner
 from services.jobs.store import STATUSES, Artifact, Job, JobStore, StoreLock
 from services.planner_service.inputs import load_inputs
@@ -120,9 +120,11 @@ class SimulatorService:
         return plan_to_dict(plan)
 
     def submit(self, body: SimulationRequest) -> Job:
-        request = self.prepare(body)
-        with tempfile.TemporaryDirectory(prefix="brl-check-") as tmp:
-            sim_config(request, Path(tmp)).resolved()  # warm-up/duration conflicts now, as a 4xx
+        # Checks of the plan the caller sent: one that cannot route is theirs to fix (422), not a 503.
+        with evaluating_user_placement():
+            request = self.prepare(body)
+            with tempfile.TemporaryDirectory(prefix="brl-check-") as tmp:
+                sim_config(request, Path(tmp)).resolved()  # warm-up/duration conflicts now, as a 4xx
         return self.runner.submit(KIND, SIMULATE_TARGET, request, hard_limit_s=self.settings.max_wall_s)
 
     def get(self, job_id: str) -> Job:

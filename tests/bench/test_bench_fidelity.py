@@ -23,7 +23,10 @@ def test_bench_fidelity_quick_prints_json_last() -> None:
     measured = figures["measured"]
     assert measured["errors"] == [] and measured["finished"] == figures["requests"]
     assert measured["all_tok_per_s"] > 0 and measured["prompt_latency_s"]["p50"] > 0
-    for name in ("profile", "profile+head", "calibrated", "+colocation"):
+    assert (
+        list(figures["predicted"]) == ["profile", "+head", "+serving", "+host"] and figures["best"] == "+host"
+    )
+    for name in figures["predicted"]:
         pred = figures["predicted"][name]
         assert pred["finished"] == figures["requests"] and pred["all_tok_per_s"] > 0
         assert set(figures["rel_err"][name]) >= {
@@ -31,7 +34,13 @@ def test_bench_fidelity_quick_prints_json_last() -> None:
             "prompt_latency_s.p50",
             "decode_latency_s.p50",
         }
-    cal = figures["calibration"]
-    assert cal["iteration_s"] > 0 and set(cal["step_factor"]) == {"fast", "mid", "slow"}
-    assert all(f > 0 for f in cal["step_factor"].values()) and cal["drift"] > 0
+    probe = figures["probe"]
+    assert set(probe["step_ms"]) == {"fast", "mid", "slow"} and all(
+        ms > 0 for ms in probe["step_ms"].values()
+    )
+    assert probe["hop_latency_s"] > 0 and probe["coordinator_cpu_s_per_iteration"] > 0
+    # The LM head is a cost on every last hop: it can only slow the prediction down.
+    p50 = {n: figures["predicted"][n]["decode_latency_s"]["p50"] for n in figures["predicted"]}
+    assert p50["profile"] < p50["+head"]
+    assert set(figures["chain_decode_iteration_s"]["measured"]) <= {"fast", "mid>slow"}
     assert any(line.startswith("decode latency p50") for line in lines)

@@ -60,6 +60,13 @@ def test_profile_dir_with_a_cpu_type(tmp_path: Path) -> None:
     assert cpu.prompt.ms(150) == pytest.approx(7.0)
 
 
+def test_a_measured_lm_head_loads_as_a_table_from_zero(tmp_path: Path) -> None:
+    ps = load_profile_dir(_mini_dir(tmp_path, _mini_settings(lm_head_ms=[[4, 10.0], [1, 4.0]])))
+    head = ps.get("cpu").lm_head
+    assert head is not None and head.points == ((0.0, 0.0), (1.0, 4.0), (4.0, 10.0))
+    assert head.ms(2) == pytest.approx(6.0)
+
+
 def test_paper_settings_json_agrees_with_bundled() -> None:
     if not SHARED.is_dir():
         pytest.skip("../shared/data not present")
@@ -112,8 +119,20 @@ def test_malformed_csv(tmp_path: Path, text: str, line: str | None, expected: st
         ({"vram_bytes": None}, "gpus.cpu.vram_bytes", "no VRAM size"),
         ({"decode_max_tokens": {"1": "many", "2": 3}}, "gpus.cpu.decode_max_tokens.1", "integer"),
         ({"profile_dir": "missing"}, None, "file not found"),
+        ({"lm_head_ms": [[0, 1.0], [4, 2.0]]}, "gpus.cpu.lm_head_ms", "sampled sequences must be >= 1"),
+        ({"lm_head_ms": [[1, 1.0], [1, 2.0]]}, "gpus.cpu.lm_head_ms", "strictly increasing"),
+        ({"lm_head_ms": [[1, "fast"]]}, "gpus.cpu.lm_head_ms.0.1", "number"),
     ],
-    ids=["kv-missing-k", "zero-layers", "no-vram", "non-numeric-json", "missing-csv"],
+    ids=[
+        "kv-missing-k",
+        "zero-layers",
+        "no-vram",
+        "non-numeric-json",
+        "missing-csv",
+        "head-zero",
+        "head-twice",
+        "head-text",
+    ],
 )
 def test_malformed_settings(
     tmp_path: Path, change: dict[str, object], field: str | None, expected: str

@@ -5,7 +5,13 @@ from __future__ import annotations
 import grpc
 
 from planner.errors import CapacityExceeded, InfeasiblePlan, InvalidInput, NoRoute, Unavailable, UnknownName
-from services.coordinator.errors import AuthenticationFailed, error_body, error_headers, kind_of
+from services.coordinator.errors import (
+    AuthenticationFailed,
+    ModelNotFound,
+    error_body,
+    error_headers,
+    kind_of,
+)
 
 
 def test_table() -> None:
@@ -16,7 +22,14 @@ def test_table() -> None:
             "invalid_request_error",
             grpc.StatusCode.INVALID_ARGUMENT,
         ),
-        (UnknownName("model", "x", ["y"]), 404, "invalid_request_error", grpc.StatusCode.NOT_FOUND),
+        # OpenAI answers an unknown model with 404; a bad name elsewhere in a body is a 400 naming the field.
+        (ModelNotFound("model", "x", ["y"]), 404, "invalid_request_error", grpc.StatusCode.NOT_FOUND),
+        (
+            UnknownName("routing policy", "x", ["y"]),
+            400,
+            "invalid_request_error",
+            grpc.StatusCode.INVALID_ARGUMENT,
+        ),
         (
             CapacityExceeded("full", retry_after_s=2.2),
             429,

@@ -15,7 +15,7 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha.proto_reflection_descriptor_database import ProtoReflectionDescriptorDatabase
 
-from planner.errors import Unavailable
+from planner.errors import NoRoute, Unavailable
 from planner.formats.plan_json import plan_from_dict
 from protos import planner_pb2 as pb
 from protos import planner_pb2_grpc as pb_grpc
@@ -371,6 +371,35 @@ def test_grpc_submit_get_and_errors(
             petals_job["result"]["plan"]["objective_tok_per_s"]
         )
         assert evaluated.bottlenecks and evaluated.bound_tok_per_s >= evaluated.max_flow_tok_per_s
+
+
+def test_unroutable_placement_is_422_and_failed_precondition(
+    service: tuple[RunningServers, httpx.Client], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A NoRoute met while evaluating the caller's placement is the caller's to fix: 422 over REST and
+    FAILED_PRECONDITION over gRPC, not the 503/UNAVAILABLE of a serving NoRoute. No placement reaches
+    NoRoute in an evaluation today (a gap evaluates to a max-flow of 0), so the max-flow is made to raise."""
+    import services.planner_service.jobs as planner_jobs
+
+    def no_route(*args: Any, **kwargs: Any) -> Any:
+        raise NoRoute("no chain of the placement covers layers [1, 80)", uncovered=((1, 80),))
+
+    monkeypatch.setattr(planner_jobs, "solve_max_flow", no_route)
+    servers, client = service
+    body = {"cluster": "cluster24", "model": "llama2-70b", "placement": {"n0": [0, 1]}}
+    response = client.post("/v1/evaluations", json=body)
+    assert response.status_code == 422, response.text
+    error = response.json()["error"]
+    assert error["code"] == "no_route" and "[1, 80)" in error["message"]
+    with grpc.insecure_channel(f"127.0.0.1:{servers.grpc_port}") as channel:
+        request = pb.EvaluateRequest(
+            inputs=pb.FleetAndModel(cluster="cluster24", model="llama2-70b"),
+            placement={"n0": pb.LayerRange(start=0, end=1)},
+        )
+        with pytest.raises(grpc.RpcError) as refused:
+            pb_grpc.PlannerStub(channel).Evaluate(request, metadata=(("authorization", f"Bearer {API_KEY}"),))
+    assert refused.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+    assert "[1, 80)" in refused.value.details()
 
 
 def test_client_fetches_plans(

@@ -12,6 +12,7 @@ import grpc
 import httpx
 import pytest
 
+from planner.errors import NoRoute
 from protos import planner_pb2
 from protos import simulator_pb2 as pb
 from protos import simulator_pb2_grpc as pb_grpc
@@ -136,6 +137,25 @@ def test_online_with_inline_workload(
     assert job["status"] == "succeeded", job["error"]
     assert job["result"]["summary"]["finished"] > 0
     assert job["result"]["result"]["config"]["policy"] == "swarm"
+
+
+def test_unroutable_layout_is_refused_with_422(
+    simulator: tuple[RunningServers, httpx.Client], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A NoRoute met while turning the caller's layout into a plan is the caller's error (422, code
+    no_route), not the 503 of a serving NoRoute. No bundled layout reaches it, so the max-flow is made to
+    raise."""
+    from simulator import inputs as sim_inputs
+
+    def no_route(*args: Any, **kwargs: Any) -> Any:
+        raise NoRoute("no chain of the layout covers layers [0, 80)", uncovered=((0, 80),))
+
+    monkeypatch.setattr(sim_inputs, "plan_for_placement", no_route)
+    _, client = simulator
+    body = {"layout": "ilp", "cluster": "cluster24", "model": "llama2-70b", **SHORT, "plots": False}
+    response = client.post("/v1/simulations", json=body)
+    assert response.status_code == 422, response.text
+    assert response.json()["error"]["code"] == "no_route" and "[0, 80)" in response.json()["error"]["message"]
 
 
 def test_published_layout_dry_run(simulator: tuple[RunningServers, httpx.Client]) -> None:

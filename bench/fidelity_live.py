@@ -1,0 +1,347 @@
+"""The real side of bench/fidelity.py: `brl run`'s local deployment, the probes that measure what serving
+adds to the profiles (before the replay, one request at a time), the replay of the trace's requests
+against the OpenAI endpoint, and the figures measured the way simulator.metrics defines them."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import random
+import threading
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from planner.placement import LayerRange
+from planner.plan import Plan
+
+
+@dataclass(frozen=True)
+class TraceRequest:
+    arrival_s: float
+    input_len: int
+    output_len: int  # decode iterations after the prompt (the simulator's count); the server samples +1
+
+
+# ----------------------------------------------------------------------------------------------- deployment
+class Deployment:
+    """`brl run`'s own LocalDeployment (services.cli.run: coordinator + one throttled worker per plan node on
+    loopback), with what this bench reads off it."""
+
+    def __init__(self, workdir: Path, *, cluster: str, model: str, expect: dict[str, tuple[str, LayerRange]]):
+        from services.cli.run import LocalDeployment
+
+        self.inner = LocalDeployment(cluster=cluster, model=model, workdir=workdir).start()
+        self.model_name = model
+        self.log_dir = workdir / "logs"
+        deployed = {w.name: (w.gpu_type, LayerRange(w.start, w.end)) for w in self.inner.specs}
+        if deployed != expect:  # the bench would simulate another plan than the one that runs
+            self.stop()
+            raise RuntimeError(f"brl run deployed {deployed}, the bench simulates {expect}")
+
+    @property
+    def base_url(self) -> str:
+        return self.inner.root_url
+
+    @property
+    def workers(self) -> dict[str, str]:
+        """Node name -> gRPC address (each worker's first stdout line)."""
+        return {
+            c.name.removeprefix("worker-"): c.first_line
+            for c in self.inner.children
+            if c.name != "coordinator"
+        }
+
+    @property
+    def pids(self) -> dict[str, int]:
+        return {c.name.removeprefix("worker-"): c.proc.pid for c in self.inner.children}
+
+    def stop(self) -> None:
+        self.inner.stop()
+
+
+def cpu_seconds(pids: dict[str, int]) -> dict[str, float]:
+    """User + system CPU seconds each process has used so far (/proc/<pid>/stat)."""
+    tick = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+    out = {}
+    for name, pid in pids.items():
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+            out[name] = (int(fields[11]) + int(fields[12])) / tick
+        except (OSError, IndexError, ValueError):  # not Linux, or the process is gone
+            out[name] = 0.0
+    return out
+
+
+async def worker_stats(workers: dict[str, str]) -> dict[str, dict[str, float]]:
+    """Each worker's own step timings (services.worker.client.stats)."""
+    from services.worker.client import Connections, stats
+
+    conns = Connections()
+    try:
+        return {n: asdict(await stats(a, connections=conns)) for n, a in workers.items()}
+    finally:
+        await conns.close()
+
+
+class LoadSampler:
+    """Runnable threads on this machine that are not the deployment's (a thread sampling every 0.1 s):
+    machine-wide (/proc/loadavg) minus those of the coordinator and workers (/proc/<pid>/task/*/stat, state
+    R). Other tenants and the load client itself compete for the same cores: the simulated host's
+    `background`, measured like a link's bandwidth would be."""
+
+    def __init__(self, pids: list[int]) -> None:
+        self.pids = pids
+        self.samples: list[float] = []
+        self.ours: list[float] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="load sampler", daemon=True)
+
+    @staticmethod
+    def _running(pid: int) -> int:
+        n = 0
+        for task in Path(f"/proc/{pid}/task").glob("*/stat"):
+            try:
+                if task.read_text().rsplit(")", 1)[1].split()[0] == "R":
+                    n += 1
+            except (OSError, IndexError):
+                continue
+        return n
+
+    def _run(self) -> None:
+        while not self._stop.wait(0.1):
+            try:
+                running = int(Path("/proc/loadavg").read_text().split()[3].split("/")[0])
+            except (OSError, IndexError, ValueError):  # not Linux
+                return
+            ours = sum(self._running(pid) for pid in self.pids)
+            # The sampler's own thread is runnable while it reads: not load.
+            self.samples.append(max(0.0, running - ours - 1))
+            self.ours.append(float(ours))
+
+    def __enter__(self) -> LoadSampler:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    @property
+    def mean(self) -> float:
+        return sum(self.samples) / len(self.samples) if self.samples else 0.0
+
+    @property
+    def ours_mean(self) -> float:
+        return sum(self.ours) / len(self.ours) if self.ours else 0.0
+
+
+# ----------------------------------------------------------------------------------------------- replay
+@dataclass
+class Observed:
+    """One replayed request: when it was sent, when each streamed chunk came (seconds since replay start)."""
+
+    request: TraceRequest
+    sent_s: float = 0.0
+    chunks_s: list[float] = field(default_factory=list)
+    completion_tokens: int = 0
+    error: str | None = None
+
+
+async def _one(
+    client: Any, url: str, model: str, req: TraceRequest, t0: float, rng: random.Random
+) -> Observed:
+    obs = Observed(req)
+    await asyncio.sleep(max(0.0, t0 + req.arrival_s - time.perf_counter()))
+    prompt = [rng.randrange(1000, 30000) for _ in range(req.input_len)]
+    body = {
+        "model": model,
+        "prompt": prompt,
+        "max_tokens": req.output_len + 1,
+        "ignore_eos": True,
+        "temperature": 0.0,
+        "stream": True,
+        "stream_options": {"include_usage": True},
+    }
+    obs.sent_s = time.perf_counter() - t0
+    try:
+        async with client.stream("POST", f"{url}/v1/completions", json=body) as resp:
+            if resp.status_code != 200:
+                obs.error = f"HTTP {resp.status_code}: {(await resp.aread())[:200]!r}"
+                return obs
+            async for line in resp.aiter_lines():
+                if not line.startswith("data: ") or line == "data: [DONE]":
+                    continue
+                event = json.loads(line[6:])
+                if event.get("usage"):
+                    obs.completion_tokens = int(event["usage"]["completion_tokens"])
+                for choice in event.get("choices", []):
+                    if choice.get("text"):
+                        obs.chunks_s.append(time.perf_counter() - t0)
+    except Exception as exc:  # a failed request is reported, never hidden
+        obs.error = f"{type(exc).__name__}: {exc}"
+    return obs
+
+
+async def replay(url: str, model: str, requests: list[TraceRequest], *, seed: int) -> list[Observed]:
+    import httpx
+
+    rng = random.Random(seed)
+    async with httpx.AsyncClient(
+        timeout=httpx.Timeout(300.0), limits=httpx.Limits(max_connections=512)
+    ) as client:
+        t0 = time.perf_counter()
+        return list(await asyncio.gather(*(_one(client, url, model, r, t0, rng) for r in requests)))
+
+
+def pct(values: list[float], p: float) -> float:
+    """The simulator's definition: sorted[int(n * p)]."""
+    if not values:
+        return 0.0
+    s = sorted(values)
+    return s[min(len(s) - 1, int(len(s) * p))]
+
+
+def stats(values: list[float]) -> dict[str, float]:
+    return {
+        "count": len(values),
+        "mean": sum(values) / len(values) if values else 0.0,
+        "p50": pct(values, 0.5),
+        "p95": pct(values, 0.95),
+    }
+
+
+def real_figures(obs: list[Observed], duration_s: float) -> dict[str, Any]:
+    """Measured figures, defined as simulator.metrics defines them: prompt latency = send to first token;
+    decode latency = gap between successive tokens; decode tok/s = decode tokens finishing in [0, duration]
+    / duration; all tok/s = (prompt + decode tokens) / time of the last finish."""
+    ok = [o for o in obs if o.error is None and o.chunks_s]
+    # Like the simulator's metrics, latencies count when they end inside the window [0, duration].
+    prompt_lat = [o.chunks_s[0] - o.sent_s for o in ok if o.chunks_s[0] <= duration_s]
+    decode_lat: list[float] = []
+    window_decodes = 0
+    total = 0
+    last = 0.0
+    for o in ok:
+        decode_lat.extend(b - a for a, b in zip(o.chunks_s, o.chunks_s[1:], strict=False) if b <= duration_s)
+        window_decodes += sum(1 for t in o.chunks_s[1:] if t <= duration_s)
+        total += o.request.input_len + max(0, len(o.chunks_s) - 1)
+        last = max(last, o.chunks_s[-1])
+    return {
+        "decode_tok_per_s": window_decodes / duration_s,
+        "all_tok_per_s": total / last if last > 0 else 0.0,
+        "prompt_latency_s": stats(prompt_lat),
+        "decode_latency_s": stats(decode_lat),
+        "finished": len(ok),
+        "errors": [o.error for o in obs if o.error][:5],
+        "tokens_per_chunk": sum(o.completion_tokens for o in ok) / max(1, sum(len(o.chunks_s) for o in ok)),
+    }
+
+
+def chain_iterations(log_dir: Path, since_wall: float) -> dict[str, dict[str, float]]:
+    """Per chain, the coordinator's own step times (its iterations.jsonl) after `since_wall`: where the
+    time of an iteration went, to set beside the simulator's per-chain figures."""
+    path = log_dir / "iterations.jsonl"
+    by_chain: dict[str, list[float]] = {}
+    if not path.exists():
+        return {}
+    for line in path.read_text().splitlines():
+        row = json.loads(line)
+        if row.get("wall", 0) >= since_wall and row.get("decode_tokens"):
+            by_chain.setdefault(">".join(row["chain"]), []).append(float(row["step_s"]))
+    return {c: stats(v) for c, v in sorted(by_chain.items())}
+
+
+# ----------------------------------------------------------------------------------------------- probes
+def plan_chains(plan: Plan) -> list[list[tuple[str, int, int]]]:
+    """Every source-to-sink path of the plan's positive-flow edges, as (node, start, end) hops covering
+    [0, L) (a hop runs from where the previous one ended)."""
+    out: list[list[tuple[str, int, int]]] = []
+
+    def walk(node: str, done: int, hops: list[tuple[str, int, int]]) -> None:
+        for (u, v), f in sorted(plan.edge_flows.items()):
+            if u != node or f <= 0:
+                continue
+            if v == "sink":
+                if done == plan.placement.num_layers:
+                    out.append(hops)
+                continue
+            r = plan.placement.ranges[v]
+            if r.start <= done < r.end:
+                walk(v, r.end, [*hops, (v, done, r.end)])
+
+    walk("source", 0, [])
+    return out
+
+
+@dataclass(frozen=True)
+class Probe:
+    """What serving adds, measured one request at a time before the replay (nothing queues or batches)."""
+
+    step_ms: dict[str, float]  # each worker's lone-decode step, its own stats (throttle sleep included)
+    hop_latency_s: float  # one gRPC hop there and back: the workers' streams' round trip minus service
+    coordinator_cpu_s_per_iteration: float  # coordinator CPU seconds per iteration, through the HTTP API
+    background: float  # other runnable threads on the machine meanwhile (LoadSampler)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+async def direct_probe(workers: dict[str, str], plan: Plan, *, rounds: int, seed: int) -> dict[str, Any]:
+    """Drive every chain of the plan straight through the worker client (services.worker.client), one request
+    at a time (a 16-token prompt, then 8 decodes): the workers warm up and record lone step times, and the
+    coordinator's router is left untouched, so the replay meets it in the state the simulator starts from."""
+    from services.worker.client import ChainClient, Connections, HopAddress, StepInput
+
+    rng = random.Random(seed + 2)
+    conns = Connections()
+    try:
+        for i in range(rounds):
+            for j, chain in enumerate(plan_chains(plan)):
+                client = ChainClient([HopAddress(workers[n], a, b) for n, a, b in chain], connections=conns)
+                rid = f"probe-{i}-{j}"
+                prompt = [rng.randrange(1000, 30000) for _ in range(16)]
+                res = await client.step([StepInput(rid, prompt, 0)])
+                pos = len(prompt)
+                for k in range(8):
+                    if not res[0].ok or res[0].token_id is None:
+                        raise RuntimeError(f"probe step failed on {chain}: {res[0].error}")
+                    res = await client.step([StepInput(rid, [res[0].token_id], pos, finish=k == 7)])
+                    pos += 1
+    finally:
+        await conns.close()
+    return await worker_stats(workers)
+
+
+async def coordinator_probe(dep: Deployment, *, requests: int, seed: int) -> float:
+    """Coordinator CPU seconds per iteration: requests one at a time through the OpenAI endpoint (a
+    16-token prompt, 8 decodes: 9 iterations each), the coordinator's CPU seconds over the iterations."""
+    import httpx
+
+    rng = random.Random(seed + 1)
+    before = cpu_seconds(dep.pids)["coordinator"]
+    iterations = 0
+    async with httpx.AsyncClient(timeout=httpx.Timeout(120.0)) as client:
+        for _ in range(requests):
+            o = await _one(
+                client, dep.base_url, dep.model_name, TraceRequest(0.0, 16, 8), time.perf_counter(), rng
+            )
+            if o.error:
+                raise RuntimeError(f"coordinator probe failed: {o.error}")
+            iterations += len(o.chunks_s)
+    return (cpu_seconds(dep.pids)["coordinator"] - before) / max(1, iterations)
+
+
+def probe(dep: Deployment, plan: Plan, *, rounds: int, seed: int) -> Probe:
+    with LoadSampler(list(dep.pids.values())) as load:
+        wstats = asyncio.run(direct_probe(dep.workers, plan, rounds=rounds, seed=seed))
+        coord = asyncio.run(coordinator_probe(dep, requests=rounds, seed=seed))
+    links = sorted(float(st["link_ms_p50"]) for st in wstats.values() if st["link_ms_p50"] > 0)
+    return Probe(
+        step_ms={n: float(st["step_ms_p50"]) for n, st in wstats.items()},
+        hop_latency_s=links[len(links) // 2] / 1e3 if links else 0.0,
+        coordinator_cpu_s_per_iteration=coord,
+        background=load.mean,
+    )
