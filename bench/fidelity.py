@@ -24,7 +24,6 @@ The last line is one JSON object with every figure.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import dataclasses
 import json
 import os
@@ -38,20 +37,17 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bench.fidelity_live import (  # noqa: E402
-    Deployment,
-    LoadSampler,
-    Probe,
-    TraceRequest,
-    chain_iterations,
-    coordinator_probe,
-    probe,
-    real_figures,
-    replay,
-    stats,
-    worker_stats,
+from bench.fidelity_live import Probe, RealRun, TraceRequest, mean_probe, real_run, stats  # noqa: E402
+from bench.fidelity_report import (  # noqa: E402
+    FIGURES,
+    compare,
+    finite,
+    mean_of,
+    print_table,
+    shares,
+    sim_figures,
+    spread,
 )
-from bench.fidelity_report import compare, finite, print_table, shares, sim_figures  # noqa: E402
 from planner import bundled  # noqa: E402
 from planner.cluster import Cluster  # noqa: E402
 from planner.formats.profiles import load_profile_dir  # noqa: E402
@@ -278,8 +274,14 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--no-real", action="store_true", help="simulate only (no deployment)")
     ap.add_argument("--workdir", type=Path, help="keep profiles, plan and process logs here")
     ap.add_argument("--cores", type=float, default=float(os.cpu_count() or 1), help="cores of this machine")
+    ap.add_argument(
+        "--replays", type=int, help="real runs, each on a fresh deployment, averaged (2; quick 1)"
+    )
     args = ap.parse_args(argv)
     quick = args.quick
+    args.replays = args.replays or (1 if quick else 2)
+    if args.replays < 1:
+        ap.error("--replays must be >= 1")
     duration = args.duration_s or (6.0 if quick else 60.0)
     rate = args.rate or (20.0 if quick else 30.0)
     scale = args.length_scale or (32.0 if quick else 16.0)
@@ -302,30 +304,32 @@ def main(argv: list[str] | None = None) -> int:
         profile_s = time.perf_counter() - t_prof
         cfg = sim_config(lengths, args.arrivals, duration_s=duration, rate=rate, seed=args.seed)
         meas: dict[str, Any] | None = None
-        measured_chains: dict[str, dict[str, float]] = {}
-        wstats: dict[str, dict[str, float]] = {}
+        runs: list[RealRun] = []
         found: Probe | None = None
         background = ours = 0.0
         real_s = 0.0
         if not args.no_real:
             t_real = time.perf_counter()
-            dep = Deployment(work / "run", cluster=CLUSTER, model=MODEL, expect=placement)
-            try:
-                found = probe(dep, plan, rounds=1 if quick else 3, seed=args.seed)
-                started_wall = time.time()
-                with LoadSampler(list(dep.pids.values())) as during:
-                    obs = asyncio.run(replay(dep.base_url, dep.model_name, requests, seed=args.seed))
-                background, ours = during.mean, during.ours_mean
-                wstats = asyncio.run(worker_stats(dep.workers))
-                measured_chains = chain_iterations(dep.log_dir, started_wall)
-                # The coordinator's CPU per iteration is probed after the replay: probing it through the
-                # router before would leave its round-robin state other than the simulation's start.
-                coord_cpu = asyncio.run(coordinator_probe(dep, requests=1 if quick else 3, seed=args.seed))
-                found = dataclasses.replace(found, coordinator_cpu_s_per_iteration=coord_cpu)
-            finally:
-                dep.stop()
+            for i in range(args.replays):
+                runs.append(
+                    real_run(
+                        work / f"run{i}",
+                        plan,
+                        placement,
+                        requests,
+                        cluster=CLUSTER,
+                        model=MODEL,
+                        duration_s=duration,
+                        probe_rounds=1 if quick else 3,
+                        seed=args.seed,
+                    )
+                )
             real_s = time.perf_counter() - t_real
-            meas = real_figures(obs, duration)
+            meas = mean_of([r.figures for r in runs])
+            found = mean_probe([r.probe for r in runs])
+            background = sum(r.background for r in runs) / len(runs)
+            ours = sum(r.ours for r in runs) / len(runs)
+        measured_chains = mean_of([r.chains for r in runs]) if runs else {}
         predictions: dict[str, dict[str, Any]] = {}
         chains: dict[str, dict[str, dict[str, float]]] = {}
         inputs = ladder(
@@ -366,15 +370,19 @@ def main(argv: list[str] | None = None) -> int:
                 for c, v in measured_chains.items()
             )
         )
-    if wstats:
+    if runs:
+        tokens = mean_of([r.replay_tokens for r in runs])
         print(
             f"token share per node (routing): {best} "
             + ", ".join(f"{n} {v:.0%}" for n, v in predictions[best]["node_share"].items())
-            + "; measured (probe included) "
-            + ", ".join(
-                f"{n} {v:.0%}"
-                for n, v in shares({n: float(v["tokens_processed"]) for n, v in wstats.items()}).items()
-            )
+            + "; measured "
+            + ", ".join(f"{n} {v:.0%}" for n, v in shares(tokens).items())
+        )
+    noise = spread([r.figures for r in runs]) if len(runs) > 1 else {}
+    if noise:
+        print(
+            f"the measurement's own run-to-run spread over {len(runs)} replays ((max - min) / mean): "
+            + ", ".join(f"{label.removesuffix(' (s)')} {noise[key]:.0%}" for label, key in FIGURES)
         )
     within = bool(meas) and all(abs(errors[best][k]) <= GOAL_REL_ERR for k in GOAL_KEYS)
     if meas:
@@ -395,7 +403,10 @@ def main(argv: list[str] | None = None) -> int:
         "background_threads": background,
         "our_runnable_threads": ours,
         "chain_decode_iteration_s": {"predicted": chains, "measured": measured_chains},
-        "worker_stats": wstats,
+        "measured_runs": [r.figures for r in runs],
+        "measured_spread": noise,
+        "measured_node_share": shares(mean_of([r.replay_tokens for r in runs])) if runs else {},
+        "worker_stats": [r.worker_stats for r in runs],
         "goal_rel_err": GOAL_REL_ERR,
         "goal_keys": list(GOAL_KEYS),
         "best": best,

@@ -345,3 +345,67 @@ def probe(dep: Deployment, plan: Plan, *, rounds: int, seed: int) -> Probe:
         coordinator_cpu_s_per_iteration=coord,
         background=load.mean,
     )
+
+
+# ----------------------------------------------------------------------------------------------- one real run
+@dataclass
+class RealRun:
+    """One deployment, probed, then replaying the trace: what it measured."""
+
+    figures: dict[str, Any]
+    probe: Probe
+    background: float  # other runnable threads during the replay
+    ours: float  # the deployment's runnable threads during the replay
+    chains: dict[str, dict[str, float]]  # the coordinator's own decode step times per chain
+    worker_stats: dict[str, dict[str, float]]
+    replay_tokens: dict[str, float]  # tokens each worker processed during the replay (routing's split)
+
+
+def real_run(
+    workdir: Path,
+    plan: Plan,
+    placement: dict[str, tuple[str, LayerRange]],
+    requests: list[TraceRequest],
+    *,
+    cluster: str,
+    model: str,
+    duration_s: float,
+    probe_rounds: int,
+    seed: int,
+) -> RealRun:
+    """A fresh deployment each time, so every replay meets the router in the state the simulation starts
+    from: probe it, replay the requests, read its logs and stats, then probe the coordinator's CPU (last:
+    probing through the router before would leave its round-robin state other than the simulation's)."""
+    dep = Deployment(workdir, cluster=cluster, model=model, expect=placement)
+    try:
+        found = probe(dep, plan, rounds=probe_rounds, seed=seed)
+        started_wall = time.time()
+        before = asyncio.run(worker_stats(dep.workers))
+        with LoadSampler(list(dep.pids.values())) as during:
+            obs = asyncio.run(replay(dep.base_url, dep.model_name, requests, seed=seed))
+        wstats = asyncio.run(worker_stats(dep.workers))
+        chains = chain_iterations(dep.log_dir, started_wall)
+        coord_cpu = asyncio.run(coordinator_probe(dep, requests=probe_rounds, seed=seed))
+    finally:
+        dep.stop()
+    return RealRun(
+        figures=real_figures(obs, duration_s),
+        probe=Probe(found.step_ms, found.hop_latency_s, coord_cpu, found.background),
+        background=during.mean,
+        ours=during.ours_mean,
+        chains=chains,
+        worker_stats=wstats,
+        replay_tokens={
+            n: float(wstats[n]["tokens_processed"] - before[n]["tokens_processed"]) for n in wstats
+        },
+    )
+
+
+def mean_probe(probes: list[Probe]) -> Probe:
+    n = len(probes)
+    return Probe(
+        step_ms={k: sum(p.step_ms[k] for p in probes) / n for k in probes[0].step_ms},
+        hop_latency_s=sum(p.hop_latency_s for p in probes) / n,
+        coordinator_cpu_s_per_iteration=sum(p.coordinator_cpu_s_per_iteration for p in probes) / n,
+        background=sum(p.background for p in probes) / n,
+    )

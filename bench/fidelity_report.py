@@ -76,3 +76,28 @@ def finite(x: Any) -> Any:
     if isinstance(x, list):
         return [finite(v) for v in x]
     return x
+
+
+def mean_of(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """Figures averaged over runs, key by key (numbers averaged, lists joined, the rest from the first)."""
+    out: dict[str, Any] = {}
+    for key, first in runs[0].items():
+        values = [r[key] for r in runs if key in r]
+        if isinstance(first, dict):
+            out[key] = mean_of(values)
+        elif isinstance(first, bool) or not isinstance(first, (int, float)):
+            out[key] = sum(values, []) if isinstance(first, list) else first
+        else:
+            out[key] = sum(values) / len(values)
+    return out
+
+
+def spread(runs: list[dict[str, Any]]) -> dict[str, float]:
+    """How far the same replay's figures moved between runs: (max - min) / mean of each figure, the noise
+    floor no prediction can beat."""
+    out = {}
+    for _, key in FIGURES:
+        values = [pick(r, key) for r in runs]
+        m = sum(values) / len(values)
+        out[key] = (max(values) - min(values)) / m if m else 0.0
+    return out

@@ -79,6 +79,7 @@ class SimWorker:
         self.batch: list[Query] = []
         self.batch_seg = 0
         self.batch_tokens = 0
+        self.batch_mix = (0, 0)
         self.pending: list[tuple[float, int, Query, int]] = []
         self.wake_at: float | None = None
         self.cpu_tokens = 0
@@ -93,7 +94,7 @@ class SimWorker:
         self.speed = speed
         self.host = host
         self._hcache: dict[int, float] = {0: 0.0}
-        # Counters for reports (aggregates only).
+        # Counters for reports (aggregates only): steps and tokens through the worker's whole range.
         self.steps = 0
         self.busy_s = 0.0
         self.decode_seqs = 0
@@ -201,9 +202,7 @@ class SimWorker:
         self.batch = batch
         self.batch_seg = p
         self.batch_tokens = pt + nd
-        self.steps += 1
-        self.decode_seqs += nd
-        self.prompt_tokens += pt
+        self.batch_mix = (pt, nd)
         if self.host is not None:
             self.host.run(duration, lambda: self._computed(now))
         elif self.speed != 1.0:
@@ -237,7 +236,12 @@ class SimWorker:
             self.queues[p + 1].extend(batch)
             self.pointer = p + 1
         else:
+            # Every query leaves through the last segment, once per step: count steps and tokens here (a
+            # worker entered partway runs one real step as several segment events).
             self.pointer = 0
+            self.steps += 1
+            self.prompt_tokens += self.batch_mix[0]
+            self.decode_seqs += self.batch_mix[1]
             observer = self.observer
             for q in batch:
                 if observer is not None:

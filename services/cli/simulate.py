@@ -11,6 +11,7 @@ from pathlib import Path
 
 from planner.errors import InvalidInput
 from planner.routing import policy_names
+from simulator.host import HostSpec
 from simulator.run import MODES, SimConfig, WatchLine, simulate
 from simulator.workload import ARRIVAL_FILES, LENGTH_FILES
 
@@ -48,6 +49,28 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
         metavar="NODE@SECONDS",
         help="inject a worker failure (repeatable), e.g. --fail n12@120",
     )
+    p.add_argument(
+        "--throttle",
+        action="append",
+        default=[],
+        metavar="NODE=SPEED",
+        help="a node whose worker runs at SPEED in (0, 1] of its profile by sleeping (`brl worker "
+        "--speed-factor`), repeatable",
+    )
+    p.add_argument(
+        "--host",
+        action="append",
+        default=[],
+        metavar="CORES:MEMBERS[:BACKGROUND]",
+        help="processes sharing one machine's CPU cores, e.g. 2:fast,mid,slow,coordinator:0.1 (members are "
+        "node names or `coordinator`; BACKGROUND = other tenants' mean runnable threads), repeatable",
+    )
+    p.add_argument(
+        "--coordinator-cpu-ms",
+        type=float,
+        default=0.0,
+        help="coordinator CPU milliseconds per iteration (one event loop: iterations take turns)",
+    )
     p.add_argument("--watch", action="store_true", help="print the KV watch every 10 simulated seconds")
     p.add_argument("--no-plots", action="store_true")
     p.add_argument("-o", "--out", help="folder for result.json and plots")
@@ -60,6 +83,32 @@ def _failure(text: str) -> tuple[str, float]:
         return node, float(at)
     except ValueError:
         raise InvalidInput(f"expected NODE@SECONDS, got {text!r}", field="--fail") from None
+
+
+def _throttle(text: str) -> tuple[str, float]:
+    node, sep, speed = text.partition("=")
+    try:
+        if not sep or not node:
+            raise ValueError
+        return node, float(speed)
+    except ValueError:
+        raise InvalidInput(f"expected NODE=SPEED, got {text!r}", field="--throttle") from None
+
+
+def _host(i: int, text: str) -> HostSpec:
+    parts = text.split(":")
+    try:
+        if len(parts) not in (2, 3) or not parts[1]:
+            raise ValueError
+        cores = float(parts[0])
+        background = float(parts[2]) if len(parts) == 3 else 0.0
+    except ValueError:
+        raise InvalidInput(
+            f"expected CORES:MEMBERS[:BACKGROUND] (e.g. 2:n0,n1,coordinator), got {text!r}", field="--host"
+        ) from None
+    members = [m.strip() for m in parts[1].split(",") if m.strip()]
+    nodes = tuple(m for m in members if m != "coordinator")
+    return HostSpec(f"host{i}", cores, nodes, coordinator="coordinator" in members, background=background)
 
 
 def _version() -> str:
@@ -95,6 +144,9 @@ def run(args: argparse.Namespace) -> int:
         initial_queries=args.initial_queries,
         target_tok_per_s=args.rate,
         kv_capacity=inputs.kv_capacity,
+        throttle=dict(_throttle(t) for t in args.throttle) or None,
+        hosts=tuple(_host(i, h) for i, h in enumerate(args.host)),
+        coordinator_cpu_s_per_iteration=args.coordinator_cpu_ms / 1e3,
     )
 
     def show(line: WatchLine) -> None:

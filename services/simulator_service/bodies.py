@@ -13,6 +13,16 @@ JOB_ID_PATTERN = r"^[0-9a-f]{32}$"
 MAX_INLINE_ROWS = 200_000
 
 
+class HostBody(BaseModel):
+    """Processes sharing one machine's CPU cores (simulator.host)."""
+
+    name: str = Field("host", max_length=100)
+    cores: float = Field(gt=0, le=4096)
+    nodes: list[str] = Field(default_factory=list, max_length=10_000)
+    coordinator: bool = Field(False, description="the coordinator runs on this machine too")
+    background: float = Field(0.0, ge=0, le=4096, description="other tenants' mean runnable threads")
+
+
 class SimulationRequest(FleetFields):
     plan_id: str | None = Field(None, pattern=JOB_ID_PATTERN, description="a plan job of the planner service")
     plan: dict[str, Any] | None = Field(None, description="inline plan JSON (format brl-plan/1)")
@@ -44,6 +54,15 @@ class SimulationRequest(FleetFields):
     initial_queries: int | None = Field(None, ge=1, le=1_000_000)
     kv_high_water: float | None = Field(None, gt=0, le=1)
     kv_output_ratio: float | None = Field(None, gt=0, le=100)
+    throttle: dict[str, float] | None = Field(
+        None, description="node -> speed in (0, 1]: its worker sleeps so a step lasts compute / speed"
+    )
+    hosts: list[HostBody] | None = Field(
+        None, max_length=10_000, description="machines whose cores nodes share"
+    )
+    coordinator_cpu_s_per_iteration: float | None = Field(
+        None, ge=0, le=10, description="coordinator CPU seconds per iteration (iterations take turns)"
+    )
     plots: bool = Field(True, description="render PNG plots (GET .../plots/{name}.png)")
     label: str | None = Field(None, max_length=200)
 

@@ -26,6 +26,8 @@ CONFIG_FIELDS = (
     "initial_queries",
     "kv_high_water",
     "kv_output_ratio",
+    "throttle",
+    "coordinator_cpu_s_per_iteration",
 )
 
 
@@ -56,6 +58,19 @@ def sim_config(request: Mapping[str, Any], tmp: Path) -> Any:
         )
     elif request.get("arrivals"):
         values["arrivals"] = request["arrivals"]
+    if request.get("hosts"):
+        from simulator.host import HostSpec
+
+        values["hosts"] = tuple(
+            HostSpec(
+                h.get("name", "host"),
+                float(h["cores"]),
+                tuple(h.get("nodes", ())),
+                coordinator=bool(h.get("coordinator", False)),
+                background=float(h.get("background", 0.0)),
+            )
+            for h in request["hosts"]
+        )
     return SimConfig(**values)
 
 

@@ -100,6 +100,14 @@ class SimulatorService:
                     f"the plan places node {node!r}, which cluster {inputs.cluster.name!r} lacks",
                     field=f"plan.placement.{node}",
                 )
+        placed = plan.placement.ranges
+        for node in body.throttle or {}:
+            if node not in placed:
+                raise InvalidInput(f"no node {node!r} in the plan", field=f"throttle.{node}")
+        for i, host in enumerate(body.hosts or []):
+            for node in host.nodes:
+                if node not in placed:
+                    raise InvalidInput(f"no node {node!r} in the plan", field=f"hosts.{i}.nodes")
         config = body.model_dump(mode="json", exclude_none=True, exclude={"plan", *FLEET_FIELDS})
         return {**config, **fleet, "plan": plan_json}
 

@@ -98,3 +98,13 @@ def test_partial_entry_layer_runs_only_the_upper_layers() -> None:
     loop.run()
     assert out[0][1] == pytest.approx(2 * prof.decode_s_per_layer(2))
     assert w.kv_real == 2
+
+
+def test_a_worker_entered_partway_counts_each_query_once() -> None:
+    # [0,2) entered at 0 and at 1 runs two segment events per step; its reports count the step once.
+    loop, w, out = make(entries=(1,))
+    w.arrive(0.0, Query(1, 300, 5, 0.0), 0)
+    w.arrive(0.0, decode(2), 1)
+    loop.run()
+    assert {qid for qid, _ in out} == {1, 2}
+    assert w.prompt_tokens == 300 and w.decode_seqs == 1

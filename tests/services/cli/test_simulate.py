@@ -125,3 +125,51 @@ def test_simulate_with_an_injected_failure(tmp_path, capsys) -> None:
     data = json.loads((tmp_path / "result.json").read_text())
     assert data["failed_nodes"] == ["n3"] and data["aborted"] > 0 and data["lost"] == 0
     assert main(["simulate", "--cluster", "cluster24", "--placement", ILP, "--fail", "n3"]) == 2
+
+
+def test_simulate_a_local_deployment_with_its_serving_costs(tmp_path, capsys) -> None:
+    from services.cli.run import plan_local
+
+    plan, _ = plan_local("local-cpu", "smollm2-135m")
+    save_plan(plan, tmp_path / "plan.json")
+    lengths = tmp_path / "lengths.csv"
+    lengths.write_text("input_len,output_len\n20,10\n40,6\n12,16\n")
+    common = [str(tmp_path / "plan.json"), "--mode", "online", "--duration", "30", "--rate", "40"]
+    common += ["--lengths", str(lengths), "--no-plots"]
+    assert main(["simulate", *common, "-o", str(tmp_path / "bare")]) == 0
+    costs = [
+        "--throttle",
+        "mid=0.5",
+        "--throttle",
+        "slow=0.25",
+        "--host",
+        "2:fast,mid,slow,coordinator:0.5",
+        "--coordinator-cpu-ms",
+        "3",
+    ]
+    assert main(["simulate", *common, *costs, "-o", str(tmp_path / "costs")]) == 0
+    bare = json.loads((tmp_path / "bare" / "result.json").read_text())
+    data = json.loads((tmp_path / "costs" / "result.json").read_text())
+    assert data["config"]["throttle"] == {"mid": 0.5, "slow": 0.25}
+    assert data["config"]["hosts"] == [
+        {
+            "name": "host0",
+            "cores": 2.0,
+            "nodes": ["fast", "mid", "slow"],
+            "coordinator": True,
+            "background": 0.5,
+        }
+    ]
+    assert data["config"]["coordinator_cpu_s_per_iteration"] == 0.003
+    assert data["finished"] == bare["finished"] > 0
+    assert data["decode_latency_s"]["mean"] > bare["decode_latency_s"]["mean"]
+    capsys.readouterr()
+    for bad, field in [
+        (["--throttle", "mid"], "--throttle"),
+        (["--throttle", "ghost=0.5"], "throttle"),
+        (["--throttle", "mid=2"], "throttle"),
+        (["--host", "two:fast"], "--host"),
+        (["--host", "2:fast,ghost"], "hosts"),
+    ]:
+        assert main(["simulate", *common, *bad]) == 2
+        assert field in capsys.readouterr().err

@@ -139,6 +139,26 @@ def test_online_with_inline_workload(
     assert job["result"]["result"]["config"]["policy"] == "swarm"
 
 
+def test_deployment_costs_slow_the_dry_run(
+    simulator: tuple[RunningServers, httpx.Client], plan_job: dict[str, Any], dry_run: dict[str, Any]
+) -> None:
+    _, client = simulator
+    nodes = list(plan_job["result"]["plan"]["placement"])
+    costs = {
+        "throttle": {nodes[0]: 0.5},
+        "hosts": [{"name": "box", "cores": 1, "nodes": nodes[:2], "coordinator": True}],
+        "coordinator_cpu_s_per_iteration": 0.002,
+    }
+    body = {"plan_id": plan_job["id"], **SHORT, "plots": False, **costs}
+    job = wait_job(client, client.post("/v1/simulations", json=body).json()["url"])
+    assert job["status"] == "succeeded", job["error"]
+    config = job["result"]["result"]["config"]
+    assert config["throttle"] == {nodes[0]: 0.5} and config["hosts"][0]["nodes"] == nodes[:2]
+    assert config["coordinator_cpu_s_per_iteration"] == 0.002
+    before, after = dry_run["result"]["summary"], job["result"]["summary"]
+    assert after["decode_tok_per_s"] < before["decode_tok_per_s"]
+
+
 def test_unroutable_layout_is_refused_with_422(
     simulator: tuple[RunningServers, httpx.Client], monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -192,7 +212,7 @@ def _bad_plan(plan: dict[str, Any], **changes: Any) -> dict[str, Any]:
     return {**plan, **changes}
 
 
-@pytest.mark.parametrize("case", range(18))
+@pytest.mark.parametrize("case", range(22))
 def test_malformed_requests_name_the_field(
     simulator: tuple[RunningServers, httpx.Client], plan_job: dict[str, Any], case: int
 ) -> None:
@@ -217,6 +237,10 @@ def test_malformed_requests_name_the_field(
         ({"plan": {"format": "brl-plan/1"}}, "cluster_name"),
         ({"layout": "ilp", "cluster": "cluster24"}, "layout"),
         ({"layout": "genius", "cluster": "cluster24", "model": "llama2-70b"}, "layout"),
+        ({"plan_id": pid, "throttle": {"ghost": 0.5}}, "throttle.ghost"),
+        ({"plan_id": pid, "throttle": {next(iter(plan["placement"])): 1.5}}, "throttle"),
+        ({"plan_id": pid, "hosts": [{"cores": 0}]}, "cores"),
+        ({"plan_id": pid, "hosts": [{"cores": 2, "nodes": ["ghost"]}]}, "hosts.0.nodes"),
     ]
     body, field = cases[case]
     response = client.post("/v1/simulations", json=body)
