@@ -13,9 +13,9 @@ replay sends exactly the requests it simulates (max_tokens = decodes + 1, ignore
 Predictions, each the previous one plus one thing the simulator models (inputs measured, none fitted):
   profile    the measured per-layer tables, each worker's throttle (simulator.worker)
   +head      the LM head on the node holding the last layer, as `brl profile` measured it
-  +serving   what a probe of the live fleet measures one request at a time, before the replay: each
-             worker's lone step over the profile's (step factor: serialisation, hand-off, the machine's
-             speed now), the gRPC hop (link latency), the coordinator's CPU per iteration (its turns)
+  +serving   what a probe of the live fleet measures one request at a time: each worker's CPU per step
+             beyond the profile's compute (serialisation, hand-off), the gRPC hop (link latency), the
+             coordinator's CPU per iteration (its turns)
   +host      every worker and the coordinator share this machine's cores (simulator.host), with the
              other runnable threads measured during the replay (other tenants and the load client)
 The last line is one JSON object with every figure.
@@ -26,6 +26,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import math
 import os
 import random
 import sys
@@ -57,8 +58,7 @@ from planner.plan import Plan  # noqa: E402
 from planner.profile import ProfileSet  # noqa: E402
 from services.profiling.overheads import (  # noqa: E402
     lone_decode_ms,
-    scale_steps,
-    step_factor,
+    step_overhead_s,
     with_hop_latency,
     without_head,
 )
@@ -197,14 +197,21 @@ def sim_config(lengths: str, arrivals: str, *, duration_s: float, rate: float, s
     )
 
 
-def step_factors(
-    profiles: ProfileSet, placement: Placement, speeds: dict[str, float], probe: Probe, layers: int
+def step_overheads(
+    profiles: ProfileSet,
+    placement: Placement,
+    speeds: dict[str, float],
+    probe: Probe,
+    layers: int,
+    *,
+    share: float,
 ) -> dict[str, float]:
-    """Per GPU type: the worker's measured lone-decode step over what the simulator would charge it."""
+    """Per node: CPU seconds a step costs beyond the profile's compute, from the probe's lone steps (which
+    had `share` of a core each)."""
     out = {}
     for node, (gpu_type, rng) in placement.items():
-        predicted = lone_decode_ms(profiles, gpu_type, rng.size, last=rng.end == layers, speed=speeds[node])
-        out[gpu_type] = step_factor(probe.step_ms[node], predicted)
+        compute = lone_decode_ms(profiles, gpu_type, rng.size, last=rng.end == layers)
+        out[node] = step_overhead_s(probe.step_ms[node], compute, speed=speeds[node], share=share)
     return out
 
 
@@ -228,21 +235,24 @@ def ladder(
     }
     if probe is None:
         return out
-    factors = step_factors(profiles, placement, speeds, probe, model.num_layers)
+    # The probe's lone steps shared the cores with the other runnable threads of that moment. Without a host
+    # model that sharing is part of the machine's speed now; the host model applies sharing itself, so it
+    # starts from steps with a core to themselves.
+    at_probe = min(1.0, cores / (1.0 + probe.background))
     linked = with_hop_latency(cluster, probe.hop_latency_s)
     serving_cfg = dataclasses.replace(
-        throttled, coordinator_cpu_s_per_iteration=probe.coordinator_cpu_s_per_iteration
+        throttled,
+        coordinator_cpu_s_per_iteration=probe.coordinator_cpu_s_per_iteration,
+        step_overhead_s=step_overheads(profiles, placement, speeds, probe, model.num_layers, share=1.0),
     )
-    out["+serving"] = (linked, scale_steps(profiles, factors), serving_cfg)
-    # The probe's lone steps shared the cores with the other runnable threads of that moment; the host
-    # model applies sharing itself, so the factors it starts from are those of a core to oneself.
-    at_probe = min(1.0, cores / (1.0 + probe.background))
+    out["+serving"] = (linked, profiles, serving_cfg)
     host = HostSpec("this machine", cores, tuple(placement), coordinator=True, background=background)
-    out["+host"] = (
-        linked,
-        scale_steps(profiles, {t: f * at_probe for t, f in factors.items()}),
-        dataclasses.replace(serving_cfg, hosts=(host,)),
+    host_cfg = dataclasses.replace(
+        serving_cfg,
+        hosts=(host,),
+        step_overhead_s=step_overheads(profiles, placement, speeds, probe, model.num_layers, share=at_probe),
     )
+    out["+host"] = (linked, profiles, host_cfg)
     return out
 
 
@@ -362,11 +372,18 @@ def main(argv: list[str] | None = None) -> int:
     errors = {name: compare(p, meas) for name, p in predictions.items()} if meas else {}
     print_table(predictions, meas, errors)
     best = list(predictions)[-1]
+    chain_err: dict[str, float] = {}
     if measured_chains:
+        for chain, v in measured_chains.items():
+            predicted_p50 = chains[best].get(chain, {}).get("p50", 0.0)
+            chain_err[chain] = (predicted_p50 - v["p50"]) / v["p50"] if v["p50"] else math.inf
+        # Well conditioned where the overall decode median is not: with chains 4x apart in speed, the
+        # median token sits between the two modes and moves with every request routed one way or the other.
         print(
             f"decode iteration p50 per chain, {best} vs the coordinator's own steps: "
             + ", ".join(
-                f"{c} {chains[best].get(c, {}).get('p50', 0) * 1e3:.0f} vs {v['p50'] * 1e3:.0f} ms"
+                f"{c} {chains[best].get(c, {}).get('p50', 0) * 1e3:.0f} vs {v['p50'] * 1e3:.0f} ms "
+                f"({chain_err[c]:+.1%})"
                 for c, v in measured_chains.items()
             )
         )
@@ -402,7 +419,7 @@ def main(argv: list[str] | None = None) -> int:
         "probe": found.to_dict() if found else None,
         "background_threads": background,
         "our_runnable_threads": ours,
-        "chain_decode_iteration_s": {"predicted": chains, "measured": measured_chains},
+        "chain_decode_iteration_s": {"predicted": chains, "measured": measured_chains, "rel_err": chain_err},
         "measured_runs": [r.figures for r in runs],
         "measured_spread": noise,
         "measured_node_share": shares(mean_of([r.replay_tokens for r in runs])) if runs else {},

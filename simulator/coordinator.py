@@ -76,6 +76,7 @@ class SimCoordinator:
         expected_output_len: int,
         kv_capacity: Mapping[str, int],
         speeds: Mapping[str, float] | None = None,
+        step_overhead_s: Mapping[str, float] | None = None,
         hosts: Mapping[str, SimHost] | None = None,
         cpu_s_per_iteration: float = 0.0,
         host: SimHost | None = None,
@@ -130,6 +131,7 @@ class SimCoordinator:
                 depart=self._depart,
                 head=profile.lm_head if rng.end == model.num_layers else None,
                 speed=(speeds or {}).get(name, 1.0),
+                step_overhead_s=(step_overhead_s or {}).get(name, 0.0),
                 host=(hosts or {}).get(name),
             )
             self.workers[name].drop = self._drop

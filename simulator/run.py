@@ -66,6 +66,8 @@ class SimConfig:
     # lasted compute / F), machines whose cores several nodes share (simulator.host), and the coordinator's
     # CPU seconds per iteration (one event loop: iterations take turns, simulator.coordinator).
     throttle: Mapping[str, float] | None = None
+    # CPU seconds a node's worker spends on each step besides the profile's compute (serialisation, hand-off).
+    step_overhead_s: Mapping[str, float] | None = None
     hosts: tuple[HostSpec, ...] = ()
     coordinator_cpu_s_per_iteration: float = 0.0
 
@@ -85,6 +87,9 @@ class SimConfig:
                 raise InvalidInput(
                     f"a throttle is a speed factor in (0, 1], got {speed} for {node!r}", field="throttle"
                 )
+        for node, seconds in (self.step_overhead_s or {}).items():
+            if not seconds >= 0:
+                raise InvalidInput(f"must be >= 0 s, got {seconds} for {node!r}", field="step_overhead_s")
         if not self.coordinator_cpu_s_per_iteration >= 0:
             raise InvalidInput(
                 f"must be >= 0 s, got {self.coordinator_cpu_s_per_iteration}",
@@ -127,6 +132,7 @@ class SimConfig:
         d["kv_capacity"] = dict(self.kv_capacity) if self.kv_capacity else None
         d["failures"] = [list(f) for f in self.failures]
         d["throttle"] = dict(self.throttle) if self.throttle else None
+        d["step_overhead_s"] = dict(self.step_overhead_s) if self.step_overhead_s else None
         d["hosts"] = [{**asdict(h), "nodes": list(h.nodes)} for h in self.hosts]
         return d
 
@@ -286,6 +292,7 @@ def _hosts(cfg: SimConfig, plan: Plan, loop: EventLoop) -> dict[str, SimHost]:
     placed = plan.placement.ranges
     for field_name, names in (
         ("throttle", list(cfg.throttle or {})),
+        ("step_overhead_s", list(cfg.step_overhead_s or {})),
         ("hosts", [n for h in cfg.hosts for n in h.nodes]),
     ):
         unknown = sorted(set(names) - set(placed))
@@ -355,6 +362,7 @@ def simulate(
         expected_output_len=cfg.expected_output_len,
         kv_capacity=caps,
         speeds=cfg.throttle,
+        step_overhead_s=cfg.step_overhead_s,
         hosts=hosts,
         cpu_s_per_iteration=cfg.coordinator_cpu_s_per_iteration,
         host=hosts.get(COORDINATOR_HOST_KEY),

@@ -7,6 +7,10 @@ What a real worker adds to that compute, each optional so the paper's runs are u
   logits and a token. On a small model it is no small cost (SmolLM2's 49152-word head costs about eight of
   its 30 layers), it is paid per sampled sequence, and per-layer tables cannot carry it, because a node
   holding the last layer pays it and another holding as many layers does not;
+- per-step serving work: a real worker's step also (de)serialises activations, hands the batch to its
+  compute thread and forwards the results; a fixed CPU cost per step, measured (bench/fidelity.py probes it
+  as a lone step's time over what the tables predict), not a factor on the tables: it does not grow with
+  the batch;
 - a throttle (`brl worker --speed-factor F`): after its compute, a step sleeps so it lasts compute / F;
 - a host: workers placed on one machine share its CPU cores (simulator.host).
 """
@@ -54,6 +58,7 @@ class SimWorker:
         head: LatencyTable | None = None,
         speed: float = 1.0,
         host: SimHost | None = None,
+        step_overhead_s: float = 0.0,
     ) -> None:
         self.name = name
         self.layers = layers
@@ -91,6 +96,7 @@ class SimWorker:
         # that measured bs=1 (`brl profile` does) is read as it stands.
         self._lone_decode = 1 if any(x == 1 for x, _ in profile.decode.points) else 2
         self.head = head
+        self.step_overhead_s = step_overhead_s
         self.speed = speed
         self.host = host
         self._hcache: dict[int, float] = {0: 0.0}
@@ -196,8 +202,10 @@ class SimWorker:
             # First-layer CPU overhead charges every buffered arrival, batched or not (paper quirk).
             duration += self.cpu_tokens * self.cpu_s_per_token
             self.cpu_tokens = 0
-        if self.head is not None and p == n - 1:
-            duration += self._head_s(nd + np_)
+        if p == n - 1:  # once per step, where the step leaves the worker
+            if self.head is not None:
+                duration += self._head_s(nd + np_)
+            duration += self.step_overhead_s
         self.busy = True
         self.batch = batch
         self.batch_seg = p

@@ -66,6 +66,13 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
         "node names or `coordinator`; BACKGROUND = other tenants' mean runnable threads), repeatable",
     )
     p.add_argument(
+        "--step-overhead-ms",
+        action="append",
+        default=[],
+        metavar="NODE=MS",
+        help="CPU milliseconds each step of NODE costs beyond its profile's compute, repeatable",
+    )
+    p.add_argument(
         "--coordinator-cpu-ms",
         type=float,
         default=0.0,
@@ -85,14 +92,14 @@ def _failure(text: str) -> tuple[str, float]:
         raise InvalidInput(f"expected NODE@SECONDS, got {text!r}", field="--fail") from None
 
 
-def _throttle(text: str) -> tuple[str, float]:
-    node, sep, speed = text.partition("=")
+def _per_node(text: str, flag: str, what: str) -> tuple[str, float]:
+    node, sep, value = text.partition("=")
     try:
         if not sep or not node:
             raise ValueError
-        return node, float(speed)
+        return node, float(value)
     except ValueError:
-        raise InvalidInput(f"expected NODE=SPEED, got {text!r}", field="--throttle") from None
+        raise InvalidInput(f"expected NODE={what}, got {text!r}", field=flag) from None
 
 
 def _host(i: int, text: str) -> HostSpec:
@@ -144,7 +151,11 @@ def run(args: argparse.Namespace) -> int:
         initial_queries=args.initial_queries,
         target_tok_per_s=args.rate,
         kv_capacity=inputs.kv_capacity,
-        throttle=dict(_throttle(t) for t in args.throttle) or None,
+        throttle=dict(_per_node(t, "--throttle", "SPEED") for t in args.throttle) or None,
+        step_overhead_s={
+            n: ms / 1e3 for n, ms in (_per_node(t, "--step-overhead-ms", "MS") for t in args.step_overhead_ms)
+        }
+        or None,
         hosts=tuple(_host(i, h) for i, h in enumerate(args.host)),
         coordinator_cpu_s_per_iteration=args.coordinator_cpu_ms / 1e3,
     )

@@ -5,11 +5,10 @@ the last hop, a throttle; simulator.host: processes sharing a machine's cores; s
 coordinator's CPU per iteration). Two terms remain inputs, measured by a probe of the live deployment with
 one request at a time (bench/fidelity.py):
 
-- the step factor of a node: its worker's own lone-decode step time (services.worker stats) over what its
-  profile predicts for that step. It holds the per-step work the backend profile leaves out (activation
-  (de)serialisation, the hand-off to the step thread, the throttle's timer) and how fast the machine is now
-  compared with when it was profiled (a shared CPU moves by 2x within minutes). A factor on the tables
-  rather than an added constant because the speed term scales every step alike;
+- the per-step serving work of a node (CPU seconds a step costs besides the profile's compute: activation
+  (de)serialisation, the hand-off to the step thread, forwarding): its worker's own lone-decode step time
+  (services.worker stats) brought back to a core of its own and unthrottled, minus what the profile
+  predicts. An added cost, not a factor on the tables: it does not grow with the batch;
 - the per-hop latency: a gRPC hop there and back, as the workers' streams measure it (round trip minus the
   far side's service time): delay that occupies no worker, which is what a link latency is.
 """
@@ -17,10 +16,9 @@ one request at a time (bench/fidelity.py):
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Mapping
 
 from planner.cluster import Cluster
-from planner.profile import LatencyTable, ProfileSet
+from planner.profile import ProfileSet
 
 
 def lone_decode_ms(
@@ -37,25 +35,14 @@ def lone_decode_ms(
     return ms / speed
 
 
-def step_factor(measured_step_ms: float, predicted_step_ms: float) -> float:
-    """Measured lone-decode step over the predicted one; 1.0 when nothing is predicted."""
-    return measured_step_ms / predicted_step_ms if predicted_step_ms > 0 else 1.0
-
-
-def scaled(table: LatencyTable, factor: float) -> LatencyTable:
-    return LatencyTable(tuple((x, ms * factor) for x, ms in table.points))
-
-
-def scale_steps(profiles: ProfileSet, factors: Mapping[str, float]) -> ProfileSet:
-    """Profiles with every step cost of each listed GPU type (tables and LM head) times its factor."""
-    by_gpu = dict(profiles.by_gpu)
-    for gpu_type, f in factors.items():
-        p = profiles.get(gpu_type)
-        head = scaled(p.lm_head, f) if p.lm_head is not None else None
-        by_gpu[gpu_type] = dataclasses.replace(
-            p, prompt=scaled(p.prompt, f), decode=scaled(p.decode, f), lm_head=head
-        )
-    return ProfileSet(profiles.model_name, by_gpu)
+def step_overhead_s(
+    measured_step_ms: float, compute_ms: float, *, speed: float = 1.0, share: float = 1.0
+) -> float:
+    """CPU seconds of a step beyond its compute. `measured_step_ms` is a lone step's wall time on a worker
+    throttled to `speed` that had `share` of a core meanwhile (other runnable threads took the rest);
+    `compute_ms` is what the profile predicts for that step (lone_decode_ms at speed 1). Never negative:
+    a machine faster than at profiling time leaves no overhead to find, not a negative one."""
+    return max(0.0, measured_step_ms * speed * share - compute_ms) / 1e3
 
 
 def without_head(profiles: ProfileSet) -> ProfileSet:

@@ -57,6 +57,9 @@ class SimulationRequest(FleetFields):
     throttle: dict[str, float] | None = Field(
         None, description="node -> speed in (0, 1]: its worker sleeps so a step lasts compute / speed"
     )
+    step_overhead_s: dict[str, float] | None = Field(
+        None, description="node -> CPU seconds each step costs beyond the profile's compute"
+    )
     hosts: list[HostBody] | None = Field(
         None, max_length=10_000, description="machines whose cores nodes share"
     )

@@ -27,6 +27,7 @@ CONFIG_FIELDS = (
     "kv_high_water",
     "kv_output_ratio",
     "throttle",
+    "step_overhead_s",
     "coordinator_cpu_s_per_iteration",
 )
 

@@ -101,9 +101,10 @@ class SimulatorService:
                     field=f"plan.placement.{node}",
                 )
         placed = plan.placement.ranges
-        for node in body.throttle or {}:
-            if node not in placed:
-                raise InvalidInput(f"no node {node!r} in the plan", field=f"throttle.{node}")
+        for name, per_node in (("throttle", body.throttle), ("step_overhead_s", body.step_overhead_s)):
+            for node in per_node or {}:
+                if node not in placed:
+                    raise InvalidInput(f"no node {node!r} in the plan", field=f"{name}.{node}")
         for i, host in enumerate(body.hosts or []):
             for node in host.nodes:
                 if node not in placed:

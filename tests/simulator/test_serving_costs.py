@@ -153,3 +153,22 @@ def test_a_profile_with_a_head_is_charged_where_the_model_ends() -> None:
     # n1 holds layer 8 of 8 and pays the head; n0 does not.
     assert b.nodes["n0"]["busy_s"] == pytest.approx(a.nodes["n0"]["busy_s"])
     assert b.nodes["n1"]["busy_s"] > a.nodes["n1"]["busy_s"]
+
+
+def test_step_overhead_is_paid_once_per_step_whatever_the_batch() -> None:
+    prof = profiles().get("T4")
+    loop, w, out = worker()
+    w.step_overhead_s = 0.004
+    w.arrive(0.0, decode(1), 0)
+    w.arrive(0.0, decode(2), 0)
+    loop.run()
+    assert out[0][1] == pytest.approx(2 * prof.decode_s_per_layer(2) + cpu_s(2) + 0.004)
+    base = _sim()
+    slow = _sim(step_overhead_s={"n0": 0.01, "n1": 0.01})
+    assert slow.decode_latency_s.p50 == pytest.approx(base.decode_latency_s.p50 + 0.02, abs=1e-3)
+    with pytest.raises(InvalidInput) as err:
+        _sim(step_overhead_s={"ghost": 0.01})
+    assert err.value.field == "step_overhead_s"
+    with pytest.raises(InvalidInput) as err:
+        _sim(step_overhead_s={"n0": -1.0})
+    assert err.value.field == "step_overhead_s"

@@ -146,6 +146,8 @@ def test_simulate_a_local_deployment_with_its_serving_costs(tmp_path, capsys) ->
         "2:fast,mid,slow,coordinator:0.5",
         "--coordinator-cpu-ms",
         "3",
+        "--step-overhead-ms",
+        "fast=2",
     ]
     assert main(["simulate", *common, *costs, "-o", str(tmp_path / "costs")]) == 0
     bare = json.loads((tmp_path / "bare" / "result.json").read_text())
@@ -161,6 +163,7 @@ def test_simulate_a_local_deployment_with_its_serving_costs(tmp_path, capsys) ->
         }
     ]
     assert data["config"]["coordinator_cpu_s_per_iteration"] == 0.003
+    assert data["config"]["step_overhead_s"] == {"fast": 0.002}
     assert data["finished"] == bare["finished"] > 0
     assert data["decode_latency_s"]["mean"] > bare["decode_latency_s"]["mean"]
     capsys.readouterr()
@@ -170,6 +173,7 @@ def test_simulate_a_local_deployment_with_its_serving_costs(tmp_path, capsys) ->
         (["--throttle", "mid=2"], "throttle"),
         (["--host", "two:fast"], "--host"),
         (["--host", "2:fast,ghost"], "hosts"),
+        (["--step-overhead-ms", "fast"], "--step-overhead-ms"),
     ]:
         assert main(["simulate", *common, *bad]) == 2
         assert field in capsys.readouterr().err

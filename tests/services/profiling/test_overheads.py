@@ -11,8 +11,7 @@ from planner import bundled
 from planner.profile import LatencyTable, ProfileSet
 from services.profiling.overheads import (
     lone_decode_ms,
-    scale_steps,
-    step_factor,
+    step_overhead_s,
     with_hop_latency,
     without_head,
 )
@@ -24,15 +23,14 @@ def _with_head(gpu_type: str, points: tuple[tuple[float, float], ...]) -> Profil
     return dataclasses.replace(profiles, by_gpu={**profiles.by_gpu, gpu_type: p})
 
 
-def test_step_factor_makes_the_profile_predict_the_measured_step() -> None:
-    profiles = _with_head("cpu-mid", ((1.0, 5.0), (8.0, 9.0)))
-    before = lone_decode_ms(profiles, "cpu-mid", 10, last=True)
-    f = step_factor(3 * before, before)
-    assert f == pytest.approx(3.0)
-    after = scale_steps(profiles, {"cpu-mid": f})
-    assert lone_decode_ms(after, "cpu-mid", 10, last=True) == pytest.approx(3 * before)
-    assert after.get("cpu-mid").prompt.ms(100) == pytest.approx(3 * profiles.get("cpu-mid").prompt.ms(100))
-    assert after.get("cpu-fast") == profiles.get("cpu-fast")  # other types untouched
+def test_step_overhead_is_the_measured_steps_cpu_beyond_the_compute() -> None:
+    # A worker at speed 0.5 measured at 100 ms: 50 ms of CPU, of which the profile predicts 40.
+    assert step_overhead_s(100.0, 40.0, speed=0.5) == pytest.approx(0.010)
+    # Measured while it had half a core: only 25 ms of its own work, less than the profile's 40: none.
+    assert step_overhead_s(100.0, 40.0, speed=0.5, share=0.5) == 0.0
+    profiles = _with_head("cpu-mid", ((1.0, 5.0),))
+    compute = lone_decode_ms(profiles, "cpu-mid", 10, last=True)
+    assert step_overhead_s(compute + 3.0, compute) == pytest.approx(0.003)
 
 
 def test_lone_decode_reads_bs1_adds_the_head_on_last_hops_and_the_throttle() -> None:

@@ -212,7 +212,7 @@ def _bad_plan(plan: dict[str, Any], **changes: Any) -> dict[str, Any]:
     return {**plan, **changes}
 
 
-@pytest.mark.parametrize("case", range(22))
+@pytest.mark.parametrize("case", range(23))
 def test_malformed_requests_name_the_field(
     simulator: tuple[RunningServers, httpx.Client], plan_job: dict[str, Any], case: int
 ) -> None:
@@ -240,6 +240,7 @@ def test_malformed_requests_name_the_field(
         ({"plan_id": pid, "throttle": {"ghost": 0.5}}, "throttle.ghost"),
         ({"plan_id": pid, "throttle": {next(iter(plan["placement"])): 1.5}}, "throttle"),
         ({"plan_id": pid, "hosts": [{"cores": 0}]}, "cores"),
+        ({"plan_id": pid, "step_overhead_s": {"ghost": 0.01}}, "step_overhead_s.ghost"),
         ({"plan_id": pid, "hosts": [{"cores": 2, "nodes": ["ghost"]}]}, "hosts.0.nodes"),
     ]
     body, field = cases[case]
