@@ -6,7 +6,7 @@ from __future__ import annotations
 import math
 import random
 from collections.abc import Callable, Mapping
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from planner.cluster import Cluster
@@ -15,126 +15,18 @@ from planner.model import ModelSpec
 from planner.plan import Plan
 from planner.profile import ProfileSet
 from planner.routing.base import RoutingPolicy
-from planner.routing.kv import OFFLINE_KV, ONLINE_KV, PAPER_EXPECTED_OUTPUT_LEN, KVBook
-from planner.routing.registry import make_policy, policy_names
+from planner.routing.kv import KVBook
+from planner.routing.registry import make_policy
 from planner.routing.reroute import replan_without, without_nodes
+from simulator.config import SimConfig
 from simulator.coordinator import SimCoordinator, kv_capacities
 from simulator.engine import EventLoop
-from simulator.host import HostSpec, SimHost
+from simulator.host import SimHost
 from simulator.metrics import LatencyStats, Metrics
 from simulator.workload import OfflineFeeder, OnlineFeeder, load_arrivals, load_lengths
 
-MODES = ("offline", "online")
 # The paper's disk speed ("1000 * mbps" read as bytes/s): loading the largest holding sets the start time.
 DISK_BYTES_PER_S = 1e9
-
-
-@dataclass(frozen=True)
-class SimConfig:
-    """Defaults follow the paper's examples: offline = 60-s warm-up + 600-s window, 20 initial queries for
-    max-flow (KV-gated refills) and 180 in flight for the baselines; online = 1800 s at 700 tokens/s for
-    max-flow and 400 for the baselines. KV parameters default to (0.85, 1.0) offline and (0.9, 0.6) online."""
-
-    mode: str = "offline"
-    policy: str = "maxflow"
-    lengths: str = "azure-conv"
-    arrivals: str = "azure-conv"
-    duration_s: float | None = None
-    warmup_s: float | None = None
-    seed: int = 0
-    initial_queries: int | None = None
-    feed_high_water: float = 0.8
-    kv_high_water: float | None = None
-    kv_output_ratio: float | None = None
-    expected_output_len: int = PAPER_EXPECTED_OUTPUT_LEN
-    target_tok_per_s: float | None = None
-    load_time_s: float | None = None
-    watch_interval_s: float = 10.0
-    kv_capacity: Mapping[str, int] | None = None
-    drain: bool = False
-    max_drain_s: float = 3600.0
-    # Offline only: start from a steady-state-like fleet instead of ramping up (used by fast scoring).
-    warm_start: bool = False
-    # Feed real KV use back into the book every this many seconds, as workers report it to the real
-    # coordinator (0 = never, the paper's behaviour: admission sees the expected use only).
-    kv_correct_interval_s: float = 0.0
-    # Worker failures to inject: (node, seconds after serving starts). The flow is re-planned without the
-    # node and its queries are re-run from prompt + generated tokens on new chains.
-    failures: tuple[tuple[str, float], ...] = ()
-    # What a real deployment adds to the profiles' compute (all measured, none by default: the paper's runs):
-    # nodes throttled to a declared speed F in (0, 1] (`brl worker --speed-factor`: a step sleeps until it
-    # lasted compute / F), machines whose cores several nodes share (simulator.host), and the coordinator's
-    # CPU seconds per iteration (one event loop: iterations take turns, simulator.coordinator).
-    throttle: Mapping[str, float] | None = None
-    # CPU seconds a node's worker spends on each step besides the profile's compute (serialisation, hand-off).
-    step_overhead_s: Mapping[str, float] | None = None
-    hosts: tuple[HostSpec, ...] = ()
-    coordinator_cpu_s_per_iteration: float = 0.0
-
-    def __post_init__(self) -> None:
-        if self.mode not in MODES:
-            raise InvalidInput(f"mode must be one of {MODES}, got {self.mode!r}", field="mode")
-        if self.policy not in policy_names():
-            from planner.errors import UnknownName
-
-            raise UnknownName("routing policy", self.policy, policy_names(), field="policy")
-        if self.duration_s is not None and self.duration_s <= 0:
-            raise InvalidInput(f"duration must be > 0 s, got {self.duration_s}", field="duration_s")
-        if self.warmup_s is not None and self.warmup_s < 0:
-            raise InvalidInput(f"warm-up must be >= 0 s, got {self.warmup_s}", field="warmup_s")
-        for node, speed in (self.throttle or {}).items():
-            if not 0 < speed <= 1:
-                raise InvalidInput(
-                    f"a throttle is a speed factor in (0, 1], got {speed} for {node!r}", field="throttle"
-                )
-        for node, seconds in (self.step_overhead_s or {}).items():
-            if not seconds >= 0:
-                raise InvalidInput(f"must be >= 0 s, got {seconds} for {node!r}", field="step_overhead_s")
-        if not self.coordinator_cpu_s_per_iteration >= 0:
-            raise InvalidInput(
-                f"must be >= 0 s, got {self.coordinator_cpu_s_per_iteration}",
-                field="coordinator_cpu_s_per_iteration",
-            )
-        placed = [n for h in self.hosts for n in h.nodes]
-        twice = sorted({n for n in placed if placed.count(n) > 1})
-        if twice:
-            raise InvalidInput(f"nodes on more than one host: {', '.join(twice)}", field="hosts")
-        if sum(h.coordinator for h in self.hosts) > 1:
-            raise InvalidInput("the coordinator is on more than one host", field="hosts")
-
-    def resolved(self) -> SimConfig:
-        """Every default filled in for this mode and policy."""
-        offline = self.mode == "offline"
-        kv = OFFLINE_KV if offline else ONLINE_KV
-        duration = self.duration_s if self.duration_s is not None else (660.0 if offline else 1800.0)
-        warmup = self.warmup_s if self.warmup_s is not None else (min(60.0, duration / 2) if offline else 0.0)
-        if warmup >= duration:
-            raise InvalidInput(
-                f"warm-up {warmup} s must be shorter than the duration {duration} s", field="warmup_s"
-            )
-        maxflow = self.policy == "maxflow"
-        return replace(
-            self,
-            duration_s=duration,
-            warmup_s=warmup,
-            initial_queries=self.initial_queries
-            if self.initial_queries is not None
-            else (20 if maxflow else 180),
-            kv_high_water=self.kv_high_water if self.kv_high_water is not None else kv.high_water,
-            kv_output_ratio=self.kv_output_ratio if self.kv_output_ratio is not None else kv.output_ratio,
-            target_tok_per_s=self.target_tok_per_s
-            if self.target_tok_per_s is not None
-            else (700.0 if maxflow else 400.0),
-        )
-
-    def to_dict(self) -> dict[str, Any]:
-        d = asdict(self)
-        d["kv_capacity"] = dict(self.kv_capacity) if self.kv_capacity else None
-        d["failures"] = [list(f) for f in self.failures]
-        d["throttle"] = dict(self.throttle) if self.throttle else None
-        d["step_overhead_s"] = dict(self.step_overhead_s) if self.step_overhead_s else None
-        d["hosts"] = [{**asdict(h), "nodes": list(h.nodes)} for h in self.hosts]
-        return d
 
 
 @dataclass(frozen=True)

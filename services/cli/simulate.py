@@ -11,8 +11,9 @@ from pathlib import Path
 
 from planner.errors import InvalidInput
 from planner.routing import policy_names
+from simulator.config import MODES, SimConfig
 from simulator.host import HostSpec
-from simulator.run import MODES, SimConfig, WatchLine, simulate
+from simulator.run import WatchLine, simulate
 from simulator.workload import ARRIVAL_FILES, LENGTH_FILES
 
 
