@@ -99,6 +99,12 @@ class GpuProfile:
     def decode_s_per_layer(self, sequences: float) -> float:
         return self.decode.seconds(sequences)
 
+    @property
+    def lone_decode_batch(self) -> int:
+        """The batch a lone decode is priced at. The paper's decode tables start at (0,0) then bs=2 and it
+        prices a lone decode at bs=2; a table that measured bs=1 (`brl profile` does) is read as it stands."""
+        return 1 if any(x == 1 for x, _ in self.decode.points) else 2
+
 
 @dataclass(frozen=True)
 class ProfileSet:

@@ -92,9 +92,7 @@ class SimWorker:
         self.kv_real_peak = 0
         self._pcache: dict[int, float] = {0: 0.0}
         self._dcache: dict[int, float] = {0: 0.0}
-        # The paper's decode tables start at (0,0) then bs=2 and it prices a lone decode at bs=2; a table
-        # that measured bs=1 (`brl profile` does) is read as it stands.
-        self._lone_decode = 1 if any(x == 1 for x, _ in profile.decode.points) else 2
+        self._lone_decode = profile.lone_decode_batch
         self.head = head
         self.step_overhead_s = step_overhead_s
         self.speed = speed

@@ -9,9 +9,9 @@ from collections.abc import Mapping
 from typing import Any
 
 from planner.errors import InvalidInput
-from services.errors_table import Conflict, NotFound, evaluating_user_placement
-from services.jobs.runner import JobRunner
-from services.jobs.store import STATUSES, SUCCEEDED, Job, JobStore, StoreLock
+from services.errors_table import Conflict, evaluating_user_placement
+from services.jobs.service import JobService
+from services.jobs.store import SUCCEEDED, Job
 from services.planner_service.bodies import EvaluationRequest, PlanRequest
 from services.planner_service.inputs import load_inputs
 from services.planner_service.jobs import SOLVE_TARGET, WARM_MODULES, check_method, evaluate
@@ -20,24 +20,12 @@ from services.planner_service.settings import PlannerSettings
 KIND = "plan"
 
 
-class PlannerService:
-    def __init__(self, settings: PlannerSettings, *, start_runner: bool = True) -> None:
-        self.settings = settings
-        self._lock = StoreLock(settings.db_path)
-        self.store = JobStore(settings.db_path)
-        # Jobs left active by a previous process were cut off: say so before anything new starts.
-        self.interrupted = self.store.fail_interrupted()
-        self.runner = JobRunner(
-            self.store,
-            max_workers=settings.max_workers,
-            max_queued=settings.max_queued,
-            cancel_grace_s=settings.cancel_grace_s,
-            warm_modules=WARM_MODULES,
-        )
+class PlannerService(JobService):
+    kind = KIND
 
-    def close(self) -> None:
-        self.runner.close()
-        self._lock.release()
+    def __init__(self, settings: PlannerSettings) -> None:
+        super().__init__(settings, warm_modules=WARM_MODULES)
+        self.settings: PlannerSettings = settings
 
     def _check_fleet(self, nodes: int) -> None:
         if nodes > self.settings.max_nodes:
@@ -61,28 +49,6 @@ class PlannerService:
         return self.runner.submit(
             KIND, SOLVE_TARGET, request, hard_limit_s=hard, expected_s=body.time_limit_s
         )
-
-    def get(self, job_id: str) -> Job:
-        job = self.store.get(job_id, kind=KIND)
-        if job is None:
-            raise NotFound("plan", job_id)
-        return job
-
-    def list_jobs(self, *, status: str | None, limit: int, offset: int) -> list[Job]:
-        if status is not None and status not in STATUSES:
-            raise InvalidInput(
-                f"unknown status {status!r}; expected one of {', '.join(STATUSES)}", field="status"
-            )
-        if limit > self.settings.list_limit:
-            raise InvalidInput(f"at most {self.settings.list_limit} per page", field="limit")
-        return self.store.list_jobs(KIND, status=status, limit=limit, offset=offset)
-
-    def cancel(self, job_id: str) -> Job:
-        self.get(job_id)
-        job = self.runner.cancel(job_id)
-        if job is None:  # pragma: no cover - deleted in between; the store never deletes
-            raise NotFound("plan", job_id)
-        return job
 
     def plan(self, job_id: str) -> Mapping[str, Any]:
         """The plan JSON of a finished job (what the coordinator loads for a plan swap)."""

@@ -28,8 +28,7 @@ def lone_decode_ms(
     is read there, else at bs=2 as the paper does), the LM head if it holds the last layer, stretched by
     its throttle."""
     p = profiles.get(gpu_type)
-    lone = 1 if any(x == 1 for x, _ in p.decode.points) else 2
-    ms = layers * p.decode.ms(lone)
+    ms = layers * p.decode.ms(p.lone_decode_batch)
     if last and p.lm_head is not None:
         ms += p.lm_head.ms(1)
     return ms / speed

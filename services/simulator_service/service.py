@@ -11,8 +11,8 @@ from typing import Any
 from planner.errors import InvalidInput, UnknownName
 from planner.formats.plan_json import plan_from_dict
 from services.errors_table import NotFound, evaluating_user_placement
-from services.jobs.runner import JobRunner
-from services.jobs.store import STATUSES, Artifact, Job, JobStore, StoreLock
+from services.jobs.service import JobService
+from services.jobs.store import Artifact, Job
 from services.planner_service.inputs import load_inputs
 from services.simulator_service.bodies import SimulationRequest
 from services.simulator_service.jobs import SIMULATE_TARGET, WARM_MODULES, sim_config
@@ -34,23 +34,12 @@ def _check_names(body: SimulationRequest) -> None:
         raise UnknownName("arrival trace", body.arrivals, list(ARRIVAL_FILES), field="arrivals")
 
 
-class SimulatorService:
-    def __init__(self, settings: SimulatorSettings) -> None:
-        self.settings = settings
-        self._lock = StoreLock(settings.db_path)
-        self.store = JobStore(settings.db_path)
-        self.interrupted = self.store.fail_interrupted()
-        self.runner = JobRunner(
-            self.store,
-            max_workers=settings.max_workers,
-            max_queued=settings.max_queued,
-            cancel_grace_s=settings.cancel_grace_s,
-            warm_modules=WARM_MODULES,
-        )
+class SimulatorService(JobService):
+    kind = KIND
 
-    def close(self) -> None:
-        self.runner.close()
-        self._lock.release()
+    def __init__(self, settings: SimulatorSettings) -> None:
+        super().__init__(settings, warm_modules=WARM_MODULES)
+        self.settings: SimulatorSettings = settings
 
     def prepare(self, body: SimulationRequest) -> dict[str, Any]:
         """Check everything that can be checked quickly and return the self-contained job request."""
@@ -135,28 +124,6 @@ class SimulatorService:
             with tempfile.TemporaryDirectory(prefix="brl-check-") as tmp:
                 sim_config(request, Path(tmp)).resolved()  # warm-up/duration conflicts now, as a 4xx
         return self.runner.submit(KIND, SIMULATE_TARGET, request, hard_limit_s=self.settings.max_wall_s)
-
-    def get(self, job_id: str) -> Job:
-        job = self.store.get(job_id, kind=KIND)
-        if job is None:
-            raise NotFound("simulation", job_id)
-        return job
-
-    def list_jobs(self, *, status: str | None, limit: int, offset: int) -> list[Job]:
-        if status is not None and status not in STATUSES:
-            raise InvalidInput(
-                f"unknown status {status!r}; expected one of {', '.join(STATUSES)}", field="status"
-            )
-        if limit > self.settings.list_limit:
-            raise InvalidInput(f"at most {self.settings.list_limit} per page", field="limit")
-        return self.store.list_jobs(KIND, status=status, limit=limit, offset=offset)
-
-    def cancel(self, job_id: str) -> Job:
-        self.get(job_id)
-        job = self.runner.cancel(job_id)
-        if job is None:  # pragma: no cover - the store never deletes
-            raise NotFound("simulation", job_id)
-        return job
 
     def plot_names(self, job_id: str) -> list[str]:
         self.get(job_id)
