@@ -38,6 +38,7 @@ typecheck: setup
 
 test: setup
 	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
 	$(BIN)/mypy planner simulator services bench
 	$(BIN)/pytest -m "not vllm" -q
 

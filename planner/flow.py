@@ -24,7 +24,7 @@ from planner.model import ModelSpec
 from planner.placement import Placement
 from planner.plan import Edge, Plan
 from planner.profile import ProfileSet
-from planner.throughput import ThroughputTable, typical_throughput
+from planner.throughput import ThroughputTable, peak_tok_per_s, typical_throughput
 
 # Relative slack under which an edge counts as saturated in the bottleneck report.
 SATURATION_REL = 1e-6
@@ -308,6 +308,24 @@ def balanced_split(
     return out
 
 
+def choose_partial(
+    cluster: Cluster,
+    model: ModelSpec,
+    profiles: ProfileSet,
+    placement: Placement,
+    throughput: ThroughputTable,
+) -> tuple[bool, FlowResult]:
+    """Exact joins unless arcs into overlapping ("partial") ranges raise the max-flow. MILP layouts join
+    exactly and the paper routes them over exact joins only: with partial arcs the same flow value spreads
+    onto arcs whose reduced work the flow graph does not see, and the paper's ILP layout serves less.
+    Petals-style layouts need the partial arcs to carry anything."""
+    exact = solve_max_flow(cluster, model, profiles, placement, throughput=throughput, partial=False)
+    wide = solve_max_flow(cluster, model, profiles, placement, throughput=throughput, partial=True)
+    if wide.value_tok_per_s > exact.value_tok_per_s * (1 + 1e-9):
+        return True, wide
+    return False, exact
+
+
 def plan_from_placement(
     cluster: Cluster,
     model: ModelSpec,
@@ -317,7 +335,7 @@ def plan_from_placement(
     method: str,
     throughput: ThroughputTable | None = None,
     settings: Mapping[str, Any] | None = None,
-    partial: bool = True,
+    partial: bool | None = None,
     split: str = "preflow",
     solver_stats: Mapping[str, Any] | None = None,
     provenance: Mapping[str, Any] | None = None,
@@ -325,11 +343,17 @@ def plan_from_placement(
 ) -> Plan:
     """A Plan for `placement`: its max-flow edge split (routing weights), objective and bounds. `split`:
     "preflow" (networkx's split, as the paper's scheduler uses) or "balanced" (see `balanced_split`;
-    falls back to preflow where links would be overloaded)."""
+    falls back to preflow where links would be overloaded). `partial`: True routes over arcs into
+    overlapping ranges too, False over exact joins only, None (the default) chooses as `choose_partial`,
+    so a layout gets the same plan whichever path (`brl simulate --placement`, `brl plan evaluate`, this
+    function) made it; the choice is recorded in provenance["partial_inference"]."""
     if split not in ("preflow", "balanced"):
         raise InvalidInput(f"unknown flow split {split!r}; expected preflow or balanced", field="split")
     tp = throughput or typical_throughput(cluster, model, profiles, settings)
-    result = solve_max_flow(cluster, model, profiles, placement, throughput=tp, partial=partial)
+    if partial is None:
+        partial, result = choose_partial(cluster, model, profiles, placement, tp)
+    else:
+        result = solve_max_flow(cluster, model, profiles, placement, throughput=tp, partial=partial)
     edge_flows: Mapping[Edge, float] = result.edge_flows
     used_split = "preflow"
     if split == "balanced":
@@ -343,6 +367,12 @@ def plan_from_placement(
         "bottlenecks": [f"{b.kind}:{b.name}" for b in result.bottlenecks],
         "saturated_nodes": list(result.saturated_nodes()),
     }
+    # Ceilings on what any run of this placement can reach (None where a profile gives no ceiling).
+    for key, decode_only in (("peak_flow_bound_tok_per_s", False), ("decode_flow_bound_tok_per_s", True)):
+        ceiling = peak_flow_bound(
+            cluster, model, profiles, placement, partial=partial, decode_only=decode_only
+        )
+        all_metrics[key] = ceiling if math.isfinite(ceiling) else None
     all_metrics.update(metrics or {})
     prov: dict[str, Any] = {"partial_inference": partial, "flow_split": used_split}
     prov.update(provenance or {})
@@ -357,4 +387,48 @@ def plan_from_placement(
         solver_stats=dict(solver_stats or {}),
         provenance=prov,
         metrics=all_metrics,
+        cluster=cluster,
+        model=model,
+        profiles_name=profiles.model_name,
     )
+
+
+def peak_flow_bound(
+    cluster: Cluster,
+    model: ModelSpec,
+    profiles: ProfileSet,
+    placement: Placement,
+    *,
+    partial: bool,
+    decode_only: bool = False,
+) -> float:
+    """A ceiling on the all-token rate (prompt + decode tokens/s) of any run of this placement: the
+    max-flow over the same arcs with each node's capacity its `peak_tok_per_s` and no network limits
+    (dropping constraints only raises a max-flow). A node reached over a partial arc may run only the
+    layers above the sender's end, so it is credited the peak of the fewest layers it can be asked to run.
+    The plan's objective is the max-flow at the paper's typical batch, an estimate this can exceed.
+    `decode_only` bounds decode tokens/s instead (each node at its best pure-decode rate)."""
+    arcs = placement_arcs(cluster, placement, partial=partial)
+    g = nx.DiGraph()
+    entries: dict[str, set[int]] = {}
+    for lk in arcs:
+        rng = placement.get(lk.dst)
+        if rng is not None and lk.src != SOURCE:
+            sent = placement.get(lk.src)
+            entries.setdefault(lk.dst, set()).add(sent.end if sent is not None else rng.start)
+    for n, rng in placement.ranges.items():
+        fewest = rng.end - max(entries.get(n, {rng.start}) | {rng.start})
+        cap = peak_tok_per_s(profiles.get(cluster.node(n).gpu_type), max(1, fewest), decode_only=decode_only)
+        if math.isfinite(cap):
+            g.add_edge((n, "in"), (n, "out"), capacity=cap)
+        else:
+            g.add_edge((n, "in"), (n, "out"))  # a table pricing some batch at 0 s: no ceiling here
+    for lk in arcs:
+        u = SOURCE if lk.src == SOURCE else (lk.src, "out")
+        v = SINK if lk.dst == SINK else (lk.dst, "in")
+        g.add_edge(u, v)  # no capacity attribute: networkx reads it as unbounded
+    try:
+        value, _ = max_flow(g, value_only=True)
+    except nx.NetworkXUnbounded:
+        return math.inf
+    return value

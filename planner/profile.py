@@ -5,6 +5,7 @@ from __future__ import annotations
 import bisect
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from planner.errors import InvalidInput
 
@@ -108,10 +109,13 @@ class GpuProfile:
 
 @dataclass(frozen=True)
 class ProfileSet:
-    """Profiles of one model on every GPU type of a fleet, keyed by GPU type name."""
+    """Profiles of one model on every GPU type of a fleet, keyed by GPU type name. `throughput_settings`
+    holds the model-level entries of the same settings file that the throughput model reads (typical layer
+    tables, initial normalised perf): carried here so every caller gets one tp table for one profile set."""
 
     model_name: str
     by_gpu: Mapping[str, GpuProfile]
+    throughput_settings: Mapping[str, Any] = field(default_factory=dict)
 
     def get(self, gpu_type: str) -> GpuProfile:
         try:

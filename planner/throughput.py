@@ -29,7 +29,7 @@ from typing import Any
 from planner.cluster import Cluster
 from planner.errors import InvalidInput, UnknownName
 from planner.model import ModelSpec
-from planner.profile import GpuProfile, ProfileSet
+from planner.profile import GpuProfile, LatencyTable, ProfileSet
 
 TYPICAL_INPUT_TOKENS = 750
 TYPICAL_OUTPUT_TOKENS = 240
@@ -38,6 +38,12 @@ TYPICAL_KV_SHARE = 0.3
 FIXED_POINT_ROUNDS = 10
 # When the fleet's typical layer counts hold less than this many copies of the model, use the larger table.
 MIN_TYPICAL_COPIES = 1.2
+# The model-level entries of a profile settings file this model reads (ProfileSet.throughput_settings).
+THROUGHPUT_SETTING_KEYS = (
+    "typical_layers_default",
+    "typical_layers_if_capacity_below_1.2x_model",
+    "normalized_perf_initial",
+)
 
 
 @dataclass(frozen=True)
@@ -163,12 +169,16 @@ def typical_throughput(
     gpu_counts: Mapping[str, int] | None = None,
 ) -> ThroughputTable:
     """The fleet's tp table. `settings` is the model-level part of the paper's model_on_machine_settings
-    (typical layer tables, initial normalised perf); missing entries fall back to profile-derived values.
-    `gpu_counts` overrides the fleet's type counts (the paper's sub-fleet runs use their own counts)."""
+    (typical layer tables, initial normalised perf); None takes the entries the profile set was loaded
+    with, and missing entries fall back to profile-derived values. `gpu_counts` overrides the fleet's type
+    counts (the paper's sub-fleet runs use their own counts)."""
     counts = dict(gpu_counts) if gpu_counts is not None else cluster.gpu_counts()
     if not counts:
         raise InvalidInput("the cluster has no compute nodes", source=cluster.name)
-    settings = settings or {}
+    # Defaulting to the profiles' own entries: a caller that passes no settings (a plan made by hand from a
+    # placement, a live re-plan) must get the table `brl plan` and `brl simulate` use, or one layout gets
+    # two max-flows and two routings.
+    settings = profiles.throughput_settings if settings is None else settings
     num_layers = model.num_layers
     tau = _typical_tables(settings, counts, profiles, num_layers)
     perf = _initial_perf(settings, counts, profiles)
@@ -200,3 +210,38 @@ def typical_throughput(
         typical_layers=tau,
         nic_tok_per_s=nic,
     )
+
+
+def _peak_rate(table: LatencyTable, lo: float, hi: float) -> float:
+    """max of batch / seconds(batch) over batch in [lo, hi]. The table is linear between its rows, where
+    batch / (a + b*batch) is monotone, so the max sits at a row or at an end."""
+    best = 0.0
+    for x in (lo, *(x for x, _ in table.points if lo < x < hi), hi):
+        s = table.seconds(x)
+        if s <= 0:
+            return math.inf
+        best = max(best, x / s)
+    return best
+
+
+def peak_tok_per_s(profile: GpuProfile, k: int, *, decode_only: bool = False) -> float:
+    """The most tokens/s a node of this profile running k layers per step can process in ANY batch the
+    workers (and the simulator) form: decode batches of 1..decode_max_for(k) sequences, prompt batches up
+    to the batch limit or the longest prompt the profile measured, whichever is more (a prompt over the
+    limit runs alone; past the measured rows the table only extrapolates, and every bundled workload's
+    prompts are shorter than them). A mixed step of P prompt and D decode tokens takes
+    k * (T_p(P) + T_d(D)), so its rate is at most the better pure rate; LM head, CPU and per-step overheads
+    only add time. Unlike tp() this is a true ceiling: prompt tokens cost a fraction of a decode token each,
+    so prompt-heavy stretches run far above the typical-batch tp. `decode_only`: the ceiling on decode
+    tokens/s alone (prompt work in a step only takes time from decodes), much tighter."""
+    profile.check_k(k)
+    lone_s = profile.decode.seconds(profile.lone_decode_batch)  # what one decode alone is priced at
+    decode = 1.0 / lone_s if lone_s > 0 else math.inf
+    dmax = profile.decode_max_for(k)
+    if dmax >= 2:
+        decode = max(decode, _peak_rate(profile.decode, 2.0, float(dmax)))
+    if decode_only:
+        return decode / k
+    longest = max(float(profile.prompt_max_tokens), profile.prompt.points[-1][0])
+    prompt = _peak_rate(profile.prompt, 1.0, longest)
+    return max(decode, prompt) / k

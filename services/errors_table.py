@@ -8,7 +8,9 @@ while a NoRoute while serving is the fleet's state right now (503).
 
 from __future__ import annotations
 
+import logging
 import math
+import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -149,7 +151,28 @@ ERROR_TABLE: tuple[tuple[type[BaseException], ErrorKind], ...] = (
     ),
 )
 INTERNAL = ErrorKind(500, "server_error", grpc.StatusCode.INTERNAL, "internal_error")
-INTERNAL_MESSAGE = "internal error; see the server log"
+# What a client reads for a 5xx, by error code: the exception's own text (addresses, a dependency's reply,
+# a traceback's message) goes to the log under the error id instead. An unknown code reads as internal.
+GENERIC_5XX = {
+    "no_route": "no live chain of workers can serve the model right now; retry later",
+    "unavailable": "the service cannot complete this request right now; retry later",
+    "infeasible_plan": "the serving plan cannot run on the live fleet right now; retry later",
+    "internal_error": "internal error",
+}
+
+
+def error_id(exc: BaseException) -> str:
+    """A short random id for `exc`, made once and kept on it, so the client's message and the log line that
+    holds the traceback carry the same id."""
+    existing = getattr(exc, "brl_error_id", None)
+    if isinstance(existing, str):
+        return existing
+    new = uuid.uuid4().hex[:16]
+    try:
+        exc.brl_error_id = new  # type: ignore[attr-defined]
+    except AttributeError:  # an exception type without __dict__: the id is fresh each call
+        pass
+    return new
 
 
 def kind_of(exc: BaseException) -> ErrorKind:
@@ -159,9 +182,31 @@ def kind_of(exc: BaseException) -> ErrorKind:
     return INTERNAL
 
 
+def printable(text: str) -> str:
+    """`text` with lone surrogates escaped: they cannot be encoded as UTF-8, so a message quoting a client's
+    broken string would otherwise fail while being sent (a 500 for a 4xx mistake)."""
+    return text.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
 def public_message(exc: BaseException) -> str:
-    """What a client may read: the error's own text, except for internal errors (the log has those)."""
-    return INTERNAL_MESSAGE if kind_of(exc) is INTERNAL else str(exc)
+    """What a client may read. A 4xx keeps its own text: it is about the client's request and names the field
+    to fix. A 5xx reads as a generic message per code plus the error id; its text can
+    hold internal addresses or a dependency's reply, so the handlers log it under that id."""
+    kind = kind_of(exc)
+    # `public_text = True` on an error class: its text is fixed wording that tells the client what to do.
+    if kind.http_status < 500 or getattr(exc, "public_text", False) is True:
+        return printable(str(exc))
+    generic = GENERIC_5XX.get(kind.code, GENERIC_5XX["internal_error"])
+    return f"{generic} (error id {error_id(exc)})"
+
+
+def log_server_error(log: logging.Logger, exc: BaseException, where: str) -> None:
+    """Log a 5xx's real reason under its error id (with the traceback for internal errors)."""
+    kind = kind_of(exc)
+    if kind is INTERNAL:
+        log.error("error %s on %s: %s: %s", error_id(exc), where, type(exc).__name__, exc, exc_info=exc)
+    elif kind.http_status >= 500:
+        log.warning("error %s on %s (%s): %s", error_id(exc), where, kind.code, exc)
 
 
 def retry_after_s(exc: BaseException) -> int | None:

@@ -8,17 +8,15 @@ from typing import NoReturn
 
 import grpc
 
-from services.errors_table import INTERNAL, kind_of, public_message, retry_after_s
+from services.errors_table import kind_of, log_server_error, public_message, retry_after_s
 
 log = logging.getLogger(__name__)
 
 
 def status(exc: BaseException) -> tuple[grpc.StatusCode, str]:
-    """The gRPC code and details for `exc`; internal errors are logged here and do not leak their text."""
-    kind = kind_of(exc)
-    if kind is INTERNAL:
-        log.error("rpc failed", exc_info=exc)
-    return kind.grpc_code, public_message(exc)
+    """The gRPC code and details for `exc`; a server-side error is logged here and does not leak its text."""
+    log_server_error(log, exc, "an rpc")
+    return kind_of(exc).grpc_code, public_message(exc)
 
 
 def trailing_metadata(exc: BaseException) -> tuple[tuple[str, str], ...]:

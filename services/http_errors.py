@@ -22,6 +22,8 @@ from services.errors_table import (
     NotFound,
     Unauthorized,
     kind_of,
+    log_server_error,
+    printable,
     public_message,
     retry_after_s,
 )
@@ -47,7 +49,9 @@ def openai_error_body(message: str, kind: ErrorKind, *, param: str | None = None
 
 def error_body(exc: BaseException) -> dict[str, Any]:
     """The body for `exc` (also sent as the last event of a stream); internal errors do not leak text."""
-    return openai_error_body(public_message(exc), kind_of(exc), param=getattr(exc, "field", None))
+    field = getattr(exc, "field", None)
+    param = printable(field) if isinstance(field, str) else field
+    return openai_error_body(public_message(exc), kind_of(exc), param=param)
 
 
 def error_headers(exc: BaseException) -> dict[str, str]:
@@ -55,7 +59,8 @@ def error_headers(exc: BaseException) -> dict[str, str]:
     return {} if seconds is None else {"Retry-After": str(seconds)}
 
 
-def error_response(exc: BaseException) -> JSONResponse:
+def error_response(exc: BaseException, *, where: str = "a request") -> JSONResponse:
+    log_server_error(log, exc, where)
     return JSONResponse(error_body(exc), status_code=kind_of(exc).http_status, headers=error_headers(exc))
 
 
@@ -91,12 +96,11 @@ def install_error_handlers(
         return JSONResponse(error_body(err), status_code=status, headers=headers)
 
     @app.exception_handler(BrlError)
-    async def on_brl_error(_: Request, exc: BrlError) -> JSONResponse:
-        return error_response(exc)
+    async def on_brl_error(request: Request, exc: BrlError) -> JSONResponse:
+        return error_response(exc, where=f"{request.method} {request.url.path}")
 
     # Anything else reaches Starlette's server-error middleware, which sends this response and then
     # re-raises, so the server logs the traceback too.
     @app.exception_handler(Exception)
     async def on_internal(request: Request, exc: Exception) -> JSONResponse:
-        log.error("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
-        return error_response(exc)
+        return error_response(exc, where=f"{request.method} {request.url.path}")

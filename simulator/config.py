@@ -12,6 +12,7 @@ from planner.errors import InvalidInput
 from planner.routing.kv import OFFLINE_KV, ONLINE_KV, PAPER_EXPECTED_OUTPUT_LEN
 from planner.routing.registry import policy_names
 from simulator.host import HostSpec
+from simulator.transition import DEFAULT_COMPUTE_S, DEFAULT_DETECT_S, DEFAULT_LOAD_BYTES_PER_S
 
 MODES = ("offline", "online")
 
@@ -57,6 +58,13 @@ class SimConfig:
     step_overhead_s: Mapping[str, float] | None = None
     hosts: tuple[HostSpec, ...] = ()
     coordinator_cpu_s_per_iteration: float = 0.0
+    # Re-plan after each failure (simulator.transition): the coordinator notices the loss after its
+    # heartbeat timeout (`replan_detect_s`), plans (`replan_compute_s`), then the nodes that must load new
+    # layers read them at `load_bandwidth_bytes_per_s` (the paper's disk speed) before the plan switch.
+    replan: bool = False
+    replan_detect_s: float = DEFAULT_DETECT_S
+    replan_compute_s: float = DEFAULT_COMPUTE_S
+    load_bandwidth_bytes_per_s: float = DEFAULT_LOAD_BYTES_PER_S
 
     def __post_init__(self) -> None:
         if self.mode not in MODES:
@@ -81,6 +89,14 @@ class SimConfig:
             raise InvalidInput(
                 f"must be >= 0 s, got {self.coordinator_cpu_s_per_iteration}",
                 field="coordinator_cpu_s_per_iteration",
+            )
+        for name in ("replan_detect_s", "replan_compute_s"):
+            if not getattr(self, name) >= 0:
+                raise InvalidInput(f"must be >= 0 s, got {getattr(self, name)}", field=name)
+        if not self.load_bandwidth_bytes_per_s > 0:
+            raise InvalidInput(
+                f"must be > 0 bytes/s, got {self.load_bandwidth_bytes_per_s}",
+                field="load_bandwidth_bytes_per_s",
             )
         placed = [n for h in self.hosts for n in h.nodes]
         twice = sorted({n for n in placed if placed.count(n) > 1})

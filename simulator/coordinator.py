@@ -17,11 +17,11 @@ from planner.cluster import SINK, SOURCE, Cluster
 from planner.model import ModelSpec
 from planner.plan import Plan
 from planner.profile import ProfileSet
-from planner.routing.base import RouteRequest, RoutingPolicy, successors
+from planner.routing.base import Hop, RouteRequest, RoutingPolicy, successors
 from planner.routing.kv import KVBook
 from planner.routing.maxflow import MaxFlowPolicy
 from simulator.engine import EventLoop
-from simulator.host import SimHost
+from simulator.host import HostSpec, SimHost
 from simulator.link import SimLink
 from simulator.metrics import Metrics
 from simulator.request import Query
@@ -39,7 +39,8 @@ class SimView:
         return self._coord.kv
 
     def alive(self, node: str) -> bool:
-        return node in self._coord.workers
+        # A node paused to load a new range (simulator.transition) takes no new requests.
+        return node in self._coord.workers and node not in self._coord.paused
 
     def queue_length(self, node: str) -> int:
         w = self._coord.workers.get(node)
@@ -106,41 +107,72 @@ class SimCoordinator:
         # Live queries by id (one entry per query, not per event): what a failure must find.
         self.live: dict[int, Query] = {}
         self._next_qid = 0
+        self.cpu_s_per_iteration = cpu_s_per_iteration
+        self.host = host
+        self._turns: deque[Query] = deque()
+        self._turn_busy = False
+        self.profiles = profiles
+        self.speeds = dict(speeds or {})
+        self.step_overheads = dict(step_overhead_s or {})
+        self.hosts = dict(hosts or {})
+        # A transition (simulator.transition): nodes paused to load, the KV books and policies of earlier
+        # plans (their requests drain on the old chains), workers replaced by a plan switch, and a callback
+        # with the chain of every query that leaves the fleet.
+        self.paused: set[str] = set()
+        self.retired: list[tuple[KVBook, RoutingPolicy]] = []
+        self.retired_workers: list[SimWorker] = []
+        self.on_chain_done: Callable[[tuple[Hop, ...]], None] | None = None
+        self.make_kv: Callable[[Plan], tuple[KVBook, Mapping[str, int]]] | None = None
+        self.make_policy: Callable[[Plan], RoutingPolicy] | None = None
+        # Called once new requests route over a switched plan (the feeder re-runs what waited for it).
+        self.on_switch: Callable[[], None] | None = None
+        self.workers: dict[str, SimWorker] = {}
+        succ = self._place(plan, kv_capacity)
+        # Every worker ever started, failed ones included (for reports); `workers` holds the live ones.
+        self.all_workers = dict(self.workers)
+        self.links = self._build_links(succ)
+
+    def _place(self, plan: Plan, kv_capacity: Mapping[str, int]) -> dict[str, tuple[str, ...]]:
+        """Workers for `plan` (a worker whose range, entries and cache are unchanged is kept); returns the
+        successors of every node."""
         placement = plan.placement
-        succ = {u: successors(plan, cluster, u) for u in (SOURCE, *placement.ranges)}
+        succ = {u: successors(plan, self.cluster, u) for u in (SOURCE, *placement.ranges)}
         entries: dict[str, set[int]] = {n: set() for n in placement.ranges}
         for u, vs in succ.items():
             for v in vs:
                 if v != SINK and u != SOURCE:
                     entries[v].add(max(placement.ranges[u].end, placement.ranges[v].start))
-        self.cpu_s_per_iteration = cpu_s_per_iteration
-        self.host = host
-        self._turns: deque[Query] = deque()
-        self._turn_busy = False
-        self.workers: dict[str, SimWorker] = {}
+        workers: dict[str, SimWorker] = {}
         for name, rng in placement.ranges.items():
-            profile = profiles.get(cluster.node(name).gpu_type)
-            self.workers[name] = SimWorker(
+            profile = self.profiles.get(self.cluster.node(name).gpu_type)
+            w = SimWorker(
                 name,
                 rng,
                 profile,
-                loop,
+                self.loop,
                 entry_layers=tuple(sorted(entries[name])),
-                activation_bytes_per_token=model.activation_bytes_per_token,
+                activation_bytes_per_token=self.model.activation_bytes_per_token,
                 kv_capacity=int(kv_capacity[name]),
                 depart=self._depart,
-                head=profile.lm_head if rng.end == model.num_layers else None,
-                speed=(speeds or {}).get(name, 1.0),
-                step_overhead_s=(step_overhead_s or {}).get(name, 0.0),
-                host=(hosts or {}).get(name),
+                head=profile.lm_head if rng.end == self.model.num_layers else None,
+                speed=self.speeds.get(name, 1.0),
+                step_overhead_s=self.step_overheads.get(name, 0.0),
+                host=self.hosts.get(name),
             )
-            self.workers[name].drop = self._drop
-        # Every worker ever started, failed ones included (for reports); `workers` holds the live ones.
-        self.all_workers = dict(self.workers)
-        if type(policy).observe is not RoutingPolicy.observe:
-            for w in self.workers.values():
-                w.observer = policy.observe
-        self.links = self._build_links(succ)
+            old = self.workers.get(name)
+            if old is not None and (old.layers, old.entries, old.kv_capacity) == (
+                w.layers,
+                w.entries,
+                w.kv_capacity,
+            ):
+                w = old
+            w.drop = self._drop
+            workers[name] = w
+        self.workers = workers
+        observer = self.policy.observe if type(self.policy).observe is not RoutingPolicy.observe else None
+        for w in workers.values():
+            w.observer = observer
+        return succ
 
     # -- network -------------------------------------------------------------------------------------
     def _nic(self, node: str, inbound: bool) -> float:
@@ -181,9 +213,13 @@ class SimCoordinator:
         return links
 
     # -- admission -----------------------------------------------------------------------------------
-    def submit(self, input_len: int, output_len: int) -> Query | None:
-        """Route a new query now; None when the policy finds no admissible chain (Fail-KV / Fail-Flow)."""
-        return self._admit(input_len, output_len, 0, self.loop.now)
+    def submit(self, input_len: int, output_len: int, arrive_s: float | None = None) -> Query | None:
+        """Route a new query now; None when the policy finds no admissible chain (Fail-KV / Fail-Flow).
+        `arrive_s`: when it arrived, if it waited for admission (time to first token counts from there)."""
+        q = self._admit(input_len, output_len, 0, self.loop.now)
+        if q is not None and arrive_s is not None:
+            q.t_arrive = arrive_s
+        return q
 
     def submit_warm(self, input_len: int, output_len: int, progress: int, issue_s: float) -> Query | None:
         """Admit a query that is already `progress` decode iterations in (its prompt and earlier tokens are
@@ -271,6 +307,8 @@ class SimCoordinator:
             return
         prompt = q.iteration == 0
         self.metrics.record(prompt, now - q.t_issue, q.seq_len, now)
+        if prompt:
+            self.metrics.record_ttft(q.t_arrive, now - q.t_arrive)
         if self.on_iteration is not None:
             self.on_iteration(tuple(h.node for h in q.chain), prompt, now - q.t_issue)
         if q.iteration < q.output_len:
@@ -286,8 +324,7 @@ class SimCoordinator:
             self.on_query_done(now)
 
     def _finish(self, q: Query) -> None:
-        self.kv.release(q.rid)
-        self.policy.release(q.rid)
+        self._release(q.rid)
         total = q.input_len + q.output_len
         for hop, (w, _, _) in zip(q.chain, q.route, strict=True):
             w.release_kv(total, hop.layers.size)
@@ -295,6 +332,18 @@ class SimCoordinator:
         self.finished += 1
         del self.live[q.qid]
         self.metrics.query_finished(q.input_len, q.output_len)
+        if self.on_chain_done is not None:
+            self.on_chain_done(q.chain)
+
+    def _release(self, rid: str) -> None:
+        """Free a request's KV booking and policy state, wherever the plan it was admitted under keeps them."""
+        if not self.kv.release(rid):
+            for book, _ in self.retired:
+                if book.release(rid):
+                    break
+        self.policy.release(rid)
+        for _, policy in self.retired:
+            policy.release(rid)
 
     # -- failures ------------------------------------------------------------------------------------
     def fail_node(
@@ -313,11 +362,12 @@ class SimCoordinator:
         for q in self.live.values():
             if any(h.node == name for h in q.chain):
                 q.dead = True
-                self.kv.release(q.rid)
-                self.policy.release(q.rid)
+                self._release(q.rid)
         held = worker.fail()
         fresh = replan(self.plan, name)
         self.kv.remove_node(name)
+        for book, _ in self.retired:
+            book.remove_node(name)
         if fresh is not None:
             self.plan = fresh
             self.policy = make_policy(fresh)
@@ -341,6 +391,8 @@ class SimCoordinator:
             w.kv_real = max(0, w.kv_real - done_tokens * done - q.context * (hop.layers.size - done))
         self.active -= 1
         self.aborted += 1
+        if self.on_chain_done is not None:
+            self.on_chain_done(q.chain)
         generated = max(0, q.iteration - 1)
         again = self._admit(q.input_len + generated, q.output_len - generated, 0, self.loop.now)
         if again is not None:
@@ -349,6 +401,41 @@ class SimCoordinator:
             self.on_requeue(q.input_len + generated, q.output_len - generated)
         else:
             self.lost += 1
+
+    # -- transitions (simulator.transition) ----------------------------------------------------------
+    def pause(self, node: str) -> None:
+        """`node` takes no new requests (it must drain to load a range that does not fit beside its own)."""
+        self.paused.add(node)
+
+    def in_flight(self, node: str) -> int:
+        """Live queries whose chain runs through `node`."""
+        return sum(1 for q in self.live.values() if any(h.node == node for h in q.chain))
+
+    def switch_plan(self, plan: Plan) -> None:
+        """New requests route over `plan`'s chains from now on. Queries in flight keep their chains (and
+        their old workers, KV books and policy state) until they finish. A node that holds a new range
+        while its old one drains runs both on one GPU: their steps share it (a one-core host)."""
+        assert self.make_kv is not None and self.make_policy is not None
+        self.retired.append((self.kv, self.policy))
+        before = dict(self.workers)
+        self.plan = plan
+        self.policy = self.make_policy(plan)
+        self.kv, caps = self.make_kv(plan)
+        self.paused.clear()
+        succ = self._place(plan, caps)
+        self.links = self._build_links(succ)
+        for name, old in before.items():
+            new = self.workers.get(name)
+            if new is old:
+                continue
+            self.retired_workers.append(old)
+            if new is not None and new.host is None and self.in_flight(name):
+                shared = SimHost(HostSpec(f"gpu:{name}", 1.0, (name,)), self.loop)
+                old.host = new.host = shared
+            if new is not None:
+                self.all_workers[name] = new
+        if self.on_switch is not None:
+            self.on_switch()
 
     # -- reading -------------------------------------------------------------------------------------
     def real_kv(self) -> dict[str, int]:

@@ -31,26 +31,15 @@ class SimInputs:
 def plan_for_placement(
     cluster: Cluster, model: ModelSpec, profiles: ProfileSet, placement: Placement, *, method: str = "import"
 ) -> tuple[Plan, tuple[str, ...]]:
-    """The max-flow plan of a placement. Arcs into a node whose range overlaps the sender's ("partial"
-    inference) are used only when they raise the max-flow: MILP layouts join exactly and the paper routes
-    them over exact joins only (with partial arcs the same flow value spreads onto arcs whose reduced work
-    the flow graph does not see, and the ILP example serves ~9% less), while petals-style layouts need them.
-    Layouts that force more layers on a GPU than its profile allows (the paper's separate pipelines) have no
-    throughput model: they get a plan without flows, which the baselines can route but max-flow cannot."""
+    """The max-flow plan of a placement, made exactly as `planner.flow.plan_from_placement` makes it by
+    default (so a layout simulated from its file and from a plan JSON gets one answer). Layouts that force
+    more layers on a GPU than its profile allows (the paper's separate pipelines) have no throughput model:
+    they get a plan without flows, which the baselines can route but max-flow cannot."""
     try:
-        settings = bundled.helix_settings(model)
-        exact = plan_from_placement(
-            cluster, model, profiles, placement, method=method, settings=settings, partial=False
-        )
-        partial = plan_from_placement(
-            cluster, model, profiles, placement, method=method, settings=settings, partial=True
-        )
-        if partial.objective_tok_per_s > exact.objective_tok_per_s * (1 + 1e-9):
-            return partial, ()
-        return exact, ()
+        return plan_from_placement(cluster, model, profiles, placement, method=method), ()
     except InvalidInput as exc:
         note = f"no max-flow for this placement ({exc}); use --policy random|swarm|shortest-queue"
-        return Plan(cluster.name, model.name, method, placement), (note,)
+        return Plan(cluster.name, model.name, method, placement, cluster=cluster, model=model), (note,)
 
 
 def load_inputs(
@@ -61,7 +50,7 @@ def load_inputs(
     placement_path: str | None = None,
     simulator_cluster: str | None = None,
 ) -> SimInputs:
-    """Either `plan_path` (cluster and model default to the names the plan records), or `cluster` +
+    """Either `plan_path` (cluster and model default to those the plan embeds), or `cluster` +
     `placement_path` (+ `model`). `simulator_cluster` replaces the cluster's links and KV capacities by
     those of a paper `simulator_cluster.ini`."""
     from planner.formats.helix_ini import load_simulator_cluster_ini, load_solution_ini
@@ -70,12 +59,15 @@ def load_inputs(
     kv: Mapping[str, int] | None = None
     if plan_path is not None:
         plan = load_plan(plan_path)
-        spec = bundled.model(model or plan.model_name)
-        fleet = bundled.cluster(cluster or plan.cluster_name)
+        # The fleet and model the plan embeds; bundled names for plans written before they were embedded.
+        spec = bundled.model(model) if model else plan.model or bundled.model(plan.model_name)
+        fleet = bundled.cluster(cluster) if cluster else plan.cluster or bundled.cluster(plan.cluster_name)
         if simulator_cluster is not None:
             sim = load_simulator_cluster_ini(simulator_cluster)
             fleet, kv = sim.cluster, sim.kv_capacity
-        return SimInputs(fleet, spec, bundled.profiles(spec), plan, kv)
+        profiles_name = None if model else plan.profiles_name
+        profiles = bundled.profiles(spec if profiles_name in (None, spec.name) else str(profiles_name))
+        return SimInputs(fleet, spec, profiles, plan, kv)
     if cluster is None or placement_path is None:
         raise InvalidInput("give a plan JSON, or --cluster and --placement", field="PLAN")
     spec = bundled.model(model or "llama2-70b")

@@ -87,6 +87,9 @@ class Metrics:
         self.bin_s = bin_s
         self.prompt = LatencyHistogram()
         self.decode = LatencyHistogram()
+        # Time to first token: arrival at the coordinator (before any wait for admission) to the prompt's
+        # output, for queries that arrived in the window, whenever their first token came.
+        self.ttft = LatencyHistogram()
         self.window_decode_tokens = 0
         self.window_prompt_tokens = 0
         self.total_tokens = 0
@@ -119,6 +122,10 @@ class Metrics:
             else:
                 self.decode.add(latency_s)
                 self.window_decode_tokens += 1
+
+    def record_ttft(self, arrive_s: float, latency_s: float) -> None:
+        if self.window_start_s <= arrive_s <= self.window_end_s:
+            self.ttft.add(latency_s)
 
     def query_finished(self, input_len: int, output_len: int) -> None:
         self.finished_queries += 1

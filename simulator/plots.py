@@ -52,6 +52,48 @@ def save_throughput(result: SimResult, path: str | Path | BinaryIO) -> str | Pat
     return path
 
 
+def _smooth(values: tuple[int, ...]) -> list[float]:
+    out, acc = [], 0.0
+    for i, v in enumerate(values):
+        acc += v
+        if i >= SMOOTH_S:
+            acc -= values[i - SMOOTH_S]
+        out.append(acc / min(i + 1, SMOOTH_S))
+    return out
+
+
+def save_replan(without: SimResult, with_replan: SimResult, path: str | Path | BinaryIO) -> Any:
+    """Decode tokens/s through the failures of two runs with the same seed, without and with re-planning,
+    the failures and (per transition) the plan known, every layer covered again and the routing switch
+    marked."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(9, 4))
+    # The runs share a seed, so they coincide until the failure: the dashed one stays visible on top.
+    for label, result, style in (("with re-plan", with_replan, "-"), ("without re-plan", without, "--")):
+        series = result.decode_series
+        ax.plot(
+            range(len(series)),
+            _smooth(series),
+            linestyle=style,
+            label=f"decode tokens/s {label} ({SMOOTH_S}-s mean)",
+        )
+    for i, node in enumerate(with_replan.failed_nodes):
+        at = with_replan.start_s + dict(with_replan.config.get("failures", []))[node]
+        ax.axvline(at, color="red", linestyle="--", label="failure" if i == 0 else None)
+    for i, t in enumerate(with_replan.transitions):
+        marks = (("planned_s", "green", "new plan known"), ("switched_s", "black", "routing switched"))
+        for key, colour, label in marks:
+            if t.get(key) is not None:
+                ax.axvline(float(t[key]), color=colour, linestyle=":", label=label if i == 0 else None)
+    ax.set_xlabel("simulated time (s)")
+    ax.set_ylabel("decode tokens/s")
+    ax.legend(loc="best", fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100, format="png")
+    plt.close(fig)
+    return path
+
+
 def save_latency_cdf(result: SimResult, path: str | Path | BinaryIO) -> str | Path | BinaryIO:
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(8, 4))

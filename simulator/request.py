@@ -32,6 +32,7 @@ class Query:
         "t_left",
         "chain",
         "created_s",
+        "t_arrive",
         "on_decode",
         "dead",
     )
@@ -52,6 +53,9 @@ class Query:
         self.t_left = created_s
         self.chain: Chain = ()
         self.created_s = created_s
+        # When the query reached the coordinator (before any wait for admission): time to first token counts
+        # from here.
+        self.t_arrive = created_s
         # The routing policy's decode accounting for this chain, prepared once (None: nothing to do).
         self.on_decode: Callable[[], None] | None = None
         # Set when a node of its chain failed: it is dropped (and re-run) wherever it next shows up.

@@ -6,7 +6,6 @@ from __future__ import annotations
 import math
 import random
 from collections.abc import Callable, Mapping
-from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from planner.cluster import Cluster
@@ -22,150 +21,15 @@ from simulator.config import SimConfig
 from simulator.coordinator import SimCoordinator, kv_capacities
 from simulator.engine import EventLoop
 from simulator.host import SimHost
-from simulator.metrics import LatencyStats, Metrics
+from simulator.metrics import Metrics
+from simulator.result import SimResult, WatchLine
+from simulator.transition import Replanner, TransitionController, planner_replanner
 from simulator.workload import OfflineFeeder, OnlineFeeder, load_arrivals, load_lengths
 
 # The paper's disk speed ("1000 * mbps" read as bytes/s): loading the largest holding sets the start time.
 DISK_BYTES_PER_S = 1e9
 
-
-@dataclass(frozen=True)
-class WatchLine:
-    time_s: float
-    active: int
-    finished: int
-    real_bottleneck: float
-    expected_bottleneck: float
-    # (node, real used, expected used, capacity) in token x layer entries
-    nodes: tuple[tuple[str, int, int, int], ...] = ()
-
-    def format(self) -> str:
-        lines = [
-            f"t={self.time_s:8.2f}s active={self.active} finished={self.finished} "
-            f"bottleneck real={self.real_bottleneck:.3f} expected={self.expected_bottleneck:.3f}"
-        ]
-        for name, real, exp, cap in self.nodes:
-            lines.append(
-                f"  {name}: real {real}/{cap} ({real / cap:.0%}) | expected {exp}/{cap} ({exp / cap:.0%})"
-                f"{'' if exp >= real else '  expected<real'}"
-            )
-        return "\n".join(lines)
-
-
-@dataclass(frozen=True)
-class SimResult:
-    decode_tok_per_s: float
-    all_tok_per_s: float
-    prompt_latency_s: LatencyStats
-    decode_latency_s: LatencyStats
-    finished: int
-    admitted: int
-    rejected: int
-    active_at_end: int
-    max_flow_tok_per_s: float
-    window_s: tuple[float, float]
-    total_tokens: int
-    last_finish_s: float
-    start_s: float
-    end_s: float
-    events: int
-    kv_expected_left: int
-    kv_real_left: int
-    config: Mapping[str, Any]
-    plan: Mapping[str, Any]
-    throughput_series: tuple[int, ...] = ()
-    decode_series: tuple[int, ...] = ()
-    prompt_cdf: tuple[tuple[float, float], ...] = ()
-    decode_cdf: tuple[tuple[float, float], ...] = ()
-    watch: tuple[WatchLine, ...] = ()
-    nodes: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
-    # Nodes whose real KV use went past their capacity at some point (the paper's simulator would stop
-    # with "Exceed KV-cache capacity"; a real worker would preempt): raise the output ratio or lower the mark.
-    kv_overflows: tuple[str, ...] = ()
-    # Failure injection: nodes that failed, queries aborted by it, re-run on a new chain, and lost (no chain).
-    failed_nodes: tuple[str, ...] = ()
-    aborted: int = 0
-    rerun: int = 0
-    lost: int = 0
-
-    @classmethod
-    def empty(cls, plan: Plan, config: SimConfig) -> SimResult:
-        """The result of a plan that cannot serve anything (no flow to route on)."""
-        none = LatencyStats(0, 0.0, 0.0, 0.0, 0.0)
-        return cls(
-            0.0,
-            0.0,
-            none,
-            none,
-            0,
-            0,
-            0,
-            0,
-            plan.objective_tok_per_s,
-            (0.0, 0.0),
-            0,
-            0.0,
-            0.0,
-            0.0,
-            0,
-            0,
-            0,
-            config.to_dict(),
-            {
-                "cluster": plan.cluster_name,
-                "model": plan.model_name,
-                "method": plan.method,
-                "objective_tok_per_s": plan.objective_tok_per_s,
-            },
-        )
-
-    @property
-    def flow_efficiency(self) -> float:
-        """All tokens/s as a share of the max-flow bound."""
-        return self.all_tok_per_s / self.max_flow_tok_per_s if self.max_flow_tok_per_s > 0 else 0.0
-
-    def summary(self) -> dict[str, Any]:
-        return {
-            "decode_tok_per_s": round(self.decode_tok_per_s, 3),
-            "all_tok_per_s": round(self.all_tok_per_s, 3),
-            "max_flow_tok_per_s": round(self.max_flow_tok_per_s, 3),
-            "flow_efficiency": round(self.flow_efficiency, 4),
-            "prompt_latency_s": self.prompt_latency_s.to_dict(),
-            "decode_latency_s": self.decode_latency_s.to_dict(),
-            "finished": self.finished,
-            "admitted": self.admitted,
-            "rejected": self.rejected,
-            "events": self.events,
-            "kv_overflows": list(self.kv_overflows),
-            "failed_nodes": list(self.failed_nodes),
-            "aborted": self.aborted,
-            "rerun": self.rerun,
-            "lost": self.lost,
-        }
-
-    def to_dict(self) -> dict[str, Any]:
-        d = self.summary()
-        d.update(
-            {
-                "active_at_end": self.active_at_end,
-                "window_s": list(self.window_s),
-                "total_tokens": self.total_tokens,
-                "last_finish_s": self.last_finish_s,
-                "start_s": self.start_s,
-                "end_s": self.end_s,
-                "kv_expected_left": self.kv_expected_left,
-                "kv_real_left": self.kv_real_left,
-                "config": dict(self.config),
-                "plan": dict(self.plan),
-                "throughput_series": list(self.throughput_series),
-                "decode_series": list(self.decode_series),
-                "prompt_cdf": [list(p) for p in self.prompt_cdf],
-                "decode_cdf": [list(p) for p in self.decode_cdf],
-                "watch": [asdict(w) for w in self.watch],
-                "nodes": {k: dict(v) for k, v in self.nodes.items()},
-            }
-        )
-        return d
+__all__ = ["DISK_BYTES_PER_S", "SimConfig", "SimResult", "WatchLine", "load_time_s", "simulate"]
 
 
 def load_time_s(model: ModelSpec, plan: Plan) -> float:
@@ -212,8 +76,11 @@ def simulate(
     on_watch: Callable[[WatchLine], None] | None = None,
     on_iteration: Callable[[tuple[str, ...], bool, float], None] | None = None,
     settings: Mapping[str, Any] | None = None,
+    replanner: Replanner | None = None,
 ) -> SimResult:
-    """Run one simulation of `plan` on `cluster` (a planner.cluster.Cluster). Deterministic for config.seed."""
+    """Run one simulation of `plan` on `cluster` (a planner.cluster.Cluster). Deterministic for config.seed.
+    With `config.replan`, each failure is followed by a transition to the plan `replanner` returns (default:
+    planner.replan, incremental re-planning) as simulator.transition models it."""
     cfg = (config or SimConfig()).resolved()
     assert cfg.duration_s is not None and cfg.warmup_s is not None and cfg.initial_queries is not None
     assert (
@@ -263,7 +130,8 @@ def simulate(
     rng = random.Random(cfg.seed)
     feeder: OfflineFeeder | OnlineFeeder
     if cfg.mode == "offline":
-        gate = kv.bottleneck_usage if cfg.policy == "maxflow" else None
+        # The book in force (a plan switch replaces it), not the first one.
+        gate = (lambda: coord.kv.bottleneck_usage()) if cfg.policy == "maxflow" else None
         feeder = OfflineFeeder(
             loop,
             coord.submit,
@@ -305,21 +173,61 @@ def simulate(
     def rebuild(fresh: Plan) -> RoutingPolicy:
         return make_policy(cfg.policy, fresh, cluster, rng=policy_rng, prompt_max_tokens=prompt_limits)
 
+    def make_kv(fresh: Plan) -> tuple[KVBook, Mapping[str, int]]:
+        # A declared capacity holds for the range it was declared for; a moved node gets its profile's.
+        kept = {
+            n: c
+            for n, c in (cfg.kv_capacity or {}).items()
+            if fresh.placement.ranges.get(n) == plan.placement.ranges.get(n)
+        }
+        fresh_caps = kv_capacities(cluster, profiles, fresh, kept)
+        book = KVBook(
+            fresh_caps,
+            high_water=kv.high_water,
+            output_ratio=kv.output_ratio,
+            ranges=fresh.placement.ranges,
+        )
+        return book, fresh_caps
+
+    coord.make_kv = make_kv
+    coord.make_policy = rebuild
+    controller: TransitionController | None = None
+    if cfg.replan and cfg.failures:
+        controller = TransitionController(
+            loop,
+            coord,
+            replanner or planner_replanner(cluster, model, profiles, settings=settings, seed=cfg.seed),
+            cluster,
+            model,
+            profiles,
+            detect_s=cfg.replan_detect_s,
+            compute_s=cfg.replan_compute_s,
+            load_bytes_per_s=cfg.load_bandwidth_bytes_per_s,
+        )
+        coord.on_chain_done = controller.chain_done
+        coord.on_switch = feeder.resume
+
+    def fail(node: str) -> None:
+        coord.fail_node(node, replan, rebuild)
+        if controller is not None:
+            controller.lost(node)
+
     for node, at_s in cfg.failures:
         cluster.node(node)
-        loop.schedule(start + at_s, coord.fail_node, node, replan, rebuild)
+        loop.schedule(start + at_s, fail, node)
 
     watch: list[WatchLine] = []
 
     def snapshot() -> None:
         real = coord.real_kv()
+        book = coord.kv
         line = WatchLine(
             loop.now,
             coord.active,
             coord.finished,
-            kv.bottleneck_usage(real),
-            kv.bottleneck_usage(),
-            tuple((n, real[n], kv.used(n), caps[n]) for n in plan.placement.ranges if n in real),
+            book.bottleneck_usage(real),
+            book.bottleneck_usage(),
+            tuple((n, real[n], book.used(n), w.kv_capacity) for n, w in coord.workers.items()),
         )
         watch.append(line)
         if on_watch is not None:
@@ -332,7 +240,7 @@ def simulate(
 
     def correct() -> None:
         for node, used in coord.real_kv().items():
-            kv.correct(node, used)
+            coord.kv.correct(node, used)
         loop.schedule(loop.now + cfg.kv_correct_interval_s, correct)
 
     if cfg.kv_correct_interval_s > 0:
@@ -345,20 +253,28 @@ def simulate(
 
         if not drained():
             loop.run(end + cfg.max_drain_s, stop=drained)
-    nodes = {
-        n: {
-            "steps": w.steps,
-            "busy_s": round(w.busy_s, 6),
-            "utilisation": round(w.busy_s / max(1e-9, loop.now - start), 4),
-            "decode_seqs": w.decode_seqs,
-            "prompt_tokens": w.prompt_tokens,
-            "kv_real_peak": w.kv_real_peak,
-            "kv_capacity": caps[n],
+    # A node whose range a plan switch changed ran as two workers: its report adds them up.
+    earlier: dict[str, list[Any]] = {}
+    for w in coord.retired_workers:
+        earlier.setdefault(w.name, []).append(w)
+    nodes = {}
+    for n, w in coord.all_workers.items():
+        ran = [*earlier.get(n, []), w]
+        busy = sum(x.busy_s for x in ran)
+        nodes[n] = {
+            "steps": sum(x.steps for x in ran),
+            "busy_s": round(busy, 6),
+            "utilisation": round(busy / max(1e-9, loop.now - start), 4),
+            "decode_seqs": sum(x.decode_seqs for x in ran),
+            "prompt_tokens": sum(x.prompt_tokens for x in ran),
+            "kv_real_peak": max(x.kv_real_peak for x in ran),
+            "kv_capacity": w.kv_capacity,
             "failed": w.failed,
             "gpu_type": w.profile.gpu_type,
         }
-        for n, w in coord.all_workers.items()
-    }
+        if ran[0].layers != w.layers:
+            nodes[n]["layers_before"] = [ran[0].layers.start, ran[0].layers.end]
+            nodes[n]["layers"] = [w.layers.start, w.layers.end]
     return SimResult(
         decode_tok_per_s=metrics.decode_tok_per_s(),
         all_tok_per_s=metrics.all_tok_per_s(),
@@ -375,8 +291,8 @@ def simulate(
         start_s=start,
         end_s=loop.now,
         events=loop.handled,
-        kv_expected_left=kv.total_used(),
-        kv_real_left=sum(coord.real_kv().values()),
+        kv_expected_left=coord.kv.total_used() + sum(book.total_used() for book, _ in coord.retired),
+        kv_real_left=sum(coord.real_kv().values()) + sum(w.kv_real for w in coord.retired_workers),
         config=cfg.to_dict(),
         plan={
             "cluster": plan.cluster_name,
@@ -384,6 +300,11 @@ def simulate(
             "method": plan.method,
             "objective_tok_per_s": plan.objective_tok_per_s,
             "placement": {n: [r.start, r.end] for n, r in plan.placement.ranges.items()},
+            **(
+                {"placement_after": {n: [r.start, r.end] for n, r in coord.plan.placement.ranges.items()}}
+                if controller is not None and any(t.switched_s is not None for t in controller.reports)
+                else {}
+            ),
         },
         throughput_series=tuple(metrics.series),
         decode_series=tuple(metrics.decode_series),
@@ -393,7 +314,18 @@ def simulate(
         nodes=nodes,
         failed_nodes=tuple(coord.failed_nodes),
         aborted=coord.aborted,
-        rerun=coord.aborted - coord.lost - len(feeder.backlog),
-        lost=coord.lost + len(feeder.backlog),
-        kv_overflows=tuple(n for n, w in coord.all_workers.items() if w.kv_real_peak > caps[n]),
+        # Only aborted queries still waiting count as lost: an online backlog also holds plain arrivals.
+        rerun=coord.aborted - coord.lost - feeder.requeued_waiting,
+        lost=coord.lost + feeder.requeued_waiting,
+        kv_overflows=tuple(
+            dict.fromkeys(
+                w.name
+                for w in [*coord.all_workers.values(), *coord.retired_workers]
+                if w.kv_real_peak > w.kv_capacity
+            )
+        ),
+        transitions=tuple(r.to_dict() for r in controller.reports) if controller is not None else (),
+        ttft_s=metrics.ttft.stats(),
+        # Online every arrival falls in the window; offline the feeder keeps no one waiting for admission.
+        unserved=max(0, feeder.issued - metrics.ttft.n) if isinstance(feeder, OnlineFeeder) else 0,
     )

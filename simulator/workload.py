@@ -105,6 +105,8 @@ def load_arrivals(name_or_path: str) -> tuple[int, ...]:
 
 
 Submit = Callable[[int, int], object]
+# The online feeder also passes, for a query that waited for admission, when it arrived (a third argument).
+SubmitArrived = Callable[..., object]
 # (input_len, output_len, decode iterations already done, when to issue the next one) -> query or None
 SubmitWarm = Callable[[int, int, int, float], object]
 # A warm start spreads the first iterations over this long (about one per-token round trip) and gives up
@@ -196,6 +198,18 @@ class OfflineFeeder:
     def requeue(self, input_len: int, output_len: int) -> None:
         self.backlog.append((input_len, output_len))
 
+    def resume(self) -> None:
+        """The fleet serves again after a plan switch (simulator.transition): re-run the aborted queries
+        that waited for a chain, then feed as after a finished prompt (nothing may be left to trigger it)."""
+        while self.backlog and self.submit(*self.backlog[0]) is not None:
+            self.backlog.popleft()
+        self.on_prompt_done(self.loop.now)
+
+    @property
+    def requeued_waiting(self) -> int:
+        """Aborted queries still waiting for a chain (here the backlog holds nothing else)."""
+        return len(self.backlog)
+
 
 class OnlineFeeder:
     """Arrivals follow an Azure trace: rate lambda = target tokens/s / mean (input + output) of the lengths;
@@ -207,7 +221,7 @@ class OnlineFeeder:
     def __init__(
         self,
         loop: EventLoop,
-        submit: Submit,
+        submit: SubmitArrived,
         lengths: LengthTable,
         arrivals: tuple[int, ...],
         rng: random.Random,
@@ -232,7 +246,11 @@ class OnlineFeeder:
         self.carry = 0.0
         self.issued = 0
         self.backlog: deque[tuple[int, int]] = deque()
+        self.arrived_s: deque[float] = deque()  # beside `backlog`: when each waiting query arrived
         self.deferred = 0
+        # Requeued (aborted) queries go to the front, arrivals to the back, and both leave from the front:
+        # so the requeued ones are always the backlog's first `requeued_waiting` entries.
+        self.requeued_waiting = 0
         if self.intervals > 0:
             loop.schedule(start_s, self._interval, 0)
 
@@ -250,13 +268,17 @@ class OnlineFeeder:
         self.issued += 1
         if self.backlog or self.submit(*lengths) is None:
             self.backlog.append(lengths)
+            self.arrived_s.append(self.loop.now)
             self.deferred += 1
 
     def _drain(self) -> None:
         while self.backlog:
-            if self.submit(*self.backlog[0]) is None:
+            # A query's time to first token counts from its arrival, not from its admission.
+            if self.submit(*self.backlog[0], self.arrived_s[0]) is None:
                 return
             self.backlog.popleft()
+            self.arrived_s.popleft()
+            self.requeued_waiting = max(0, self.requeued_waiting - 1)
 
     def on_prompt_done(self, now: float) -> None:
         return None
@@ -264,9 +286,15 @@ class OnlineFeeder:
     def on_query_done(self, now: float) -> None:
         self._drain()
 
+    def resume(self) -> None:
+        """The fleet serves again after a plan switch: admit what waited, requeued queries first."""
+        self._drain()
+
     def requeue(self, input_len: int, output_len: int) -> None:
         """A query aborted by a failure that no chain admits right now waits at the front of the backlog."""
         self.backlog.appendleft((input_len, output_len))
+        self.arrived_s.appendleft(self.loop.now)
+        self.requeued_waiting += 1
 
     @property
     def done_issuing(self) -> bool:

@@ -1,5 +1,10 @@
 """Plan JSON: what every service reads and writes. Edge keys are serialised as "u->v"; layer ranges as
-[start, end) pairs. Parsing goes through pydantic so a bad file names the field that is wrong."""
+[start, end) pairs. Parsing goes through pydantic so a bad file names the field that is wrong.
+
+A plan embeds the fleet (`cluster`: every node and directed link) and the model sizes (`model`) it was
+made for, plus the name of the GPU profile set (`profiles`), so it can be simulated, served or sent to a
+service anywhere. Plans written before that have none of the three and still load: their `cluster_name` /
+`model_name` are then resolved as bundled names by whoever uses them."""
 
 from __future__ import annotations
 
@@ -10,8 +15,10 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from planner.cluster import ENDPOINTS, Cluster
 from planner.errors import InvalidInput
 from planner.formats import read_text, with_source
+from planner.formats.fleet_json import cluster_from_plain, cluster_to_plain, model_from_plain, model_to_plain
 from planner.formats.profiles import validation_error
 from planner.placement import LayerRange, Placement
 from planner.plan import Plan
@@ -48,6 +55,9 @@ class _PlanModel(BaseModel):
     solver_stats: dict[str, Any] = Field(default_factory=dict)
     provenance: dict[str, Any] = Field(default_factory=dict)
     metrics: dict[str, Any] = Field(default_factory=dict)
+    cluster: dict[str, Any] | None = None
+    model: dict[str, Any] | None = None
+    profiles: str | None = Field(default=None, min_length=1)
 
 
 def _plain(value: Any) -> Any:
@@ -64,7 +74,7 @@ def _plain(value: Any) -> Any:
 
 
 def plan_to_dict(plan: Plan) -> dict[str, Any]:
-    return {
+    out: dict[str, Any] = {
         "format": FORMAT,
         "cluster_name": plan.cluster_name,
         "model_name": plan.model_name,
@@ -78,6 +88,14 @@ def plan_to_dict(plan: Plan) -> dict[str, Any]:
         "provenance": _plain(dict(plan.provenance)),
         "metrics": _plain(dict(plan.metrics)),
     }
+    if plan.profiles_name is not None:
+        out["profiles"] = plan.profiles_name
+    if plan.model is not None:
+        out["model"] = model_to_plain(plan.model)
+    # Last: the fleet is the long part of the file.
+    if plan.cluster is not None:
+        out["cluster"] = cluster_to_plain(plan.cluster)
+    return out
 
 
 def plan_from_dict(data: Any, *, source: str = "plan") -> Plan:
@@ -109,6 +127,19 @@ def plan_from_dict(data: Any, *, source: str = "plan") -> Plan:
                 f"expected a finite flow >= 0 tokens/s, got {value}", source=source, field=f"edge_flows.{key}"
             )
         flows[parse_edge_key(key, source=source)] = value
+    cluster = None
+    if parsed.cluster is not None:
+        cluster = cluster_from_plain(parsed.cluster, name=parsed.cluster_name, source=source)
+        _check_fleet(cluster, placement, flows, source)
+    model = None
+    if parsed.model is not None:
+        model = model_from_plain(parsed.model, name=parsed.model_name, source=source)
+        if model.num_layers != placement.num_layers:
+            raise InvalidInput(
+                f"the plan places {placement.num_layers} layers but its model has {model.num_layers}",
+                source=source,
+                field="model.num_layers",
+            )
     return Plan(
         cluster_name=parsed.cluster_name,
         model_name=parsed.model_name,
@@ -120,7 +151,31 @@ def plan_from_dict(data: Any, *, source: str = "plan") -> Plan:
         solver_stats=parsed.solver_stats,
         provenance=parsed.provenance,
         metrics=parsed.metrics,
+        cluster=cluster,
+        model=model,
+        profiles_name=parsed.profiles,
     )
+
+
+def _check_fleet(
+    cluster: Cluster, placement: Placement, flows: dict[tuple[str, str], float], source: str
+) -> None:
+    """The embedded fleet must hold every node the placement and the flows name."""
+    for node in placement.ranges:
+        if not cluster.has_node(node):
+            raise InvalidInput(
+                f"places node {node!r}, which the plan's cluster {cluster.name!r} lacks",
+                source=source,
+                field=f"placement.{node}",
+            )
+    for u, v in flows:
+        for end in (u, v):
+            if end not in ENDPOINTS and not cluster.has_node(end):
+                raise InvalidInput(
+                    f"names node {end!r}, which the plan's cluster {cluster.name!r} lacks",
+                    source=source,
+                    field=f"edge_flows.{edge_key(u, v)}",
+                )
 
 
 def plan_to_json(plan: Plan) -> str:

@@ -11,6 +11,7 @@ Per-k tables are keyed by the layer count k as a string ("1".."K").
 
 from __future__ import annotations
 
+import copy
 import json
 import math
 from collections.abc import Mapping
@@ -23,6 +24,7 @@ from planner.errors import InvalidInput
 from planner.formats import read_text, with_source
 from planner.formats.helix_ini import MachineProfile
 from planner.profile import GpuProfile, LatencyTable, ProfileSet
+from planner.throughput import THROUGHPUT_SETTING_KEYS
 
 SETTINGS_FILE = "settings.json"
 PROMPT_CSV = "prompt_bs2time.csv"
@@ -239,7 +241,8 @@ def profiles_from_settings(
             )
         except InvalidInput as exc:
             raise with_source(exc, source, where) from None
-    return ProfileSet(model_name, by_gpu)
+    model_level = {k: copy.deepcopy(settings[k]) for k in THROUGHPUT_SETTING_KEYS if k in settings}
+    return ProfileSet(model_name, by_gpu, throughput_settings=model_level)
 
 
 def _head_table(rows: list[tuple[float, float]] | None, *, field: str) -> LatencyTable | None:

@@ -1,5 +1,6 @@
 """The Helix artifact's `simulator_cluster.ini`: the directed links the paper's scheduler may use and, per
-node, its machine type, VRAM and KV capacity for the layers it holds (see notes §5)."""
+node, its machine type, VRAM and KV capacity for the layers it holds
+(see docs/placement-and-routing.md §5)."""
 
 from __future__ import annotations
 

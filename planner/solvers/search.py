@@ -12,7 +12,7 @@ from __future__ import annotations
 import math
 import random
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 
 from planner.cluster import Cluster
 from planner.flow import build_flow_graph, max_flow
@@ -35,13 +35,16 @@ def from_placement(placement: Placement) -> Layout:
 
 @dataclass
 class FlowOracle:
-    """Max-flow value of a layout, memoised (the walk revisits layouts often)."""
+    """Max-flow value of a layout, memoised (the walk revisits layouts often). `slowed` scales the compute
+    capacity of nodes running below their GPU type's profile (re-planning after a node slowed: the throughput
+    table is per type, so the scaling happens here)."""
 
     cluster: Cluster
     model: ModelSpec
     throughput: ThroughputTable
     partial: bool = True
     calls: int = 0
+    slowed: Mapping[str, float] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self._cache: dict[tuple[tuple[str, int, int], ...], float] = {}
@@ -59,9 +62,13 @@ class FlowOracle:
             self.throughput,
             partial=self.partial,
         )
+        for name, factor in self.slowed.items():
+            edge = ((name, "start"), (name, "end"))
+            if g.has_edge(*edge):
+                g.edges[edge]["capacity"] *= factor
         value, _ = max_flow(g, value_only=True)
-        self._cache[key] = value
-        return value
+        self._cache[key] = float(value)
+        return float(value)
 
 
 def _node_order(cluster: Cluster, tp: ThroughputTable) -> list[str]:

@@ -1,15 +1,15 @@
 """Serving-aware placement: plans that serve the most decode tokens/s, not the most max-flow.
 
-Max-flow ignores what caps serving (notes §8.7): queries in flight are limited by the KV cache of the
-fullest layer, and every hop adds a batch iteration (decodes share it with prompts) to each token's latency;
-decode tokens/s ~ queries in flight / per-token latency. Candidates are "stage layouts": nodes grouped by
-(region, GPU type); each group is cut into stages of `width` nodes that hold the same layers side by side,
-so width trades hops for parallel KV; stage sizes balance rate against KV per layer (`kv_weight`), and the
-order of the groups along the pipeline is varied too. A Little's-law proxy ranks the candidates (and the
-paper's heuristics) in milliseconds; the injected `ctx.scorer` (the simulator, from outside the pure core)
-judges the most promising ones, and the plan that serves the most wins. Its plan carries the "balanced"
-flow split (planner.flow.balanced_split): replicas of a stage share its flow by capacity, where preflow-push
-piles it on one of them and the router's weights would follow.
+Max-flow ignores what caps serving (docs/placement-and-routing.md §8.7): queries in flight are limited by
+the KV cache of the fullest layer, and every hop adds a batch iteration (decodes share it with prompts) to
+each token's latency; decode tokens/s ~ queries in flight / per-token latency. Candidates are "stage
+layouts": nodes grouped by (region, GPU type); each group is cut into stages of `width` nodes that hold the
+same layers side by side, so width trades hops for parallel KV; stage sizes balance rate against KV per
+layer (`kv_weight`), and the order of the groups along the pipeline is varied too. A Little's-law proxy
+ranks the candidates (and the paper's heuristics) in milliseconds; the injected `ctx.scorer` (the simulator,
+from outside the pure core) judges the most promising ones, and the plan that serves the most wins. Its plan
+carries the "balanced" flow split (planner.flow.balanced_split): replicas of a stage share its flow by
+capacity, where preflow-push piles it on one of them and the router's weights would follow.
 """
 
 from __future__ import annotations

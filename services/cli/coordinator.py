@@ -1,6 +1,8 @@
 """`brl coordinator`: run the coordinator alone (OpenAI HTTP API + worker registration over gRPC).
 
 Every flag has a `BRL_*` environment variable (flag wins); e.g. --http-port / BRL_HTTP_PORT.
+Prefer the variables for keys (BRL_API_KEY, BRL_ADMIN_API_KEY, BRL_PLANNER_API_KEY): a flag's value is
+visible to every local user in `ps`.
 """
 
 from __future__ import annotations
@@ -34,6 +36,15 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p.add_argument("--policy", help="routing policy: maxflow, swarm, random, shortest-queue (BRL_POLICY)")
     p.add_argument("--api-key", help="require `Authorization: Bearer KEY` on /v1 (BRL_API_KEY)")
     p.add_argument(
+        "--admin-api-key",
+        help="key of /v1/admin/*; unset: no admin routes (BRL_ADMIN_API_KEY; must differ from the API key)",
+    )
+    p.add_argument(
+        "--max-prompt-chars",
+        type=int,
+        help="longest prompt in characters; default context x 16 (BRL_MAX_PROMPT_CHARS)",
+    )
+    p.add_argument(
         "--log-dir", type=Path, help="write iterations.jsonl and requests.jsonl here (BRL_LOG_DIR)"
     )
     p.add_argument("--max-waiting", type=int, help="admission queue bound; beyond it 429 (BRL_MAX_WAITING)")
@@ -58,6 +69,8 @@ def _run(args: argparse.Namespace) -> int:
         cluster=args.cluster,
         policy=args.policy,
         api_key=args.api_key,
+        admin_api_key=args.admin_api_key,
+        max_prompt_chars=args.max_prompt_chars,
         log_dir=args.log_dir,
         max_waiting=args.max_waiting,
         heartbeat_interval_s=args.heartbeat_interval_s,

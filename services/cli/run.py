@@ -2,6 +2,9 @@
 local-cpu.yaml: workers of declared speeds 1, 0.5, 0.25), starts the coordinator and one worker per node on
 127.0.0.1 as child processes, waits until they serve, prints the endpoint, and shuts everything down on
 Ctrl+C / SIGTERM (process groups: SIGTERM, then SIGKILL; children also die with this process).
+Keys reach the children as BRL_* environment variables, never as arguments (visible to anyone in `ps`);
+the admin routes are on, with a random admin key printed at start unless --admin-api-key / BRL_ADMIN_API_KEY
+gives one.
 
 `start_local_deployment(...)` does the same from Python (tests, benchmarks) and returns a LocalDeployment.
 """
@@ -13,6 +16,7 @@ import contextlib
 import ctypes
 import json
 import os
+import secrets
 import signal
 import subprocess
 import sys
@@ -138,6 +142,7 @@ class LocalDeployment:
         backend: str = "torch",
         http_port: int = 0,
         api_key: str | None = None,
+        admin_api_key: str | None = None,
         workdir: Path | None = None,
         policy: str = "maxflow",
         extra_env: dict[str, str] | None = None,
@@ -145,6 +150,7 @@ class LocalDeployment:
     ) -> None:
         self.cluster, self.model, self.method, self.workers = cluster, model, method, workers
         self.backend, self.http_port, self.api_key, self.policy = backend, http_port, api_key, policy
+        self.admin_api_key = admin_api_key
         self.workdir = workdir or Path(tempfile.mkdtemp(prefix="brl-run-"))
         self.extra_env = dict(extra_env or {})
         self.coordinator_args = list(coordinator_args or [])
@@ -169,14 +175,40 @@ class LocalDeployment:
         return self.workdir / "logs"
 
     # -- life cycle ----------------------------------------------------------------------------------
-    def _env(self) -> dict[str, str]:
+    def _env(self, secrets_env: dict[str, str] | None = None) -> dict[str, str]:
         env = {k: v for k, v in os.environ.items() if not k.startswith("BRL_") or k == "BRL_CACHE_DIR"}
         env["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT), env.get("PYTHONPATH", "")) if p)
         env["PYTHONUNBUFFERED"] = "1"
         env.update(self.extra_env)
+        env.update(secrets_env or {})
         return env
 
-    def _spawn(self, name: str, args: list[str]) -> Child:
+    def coordinator_launch(self, plan_path: Path) -> tuple[list[str], dict[str, str]]:
+        """(argv after `brl`, key variables) of the coordinator: the keys travel in its environment only."""
+        args = [
+            "coordinator",
+            "--host",
+            "127.0.0.1",
+            "--http-port",
+            str(self.http_port),
+            "--grpc-port",
+            "0",
+            "--model",
+            self.model,
+            "--plan",
+            str(plan_path),
+            "--cluster",
+            self.cluster,
+            "--policy",
+            self.policy,
+            "--log-dir",
+            str(self.log_dir),
+            *self.coordinator_args,
+        ]
+        keys = {"BRL_API_KEY": self.api_key, "BRL_ADMIN_API_KEY": self.admin_api_key}
+        return args, {k: v for k, v in keys.items() if v}
+
+    def _spawn(self, name: str, args: list[str], secrets_env: dict[str, str] | None = None) -> Child:
         self.log_dir.mkdir(parents=True, exist_ok=True)
         log_path = self.log_dir / f"{name}.log"
         log_file = open(log_path, "w", encoding="utf-8")  # noqa: SIM115 - the child owns it after fork
@@ -184,7 +216,7 @@ class LocalDeployment:
             proc = subprocess.Popen(
                 [sys.executable, "-m", "services.cli.main", *args],
                 cwd=str(ROOT),
-                env=self._env(),
+                env=self._env(secrets_env),
                 stdout=subprocess.PIPE,
                 stderr=log_file,
                 text=True,
@@ -206,29 +238,8 @@ class LocalDeployment:
         plan_path = self.workdir / "plan.json"
         save_plan(plan, plan_path)
         try:
-            args = [
-                "coordinator",
-                "--host",
-                "127.0.0.1",
-                "--http-port",
-                str(self.http_port),
-                "--grpc-port",
-                "0",
-                "--model",
-                self.model,
-                "--plan",
-                str(plan_path),
-                "--cluster",
-                self.cluster,
-                "--policy",
-                self.policy,
-                "--log-dir",
-                str(self.log_dir),
-                *self.coordinator_args,
-            ]
-            if self.api_key:
-                args += ["--api-key", self.api_key]
-            coord = self._spawn("coordinator", args)
+            args, keys = self.coordinator_launch(plan_path)
+            coord = self._spawn("coordinator", args, keys)
             line = coord.wait_first_line(max(1.0, deadline - time.monotonic()), self.cancel)
             fields = dict(part.split("=", 1) for part in line.split()[1:])
             self.http_address, self.grpc_address = fields["http"], fields["grpc"]
@@ -347,7 +358,17 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
         "--policy", default="maxflow", help="routing policy (maxflow, swarm, random, shortest-queue)"
     )
     p.add_argument("--port", type=int, default=8000, help="HTTP port of the OpenAI endpoint (0 = any free)")
-    p.add_argument("--api-key", help="require `Authorization: Bearer KEY`")
+    p.add_argument(
+        "--api-key",
+        default=os.environ.get("BRL_API_KEY") or None,
+        help="require `Authorization: Bearer KEY` on the OpenAI routes (default: BRL_API_KEY; "
+        "prefer the variable: flags show in `ps`)",
+    )
+    p.add_argument(
+        "--admin-api-key",
+        default=os.environ.get("BRL_ADMIN_API_KEY") or None,
+        help="key of /v1/admin/* (default: BRL_ADMIN_API_KEY, else a random key printed at start)",
+    )
     p.add_argument(
         "--workdir", type=Path, help="plan, logs and JSON-lines events go here (default: a temp dir)"
     )
@@ -355,6 +376,9 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
 
 
 def _run(args: argparse.Namespace) -> int:
+    admin_key = args.admin_api_key or secrets.token_urlsafe(24)
+    if admin_key == args.api_key:
+        raise InvalidInput("the admin key must differ from the API key", field="admin_api_key")
     dep = LocalDeployment(
         cluster=args.cluster,
         model=args.model,
@@ -363,6 +387,7 @@ def _run(args: argparse.Namespace) -> int:
         backend=args.backend,
         http_port=args.port,
         api_key=args.api_key,
+        admin_api_key=admin_key,
         workdir=args.workdir,
         policy=args.policy,
     )
@@ -392,6 +417,8 @@ def _run(args: argparse.Namespace) -> int:
             f"Try:\n  curl {dep.base_url}/chat/completions -H 'Content-Type: application/json'{auth} \\\n"
             f'    -d \'{{"model": "{args.model}", "messages": [{{"role": "user", '
             f'"content": "What is the capital of France?"}}], "max_tokens": 32}}\'\n'
+            f"Admin (plan status and swap, its own key):\n"
+            f"  curl {dep.base_url}/admin/plan -H 'Authorization: Bearer {admin_key}'\n"
             f"Ctrl+C stops it.",
             flush=True,
         )

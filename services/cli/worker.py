@@ -30,6 +30,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--kv-cache-gib", dest="kv_cache_gib", type=float, help="KV cache budget (0.5 GiB)")
     p.add_argument("--kv-capacity-tokens", dest="kv_capacity_tokens", type=int, help="KV capacity in tokens")
     p.add_argument("--max-batch-tokens", dest="max_batch_tokens", type=int, help="tokens per step (4096)")
+    p.add_argument(
+        "--max-loaded-layers",
+        dest="max_loaded_layers",
+        type=int,
+        help="most layers held during a Load (no limit)",
+    )
     p.add_argument("--threads", type=int, help="torch intra-op threads (1)")
     p.set_defaults(func=run)
 
@@ -52,6 +58,7 @@ def run(args: argparse.Namespace) -> int:
         "kv_cache_gib",
         "kv_capacity_tokens",
         "max_batch_tokens",
+        "max_loaded_layers",
         "threads",
     )
     settings = from_env(**{f: getattr(args, f) for f in fields})

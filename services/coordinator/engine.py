@@ -16,9 +16,10 @@ from dataclasses import dataclass
 
 import grpc
 
-from planner.errors import BrlError, CapacityExceeded, InvalidInput, NoRoute, Unavailable
+from planner.errors import BrlError, CapacityExceeded, InvalidInput, NoRoute
 from planner.routing import chain_nodes
 from services.coordinator.chain_runner import ChainFactory, ChainKey, ChainLike, ChainRunner
+from services.coordinator.errors import ShuttingDown
 from services.coordinator.eventlog import EventLog
 from services.coordinator.fleet import Fleet
 from services.coordinator.metrics import Metrics
@@ -103,7 +104,7 @@ class Engine:
         self._closed = True
         if self._ticker is not None:
             self._ticker.cancel()
-        gone = Unavailable("the coordinator is shutting down; retry against another coordinator or later")
+        gone = ShuttingDown("the coordinator is shutting down; retry against another coordinator or later")
         for r in [*self.waiting, *self.running.values()]:
             self._fail(r, gone)
         for runner in list(self.runners.values()):
@@ -119,7 +120,7 @@ class Engine:
         one with Unavailable (streams send an error event and [DONE], plain requests get 503) and abort them
         on their chains so no worker keeps their KV. Returns how many requests were ended."""
         self._closed = True
-        gone = Unavailable("the coordinator is shutting down; retry against another coordinator or later")
+        gone = ShuttingDown("the coordinator is shutting down; retry against another coordinator or later")
         on_chains: dict[ChainKey, tuple[ChainLike, list[str]]] = {}
         ended = [*self.waiting, *self.running.values()]
         for r in ended:
@@ -160,7 +161,7 @@ class Engine:
     def submit(self, request_id: str, prompt: list[int], params: GenParams) -> Handle:
         """Admit a request or queue it; raises NoRoute (503), InvalidInput (400), CapacityExceeded (429)."""
         if self._closed:
-            raise Unavailable("the coordinator is shutting down")
+            raise ShuttingDown("the coordinator is shutting down")
         self.fleet.rebuild()
         if not self.fleet.routable:
             self.metrics.rejected.labels("no_route").inc()

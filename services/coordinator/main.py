@@ -108,8 +108,11 @@ def build(settings: CoordinatorSettings, *, tokenizer: Tokenizer | None = None) 
     plan_origin: dict[str, Any] = {"source": "file", "path": str(settings.plan)} if settings.plan else {}
     if settings.plan_id:
         plan = planswap.fetch_at_start(settings.planner_url, settings.plan_id, settings.planner_api_key)
-        plan_origin = {"source": "planner", "plan_id": settings.plan_id, "planner_url": settings.planner_url}
+        plan_origin = {"source": "planner", "plan_id": settings.plan_id}
+    # A named cluster wins; otherwise the fleet the plan embeds (None for plans older than that).
     cluster: Cluster | None = bundled.cluster(settings.cluster) if settings.cluster else None
+    if cluster is None and plan is not None:
+        cluster = plan.cluster
     profiles: ProfileSet | None
     try:
         profiles = bundled.profiles(spec)
@@ -149,6 +152,7 @@ def build(settings: CoordinatorSettings, *, tokenizer: Tokenizer | None = None) 
         model_name=settings.model_name,
         aliases=sorted(aliases),
         default_max_tokens=settings.default_max_tokens,
+        max_prompt_chars=settings.max_prompt_chars,
     )
     return Coordinator(
         settings,
@@ -222,6 +226,7 @@ async def serve(settings: CoordinatorSettings, *, coord: Coordinator | None = No
     finally:
         await coord.engine.stop()
         await grpc_server.stop(grace=0.5)
+        coord.serving.close()
         sock.close()
 
 

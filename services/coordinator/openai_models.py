@@ -10,11 +10,56 @@ import time
 import uuid
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic_core import PydanticCustomError
 
 from planner.errors import InvalidInput
 
 MAX_STOP_STRINGS = 4
+# Held-back text is matched against every stop string on every token: a bound keeps that work small.
+MAX_STOP_CHARS = 256
+LONE_SURROGATE = "lone_surrogate"
+
+
+def lone_surrogate_at(value: Any, path: tuple[str | int, ...] = ()) -> tuple[str | int, ...] | None:
+    """Where in a parsed JSON value (keys included) a string holds a lone UTF-16 surrogate, or None.
+
+    JSON may escape them ("\\ud800") and Python keeps them, but they are not text: a tokenizer rejects them
+    and UTF-8 cannot encode them, so a body holding one is refused up front with its location."""
+    if isinstance(value, str):
+        return path if any("\ud800" <= c <= "\udfff" for c in value) else None
+    if isinstance(value, dict):
+        for key, item in value.items():
+            if isinstance(key, str) and lone_surrogate_at(key, ()) is not None:
+                return (*path, "<key>")
+            found = lone_surrogate_at(item, (*path, key))
+            if found is not None:
+                return found
+    elif isinstance(value, list):
+        for i, item in enumerate(value):
+            found = lone_surrogate_at(item, (*path, i))
+            if found is not None:
+                return found
+    return None
+
+
+class StrictBody(BaseModel):
+    """A request body: unknown fields are refused, and so are strings that are not valid Unicode."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _valid_unicode(cls, data: Any) -> Any:
+        where = lone_surrogate_at(data)
+        if where is not None:
+            field = ".".join(str(p) for p in where) or "body"
+            raise PydanticCustomError(
+                LONE_SURROGATE,
+                "{field}: holds a lone UTF-16 surrogate (e.g. \\ud800), which is not text; send valid Unicode",
+                {"field": field},
+            )
+        return data
 
 
 class StreamOptions(BaseModel):
@@ -23,10 +68,8 @@ class StreamOptions(BaseModel):
     continuous_usage_stats: bool = False
 
 
-class _SamplingBody(BaseModel):
+class _SamplingBody(StrictBody):
     """Fields shared by /v1/completions and /v1/chat/completions."""
-
-    model_config = ConfigDict(extra="forbid")
 
     model: str
     max_tokens: int | None = Field(None, ge=1)
@@ -53,6 +96,11 @@ class _SamplingBody(BaseModel):
                 raise ValueError(f"at most {MAX_STOP_STRINGS} stop sequences are allowed, got {len(value)}")
             if any(not s for s in value):
                 raise ValueError("stop sequences must be non-empty strings")
+        for s in [value] if isinstance(value, str) else value or []:
+            if len(s) > MAX_STOP_CHARS:
+                raise ValueError(
+                    f"a stop sequence may have at most {MAX_STOP_CHARS} characters, got {len(s)}"
+                )
         return value
 
     def stop_strings(self) -> tuple[str, ...]:
@@ -161,6 +209,19 @@ class ChatCompletionRequest(_SamplingBody):
 
 
 # ---- responses -------------------------------------------------------------------------------------
+
+
+class ErrorDetail(BaseModel):
+    message: str
+    type: str
+    param: str | None = None
+    code: str
+
+
+class ErrorResponse(BaseModel):
+    """Every error the coordinator answers (OpenAI's shape); 5xx messages are generic, with an error id."""
+
+    error: ErrorDetail
 
 
 class Usage(BaseModel):

@@ -9,11 +9,13 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
-from planner.errors import InvalidInput, Unavailable
+from planner.errors import BrlError, InvalidInput, Unavailable
 from planner.formats.plan_json import plan_from_dict
 from planner.plan import Plan
+from services.coordinator.openai_models import StrictBody
+from services.errors_table import Conflict, NotFound
 
 if TYPE_CHECKING:
     from services.coordinator.main import Coordinator
@@ -21,14 +23,18 @@ if TYPE_CHECKING:
 log = logging.getLogger("brl.coordinator.plan")
 
 
-class PlanSwapBody(BaseModel):
-    """`POST /v1/admin/plan`: either a plan id of the planner service or an inline plan (brl plan JSON)."""
+class PlanSwapBody(StrictBody):
+    """`POST /v1/admin/plan`: either a plan id of the planner service or an inline plan (brl plan JSON).
 
-    model_config = ConfigDict(extra="forbid")
+    No URL may be sent: the planner service's address is configuration (BRL_PLANNER_URL), or any caller
+    could make the coordinator send its planner key to an address of their choosing."""
 
-    plan_id: str | None = Field(None, min_length=1, max_length=128, pattern=r"^[A-Za-z0-9_.-]+$")
-    planner_url: str | None = Field(
-        None, min_length=1, max_length=2048, description="default: the coordinator's BRL_PLANNER_URL"
+    plan_id: str | None = Field(
+        None,
+        min_length=1,
+        max_length=128,
+        pattern=r"^[A-Za-z0-9_.-]+$",
+        description="id of a succeeded job of the planner service at BRL_PLANNER_URL",
     )
     plan: dict[str, Any] | None = Field(None, description="an inline plan, as `brl plan` writes it")
 
@@ -39,11 +45,32 @@ def fetch(planner_url: str | None, plan_id: str, api_key: str | None) -> Plan:
 
     if not planner_url:
         raise InvalidInput(
-            "a plan id needs the planner service's URL: pass planner_url or set BRL_PLANNER_URL",
+            "this coordinator has no planner service configured (BRL_PLANNER_URL); send the plan inline",
             source="plan swap",
-            field="planner_url",
+            field="plan_id",
         )
     return fetch_plan(planner_url, plan_id, api_key=api_key)
+
+
+def fetch_for_client(planner_url: str | None, plan_id: str, api_key: str | None) -> Plan:
+    """`fetch` for an admin request: its errors say what happened in general words plus an error id, never
+    the planner's address or reply text (those go to the log under the id)."""
+    try:
+        return fetch(planner_url, plan_id, api_key)
+    except NotFound:
+        raise NotFound("plan", plan_id) from None
+    except InvalidInput as exc:
+        if exc.field == "plan_id" and exc.source == "plan swap":
+            raise
+        # A 5xx: the client reads a generic message with an error id, the log this text under that id.
+        raise Unavailable(f"the planner's plan {plan_id} is unusable: {exc}") from None
+    except Conflict as exc:
+        log.warning("plan swap: plan %s: %s", plan_id, exc)
+        raise Conflict(
+            f"the planner job {plan_id} has no plan to load (not finished, failed or cancelled)"
+        ) from None
+    except BrlError as exc:
+        raise Unavailable(f"the planner service at {planner_url} failed on plan {plan_id}: {exc}") from None
 
 
 def fetch_at_start(
@@ -74,13 +101,14 @@ async def swap(coord: Coordinator, body: PlanSwapBody) -> dict[str, Any]:
     the engine, which runs on the same loop)."""
     origin: dict[str, Any]
     if body.plan is not None and body.plan_id is None:
-        plan = plan_from_dict(body.plan, source="plan swap body")
+        # Parsing a big inline plan is CPU work: off the event loop, like tokenizing.
+        plan = await asyncio.to_thread(plan_from_dict, body.plan, source="plan swap body")
         origin = {"source": "inline"}
     elif body.plan_id is not None and body.plan is None:
-        url = body.planner_url or coord.settings.planner_url
+        url = coord.settings.planner_url
         # The planner client is synchronous: keep the event loop (and every stream) running meanwhile.
-        plan = await asyncio.to_thread(fetch, url, body.plan_id, coord.settings.planner_api_key)
-        origin = {"source": "planner", "plan_id": body.plan_id, "planner_url": url}
+        plan = await asyncio.to_thread(fetch_for_client, url, body.plan_id, coord.settings.planner_api_key)
+        origin = {"source": "planner", "plan_id": body.plan_id}
     else:
         raise InvalidInput("send exactly one of plan_id or plan", source="plan swap", field="plan_id")
     apply(coord, plan, origin)

@@ -7,19 +7,28 @@ import asyncio
 import contextlib
 import json
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from planner.errors import BrlError, InvalidInput
 from services.coordinator import openai_models as om
 from services.coordinator.engine import Engine, GenParams, Handle
-from services.coordinator.errors import ModelNotFound, error_body
+from services.coordinator.errors import ModelNotFound, public_body
 from services.coordinator.textstream import TextStream
 from services.worker.records import Sampling
 
 COMPLETIONS_DEFAULT_MAX_TOKENS = 16  # OpenAI's default for /v1/completions
 DISCONNECT_POLL_S = 0.5
+# Default prompt cap = context length x this. English runs ~4 characters per token; 16 leaves room for
+# code, long words and whitespace runs, so a prompt that fits the context is practically never refused,
+# while a megabyte of text is refused before any tokenizing work. BRL_MAX_PROMPT_CHARS overrides it.
+CHARS_PER_TOKEN_BOUND = 16
+# Tokenizing and chat templates run here, not on the event loop; a small pool so a flood of long prompts
+# queues up instead of taking every thread.
+TOKENIZER_THREADS = 2
+T = TypeVar("T")
 
 
 class Tokenizer:
@@ -72,12 +81,31 @@ class OpenAIServing:
         model_name: str,
         aliases: Sequence[str] = (),
         default_max_tokens: int = 256,
+        max_prompt_chars: int | None = None,
     ) -> None:
         self.engine = engine
         self.tok = tokenizer
         self.model_name = model_name
         self.aliases = {model_name, *aliases}
         self.default_max_tokens = default_max_tokens
+        self.max_prompt_chars = max_prompt_chars or tokenizer.max_model_len * CHARS_PER_TOKEN_BOUND
+        self._pool = ThreadPoolExecutor(TOKENIZER_THREADS, thread_name_prefix="brl-tokenize")
+
+    async def _off_loop(self, fn: Callable[..., T], *args: Any) -> T:
+        return await asyncio.get_running_loop().run_in_executor(self._pool, fn, *args)
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=False, cancel_futures=True)
+
+    def _cap_prompt(self, chars: int, field: str) -> None:
+        """Refuse a text prompt beyond the character cap before tokenizing it (bounded work per request)."""
+        if chars > self.max_prompt_chars:
+            raise InvalidInput(
+                f"the prompt has {chars} characters; this server accepts at most {self.max_prompt_chars} "
+                f"(BRL_MAX_PROMPT_CHARS); shorten it",
+                source="request",
+                field=field,
+            )
 
     # -- shared --------------------------------------------------------------------------------------
     def _check(self, body: om.CompletionRequest | om.ChatCompletionRequest) -> None:
@@ -190,7 +218,11 @@ class OpenAIServing:
     ) -> om.CompletionResponse | AsyncIterator[str]:
         self._check(body)
         p = body.single_prompt()
-        prompt = self.tok.encode(p) if isinstance(p, str) else p
+        if isinstance(p, str):
+            self._cap_prompt(len(p), "prompt")
+            prompt = await self._off_loop(self.tok.encode, p)
+        else:
+            prompt = p
         if not prompt:
             raise InvalidInput(
                 "the prompt encodes to zero tokens; send some text", source="request", field="prompt"
@@ -237,7 +269,7 @@ class OpenAIServing:
                     }
                 )
         except BrlError as exc:
-            yield sse(error_body(exc))
+            yield sse(public_body(exc))
         yield "data: [DONE]\n\n"
 
     # -- /v1/chat/completions ------------------------------------------------------------------------
@@ -249,8 +281,9 @@ class OpenAIServing:
             {"role": "system" if m.role == "developer" else m.role, "content": m.text()}
             for m in body.messages
         ]
+        self._cap_prompt(sum(len(m["content"]) for m in messages), "messages")
         try:
-            prompt = self.tok.chat_prompt(messages)
+            prompt = await self._off_loop(self.tok.chat_prompt, messages)
         except Exception as exc:  # a template that rejects the conversation (e.g. roles out of order)
             raise InvalidInput(
                 f"the chat template rejected the messages: {exc}", source="request", field="messages"
@@ -294,7 +327,7 @@ class OpenAIServing:
                 )
                 yield sse(final.model_dump())
         except BrlError as exc:
-            yield sse(error_body(exc))
+            yield sse(public_body(exc))
         yield "data: [DONE]\n\n"
 
     @staticmethod

@@ -6,7 +6,7 @@ import os
 from collections.abc import Mapping
 from pathlib import Path
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from planner.errors import InvalidInput
 
@@ -33,6 +33,16 @@ class CoordinatorSettings(BaseModel):
     )
     policy: str = Field("maxflow", description="routing policy (planner.routing registry key)")
     api_key: str | None = Field(None, description="when set, every /v1 route needs `Authorization: Bearer`")
+    admin_api_key: str | None = Field(
+        None,
+        description="Bearer key of /v1/admin/*; unset: the admin routes do not exist (404, absent from OpenAPI)",
+    )
+    max_prompt_chars: int | None = Field(
+        None,
+        ge=1,
+        description="longest prompt (characters, all chat messages together) tokenized; "
+        "default: context length x 16",
+    )
     heartbeat_interval_s: float = Field(0.5, gt=0)
     # A worker silent for interval x misses is declared lost (0.5 s x 4: within 2 s, and a busy machine does
     # not drop a worker that is merely slow to answer).
@@ -45,7 +55,17 @@ class CoordinatorSettings(BaseModel):
     step_timeout_s: float = Field(30.0, gt=0)
     max_retries: int = Field(3, ge=0, description="re-routes of one request after worker loss")
     log_dir: Path | None = Field(None, description="JSON-lines logs of iterations and request routes")
+    max_body_bytes: int = Field(
+        4_000_000, ge=1_000, description="largest request body, counted as received (chunked too); 413 beyond"
+    )
     seed: int = 0
+
+    @model_validator(mode="after")
+    def _admin_key_is_its_own(self) -> CoordinatorSettings:
+        # The inference key must never open admin: a shared key would make every client an operator.
+        if self.admin_api_key and self.admin_api_key == self.api_key:
+            raise ValueError("admin_api_key must differ from api_key (the inference key never opens admin)")
+        return self
 
     @property
     def model_name(self) -> str:

@@ -5,16 +5,16 @@ and the JSON view of a job. Routes stay a few lines each.
 from __future__ import annotations
 
 import hmac
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from pydantic import BaseModel, Field
-from starlette.responses import Response
 
-from services.errors_table import BodyTooLarge, InvalidBody, Unauthorized
-from services.http_errors import error_response, install_error_handlers
+from services.body_limit import BodyLimit
+from services.errors_table import InvalidBody, Unauthorized
+from services.http_errors import install_error_handlers
 from services.jobs.store import Job
 
 
@@ -33,7 +33,7 @@ _ERROR_TEXT = {
     400: "invalid input (the message and `param` name the field)",
     401: "missing or wrong API key",
     404: "no such id",
-    409: "the job is not in a state that allows this",
+    409: "the job is not in a state that allows this (e.g. DELETE of a queued or running job)",
     413: "request body too large",
     422: "request fails validation (the message names the field), or the placement sent cannot route",
     429: "too many active jobs; retry after the Retry-After header's seconds",
@@ -60,6 +60,7 @@ class JobError(BaseModel):
     type: str
     message: str
     field: str | None = None
+    error_id: str | None = Field(None, description="set on internal failures: the id of the log entry")
 
 
 class JobView(BaseModel):
@@ -103,6 +104,7 @@ def job_view(job: Job, *, full: bool = True) -> JobView:
             type=str(job.error.get("type", "Error")),
             message=str(job.error.get("message", "")),
             field=job.error.get("field"),
+            error_id=job.error.get("error_id"),
         )
     return JobView(
         id=job.id,
@@ -154,16 +156,7 @@ def invalid_body(exc: RequestValidationError) -> InvalidBody:
 
 
 def install(app: FastAPI, *, max_body_bytes: int) -> None:
-    """Error handlers (the one HTTP handler, services.http_errors) and a request-size guard."""
+    """Error handlers (the one HTTP handler, services.http_errors) and the body limit on the bytes received
+    (services.body_limit: chunked bodies and wrong Content-Length headers included)."""
     install_error_handlers(app, invalid_body=invalid_body)
-
-    @app.middleware("http")
-    async def limit_body(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
-        length = request.headers.get("content-length")
-        if length is not None and length.isdigit() and int(length) > max_body_bytes:
-            return error_response(
-                BodyTooLarge(
-                    f"request body of {length} bytes is over the limit of {max_body_bytes}", field="body"
-                )
-            )
-        return await call_next(request)
+    app.add_middleware(BodyLimit, max_body_bytes=max_body_bytes)

@@ -17,6 +17,7 @@ import os
 import signal
 import threading
 import time
+import traceback
 from collections import deque
 from collections.abc import Callable, Mapping
 from concurrent.futures import Future, ProcessPoolExecutor
@@ -24,22 +25,44 @@ from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from typing import Any
 
-from planner.errors import BrlError, CapacityExceeded
+from planner.errors import CapacityExceeded
+from services.errors_table import INTERNAL, error_id, kind_of
 from services.jobs.context import JobCancelled, JobContext
 from services.jobs.store import CANCELLED, FAILED, SUCCEEDED, Job, JobStore
 
 log = logging.getLogger(__name__)
 
 JobFn = Callable[[Mapping[str, Any], JobContext], Mapping[str, Any]]
+# Key of an internal error's traceback in a child's failure record: the parent logs it and drops it.
+TRACEBACK_KEY = "_traceback"
 
 
 def error_record(exc: BaseException) -> dict[str, Any]:
-    """A JSON-able description of an exception, keeping what the error table needs (type, field)."""
+    """A JSON-able description of a failure that a client may read. A typed error keeps its message and
+    what the error table needs (type, field): it tells the caller what to fix. Anything else is an internal
+    error: a generic message and an id; the traceback travels under TRACEBACK_KEY to be logged, not stored."""
+    if kind_of(exc) is INTERNAL:
+        eid = error_id(exc)
+        return {
+            "type": "InternalError",
+            "message": f"the job failed on an internal error (error id {eid}); the service log has the details",
+            "error_id": eid,
+            TRACEBACK_KEY: "".join(traceback.format_exception(exc)),
+        }
     record: dict[str, Any] = {"type": type(exc).__name__, "message": str(exc) or type(exc).__name__}
-    for attr in ("field", "source", "retry_after_s"):
+    for attr in ("field", "retry_after_s"):
         value = getattr(exc, attr, None)
         if value is not None:
             record[attr] = value
+    return record
+
+
+def log_and_strip(job_id: str, record: dict[str, Any]) -> dict[str, Any]:
+    """Log an internal error's traceback (in the service process, where logging is set up) and return the
+    record without it, ready to store."""
+    trace = record.pop(TRACEBACK_KEY, None)
+    if trace is not None:
+        log.error("job %s failed (error id %s):\n%s", job_id, record.get("error_id"), trace)
     return record
 
 
@@ -84,11 +107,8 @@ def run_in_child(
     except JobCancelled:
         ctx.flush()
         return CANCELLED, {"type": "Cancelled", "message": "cancelled while running"}
-    except BrlError as exc:
-        return FAILED, error_record(exc)
     except Exception as exc:  # a bug in a job must fail that job, not the service
-        log.exception("job %s crashed", job_id)
-        return FAILED, {"type": "InternalError", "message": f"{type(exc).__name__}: {exc}"}
+        return FAILED, error_record(exc)
 
 
 @dataclass
@@ -309,13 +329,13 @@ class JobRunner:
                 if not self._closed:
                     self._slots[index] = self._new_slot(generation + 1)
             except Exception as exc:  # pickling or executor failure: the job fails, the runner lives
-                status, payload = FAILED, {"type": "InternalError", "message": f"{type(exc).__name__}: {exc}"}
+                status, payload = FAILED, error_record(exc)
             # Exponential mean of wall times: the Retry-After estimate for jobs with no stated length.
             self._mean_wall_s = 0.8 * self._mean_wall_s + 0.2 * (time.monotonic() - slot.started)
             if status == SUCCEEDED:
                 self.store.finish(job_id, SUCCEEDED, result=payload)
             else:
-                self.store.finish(job_id, status, error=payload)
+                self.store.finish(job_id, status, error=log_and_strip(job_id, payload))
             if self._slots[index] is slot:
                 slot.job = slot.future = None
             self._dispatch()

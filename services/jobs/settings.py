@@ -32,6 +32,10 @@ class JobServiceSettings(BaseModel):
     )
     max_body_bytes: int = Field(4_000_000, ge=1_000, le=1_000_000_000)
     list_limit: int = Field(100, ge=1, le=10_000, description="largest page of a list call")
+    # Retention of finished jobs (queued and running ones are never removed); 0 turns a rule off.
+    retention_days: float = Field(30.0, ge=0, le=36_500, description="delete finished jobs older than this")
+    max_jobs: int = Field(10_000, ge=0, le=10_000_000, description="keep at most this many finished jobs")
+    retention_interval_s: float = Field(3600.0, gt=0, le=7 * 24 * 3600, description="how often to prune")
 
     @classmethod
     def from_env(

@@ -188,6 +188,7 @@ class JobStore:
         *,
         result: Mapping[str, Any] | None = None,
         error: Mapping[str, Any] | None = None,
+        now: float | None = None,
     ) -> bool:
         """Move an active job to a final state; False when it had already finished (first writer wins)."""
         if status not in FINISHED:
@@ -200,7 +201,7 @@ class JobStore:
                     status,
                     None if result is None else json.dumps(result),
                     None if error is None else json.dumps(error),
-                    time.time(),
+                    time.time() if now is None else now,
                     job_id,
                     *ACTIVE,
                 ),
@@ -226,6 +227,34 @@ class JobStore:
                     (FAILED, json.dumps(error), time.time(), row["id"]),
                 )
         return [r["id"] for r in rows]
+
+    def delete(self, job_id: str) -> bool:
+        """Remove a finished job and its artifacts; False when there is none or it is still active (a running
+        job's worker would go on writing progress and artifacts for a row that is gone)."""
+        with self._connect() as db:
+            cur = db.execute("DELETE FROM jobs WHERE id = ? AND status IN (?, ?, ?)", (job_id, *FINISHED))
+            return cur.rowcount == 1
+
+    def prune(self, kind: str, *, finished_before: float | None = None, keep: int | None = None) -> int:
+        """Retention: delete finished jobs of `kind` (artifacts too) that ended before `finished_before`
+        (epoch seconds), then all but the newest `keep` finished ones. Queued and running jobs are never
+        touched. Returns how many were deleted."""
+        deleted = 0
+        with self._connect() as db:
+            if finished_before is not None:
+                cur = db.execute(
+                    "DELETE FROM jobs WHERE kind = ? AND status IN (?, ?, ?) AND finished_at < ?",
+                    (kind, *FINISHED, finished_before),
+                )
+                deleted += cur.rowcount
+            if keep is not None:
+                cur = db.execute(
+                    "DELETE FROM jobs WHERE id IN (SELECT id FROM jobs WHERE kind = ? AND status IN (?, ?, ?) "
+                    "ORDER BY finished_at DESC, created_at DESC, id LIMIT -1 OFFSET ?)",
+                    (kind, *FINISHED, max(0, keep)),
+                )
+                deleted += cur.rowcount
+        return deleted
 
     # -- the child's side: start, progress, artifacts ----------------------------------------------------
 

@@ -11,12 +11,14 @@ from typing import Any, Literal, Self
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from services.jobs.safe_json import JsonBody
+
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$"
 MAX_INLINE_CHARS = 2_000_000
 
 
-class _Body(BaseModel):
-    model_config = ConfigDict(extra="forbid", protected_namespaces=(), frozen=True)
+class _Body(JsonBody):
+    model_config = ConfigDict(extra="forbid", protected_namespaces=(), frozen=True, allow_inf_nan=False)
 
 
 class FleetFields(_Body):
@@ -85,8 +87,10 @@ class EvaluationRequest(FleetAndModel):
     placement: dict[str, tuple[int, int]] = Field(
         ..., min_length=1, description="node name -> [start, end) layer range (half-open)"
     )
-    partial: bool = Field(
-        True, description="allow a hop to run only part of the next node's range (the paper's)"
+    partial: bool | None = Field(
+        None,
+        description="allow a hop to run only part of the next node's range (the paper's); default: only "
+        "where that raises the max-flow (planner.flow.choose_partial, as brl simulate and brl plan do)",
     )
     save: bool = Field(False, description="also store it as a plan (method 'user') and return its id")
     label: str | None = Field(None, max_length=200)

@@ -147,7 +147,8 @@ def evaluate(request: Mapping[str, Any], inputs: Inputs | None = None) -> dict[s
 
     inputs = inputs or load_inputs(request)
     placement = load_placement(request["placement"], inputs.cluster, inputs.model.num_layers)
-    partial = bool(request.get("partial", True))
+    asked = request.get("partial")
+    partial = None if asked is None else bool(asked)
     tp = typical_throughput(
         inputs.cluster, inputs.model, inputs.profiles, helix_settings(inputs.model, inputs.profiles_name)
     )
@@ -158,11 +159,6 @@ def evaluate(request: Mapping[str, Any], inputs: Inputs | None = None) -> dict[s
                 f"node {name} ({gpu}) holds {rng.size} layers; at most {tp.max_layers(gpu)} fit",
                 field=f"placement.{name}",
             )
-    flow = solve_max_flow(
-        inputs.cluster, inputs.model, inputs.profiles, placement, throughput=tp, partial=partial
-    )
-    compute = compute_bound(inputs.cluster, tp)
-    bound = min(compute, coverage_bound(inputs.cluster, tp))
     plan = plan_from_placement(
         inputs.cluster,
         inputs.model,
@@ -173,6 +169,17 @@ def evaluate(request: Mapping[str, Any], inputs: Inputs | None = None) -> dict[s
         partial=partial,
         provenance={"source": "evaluation"},
     )
+    # The same arcs as the plan's (one layout, one answer), for the bottlenecks below.
+    flow = solve_max_flow(
+        inputs.cluster,
+        inputs.model,
+        inputs.profiles,
+        placement,
+        throughput=tp,
+        partial=bool(plan.provenance["partial_inference"]),
+    )
+    compute = compute_bound(inputs.cluster, tp)
+    bound = min(compute, coverage_bound(inputs.cluster, tp))
     return {
         "max_flow_tok_per_s": flow.value_tok_per_s,
         "bound_tok_per_s": bound,

@@ -66,11 +66,17 @@ def build_router(service: PlannerService) -> APIRouter:
         return job_view(service.cancel(job_id))
 
     @router.delete(
-        "/v1/plans/{job_id}", tags=["plans"], dependencies=auth, responses=error_responses(401, 404, 422)
+        "/v1/plans/{job_id}",
+        tags=["plans"],
+        status_code=status.HTTP_204_NO_CONTENT,
+        response_class=Response,
+        dependencies=auth,
+        responses=error_responses(401, 404, 409, 422),
     )
-    def delete_plan(job_id: Annotated[str, JOB_ID]) -> JobView:
-        """Cancels an active job (finished jobs stay stored; their results are the history)."""
-        return job_view(service.cancel(job_id))
+    def delete_plan(job_id: Annotated[str, JOB_ID]) -> Response:
+        """Remove a finished plan job. A queued or running one answers 409: cancel it first (POST .../cancel)."""
+        service.delete(job_id)
+        return Response(status_code=status.HTTP_204_NO_CONTENT)
 
     @router.post(
         "/v1/evaluations",

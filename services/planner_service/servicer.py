@@ -44,6 +44,12 @@ class PlannerServicer(pb_grpc.PlannerServicer):
         return wire.plan_job(self.service.cancel(request.id))
 
     @rpc_errors
+    def DeletePlan(self, request: pb.JobRef, context: grpc.ServicerContext) -> pb.Deleted:
+        self._auth(context)
+        self.service.delete(request.id)
+        return pb.Deleted(id=request.id)
+
+    @rpc_errors
     def WatchPlan(self, request: pb.JobRef, context: grpc.ServicerContext) -> Iterator[pb.PlanJob]:
         self.service.get(request.id)  # NotFound now, before the stream starts
         return watch_job(lambda: self.service.get(request.id), wire.plan_job, context)

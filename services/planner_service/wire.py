@@ -51,7 +51,8 @@ def plan_request(msg: pb.SubmitPlanRequest) -> PlanRequest:
 def evaluation_request(msg: pb.EvaluateRequest) -> EvaluationRequest:
     body: dict[str, Any] = inputs_dict(msg.inputs)
     body["placement"] = {node: (r.start, r.end) for node, r in msg.placement.items()}
-    body["partial"] = msg.partial if msg.HasField("partial") else True
+    if msg.HasField("partial"):  # absent: the default rule (planner.flow.choose_partial)
+        body["partial"] = msg.partial
     body["save"] = msg.save
     if msg.label:
         body["label"] = msg.label
@@ -93,6 +94,7 @@ def plan_job(job: Job, *, full: bool = True) -> pb.PlanJob:
                 type=str(job.error.get("type", "")),
                 message=str(job.error.get("message", "")),
                 field=str(job.error.get("field") or ""),
+                error_id=str(job.error.get("error_id") or ""),
             )
         )
     if full:

@@ -87,11 +87,14 @@ def build_router(service: SimulatorService) -> APIRouter:
     @router.delete(
         "/v1/simulations/{job_id}",
         tags=["simulations"],
+        status_code=status.HTTP_204_NO_CONTENT,
+        response_class=Response,
         dependencies=auth,
-        responses=error_responses(401, 404, 422),
+        responses=error_responses(401, 404, 409, 422),
     )
-    def delete_simulation(job_id: Annotated[str, JOB_ID]) -> JobView:
-        """Cancels an active simulation (finished ones stay stored)."""
-        return job_view(service.cancel(job_id))
+    def delete_simulation(job_id: Annotated[str, JOB_ID]) -> Response:
+        """Remove a finished simulation and its plots. A queued or running one answers 409: cancel it first."""
+        service.delete(job_id)
+        return Response(status_code=status.HTTP_204_NO_CONTENT)
 
     return router

@@ -16,7 +16,7 @@ from services.jobs.store import Artifact, Job
 from services.planner_service.inputs import load_inputs
 from services.simulator_service.bodies import SimulationRequest
 from services.simulator_service.jobs import SIMULATE_TARGET, WARM_MODULES, sim_config
-from services.simulator_service.plans import FLEET_FIELDS, fetch_plan
+from services.simulator_service.plans import FLEET_FIELDS, fetch_plan, plan_fleet
 from services.simulator_service.settings import SimulatorSettings
 
 KIND = "simulation"
@@ -65,11 +65,12 @@ class SimulatorService(JobService):
                 k: v for k, v in fleet.items() if k not in ("model", "hf_config", "model_name", "profiles")
             }
         fleet.update(explicit)
-        # An inline plan names its fleet and model; bundled names are used unless the request says otherwise.
+        # An inline plan embeds its fleet and model (older ones name bundled ones), unless the request overrides.
+        own = plan_fleet(plan)
         if not {"cluster", "cluster_text", "cluster_spec"} & fleet.keys():
-            fleet["cluster"] = plan.cluster_name
+            fleet.update({k: v for k, v in own.items() if k.startswith("cluster")})
         if not {"model", "hf_config"} & fleet.keys():
-            fleet["model"] = plan.model_name
+            fleet.update({k: v for k, v in own.items() if not k.startswith("cluster")})
         inputs = load_inputs(fleet)
         if len(inputs.cluster.nodes) > self.settings.max_nodes:
             raise InvalidInput(

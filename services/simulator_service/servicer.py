@@ -51,6 +51,14 @@ class SimulatorServicer(pb_grpc.SimulatorServicer):
         return wire.simulation_job(self.service.cancel(request.id))
 
     @rpc_errors
+    def DeleteSimulation(
+        self, request: planner_pb2.JobRef, context: grpc.ServicerContext
+    ) -> planner_pb2.Deleted:
+        self._auth(context)
+        self.service.delete(request.id)
+        return planner_pb2.Deleted(id=request.id)
+
+    @rpc_errors
     def WatchSimulation(
         self, request: planner_pb2.JobRef, context: grpc.ServicerContext
     ) -> Iterator[pb.SimulationJob]:

@@ -53,6 +53,7 @@ def simulation_job(job: Job, *, full: bool = True) -> pb.SimulationJob:
                 type=str(job.error.get("type", "")),
                 message=str(job.error.get("message", "")),
                 field=str(job.error.get("field") or ""),
+                error_id=str(job.error.get("error_id") or ""),
             )
         )
     if job.result is not None:

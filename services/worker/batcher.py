@@ -19,10 +19,12 @@ from typing import Any
 import torch
 
 from planner.errors import CapacityExceeded
+from services.errors_table import Conflict
 from services.worker import sampling
 from services.worker.activations import from_wire, to_wire
 from services.worker.backends.base import Backend, Work
 from services.worker.client import Connections
+from services.worker.ranges import Ranges, Span, admit
 from services.worker.records import (
     ABORTED,
     INTERNAL,
@@ -121,6 +123,8 @@ class Batcher:
         self._tasks: set[asyncio.Task[None]] = set()
         self._loop_task: asyncio.Task[None] | None = None
         self.timings = _Timings()
+        # Which ranges take which requests; a live Load (services/worker/loader.py) moves them.
+        self.ranges = Ranges(serving=(backend.spec.start, backend.spec.end))
 
     # --- public ------------------------------------------------------------------------------------
 
@@ -178,13 +182,22 @@ class Batcher:
         queued = [i.segment.request_id for i in self._queue if not i.segment.abort]
         return list(dict.fromkeys([*self._requests, *queued]))
 
+    def active_spans(self) -> list[Span]:
+        """The layer range of every request this worker holds state for."""
+        return [(r.cached.start_layer, r.cached.end_layer) for r in self._requests.values()]
+
+    async def in_step_thread(self, fn: Callable[[], Any]) -> Any:
+        """Runs `fn` in the thread the steps run in, between two steps (backend state changes go here)."""
+        return await asyncio.get_running_loop().run_in_executor(self._executor, fn)
+
     async def replace_backend(self, build: Callable[[], Backend], *, force: bool) -> None:
-        """Swaps the shard (after a re-plan); refused while requests are cached unless forced."""
+        """Swaps the whole shard (another model or backend); refused while requests are cached unless forced."""
         if self._requests and not force:
-            raise RuntimeError(f"{len(self._requests)} requests are active; drain them or force")
+            raise Conflict(f"{len(self._requests)} requests are active; drain them or force")
         self.release(list(self._requests))
-        new = await asyncio.get_running_loop().run_in_executor(self._executor, build)
+        new = await self.in_step_thread(build)
         old, self.backend = self.backend, new
+        self.ranges = Ranges(serving=(new.spec.start, new.spec.end))
         old.close()
 
     async def close(self) -> None:
@@ -210,7 +223,7 @@ class Batcher:
                 self._in_step = True
                 try:
                     await loop.run_in_executor(self._executor, self._compute, ready)
-                except CapacityExceeded as exc:  # the backend's own pool (vLLM blocks) is fuller than counted
+                except CapacityExceeded as exc:  # a backend's last-resort guard; admission should prevent it
                     for r in ready:
                         self._forget(r.item.segment)
                         r.result = error_result(
@@ -243,7 +256,6 @@ class Batcher:
         used = self.backend.kv_used_tokens()
         capacity = self.backend.kv_capacity_tokens
         shape = self.backend.shape
-        held = (self.backend.spec.start, self.backend.spec.end)
         kept: deque[_Item] = deque()
         while self._queue:
             item = self._queue.popleft()
@@ -256,19 +268,19 @@ class Batcher:
                 self._forward_abort(item)
                 continue
             known = self._requests.get(seg.request_id)
-            refusal = check_segment(
+            held, refusal = admit(self.ranges, seg.start_layer, seg.end_layer, known=known is not None)
+            refusal = refusal or check_segment(
                 seg, shape, held, self.backend.activation_dtype, known.cached if known else None
             )
-            if refusal is None and used + seg.num_tokens > capacity:
-                refusal_msg = (
-                    f"KV cache full: {used} of {capacity} tokens in use, {seg.num_tokens} more requested"
-                )
-                self._resolve(
-                    item, error_result(seg.request_id, RESOURCE_EXHAUSTED, refusal_msg, self.address)
-                )
-                continue
             if refusal is not None:
                 self._resolve(item, error_result(seg.request_id, refusal.code, refusal.message, self.address))
+                continue
+            # Counted in the backend's own unit (whole blocks for vLLM), so the requests admitted here
+            # always fit in the step: a full pool refuses the one request that does not fit, here.
+            need = self.backend.kv_tokens_needed(seg.request_id, seg.position, seg.num_tokens)
+            if used + need > capacity:
+                full = f"KV cache full: {used} of {capacity} tokens in use, {need} more requested"
+                self._resolve(item, error_result(seg.request_id, RESOURCE_EXHAUSTED, full, self.address))
                 continue
             if known is None:
                 known = _Request(
@@ -292,7 +304,7 @@ class Batcher:
             ready.append(_Ready(item, work, known))
             taken.add(seg.request_id)
             budget -= seg.num_tokens
-            used += seg.num_tokens
+            used += need
             if budget <= 0 or len(ready) >= self.max_batch_requests:
                 break
         kept.extend(self._queue)

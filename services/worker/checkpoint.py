@@ -65,6 +65,12 @@ def rope_theta(config: dict[str, Any]) -> float:
     return float(params.get("rope_theta") or config.get("rope_theta") or 10000.0)
 
 
+def layer_of(name: str) -> int | None:
+    """The transformer layer a checkpoint name belongs to (None for embeddings, final norm, LM head)."""
+    match = _LAYER.match(name)
+    return int(match.group(1)) if match else None
+
+
 def shard_filter(num_layers: int, start: int, end: int, *, tied: bool) -> Callable[[str], bool]:
     """Which checkpoint names layers [start, end) need: their blocks, plus embeddings on a first shard and
     the final norm + LM head on a last one (the embeddings again when the head is tied to them)."""
@@ -104,5 +110,7 @@ def load_tensors(
     for file, names in files.items():
         with safe_open(str(model_dir / file), framework="pt") as handle:
             for name in names or [n for n in handle.keys() if wanted(n)]:  # noqa: SIM118 - not a dict
-                out[name] = handle.get_tensor(name).to(dtype)
+                # A tensor of the file's own dtype would stay a lazy view of the memory-mapped file and be
+                # read from disk by page faults inside the first steps: copy it now, in the loading thread.
+                out[name] = handle.get_tensor(name).to(dtype, copy=True)
     return out

@@ -25,6 +25,7 @@ from services.worker.records import (
     UNAVAILABLE,
     HopAddress,
     LoadOrder,
+    LoadReport,
     Sampling,
     Segment,
     TokenResult,
@@ -316,9 +317,11 @@ async def info(
 
 async def load(
     address: str, order: LoadOrder, *, connections: Connections | None = None, timeout_s: float | None = 600.0
-) -> WorkerInfo:
-    """Makes a worker serve another layer range (after a re-plan); returns what it now serves."""
-    return wire.info_from_msg(await _unary(address, connections, "Load", wire.load_to_msg(order), timeout_s))
+) -> LoadReport:
+    """Makes a worker serve another layer range while it serves (see Load in protos/worker.proto); returns
+    once the new range takes requests, with what it serves now and how the load went."""
+    reply = await _unary(address, connections, "Load", wire.load_to_msg(order), timeout_s)
+    return wire.load_report_from_msg(reply)
 
 
 def _describe(exc: BaseException) -> str:

@@ -26,6 +26,7 @@ from services.worker import wire
 from services.worker.backends import Backend, ShardSpec, make_backend
 from services.worker.batcher import Batcher, step_executor
 from services.worker.client import CHANNEL_OPTIONS, Connections
+from services.worker.loader import LayerLoader
 from services.worker.records import LoadOrder, WorkerInfo
 from services.worker.servicer import WorkerServicer
 from services.worker.settings import WorkerSettings
@@ -42,6 +43,7 @@ class WorkerServer:
     connections: Connections
     settings: WorkerSettings
     health: health.aio.HealthServicer
+    loader: LayerLoader | None = None
 
     def info(self) -> WorkerInfo:
         b = self.batcher.backend
@@ -61,6 +63,8 @@ class WorkerServer:
     async def stop(self, grace_s: float | None = 1.0) -> None:
         await self.health.enter_graceful_shutdown()
         await self.server.stop(grace_s)
+        if self.loader is not None:
+            await self.loader.close()
         await self.batcher.close()
         await self.connections.close()
         self.batcher.backend.close()
@@ -124,7 +128,10 @@ async def build_server(settings: WorkerSettings, *, backend: Backend | None = No
         name = order.backend or batcher.backend.name
         return lambda: make_backend(name, shard_spec(changed))
 
-    wire.add_servicer(WorkerServicer(batcher, worker.info, rebuild), server)
+    worker.loader = LayerLoader(
+        batcher, rebuild=rebuild, info=worker.info, max_loaded_layers=settings.max_loaded_layers
+    )
+    wire.add_servicer(WorkerServicer(batcher, worker.info, worker.loader), server)
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     reflection.enable_server_reflection(
         (wire.SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), server
@@ -145,17 +152,22 @@ async def _keep_registered(worker: WorkerServer, stop: asyncio.Event) -> None:
         log.warning("coordinator registration is not available in this build")
         return
     s = worker.settings
-    b = worker.batcher.backend
-    info = RegInfo(
-        name=worker.info().name,
-        address=worker.address,
-        layers=LayerRange(b.spec.start, b.spec.end),
-        gpu_type=s.gpu_type,
-        kv_capacity_tokens=b.kv_capacity_tokens,
-        model=s.model,
-        backend=b.name,
-        speed_factor=s.speed_factor,
-    )
+
+    def info() -> RegInfo:
+        # What a coordinator routes here: the serving range, which a live Load changes (a change makes
+        # keep_registered register again with it).
+        b = worker.batcher.backend
+        return RegInfo(
+            name=worker.info().name,
+            address=worker.address,
+            layers=LayerRange(b.spec.start, b.spec.end),
+            gpu_type=s.gpu_type,
+            kv_capacity_tokens=b.kv_capacity_tokens,
+            model=s.model,
+            backend=b.name,
+            speed_factor=s.speed_factor,
+        )
+
     stats = cast(Any, worker.batcher.stats)  # WorkerStats has the heartbeat's fields (read-only)
     batcher = worker.batcher
 

@@ -125,17 +125,45 @@ class WorkerStats:
     downstream_ms_p99: float = 0.0
     link_ms_p50: float = 0.0
     link_ms_p99: float = 0.0
+    serving: tuple[tuple[int, int], ...] = ()  # ranges new requests may use
+    draining: tuple[tuple[int, int], ...] = ()  # old ranges finishing the requests they hold
+    loading: bool = False
+    loading_range: tuple[int, int] | None = None
+    held_layers: int = 0
+    load_s_per_layer: float = 0.0
+    last_load_layers: int = 0
+    last_load_s: float = 0.0
 
 
 @dataclass(frozen=True)
 class LoadOrder:
-    """Ask a worker to serve another shard (after a re-plan)."""
+    """Ask a worker to serve another layer range (after a re-plan); see Load in protos/worker.proto."""
 
     start_layer: int
     end_layer: int
     model: str = ""
     backend: str = ""
     force: bool = False
+
+
+# How a Load was carried out (LoadReport.mode).
+LOAD_BESIDE = "beside"
+LOAD_DRAINED_FIRST = "drained_first"
+LOAD_REPLACED = "replaced"
+LOAD_UNCHANGED = "unchanged"
+
+
+@dataclass(frozen=True)
+class LoadReport:
+    """The answer to a Load: what the worker serves now and what it took to get there."""
+
+    info: WorkerInfo
+    mode: str
+    layers_read: int = 0
+    tensors_read: tuple[str, ...] = ()
+    load_s: float = 0.0
+    drain_s: float = 0.0
+    draining: tuple[tuple[int, int], ...] = ()
 
 
 @dataclass

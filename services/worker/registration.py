@@ -37,6 +37,7 @@ class HeartbeatStats(Protocol):
 
 
 StatsFn = Callable[[], HeartbeatStats | Awaitable[HeartbeatStats]]
+InfoFn = Callable[[], WorkerInfo]
 HeldFn = Callable[[], Iterable[str]]
 ResetFn = Callable[[frozenset[str]], Any]
 
@@ -50,7 +51,7 @@ async def _stats(stats_fn: StatsFn) -> HeartbeatStats:
 
 async def keep_registered(
     coordinator_addr: str,
-    info: WorkerInfo,
+    info: WorkerInfo | InfoFn,
     stats_fn: StatsFn,
     *,
     retry_s: float = 0.5,
@@ -60,7 +61,9 @@ async def keep_registered(
 ) -> None:
     """Runs until cancelled (or `stop` is set). Start it with asyncio.create_task next to the worker server.
 
-    `info` says what this worker serves (name, address, layers, GPU type, KV capacity in tokens);
+    `info` says what this worker serves (name, address, layers, GPU type, KV capacity in tokens); given as
+    a function, it is read before every heartbeat, and a change (a live Load moved the serving range)
+    registers the worker again with the new value;
     `stats_fn()` (sync or async) returns an object with kv_used_tokens, kv_capacity_tokens, queue_depth.
 
     Requests of a coordinator that crashed (or that dropped this worker) can never finish: when the worker
@@ -74,31 +77,37 @@ async def keep_registered(
     last_id: str | None = None  # the coordinator this worker served before, across re-registrations
     dropped = False  # the coordinator said it does not know this worker: it gave up its requests here
     interval_s = retry_s
+    current: InfoFn = info if callable(info) else (lambda: info)
+    registered: WorkerInfo | None = None
     try:
         while stop is None or not stop.is_set():
             try:
+                now = current()
+                if coordinator_id is not None and now != registered:
+                    coordinator_id = None  # same coordinator: registering again keeps its requests here
                 if coordinator_id is None:
+                    info_now = registered = now
                     held = frozenset(held_requests()) if held_requests is not None else frozenset()
-                    reply = await stub.Register(wire.register_request(info), timeout=RPC_TIMEOUT_S)
+                    reply = await stub.Register(wire.register_request(info_now), timeout=RPC_TIMEOUT_S)
                     coordinator_id, interval_s = reply.coordinator_id, reply.heartbeat_interval_s or retry_s
                     stale = last_id is not None and (dropped or last_id != coordinator_id)
                     last_id, dropped = coordinator_id, False
                     if stale and on_new_coordinator is not None:
-                        log.info("%s frees %d requests of a former coordinator", info.name, len(held))
+                        log.info("%s frees %d requests of a former coordinator", now.name, len(held))
                         done = on_new_coordinator(held)
                         if inspect.isawaitable(done):
                             await done
                     log.info(
                         "registered %s (%s, layers %s) with coordinator %s",
-                        info.name,
-                        info.address,
-                        info.layers,
+                        now.name,
+                        now.address,
+                        now.layers,
                         coordinator_addr,
                     )
                 else:
                     s = await _stats(stats_fn)
                     hb = wire.heartbeat_request(
-                        info.name,
+                        now.name,
                         coordinator_id,
                         kv_used_tokens=int(s.kv_used_tokens),
                         kv_capacity_tokens=int(s.kv_capacity_tokens),
@@ -109,7 +118,7 @@ async def keep_registered(
                         log.info(
                             "coordinator %s does not know %s (restarted?): registering again",
                             coordinator_addr,
-                            info.name,
+                            now.name,
                         )
                         coordinator_id, dropped = None, True
                         continue
@@ -117,7 +126,9 @@ async def keep_registered(
                 await _sleep(interval_s, stop)
             except grpc.aio.AioRpcError as exc:
                 if exc.code() in (grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.FAILED_PRECONDITION):
-                    log.error("coordinator %s refused %s: %s", coordinator_addr, info.name, exc.details())
+                    log.error(
+                        "coordinator %s refused %s: %s", coordinator_addr, current().name, exc.details()
+                    )
                 elif coordinator_id is not None:
                     log.warning("lost coordinator %s (%s); will register again", coordinator_addr, exc.code())
                 coordinator_id = None
@@ -125,7 +136,7 @@ async def keep_registered(
     finally:
         if coordinator_id is not None:
             try:
-                await stub.Deregister(wire.deregister_request(info.name), timeout=0.5)
+                await stub.Deregister(wire.deregister_request(current().name), timeout=0.5)
             except (grpc.aio.AioRpcError, asyncio.CancelledError):
                 pass
         await channel.close()

@@ -10,37 +10,20 @@ from typing import Any
 
 import grpc
 
-from planner.errors import BrlError, CapacityExceeded, InvalidInput, UnknownName
+from services.grpc_errors import status
 from services.worker import wire
-from services.worker.backends.base import Backend
 from services.worker.batcher import Batcher
-from services.worker.records import LoadOrder, WorkerInfo
+from services.worker.loader import LayerLoader
+from services.worker.records import WorkerInfo
 
 InfoFn = Callable[[], WorkerInfo]
-Rebuild = Callable[[LoadOrder], Callable[[], Backend]]
-
-# One table from core errors to gRPC codes (style rule 6).
-_GRPC_CODES: tuple[tuple[type[BaseException], grpc.StatusCode], ...] = (
-    (UnknownName, grpc.StatusCode.INVALID_ARGUMENT),
-    (InvalidInput, grpc.StatusCode.INVALID_ARGUMENT),
-    (CapacityExceeded, grpc.StatusCode.RESOURCE_EXHAUSTED),
-    (RuntimeError, grpc.StatusCode.FAILED_PRECONDITION),
-    (BrlError, grpc.StatusCode.INTERNAL),
-)
-
-
-def grpc_code(exc: BaseException) -> grpc.StatusCode:
-    for kind, code in _GRPC_CODES:
-        if isinstance(exc, kind):
-            return code
-    return grpc.StatusCode.INTERNAL
 
 
 class WorkerServicer:
-    def __init__(self, batcher: Batcher, info: InfoFn, rebuild: Rebuild) -> None:
+    def __init__(self, batcher: Batcher, info: InfoFn, loader: LayerLoader) -> None:
         self.batcher = batcher
         self.info = info
-        self.rebuild = rebuild
+        self.loader = loader
 
     async def Forward(self, requests: AsyncIterator[Any], context: grpc.aio.ServicerContext) -> None:
         """Batches are handled concurrently (they join the same step queue); replies go out as they finish."""
@@ -67,15 +50,14 @@ class WorkerServicer:
         return wire.info_to_msg(self.info())
 
     async def Stats(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
-        return wire.stats_to_msg(self.batcher.stats())
+        return wire.stats_to_msg(self.loader.stats(self.batcher.stats()))
 
     async def Release(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
         return wire.release_reply(self.batcher.release(wire.release_from_msg(request)))
 
     async def Load(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
-        order = wire.load_from_msg(request)
         try:
-            await self.batcher.replace_backend(self.rebuild(order), force=order.force)
-        except Exception as exc:
-            await context.abort(grpc_code(exc), str(exc))
-        return wire.info_to_msg(self.info())
+            report = await self.loader.load(wire.load_from_msg(request))
+        except Exception as exc:  # typed errors through the one table; anything else is logged there
+            await context.abort(*status(exc))
+        return wire.load_reply(report)

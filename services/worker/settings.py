@@ -35,6 +35,11 @@ class WorkerSettings(BaseModel):
     kv_cache_gib: float = Field(0.5, gt=0)
     kv_capacity_tokens: int | None = Field(None, ge=1, description="overrides kv_cache_gib")
     max_batch_tokens: int = Field(4096, ge=1, description="tokens per step, prompt chunks included")
+    max_loaded_layers: int | None = Field(
+        None,
+        ge=1,
+        description="most layers held at once: a Load that would exceed it drains the old range first",
+    )
     threads: int = Field(1, ge=1, description="torch intra-op threads (1 is fastest on small CPUs)")
 
     @field_validator("layers")

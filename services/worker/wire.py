@@ -15,6 +15,7 @@ from services.worker.records import (
     ERROR_CODES,
     HopAddress,
     LoadOrder,
+    LoadReport,
     Sampling,
     Segment,
     StepBatchIn,
@@ -196,12 +197,37 @@ def info_from_msg(m: worker_pb2.WorkerInfo) -> WorkerInfo:
     )
 
 
+def _range_msg(r: tuple[int, int]) -> worker_pb2.LayerRange:
+    return worker_pb2.LayerRange(start_layer=r[0], end_layer=r[1])
+
+
+def _range(m: worker_pb2.LayerRange) -> tuple[int, int]:
+    return int(m.start_layer), int(m.end_layer)
+
+
+_RANGE_FIELDS = ("serving", "draining", "loading_range")
+
+
 def stats_to_msg(s: WorkerStats) -> worker_pb2.WorkerStats:
-    return worker_pb2.WorkerStats(**s.__dict__)
+    plain = {k: v for k, v in s.__dict__.items() if k not in _RANGE_FIELDS}
+    msg = worker_pb2.WorkerStats(
+        **plain,
+        serving=[_range_msg(r) for r in s.serving],
+        draining=[_range_msg(r) for r in s.draining],
+    )
+    if s.loading_range is not None:
+        msg.loading_range.CopyFrom(_range_msg(s.loading_range))
+    return msg
 
 
 def stats_from_msg(m: worker_pb2.WorkerStats) -> WorkerStats:
-    return WorkerStats(**{name: getattr(m, name) for name in WorkerStats.__dataclass_fields__})
+    plain = {n: getattr(m, n) for n in WorkerStats.__dataclass_fields__ if n not in _RANGE_FIELDS}
+    return WorkerStats(
+        **plain,
+        serving=tuple(_range(r) for r in m.serving),
+        draining=tuple(_range(r) for r in m.draining),
+        loading_range=_range(m.loading_range) if m.HasField("loading_range") else None,
+    )
 
 
 def release_to_msg(request_ids: list[str]) -> worker_pb2.ReleaseRequest:
@@ -229,4 +255,28 @@ def load_to_msg(o: LoadOrder) -> worker_pb2.LoadRequest:
 def load_from_msg(m: worker_pb2.LoadRequest) -> LoadOrder:
     return LoadOrder(
         start_layer=m.start_layer, end_layer=m.end_layer, model=m.model, backend=m.backend, force=m.force
+    )
+
+
+def load_reply(r: LoadReport) -> worker_pb2.LoadReply:
+    return worker_pb2.LoadReply(
+        info=info_to_msg(r.info),
+        mode=r.mode,
+        layers_read=r.layers_read,
+        tensors_read=list(r.tensors_read),
+        load_s=r.load_s,
+        drain_s=r.drain_s,
+        draining=[_range_msg(d) for d in r.draining],
+    )
+
+
+def load_report_from_msg(m: worker_pb2.LoadReply) -> LoadReport:
+    return LoadReport(
+        info=info_from_msg(m.info),
+        mode=m.mode,
+        layers_read=int(m.layers_read),
+        tensors_read=tuple(m.tensors_read),
+        load_s=float(m.load_s),
+        drain_s=float(m.drain_s),
+        draining=tuple(_range(d) for d in m.draining),
     )

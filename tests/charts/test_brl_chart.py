@@ -284,6 +284,7 @@ def test_every_optional_object_is_behind_enabled(
         "Ingress",
         "Pod",
         "ServiceAccount",
+        "Secret",
     } <= on
 
 

@@ -12,6 +12,10 @@ import pytest
 
 from services.cli.main import build_parser
 from services.coordinator.settings import CoordinatorSettings
+from services.planner_service.settings import ENV_PREFIX as PLANNER_PREFIX
+from services.planner_service.settings import PlannerSettings
+from services.simulator_service.settings import ENV_PREFIX as SIMULATOR_PREFIX
+from services.simulator_service.settings import SimulatorSettings
 from services.worker.settings import from_env as worker_settings
 from tests.charts import helm as h
 
@@ -94,3 +98,25 @@ def test_coordinator_env_names_are_settings(docs: dict[str, list[dict[str, Any]]
     assert not unknown, f"the coordinator ignores {unknown}"
     assert env["BRL_HOST"]["value"] == "0.0.0.0"
     assert env["BRL_CLUSTER"]["value"] == "/etc/brl/fleet/cluster.yaml"
+
+
+@pytest.mark.parametrize("scenario", SCENARIOS)
+def test_job_service_env_names_are_settings(docs: dict[str, list[dict[str, Any]]], scenario: str) -> None:
+    """A misspelt key variable would leave a service open without a word: every BRL_PLANNER_* /
+    BRL_SIMULATOR_* variable the chart sets is a field of that service's settings."""
+    seen = 0
+    for name, prefix, fields in (
+        ("brl-planner", PLANNER_PREFIX, PlannerSettings.model_fields),
+        ("brl-simulator", SIMULATOR_PREFIX, SimulatorSettings.model_fields),
+    ):
+        deployment = next(
+            (d for d in h.by_kind(docs[scenario], "Deployment") if d["metadata"]["name"] == name), None
+        )
+        if deployment is None:
+            continue
+        env = {e["name"] for e in _container(deployment)["env"]}
+        known = {prefix + field.upper() for field in fields}
+        assert prefix + "API_KEY" in env
+        assert {n for n in env if n.startswith(prefix)} <= known
+        seen += 1
+    assert seen >= 1

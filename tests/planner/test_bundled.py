@@ -90,3 +90,27 @@ def test_layout_accepts_objects() -> None:
     ranges = [placement.get(f"n{i}") for i in range(4)]
     assert [(r.start, r.end) for r in ranges if r is not None] == [(0, 20), (20, 40), (40, 60), (60, 80)]
     assert placement.has_full_chain()
+
+
+def test_layout_names_and_unknown_layouts() -> None:
+    assert set(bundled.layout_names("cluster24", "llama2-70b")) == {
+        "homogeneous",
+        "ilp",
+        "ilp-single",
+        "petals",
+        "swarm",
+    }
+    assert bundled.layout_path("ilp", "cluster24", "llama2-70b").name == "ilp_sol.ini"
+    # A pair with layouts lists its own names; a pair without lists every bundled layout with its fleet.
+    with pytest.raises(UnknownName) as err:
+        bundled.layout_path("magic", "cluster24", "llama2-70b")
+    assert err.value.valid == bundled.layout_names("cluster24", "llama2-70b") and err.value.field == "layout"
+    assert "expected one of: homogeneous, ilp, ilp-single, petals, swarm" in str(err.value)
+    with pytest.raises(UnknownName) as err:
+        bundled.layout_path("ilp", "cluster10", "llama2-70b")
+    assert "separate (llama1-30b, cluster24-a100)" in str(err.value)
+    for sneaky in ("../ilp", "ilp/x"):
+        with pytest.raises(UnknownName):
+            bundled.layout_path(sneaky, "cluster24", "llama2-70b")
+    with pytest.raises(UnknownName):
+        bundled.layout_path("ilp", "../llama2-70b/cluster24", "llama2-70b")

@@ -8,7 +8,13 @@ import pytest
 
 from planner import bundled
 from planner.cluster import SINK, SOURCE, Cluster, Link, Node
-from planner.flow import compute_bound, coverage_bound, plan_from_placement, solve_max_flow
+from planner.flow import (
+    compute_bound,
+    coverage_bound,
+    peak_flow_bound,
+    plan_from_placement,
+    solve_max_flow,
+)
 from planner.placement import LayerRange, Placement
 from planner.throughput import typical_throughput
 
@@ -40,8 +46,8 @@ def test_compute_bound_matches_paper_and_coverage_bound_is_tighter(fleet70) -> N
 
 
 def test_deep_chain_attains_the_coverage_bound(fleet70) -> None:
-    """Every A100 8 layers, every L4 3, every T4 2 (notes §8.7): 2045.6 tokens/s, which the coverage bound
-    proves optimal for max-flow."""
+    """Every A100 8 layers, every L4 3, every T4 2 (docs/placement-and-routing.md §8.7): 2045.6 tokens/s,
+    which the coverage bound proves optimal for max-flow."""
     cluster, model, profiles, table = fleet70
     sizes = {"A100": 8, "L4": 3, "T4": 2}
     ranges = {}
@@ -178,3 +184,40 @@ def test_coverage_bound_is_zero_when_the_fleet_cannot_hold_every_layer(fleet70) 
     small = cluster.without(n.name for n in cluster.nodes if n.name not in t4s)
     assert coverage_bound(small, table) == 0.0
     assert coverage_bound(cluster, table) > 0.0
+
+
+@pytest.mark.parametrize(("layout", "partial", "value"), [("ilp", False, 1289.56), ("petals", True, 952.11)])
+def test_partial_arcs_are_chosen_by_one_rule(fleet70, layout: str, partial: bool, value: float) -> None:
+    """By default exact joins, unless arcs into overlapping ranges raise the max-flow (petals needs them):
+    the rule `brl simulate --layout` uses, so a hand-made plan of a layout is the same plan."""
+    cluster, model, profiles, _ = fleet70
+    plan = plan_from_placement(
+        cluster, model, profiles, bundled.layout(layout, "cluster24", model), method="x"
+    )
+    assert plan.provenance["partial_inference"] is partial
+    assert plan.objective_tok_per_s == pytest.approx(value, rel=1e-3)
+
+
+@pytest.mark.parametrize("split", ["preflow", "balanced"])
+def test_objective_is_the_max_flow_of_the_placement(fleet70, split: str) -> None:
+    """Whatever split routes the plan, the figure it reports is its placement's own max-flow, and the
+    routed flow leaving the source is that figure."""
+    cluster, model, profiles, table = fleet70
+    placement = bundled.layout("ilp", "cluster24", "llama2-70b")
+    plan = plan_from_placement(cluster, model, profiles, placement, method="x", split=split, partial=False)
+    again = solve_max_flow(cluster, model, profiles, placement, throughput=table, partial=False)
+    assert plan.provenance["flow_split"] == split
+    assert plan.objective_tok_per_s == pytest.approx(again.value_tok_per_s, rel=1e-12)
+    assert sum(plan.out_flows(SOURCE).values()) == pytest.approx(plan.objective_tok_per_s, rel=1e-9)
+
+
+def test_peak_flow_bound_lies_above_the_typical_batch_estimate(fleet70) -> None:
+    cluster, model, profiles, _ = fleet70
+    plan = plan_from_placement(
+        cluster, model, profiles, bundled.layout("ilp", "cluster24", model), method="x"
+    )
+    peak = plan.metrics["peak_flow_bound_tok_per_s"]
+    decode = plan.metrics["decode_flow_bound_tok_per_s"]
+    assert plan.objective_tok_per_s < decode <= peak
+    # Exact joins here: every node runs its whole range, the same value the function gives directly.
+    assert peak_flow_bound(cluster, model, profiles, plan.placement, partial=False) == peak

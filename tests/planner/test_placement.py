@@ -44,6 +44,6 @@ def test_published_ilp_layout_has_full_chain() -> None:
     p = bundled.layout("ilp", "cluster24", "llama2-70b")
     assert len(p) == 24 and p.uncovered() == () and p.has_full_chain()
     homogeneous = bundled.layout("homogeneous", "cluster24", "llama2-70b")
-    # notes §4: one pipeline of 4 A100 x12 + 4 L4 x7 + 1 T4 x4, 15 nodes unused
+    # docs/placement-and-routing.md §4: one pipeline of 4 A100 x12 + 4 L4 x7 + 1 T4 x4, 15 nodes unused
     assert len(homogeneous) == 9 and homogeneous.has_full_chain()
     assert sorted(r.size for r in homogeneous.ranges.values()) == [4] + [7] * 4 + [12] * 4

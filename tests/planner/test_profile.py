@@ -71,7 +71,7 @@ def test_bundled_70b_profiles_match_the_paper() -> None:
     assert (a100.max_layers, l4.max_layers, t4.max_layers) == (12, 7, 4)
     assert a100.kv_capacity_for(1) == 7973216 and a100.kv_capacity_for(12) == 3377472
     assert [t4.kv_capacity_for(k) for k in range(1, 5)] == [2485120, 2031488, 1577856, 1124224]
-    # notes §1.3: prompt ms per layer at 750 tokens, decode at 16 and 480 sequences
+    # docs/placement-and-routing.md §1.3: prompt ms per layer at 750 tokens, decode at 16 and 480 sequences
     assert [ps.get(g).prompt.ms(750) for g in ("A100", "L4", "T4", "V100", "L4x2", "T4x2", "T4x4")] == [
         5,
         27,

@@ -8,21 +8,15 @@ from pathlib import Path
 import pytest
 
 from planner import bundled
-from planner.throughput import typical_throughput
+from planner.throughput import THROUGHPUT_SETTING_KEYS, peak_tok_per_s, typical_throughput
 
+# The artifact's converged tables, copied into the repository (checksum in tests/data/reference).
 REFERENCE = (
-    Path(__file__).resolve().parents[2]
-    / ".."
-    / "shared"
-    / "data"
-    / "reference_results"
-    / "typical_throughput_24node_A100x4_L4x8_T4x12.json"
+    Path(__file__).resolve().parents[1] / "data/reference/typical_throughput_24node_A100x4_L4x8_T4x12.json"
 )
 
 
 def _reference() -> dict:
-    if not REFERENCE.exists():
-        pytest.skip(f"reference data not found at {REFERENCE}")
     return json.loads(REFERENCE.read_text())
 
 
@@ -82,3 +76,29 @@ def test_works_without_paper_settings() -> None:
         row = [table.tp(gpu, k) for k in range(1, table.max_layers(gpu) + 1)]
         assert all(v > 0 for v in row)
         assert row[0] > row[-1]
+
+
+def test_profiles_carry_their_settings_so_every_caller_gets_one_table() -> None:
+    """A caller passing no settings (a hand-made plan, a live re-plan) gets the table `brl plan` gets:
+    the profile set keeps the model-level entries of the file it was loaded from."""
+    cluster = bundled.cluster("cluster24")
+    model = bundled.model("llama2-70b")
+    profiles = bundled.profiles(model)
+    assert set(profiles.throughput_settings) == set(THROUGHPUT_SETTING_KEYS)
+    given = typical_throughput(cluster, model, profiles, bundled.helix_settings(model))
+    assert typical_throughput(cluster, model, profiles).tp_by_type == given.tp_by_type
+    # An explicit empty mapping still means "profile-derived defaults", a different table.
+    assert typical_throughput(cluster, model, profiles, {}).tp_by_type != given.tp_by_type
+
+
+def test_peak_rate_is_never_below_the_typical_batch_rate() -> None:
+    """tp is the rate of one particular batch mix, so the ceiling over every batch must cover it."""
+    cluster = bundled.cluster("cluster24")
+    model = bundled.model("llama2-70b")
+    profiles = bundled.profiles(model)
+    table = typical_throughput(cluster, model, profiles)
+    for gpu in table.types():
+        profile = profiles.get(gpu)
+        for k in range(1, table.max_layers(gpu) + 1):
+            assert peak_tok_per_s(profile, k) >= table.tp(gpu, k)
+            assert peak_tok_per_s(profile, k, decode_only=True) <= peak_tok_per_s(profile, k)

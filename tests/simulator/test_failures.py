@@ -57,3 +57,22 @@ def test_unknown_failure_node() -> None:
     cluster, plan = diamond()
     with pytest.raises(UnknownName):
         simulate(cluster, toy_model(), profiles(), plan, SimConfig(duration_s=10, failures=(("zz", 1.0),)))
+
+
+def test_an_overloaded_online_run_counts_only_aborted_queries_as_lost() -> None:
+    """Online, the backlog also holds plain arrivals waiting for KV: they are neither re-runs nor losses.
+    (This once reported a negative re-run count and every waiting arrival as lost.)"""
+    cluster, plan = diamond()
+    cfg = SimConfig(
+        mode="online",
+        duration_s=60,
+        warmup_s=5,
+        target_tok_per_s=50_000,
+        max_drain_s=5,
+        kv_capacity=KV,
+        failures=(("b", 20.0),),
+    )
+    r = simulate(cluster, toy_model(), profiles(), plan, cfg)
+    assert r.aborted > 0
+    assert 0 <= r.lost <= r.aborted and r.rerun >= 0
+    assert r.rerun + r.lost == r.aborted

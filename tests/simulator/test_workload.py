@@ -8,7 +8,7 @@ from simulator.workload import ARRIVAL_BIN_S, LENGTH_FILES, OnlineFeeder, load_a
 
 
 def test_bundled_length_tables_match_the_published_means() -> None:
-    # Means from the paper's trace statistics (helix-simulator notes §13).
+    # Means from the paper's trace statistics (docs/simulator.md §13).
     expected = {
         "azure-conv": (763.1, 232.4),
         "azure-code": (1379.1, 27.5),
@@ -69,7 +69,7 @@ def test_online_feeder_backlogs_what_cannot_be_admitted() -> None:
     admitted: list[tuple[int, int]] = []
     open_ = [False]
 
-    def submit(i: int, o: int) -> object | None:
+    def submit(i: int, o: int, arrive_s: float | None = None) -> object | None:
         if not open_[0]:
             return None
         admitted.append((i, o))

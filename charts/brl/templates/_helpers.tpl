@@ -153,3 +153,59 @@ tolerations:
   {{- toYaml . | nindent 2 }}
 {{- end }}
 {{- end }}
+
+{{/* The Secret every API key is read from (apiKeys.existingSecret, or the one the chart creates). */}}
+{{- define "brl.apiKeysSecretName" -}}
+{{- .Values.apiKeys.existingSecret | default (printf "%s-api-keys" (include "brl.fullname" .)) }}
+{{- end }}
+
+{{/* secretKeyRef body of API key `key` (inference | admin | planner | simulator), or nothing when that key
+is not configured: no inference key leaves the OpenAI API open, no admin key turns /v1/admin/* off. The
+planner and simulator keys always exist (the chart draws random ones), so those services are never open.
+In an existing Secret the inference and admin keys are optional, the others required: a pod missing its
+own key does not start rather than start open. Call with (dict "ctx" $ "key" "admin"). */}}
+{{- define "brl.apiKeyRef" -}}
+{{- $keys := .ctx.Values.apiKeys }}
+{{- $router := .ctx.Values.routerSpec.vllmApiKey }}
+{{- $optional := has .key (list "inference" "admin") }}
+{{- if and (eq .key "inference") $router.secretName }}
+{{- if $keys.inference }}
+{{- fail "the inference key is set twice: use routerSpec.vllmApiKey or apiKeys.inference, not both" }}
+{{- end }}
+name: {{ $router.secretName }}
+key: {{ $router.secretKey | default "api-key" }}
+{{- else if $keys.existingSecret }}
+name: {{ $keys.existingSecret }}
+key: {{ get $keys.secretKeys .key }}
+{{- if $optional }}
+optional: true
+{{- end }}
+{{- else if or (not $optional) (get $keys .key) }}
+name: {{ include "brl.apiKeysSecretName" .ctx }}
+key: {{ get $keys.secretKeys .key }}
+{{- end }}
+{{- end }}
+
+{{/* One env entry taking variable `env` from API key `key` (see brl.apiKeyRef); nothing when the key is not
+configured. Call with (dict "ctx" $ "key" "planner" "env" "BRL_PLANNER_API_KEY"). */}}
+{{- define "brl.apiKeyEnv" -}}
+{{- with include "brl.apiKeyRef" . | trim -}}
+- name: {{ $.env }}
+  valueFrom:
+    secretKeyRef:
+      {{- . | nindent 6 }}
+{{- end }}
+{{- end }}
+
+{{/* Extra env entries from values, refusing a key given as a plain value (it would sit in the pod spec for
+anyone who can read it). Call with (dict "env" $spec.env "where" "plannerSpec.env"). */}}
+{{- define "brl.extraEnv" -}}
+{{- range .env }}
+{{- if and (hasSuffix "API_KEY" (upper .name)) (hasKey . "value") }}
+{{- fail (printf "%s: %s is a key; set it in apiKeys (a Secret), not as a plain env value" $.where .name) }}
+{{- end }}
+{{- end }}
+{{- with .env }}
+{{- toYaml . }}
+{{- end }}
+{{- end }}

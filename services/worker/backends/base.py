@@ -85,6 +85,13 @@ class Backend(abc.ABC):
     @abc.abstractmethod
     def kv_used_tokens(self) -> int: ...
 
+    def kv_tokens_needed(self, request_id: str, position: int, num_tokens: int) -> int:
+        """Capacity (in the unit of `kv_capacity_tokens`) that caching tokens [position, position +
+        num_tokens) of this request takes from the pool. The batcher admits a step's requests one by one
+        against it, so a pool that would overflow refuses the request that does not fit, not the step.
+        A token-granular pool needs exactly `num_tokens`; a block pool overrides this to round up."""
+        return num_tokens
+
     @abc.abstractmethod
     def step(self, works: list[Work]) -> list[WorkOut]:
         """Runs one batched step; each request appears at most once and its position is checked."""
@@ -92,6 +99,33 @@ class Backend(abc.ABC):
     @abc.abstractmethod
     def free(self, request_id: str) -> bool:
         """Drops a request's KV; True if it held any."""
+
+    # --- live layer changes (Load) ----------------------------------------------------------------------
+    # A backend that can change its layers while serving sets `live_load` and overrides the four methods
+    # below; the others keep their slice for life (a Load that changes the range is refused).
+    live_load = False
+
+    def held_layers(self) -> frozenset[int]:
+        """Transformer layers whose weights are in memory now."""
+        return frozenset(range(self.spec.start, self.spec.end))
+
+    def read_layers(self, start: int, end: int, held: frozenset[str]) -> dict[str, torch.Tensor]:
+        """Reads, from any thread and touching no state, the checkpoint tensors [start, end) needs that are
+        not among `held` (names); only those are read."""
+        raise NotImplementedError(f"the {self.name} backend cannot load layers while serving")
+
+    def held_tensors(self) -> frozenset[str]:
+        """Checkpoint names of the tensors in memory now."""
+        raise NotImplementedError(f"the {self.name} backend cannot load layers while serving")
+
+    def install(self, tensors: dict[str, torch.Tensor], start: int, end: int) -> None:
+        """In the step thread: adds `tensors` to what is held; [start, end) becomes the range new requests
+        use (the spec and the KV capacity follow it). Requests on other held layers keep running."""
+        raise NotImplementedError(f"the {self.name} backend cannot load layers while serving")
+
+    def keep_only(self, spans: list[tuple[int, int]]) -> int:
+        """In the step thread: frees the weights no range of `spans` needs; returns the layers freed."""
+        raise NotImplementedError(f"the {self.name} backend cannot load layers while serving")
 
     def close(self) -> None:  # noqa: B027 - optional hook
         """Releases engines, threads or files held by the backend."""

@@ -8,19 +8,27 @@ frequencies, SDPA with grouped KV heads), so a chain of shards reproduces the si
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 import torch.nn.functional as F
 
 from planner.errors import InvalidInput
 from services.worker.backends.base import DTYPES, Backend, ShardSpec, Work, WorkOut
-from services.worker.checkpoint import load_tensors, model_shape, read_config, rope_theta, shard_filter
+from services.worker.checkpoint import (
+    layer_of,
+    load_tensors,
+    model_shape,
+    read_config,
+    rope_theta,
+    shard_filter,
+)
 from services.worker.kv import KVStore
 
 # MKL takes a different (GEMV-like) path for fewer than 4 rows, which rounds differently; padding small
 # batches to 4 rows makes every request's numbers independent of what it is batched with.
 _MIN_ROWS = 4
+_EMBED = "model.embed_tokens.weight"
 
 
 @dataclass(frozen=True)
@@ -71,27 +79,69 @@ class TorchBackend(Backend):
         self.inv_freq = 1.0 / (
             theta ** (torch.arange(0, shape.head_dim, 2, dtype=torch.float) / shape.head_dim)
         )
-        tied = bool(config.get("tie_word_embeddings", False))
-        wanted = shard_filter(shape.num_layers, spec.start, spec.end, tied=tied)
-        tensors = load_tensors(spec.model_dir, wanted, self.dtype)
-        self.loaded_names = tuple(sorted(tensors))
-        self.blocks = {i: self._block(tensors, i) for i in range(spec.start, spec.end)}
-        self.embed = tensors.get("model.embed_tokens.weight") if spec.start == 0 else None
+        self.tied = bool(config.get("tie_word_embeddings", False))
+        # Every weight held, by checkpoint name; blocks, embeddings and head are views into it, rebuilt
+        # when a live Load adds or frees layers.
+        self.tensors = self.read_layers(spec.start, spec.end, frozenset())
+        self.blocks: dict[int, _Block] = {}
+        self.embed: torch.Tensor | None = None
         self.norm: torch.Tensor | None = None
         self.lm_head: torch.Tensor | None = None
-        if spec.end == shape.num_layers:
-            self.norm = tensors["model.norm.weight"]
-            self.lm_head = tensors.get("lm_head.weight")
-            if self.lm_head is None:
-                self.lm_head = tensors["model.embed_tokens.weight"]
-        per_token = (spec.end - spec.start) * 2 * shape.num_kv_heads * shape.head_dim * self.dtype.itemsize
-        capacity = spec.kv_capacity_tokens or max(1, spec.kv_cache_bytes // per_token)
+        self._rebuild()
         self.kv = KVStore(
             num_kv_heads=shape.num_kv_heads,
             head_dim=shape.head_dim,
             dtype=self.dtype,
-            capacity_tokens=capacity,
+            capacity_tokens=self._kv_capacity(spec),
         )
+
+    @property
+    def loaded_names(self) -> tuple[str, ...]:
+        return tuple(sorted(self.tensors))
+
+    def _kv_capacity(self, spec: ShardSpec) -> int:
+        s = self.shape
+        per_token = (spec.end - spec.start) * 2 * s.num_kv_heads * s.head_dim * self.dtype.itemsize
+        return spec.kv_capacity_tokens or max(1, spec.kv_cache_bytes // per_token)
+
+    def _rebuild(self) -> None:
+        layers = sorted({i for n in self.tensors if (i := layer_of(n)) is not None})
+        self.blocks = {i: self._block(self.tensors, i) for i in layers}
+        # A tied last shard holds the embedding matrix as its head; it embeds tokens only with layer 0.
+        self.embed = self.tensors.get(_EMBED) if 0 in self.blocks else None
+        self.norm = self.tensors.get("model.norm.weight")
+        self.lm_head = None
+        if self.norm is not None:
+            self.lm_head = self.tensors.get("lm_head.weight")
+            if self.lm_head is None:
+                self.lm_head = self.tensors[_EMBED]  # tied: shard_filter kept the embeddings for the head
+
+    # --- live layer changes (Load) --------------------------------------------------------------------
+
+    live_load = True
+
+    def held_layers(self) -> frozenset[int]:
+        return frozenset(self.blocks)
+
+    def held_tensors(self) -> frozenset[str]:
+        return frozenset(self.tensors)
+
+    def read_layers(self, start: int, end: int, held: frozenset[str]) -> dict[str, torch.Tensor]:
+        needed = shard_filter(self.shape.num_layers, start, end, tied=self.tied)
+        return load_tensors(self.spec.model_dir, lambda n: needed(n) and n not in held, self.dtype)
+
+    def install(self, tensors: dict[str, torch.Tensor], start: int, end: int) -> None:
+        self.tensors.update(tensors)
+        self._rebuild()
+        self.spec = replace(self.spec, start=start, end=end)
+        self.kv.capacity_tokens = self._kv_capacity(self.spec)
+
+    def keep_only(self, spans: list[tuple[int, int]]) -> int:
+        filters = [shard_filter(self.shape.num_layers, a, b, tied=self.tied) for a, b in spans]
+        before = len(self.blocks)
+        self.tensors = {n: t for n, t in self.tensors.items() if any(f(n) for f in filters)}
+        self._rebuild()
+        return before - len(self.blocks)
 
     @staticmethod
     def _block(t: dict[str, torch.Tensor], i: int) -> _Block:

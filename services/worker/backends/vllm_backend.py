@@ -24,6 +24,8 @@ from services.worker.backends.base import DTYPES, Backend, ShardSpec, Work, Work
 from services.worker.checkpoint import model_shape, read_config
 
 VLLM_VERSION = "0.32.0"
+# Activations, the sampler's scratch and the CUDA context on top of weights and KV.
+_GPU_HEADROOM_BYTES = 2 * 2**30
 
 
 class _SliceGroup:
@@ -62,6 +64,16 @@ def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
+
+
+def _gpu_share(spec: ShardSpec) -> float:
+    """The share of the GPU this shard asks vLLM for. vLLM refuses to start unless that share of the
+    device is free, and its default (0.9) would let only one shard per GPU start; we size KV ourselves,
+    so asking for the checkpoint, the KV budget and room for activations is enough."""
+    _free, total = torch.cuda.mem_get_info()
+    weights = sum(f.stat().st_size for f in spec.model_dir.glob("*.safetensors"))
+    wanted = weights + spec.kv_cache_bytes + _GPU_HEADROOM_BYTES
+    return min(0.9, max(0.01, wanted / total))
 
 
 class VllmBackend(Backend):
@@ -112,6 +124,9 @@ class VllmBackend(Backend):
 
     def _build(self) -> None:
         os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
+        # We drive the V1 model runner's internals. On CPU vLLM picks it anyway (V2 needs Triton); on a
+        # GPU it would pick V2, so the GPU takes the same path as the one the CPU tests prove.
+        os.environ["VLLM_USE_V2_MODEL_RUNNER"] = "0"
         from vllm.config import set_current_vllm_config
         from vllm.distributed import parallel_state
         from vllm.engine.arg_utils import EngineArgs
@@ -123,9 +138,12 @@ class VllmBackend(Backend):
 
         spec = self.spec
         max_len = min(self.shape.max_positions, 4096)  # the longest request vLLM must fit in its cache
+        extra: dict[str, Any] = {}
+        if current_platform.is_cuda_alike():
+            extra["gpu_memory_utilization"] = _gpu_share(spec)
         args = EngineArgs(
             model=str(spec.model_dir),
-            dtype=spec.dtype,
+            dtype=spec.dtype,  # type: ignore[arg-type]  # one of DTYPES, checked above
             max_model_len=max_len,
             enforce_eager=True,
             seed=0,
@@ -136,6 +154,9 @@ class VllmBackend(Backend):
             load_format="safetensors",
             enable_prefix_caching=False,
             disable_log_stats=True,
+            # We sample ourselves; async scheduling (a GPU default) would feed the runner its own samples.
+            async_scheduling=False,
+            **extra,
         )
         self.vllm_config = args.create_engine_config()
         self.shape = dataclasses.replace(self.shape, max_positions=max_len)
@@ -213,6 +234,11 @@ class VllmBackend(Backend):
         # Whole blocks are what the pool really holds (vLLM allocates KV a block at a time).
         return sum(len(r.blocks) for r in self._requests.values()) * self.block_size
 
+    def kv_tokens_needed(self, request_id: str, position: int, num_tokens: int) -> int:
+        # The blocks this step would add, in tokens: a new request of 17 tokens takes a whole block,
+        # a decode token that lands in the request's last, partly filled block takes nothing.
+        return self._blocks_needed(self._requests.get(request_id), position + num_tokens) * self.block_size
+
     def free(self, request_id: str) -> bool:
         req = self._requests.pop(request_id, None)
         if req is None:
@@ -231,6 +257,8 @@ class VllmBackend(Backend):
             self._blocks_needed(self._requests.get(w.request_id), w.position + w.num_tokens) for w in works
         )
         if needed > len(self._free_blocks):
+            # The batcher admits requests by kv_tokens_needed, so this guards the pool against a caller
+            # that does not; nothing has been touched yet, so the step can be failed whole.
             raise CapacityExceeded(
                 f"vLLM KV cache full: this step needs {needed} more blocks of "
                 f"{self.block_size} tokens, {len(self._free_blocks)} are free"

@@ -20,7 +20,6 @@ from planner.formats.helix_ini import (
 )
 from planner.generate import multi_region, single_region
 
-SHARED = Path(__file__).resolve().parents[3].parent / "shared" / "data"
 CLUSTERS = bundled.CLUSTERS_DIR
 
 TINY = """\
@@ -123,13 +122,13 @@ def test_solution_ini_round_trip(tmp_path: Path) -> None:
     assert load_solution_ini(tmp_path / "h_sol.ini", c, 80) == homogeneous
 
 
-def test_shared_and_bundled_layouts_agree() -> None:
-    if not SHARED.is_dir():
-        pytest.skip("../shared/data not present")
+def test_paper_ilp_layout_as_published() -> None:
+    # The bundled file is byte-identical to the artifact's ilp_sol.ini (tests/test_reference_data.py).
     c = bundled.cluster("cluster24")
-    shared = load_solution_ini(SHARED / "layouts/examples_simulation/ilp/ilp_sol.ini", c, 80)
-    assert shared == bundled.layout("ilp", "cluster24", "llama2-70b")
-    assert shared.get("n15") is not None and shared.get("n15").start == 0  # compute_node_17=[0, 1, 2]
+    ilp = load_solution_ini(bundled.LAYOUTS_DIR / "llama2-70b" / "cluster24" / "ilp_sol.ini", c, 80)
+    assert ilp == bundled.layout("ilp", "cluster24", "llama2-70b")
+    n15 = ilp.get("n15")
+    assert n15 is not None and (n15.start, n15.end) == (0, 3)  # compute_node_17=[0, 1, 2]
 
 
 def test_machine_profile() -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -96,3 +97,80 @@ def test_save_plan_creates_missing_folders(tmp_path) -> None:  # type: ignore[no
     out = tmp_path / "a" / "b" / "plan.json"
     save_plan(plan, out)
     assert load_plan(out) == plan
+
+
+def _planned(cluster_name: str = "cluster24", model_name: str = "llama2-70b") -> Plan:
+    from planner.flow import plan_from_placement
+
+    cluster, spec = bundled.cluster(cluster_name), bundled.model(model_name)
+    placement = bundled.layout("ilp", cluster, spec)
+    settings = bundled.helix_settings(spec)
+    return plan_from_placement(
+        cluster, spec, bundled.profiles(spec), placement, method="ilp", settings=settings, partial=False
+    )
+
+
+def test_a_plan_embeds_its_fleet_and_model(tmp_path: Path) -> None:
+    plan = _planned()
+    assert plan.cluster == bundled.cluster("cluster24") and plan.profiles_name == "llama2-70b"
+    save_plan(plan, tmp_path / "plan.json")
+    data = json.loads((tmp_path / "plan.json").read_text())
+    assert data["profiles"] == "llama2-70b" and data["model"]["num_layers"] == 80
+    assert len(data["cluster"]["nodes"]) == 24 and len(data["cluster"]["links"]) == 24 * 23 + 48
+    back = load_plan(tmp_path / "plan.json")
+    assert back.cluster is not None and back.model is not None and plan.cluster is not None
+    assert back.cluster.nodes == plan.cluster.nodes and back.cluster.links == plan.cluster.links
+    assert back.cluster.name == "cluster24" and back.model == bundled.model("llama2-70b")
+    assert back == plan
+    assert back.objective_tok_per_s == pytest.approx(1289.56, abs=0.01)
+
+
+def test_a_plan_without_a_fleet_still_loads() -> None:
+    """Plans written before the fleet was embedded: names only, resolved as bundled names by their users."""
+    data = plan_to_dict(_planned())
+    for key in ("cluster", "model", "profiles"):
+        del data[key]
+    old = plan_from_dict(data, source="old.json")
+    assert (old.cluster, old.model, old.profiles_name) == (None, None, None)
+    assert (old.cluster_name, old.model_name) == ("cluster24", "llama2-70b")
+
+
+def _without_n0(cluster: dict[str, Any]) -> dict[str, Any]:
+    """The same fleet with node n0 and its links gone: a fleet the plan was not made for."""
+    nodes = [n for n in cluster["nodes"] if n["name"] != "n0"]
+    links = [lk for lk in cluster["links"] if "n0" not in (lk["src"], lk["dst"])]
+    return {**cluster, "nodes": nodes, "links": links}
+
+
+@pytest.mark.parametrize(
+    ("mutate", "field", "expected"),
+    [
+        (
+            lambda d: d.update({"cluster": _without_n0(d["cluster"])}),
+            "placement.n0",
+            "cluster 'cluster24' lacks",
+        ),
+        (
+            lambda d: d["edge_flows"].update({"n0->n99": 1.0}),
+            "edge_flows.n0->n99",
+            "node 'n99', which the plan's cluster",
+        ),
+        (lambda d: d["model"].update({"num_layers": 40}), "model.num_layers", "its model has 40"),
+        (lambda d: d["cluster"]["links"][3].pop("latency_s"), "cluster.links.3.latency_s", "Field required"),
+        (lambda d: d.update({"cluster": "cluster24"}), "cluster", "valid dictionary"),
+    ],
+    ids=["placed-node-missing", "flow-node-missing", "model-layers", "link-field", "cluster-not-object"],
+)
+def test_an_embedded_fleet_that_disagrees_names_file_and_field(
+    tmp_path: Path, mutate: object, field: str, expected: str
+) -> None:
+    data = plan_to_dict(_planned())
+    assert "n0" in data["placement"]
+    mutate(data)  # type: ignore[operator]
+    f = tmp_path / "plan.json"
+    f.write_text(json.dumps(data))
+    with pytest.raises(InvalidInput) as err:
+        load_plan(f)
+    assert err.value.source == str(f)
+    assert err.value.field == field
+    assert expected in str(err.value)

@@ -48,7 +48,8 @@ def test_cold_milp_reaches_enumerated_optimum(types, rows, slow) -> None:
 
 
 def test_model_size_matches_paper_formulation() -> None:
-    """The paper's 24-node model without pruning has 1848 rows x 1376 columns (notes §3.3)."""
+    """The paper's 24-node model without pruning has 1848 rows x 1376 columns
+    (docs/placement-and-routing.md §3.3)."""
     cluster = bundled.cluster("cluster24")
     model = bundled.model("llama2-70b")
     profiles = bundled.profiles(model)

@@ -1,4 +1,5 @@
-"""`brl run` as a user runs it: starts the fleet, prints the endpoint, answers, and after SIGINT leaves no
+"""`brl run` as a user runs it: starts the fleet, prints the endpoint and an admin key, answers, hands keys
+to its children through the environment only (never argv, which `ps` shows), and after SIGINT leaves no
 process behind."""
 
 from __future__ import annotations
@@ -12,7 +13,10 @@ import threading
 import time
 from pathlib import Path
 
+import httpx
 import openai
+
+from services.cli.run import LocalDeployment
 
 ROOT = Path(__file__).resolve().parents[3]
 
@@ -48,6 +52,24 @@ def running(pid: int) -> bool:
     return state[state.rindex(")") + 2] != "Z"
 
 
+API_KEY = "run-inference-key-4f2a"
+
+
+def cmdline(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+    except OSError:
+        return ""
+
+
+def test_the_launcher_puts_keys_in_the_environment_not_argv(tmp_path: Path) -> None:
+    dep = LocalDeployment(api_key="k-inference", admin_api_key="k-admin", workdir=tmp_path)
+    args, env = dep.coordinator_launch(tmp_path / "plan.json")
+    assert not [a for a in args if "k-inference" in a or "k-admin" in a or a.endswith("-key")]
+    assert env == {"BRL_API_KEY": "k-inference", "BRL_ADMIN_API_KEY": "k-admin"}
+    assert LocalDeployment(workdir=tmp_path).coordinator_launch(tmp_path / "plan.json")[1] == {}
+
+
 def test_brl_run_serves_and_leaves_no_orphans(tmp_path: Path) -> None:
     proc = subprocess.Popen(
         [sys.executable, "-m", "services.cli.main", "run", "--port", "0", "--workdir", str(tmp_path)],
@@ -55,7 +77,8 @@ def test_brl_run_serves_and_leaves_no_orphans(tmp_path: Path) -> None:
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
-        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        # The key comes from the environment, so not even `brl run`'s own argv holds it.
+        env={**os.environ, "PYTHONUNBUFFERED": "1", "BRL_API_KEY": API_KEY},
     )
     lines: list[str] = []
     endpoint = threading.Event()
@@ -77,7 +100,16 @@ def test_brl_run_serves_and_leaves_no_orphans(tmp_path: Path) -> None:
         assert url is not None
         assert "curl " in text and "/chat/completions" in text
         assert len(re.findall(r"^\s+worker ", text, flags=re.M)) == 3
-        client = openai.OpenAI(base_url=url.group(1), api_key="unused", max_retries=0, timeout=120)
+        admin = re.search(r"/admin/plan -H 'Authorization: Bearer (\S+)'", text)
+        assert admin is not None, text  # a random admin key, printed for local use
+        admin_key = admin.group(1)
+        assert admin_key != API_KEY and len(admin_key) >= 24
+        plan = f"{url.group(1)}/admin/plan"
+        assert (
+            httpx.get(plan, headers={"Authorization": f"Bearer {admin_key}"}, timeout=30).status_code == 200
+        )
+        assert httpx.get(plan, headers={"Authorization": f"Bearer {API_KEY}"}, timeout=30).status_code == 401
+        client = openai.OpenAI(base_url=url.group(1), api_key=API_KEY, max_retries=0, timeout=120)
         r = client.chat.completions.create(
             model="smollm2-135m", messages=[{"role": "user", "content": "Hi!"}], max_tokens=4, temperature=0
         )
@@ -85,6 +117,9 @@ def test_brl_run_serves_and_leaves_no_orphans(tmp_path: Path) -> None:
         assert r.usage is not None and r.usage.completion_tokens >= 1
         children = descendants(proc.pid)
         assert len(children) >= 4  # coordinator + 3 workers
+        for pid in {proc.pid, *children}:
+            line = cmdline(pid)
+            assert API_KEY not in line and admin_key not in line, line
         proc.send_signal(signal.SIGINT)
         assert proc.wait(timeout=60) == 0
     finally:

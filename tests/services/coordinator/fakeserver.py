@@ -57,9 +57,22 @@ def serve_fake(
     kv_tokens: int = 10_000,
     step_delay_s: float = 0.001,
     api_key: str | None = None,
+    admin_api_key: str | None = None,
+    tokenizer: object | None = None,
+    model_name: str = "fake",
+    max_prompt_chars: int | None = None,
 ) -> Iterator[FakeServer]:
+    """`tokenizer`: a real one (services.coordinator.serving.Tokenizer) to serve real text over the fake
+    fleet; its ids feed the fake model, whose tokens (5..54) are ids of any real vocabulary too."""
     world = FakeWorld(step_delay_s=step_delay_s)
-    settings = CoordinatorSettings(model="fake", api_key=api_key, http_port=0, grpc_port=0)
+    settings = CoordinatorSettings(
+        model=model_name,
+        api_key=api_key,
+        admin_api_key=admin_api_key,
+        http_port=0,
+        grpc_port=0,
+        max_prompt_chars=max_prompt_chars,
+    )
     ready = threading.Event()
     holder: dict[str, object] = {}
 
@@ -78,7 +91,12 @@ def serve_fake(
             release_fn=world.release,
             probe_fn=world.probe,
         )
-        serving = OpenAIServing(engine, FakeTokenizer(), model_name="fake")  # type: ignore[arg-type]
+        serving = OpenAIServing(
+            engine,
+            tokenizer or FakeTokenizer(),  # type: ignore[arg-type]
+            model_name=model_name,
+            max_prompt_chars=max_prompt_chars,
+        )
         coord = Coordinator(settings, MODEL, registry, fleet, engine, serving, metrics, "fake", time.time())
         sock = bind_http("127.0.0.1", 0)
         server = uvicorn.Server(uvicorn.Config(build_app(coord), log_level="warning", lifespan="off"))
@@ -90,6 +108,7 @@ def serve_fake(
         ready.set()
         await serve
         await engine.stop()
+        serving.close()
         sock.close()
 
     thread = threading.Thread(target=lambda: asyncio.run(main()), daemon=True)

@@ -427,3 +427,12 @@ def rss_bytes(pid: int) -> int:
     import psutil
 
     return int(psutil.Process(pid).memory_info().rss)
+
+
+def logged_for(log_text: str, message: str) -> str:
+    """The log lines about a 5xx a client got: clients read a generic message with an error id; the
+    coordinator logs the details (which layers, which worker) under that id."""
+    found = re.search(r"error id ([0-9a-f]+)", message)
+    if found is None:
+        raise AssertionError(f"no error id in {message!r}")
+    return "\n".join(line for line in log_text.splitlines() if found.group(1) in line)

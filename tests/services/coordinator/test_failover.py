@@ -16,6 +16,7 @@ import openai
 import pytest
 
 from services.cli.run import LocalDeployment
+from tests.services.coordinator.fleet_procs import logged_for
 
 MODEL = "smollm2-135m"
 QUESTIONS = [f"List {i + 2} fruits." for i in range(6)]
@@ -112,8 +113,10 @@ def test_killed_worker_mid_stream_loses_nothing_then_503_then_recovery(deploymen
         timeout=30,
         json={"model": MODEL, "prompt": "Hello", "max_tokens": 2},
     )
-    assert r.status_code == 503
-    assert gap in r.json()["error"]["message"]
+    assert r.status_code == 503 and r.json()["error"]["code"] == "no_route"
+    # Clients read a generic message; the layers missing are in the log under its error id.
+    log_text = (deployment.log_dir / "coordinator.log").read_text()
+    assert gap in logged_for(log_text, r.json()["error"]["message"])
     assert httpx.get(f"{deployment.root_url}/ready", timeout=10).status_code == 503
 
     # A worker for the missing layers registers: service resumes, no restart.

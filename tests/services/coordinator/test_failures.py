@@ -23,6 +23,7 @@ from tests.services.coordinator.fleet_procs import (
     ProcFleet,
     StreamOutcome,
     WorkerSpec,
+    logged_for,
     rss_bytes,
     stream_completion,
 )
@@ -33,6 +34,11 @@ PROMPTS = tuple(f"Item {i}: the {w} is" for i, w in enumerate(["sky", "sea", "ca
 MAX_TOKENS = 12
 # The issue's bound on noticing a dead worker (met where its connections break: a killed process).
 NOTICE_S = 2.0
+
+
+def coordinator_log(fleet: ProcFleet) -> str:
+    assert fleet.coordinator is not None
+    return fleet.coordinator.log(tail_chars=1_000_000)
 
 
 def heartbeat_expiry_s() -> float:
@@ -137,12 +143,12 @@ def test_no_chain_left_fails_fast_with_503_naming_layers_then_recovers(
         f"{fleet.base_url}/completions", json={"model": MODEL, "prompt": "Hi", "max_tokens": 4}, timeout=30
     )
     took_s = time.monotonic() - t0
-    assert r.status_code == 503
-    assert "[20,30)" in r.json()["error"]["message"]
+    assert r.status_code == 503 and r.json()["error"]["code"] == "no_route"
+    assert "[20,30)" in logged_for(coordinator_log(fleet), r.json()["error"]["message"])
     assert took_s < 5.0  # fails fast: not after a queue timeout
     streamed = asyncio.run(stream_all(fleet, PROMPTS[:3]))
     assert {o.status for o in streamed} == {503}
-    assert all("[20,30)" in (o.error or "") for o in streamed)
+    assert all("[20,30)" in logged_for(coordinator_log(fleet), o.error or "") for o in streamed)
     ready = httpx.get(f"{fleet.root_url}/ready", timeout=10)
     assert ready.status_code == 503 and not ready.json()["routable"]
 
@@ -159,7 +165,8 @@ def test_no_chain_left_fails_fast_with_503_naming_layers_then_recovers(
     r = httpx.post(
         f"{fleet.base_url}/completions", json={"model": MODEL, "prompt": "Hi", "max_tokens": 4}, timeout=30
     )
-    assert r.status_code == 503 and "[12,30)" in r.json()["error"]["message"]
+    assert r.status_code == 503
+    assert "[12,30)" in logged_for(coordinator_log(fleet), r.json()["error"]["message"])
 
     # Service resumes when workers register again, without restarting the coordinator.
     fleet.start_workers([fleet.specs["a1"], fleet.specs["b1"], fleet.specs["b0"]])

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
+import re
 import time
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
@@ -41,7 +43,9 @@ from tests.services.jobs.client import API_KEY, running, wait_job
 
 pytestmark = pytest.mark.anyio
 COORD_KEY = "coord-key"
+ADMIN_KEY = "admin-key"
 AUTH = {"Authorization": f"Bearer {COORD_KEY}"}
+ADMIN = {"Authorization": f"Bearer {ADMIN_KEY}"}
 # fast [0,30), mid [0,20), slow [20,30) on the bundled local fleet: two chains, fast and mid>slow.
 JOB = {"cluster": "local-cpu", "model": "smollm2-135m", "method": "homogeneous", "time_limit_s": 5}
 
@@ -80,7 +84,7 @@ def only_chain(plan: Plan, nodes: list[str]) -> dict[str, Any]:
 
 @asynccontextmanager
 async def coordinator(
-    layout: dict[str, LayerRange], world: FakeWorld
+    layout: dict[str, LayerRange], world: FakeWorld, planner_url: str | None = None
 ) -> AsyncIterator[tuple[str, Coordinator]]:
     spec = bundled.model("smollm2-135m")
     registry = Registry(time.monotonic, expiry_s=60.0, num_layers=spec.num_layers)
@@ -97,7 +101,14 @@ async def coordinator(
         release_fn=world.release,
         probe_fn=world.probe,
     )
-    settings = CoordinatorSettings(model="fake", api_key=COORD_KEY, http_port=0, grpc_port=0)
+    settings = CoordinatorSettings(
+        model="fake",
+        api_key=COORD_KEY,
+        admin_api_key=ADMIN_KEY,
+        planner_url=planner_url,
+        http_port=0,
+        grpc_port=0,
+    )
     serving = OpenAIServing(engine, FakeTokenizer(), model_name="fake")  # type: ignore[arg-type]
     coord = Coordinator(settings, spec, registry, fleet, engine, serving, metrics, "t", time.time())
     sock = bind_http("127.0.0.1", 0)
@@ -150,14 +161,16 @@ async def test_swap_keeps_in_flight_requests_and_routes_new_ones_by_the_new_plan
     layout = {n: LayerRange(a, b) for n, (a, b) in served["placement"].items()}
     assert set(layout) == {"fast", "mid", "slow"}
     world = FakeWorld(step_delay_s=0.01)
-    async with coordinator(layout, world) as (url, coord), httpx.AsyncClient(timeout=60) as client:
+    async with (
+        coordinator(layout, world, planner.url) as (url, coord),
+        httpx.AsyncClient(timeout=60) as client,
+    ):
         swap = f"{url}/v1/admin/plan"
-        # API-key protected like every /v1 route.
+        # The admin key only: neither no key nor the inference key opens it.
         assert (await client.post(swap, json={"plan_id": planner.plan_id})).status_code == 401
-        # By id from the planner service.
-        r = await client.post(
-            swap, json={"plan_id": planner.plan_id, "planner_url": planner.url}, headers=AUTH
-        )
+        assert (await client.post(swap, json={"plan_id": planner.plan_id}, headers=AUTH)).status_code == 401
+        # By id from the planner service configured at start (BRL_PLANNER_URL).
+        r = await client.post(swap, json={"plan_id": planner.plan_id}, headers=ADMIN)
         assert r.status_code == 200, r.text
         assert r.json()["matches_fleet"] and r.json()["in_use"] == "homogeneous"
         assert r.json()["loaded"]["plan_id"] == planner.plan_id
@@ -165,7 +178,7 @@ async def test_swap_keeps_in_flight_requests_and_routes_new_ones_by_the_new_plan
         # Inline: only mid > slow carries flow; a long request starts there.
         base = coord.fleet.base_plan
         assert base is not None
-        r = await client.post(swap, json={"plan": only_chain(base, ["mid", "slow"])}, headers=AUTH)
+        r = await client.post(swap, json={"plan": only_chain(base, ["mid", "slow"])}, headers=ADMIN)
         assert r.status_code == 200 and r.json()["in_use"] == "only-mid-slow"
         long_prompt, long_n = "the long one", 400
         long = asyncio.create_task(completion(client, url, long_prompt, long_n))
@@ -175,7 +188,7 @@ async def test_swap_keeps_in_flight_requests_and_routes_new_ones_by_the_new_plan
         assert booked > 0
 
         # Swap to "only fast" while it runs: it keeps its chain and its KV charge; new requests go to fast.
-        r = await client.post(swap, json={"plan": only_chain(base, ["fast"])}, headers=AUTH)
+        r = await client.post(swap, json={"plan": only_chain(base, ["fast"])}, headers=ADMIN)
         assert r.status_code == 200 and r.json()["running"] == 1
         assert coord.fleet.kv.used("mid") == booked
         news = [asyncio.create_task(completion(client, url, f"new {i}", 150)) for i in range(3)]
@@ -195,17 +208,19 @@ async def test_swap_keeps_in_flight_requests_and_routes_new_ones_by_the_new_plan
 async def test_bad_swaps_are_refused_with_the_reason(planner: Planner) -> None:
     world = FakeWorld()
     layout = {"fast": LayerRange(0, 30)}
-    async with coordinator(layout, world) as (url, coord), httpx.AsyncClient(timeout=30) as client:
+    async with (
+        coordinator(layout, world, planner.url) as (url, coord),
+        httpx.AsyncClient(timeout=30) as client,
+    ):
         swap = f"{url}/v1/admin/plan"
 
         async def post(body: dict[str, Any]) -> httpx.Response:
-            return await client.post(swap, json=body, headers=AUTH)
+            return await client.post(swap, json=body, headers=ADMIN)
 
-        assert (await post({"plan_id": "0" * 32, "planner_url": planner.url})).status_code == 404
-        r = await post({"plan_id": planner.plan_id})  # no planner URL configured or given
+        assert (await post({"plan_id": "0" * 32})).status_code == 404
+        # The body may not name a URL: the planner's address is configuration only.
+        r = await post({"plan_id": planner.plan_id, "planner_url": planner.url})
         assert r.status_code == 400 and r.json()["error"]["param"] == "planner_url"
-        r = await post({"plan_id": planner.plan_id, "planner_url": "http://127.0.0.1:9"})
-        assert r.status_code == 503
         assert (await post({})).status_code == 400
         assert (await post({"plan_id": planner.plan_id, "plan": planner.plan})).status_code == 400
         wrong = {**planner.plan, "num_layers": 4, "placement": {"fast": [0, 4]}, "edge_flows": {}}
@@ -215,8 +230,32 @@ async def test_bad_swaps_are_refused_with_the_reason(planner: Planner) -> None:
         r = await post({"plan": planner.plan})
         assert r.status_code == 200 and not r.json()["matches_fleet"]
         assert r.json()["mismatch"]["mid"] == "planned but not registered"
-        status = await client.get(swap, headers=AUTH)
+        status = await client.get(swap, headers=ADMIN)
         assert status.json()["loaded"]["source"] == "inline"
+
+    async with coordinator(layout, FakeWorld()) as (url, _), httpx.AsyncClient(timeout=30) as client:
+        # No planner configured: a plan id cannot be loaded.
+        r = await client.post(f"{url}/v1/admin/plan", json={"plan_id": planner.plan_id}, headers=ADMIN)
+        assert r.status_code == 400 and r.json()["error"]["param"] == "plan_id"
+
+
+async def test_planner_failures_never_echo_its_address_or_reply(
+    planner: Planner, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.WARNING)
+    dead = "http://127.0.0.1:9"
+    async with (
+        coordinator({"fast": LayerRange(0, 30)}, FakeWorld(), dead) as (url, _),
+        httpx.AsyncClient(timeout=30) as client,
+    ):
+        r = await client.post(f"{url}/v1/admin/plan", json={"plan_id": planner.plan_id}, headers=ADMIN)
+    assert r.status_code == 503
+    message = r.json()["error"]["message"]
+    assert "127.0.0.1" not in message and ":9" not in message
+    found = re.search(r"error id ([0-9a-f]+)", message)
+    assert found is not None
+    assert any(found.group(1) in rec.getMessage() for rec in caplog.records)
+    assert any(dead in rec.getMessage() for rec in caplog.records)  # the details are in the log
 
 
 def test_start_up_loads_the_plan_by_id(planner: Planner, tmp_path: Path) -> None:

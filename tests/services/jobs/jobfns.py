@@ -40,3 +40,8 @@ def bad_input(request: Mapping[str, Any], ctx: JobContext) -> Mapping[str, Any]:
 
 def crash(request: Mapping[str, Any], ctx: JobContext) -> Mapping[str, Any]:
     os._exit(3)
+
+
+def leaky(request: Mapping[str, Any], ctx: JobContext) -> Mapping[str, Any]:
+    """A bug whose message holds what no client should read."""
+    raise RuntimeError("cannot open /srv/secret/path with key sk-12345")

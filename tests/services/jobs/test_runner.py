@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import logging
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -152,3 +154,21 @@ def test_workers_exit_when_the_service_process_dies(tmp_path: Path) -> None:
     else:
         os.kill(worker_pid, signal.SIGKILL)
         raise AssertionError("the worker outlived its service process")
+
+
+def test_internal_error_is_stored_generic_and_logged_with_its_id(
+    store: JobStore, runner: JobRunner, caplog: pytest.LogCaptureFixture
+) -> None:
+    with caplog.at_level(logging.ERROR, logger="services.jobs.runner"):
+        job = runner.submit("test", f"{FNS}:leaky", {})
+        done = wait_for(store, job.id, (SUCCEEDED, FAILED))
+        deadline = time.monotonic() + 10
+        while "sk-12345" not in caplog.text and time.monotonic() < deadline:
+            time.sleep(0.05)
+    assert done.status == FAILED and done.error is not None
+    error = dict(done.error)
+    assert error["type"] == "InternalError" and len(error["error_id"]) == 16
+    assert error["error_id"] in error["message"]
+    assert "secret" not in json.dumps(error) and "sk-12345" not in json.dumps(error)
+    # The details are in the service's log, under the same id, with the traceback.
+    assert error["error_id"] in caplog.text and "sk-12345" in caplog.text and "Traceback" in caplog.text

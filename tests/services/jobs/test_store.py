@@ -70,3 +70,41 @@ def test_restart_marks_active_jobs_failed_with_reason(tmp_path: Path) -> None:
     assert again.error is not None and "restart" in again.error["message"]
     kept = second.get(finished.id)
     assert kept is not None and kept.status == SUCCEEDED and kept.result == {"ok": True}
+
+
+def _finished(store: JobStore, kind: str, at: float, status: str = SUCCEEDED) -> str:
+    job = store.create(kind, {"at": at}, now=at)
+    store.finish(job.id, status, result={"ok": True}, now=at)
+    store.put_artifact(job.id, "plot.png", "image/png", b"png")
+    return job.id
+
+
+def test_delete_removes_a_finished_job_and_its_artifacts(store: JobStore) -> None:
+    done = _finished(store, "simulation", 1.0)
+    active = store.create("simulation", {})
+    store.put_artifact(active.id, "partial.png", "image/png", b"x")
+    assert not store.delete(active.id)  # a live job keeps its row for its worker
+    assert store.get(active.id) is not None
+    assert store.delete(done)
+    assert store.get(done) is None and store.artifact(done, "plot.png") is None
+    assert not store.delete(done)
+
+
+def test_prune_by_age_and_count_never_touches_active_jobs(store: JobStore) -> None:
+    old = [_finished(store, "plan", at) for at in (10.0, 20.0)]
+    new = [
+        _finished(store, "plan", at, status)
+        for at, status in ((30.0, FAILED), (40.0, CANCELLED), (50.0, SUCCEEDED))
+    ]
+    other_kind = _finished(store, "simulation", 1.0)
+    queued = store.create("plan", {}, now=0.0)
+    running = store.create("plan", {}, now=0.0)
+    store.mark_running(running.id, pid=1)
+    assert store.prune("plan", finished_before=25.0) == 2
+    assert all(store.get(i) is None for i in old) and store.artifact(old[0], "plot.png") is None
+    assert store.prune("plan", keep=2) == 1  # the oldest finished one goes
+    assert store.get(new[0]) is None and store.get(new[1]) is not None and store.get(new[2]) is not None
+    assert store.prune("plan", finished_before=1e12, keep=0) == 2
+    # Other kinds and live jobs are never pruned, however old.
+    assert store.get(other_kind) is not None
+    assert {store.get(queued.id).status, store.get(running.id).status} == {QUEUED, RUNNING}  # type: ignore[union-attr]

@@ -134,7 +134,7 @@ def test_cancel_running_solve(service: tuple[RunningServers, httpx.Client]) -> N
     done = wait_job(client, job["url"])
     assert done["status"] == "cancelled"
     # Cancelling a finished job changes nothing and is not an error.
-    assert client.delete(f"/v1/plans/{job['id']}").json()["status"] == "cancelled"
+    assert client.post(f"/v1/plans/{job['id']}/cancel").json()["status"] == "cancelled"
     assert client.get(f"/v1/plans/{job['id']}/plan").status_code == 409
 
 
@@ -465,3 +465,93 @@ def test_inline_fleets_yaml_json_and_ini(service: tuple[RunningServers, httpx.Cl
         assert job["status"] == "succeeded", job["error"]
         values.append(job["result"]["plan"]["objective_tok_per_s"])
     assert values[0] > 0 and values == pytest.approx([values[0]] * 4)
+
+
+HOSTILE = [
+    # Lone surrogates: valid JSON escapes, but not text that can be written to a file or sent back.
+    ('{"cluster": "cluster24", "model": "llama2-70b", "method": "petals", "label": "\\ud800"}', "label"),
+    ('{"cluster_text": "nodes: [\\udfff]", "model": "llama2-70b"}', "cluster_text"),
+    ('{"cluster_spec": {"\\ud800": 1}, "model": "llama2-70b"}', "cluster_spec"),
+    ('{"cluster": "cluster24", "hf_config": {"x": "\\ud83d"}, "profiles": "llama2-70b"}', "hf_config.x"),
+    # Numbers Python's json accepts but that are no numbers, or absurd ones.
+    ('{"cluster": "cluster24", "model": "llama2-70b", "time_limit_s": NaN}', "time_limit_s"),
+    ('{"cluster": "cluster24", "model": "llama2-70b", "time_limit_s": 1e999}', "time_limit_s"),
+    (
+        '{"cluster": "cluster24", "hf_config": {"num_hidden_layers": Infinity}, "profiles": "llama2-70b"}',
+        "hf_config",
+    ),
+    ('{"cluster": "cluster24", "model": "llama2-70b", "seed": 1' + "0" * 400 + "}", "seed"),
+    (
+        '{"cluster": "cluster24", "hf_config": {"num_hidden_layers": 1'
+        + "0" * 30
+        + '}, "profiles": "llama2-70b"}',
+        "hf_config",
+    ),
+    # Deep nesting: within the recursion limit, and far beyond it.
+    (
+        '{"cluster": "cluster24", "model": "llama2-70b", "hf_config": ' + "[" * 200 + "]" * 200 + "}",
+        "hf_config",
+    ),
+    ("[" * 100_000 + "]" * 100_000, "body"),
+]
+
+
+@pytest.mark.parametrize(("raw", "field"), HOSTILE, ids=[f"{i}-{h[1]}" for i, h in enumerate(HOSTILE)])
+def test_hostile_bodies_get_a_4xx_naming_the_field(
+    service: tuple[RunningServers, httpx.Client], raw: str, field: str
+) -> None:
+    _, client = service
+    headers = {**AUTH, "content-type": "application/json"}
+    for path in ("/v1/plans", "/v1/evaluations"):
+        response = client.post(path, content=raw.encode(), headers=headers)
+        assert 400 <= response.status_code < 500, response.text
+        assert field in response.json()["error"]["message"] or field == "body", response.text
+    assert client.get("/healthz").status_code == 200
+
+
+def test_delete_removes_finished_jobs_only(service: tuple[RunningServers, httpx.Client]) -> None:
+    servers, client = service
+    done = wait_job(client, client.post("/v1/plans", json={**FAST, "method": "swarm"}).json()["url"])
+    slow = client.post("/v1/plans", json=SLOW).json()
+    wait_job(client, slow["url"], ("running",))
+    # A running job is not silently cancelled by DELETE: 409 says to cancel first.
+    refused = client.delete(f"/v1/plans/{slow['id']}")
+    assert refused.status_code == 409 and "cancel it first" in refused.json()["error"]["message"]
+    client.post(f"/v1/plans/{slow['id']}/cancel")
+    assert wait_job(client, slow["url"])["status"] == "cancelled"
+    assert client.delete(f"/v1/plans/{slow['id']}").status_code == 204
+    with httpx.Client(base_url=servers.base_url) as anonymous:
+        assert anonymous.delete(f"/v1/plans/{done['id']}").status_code == 401
+    gone = client.delete(f"/v1/plans/{done['id']}")
+    assert gone.status_code == 204 and gone.content == b""
+    for job_id in (done["id"], slow["id"]):
+        assert client.get(f"/v1/plans/{job_id}").status_code == 404
+        assert client.delete(f"/v1/plans/{job_id}").status_code == 404
+    assert done["id"] not in [j["id"] for j in client.get("/v1/plans").json()["items"]]
+    # The same over gRPC.
+    again = wait_job(client, client.post("/v1/plans", json={**FAST, "method": "swarm"}).json()["url"])
+    with grpc.insecure_channel(f"127.0.0.1:{servers.grpc_port}") as channel:
+        stub = pb_grpc.PlannerStub(channel)
+        with pytest.raises(grpc.RpcError) as denied:
+            stub.DeletePlan(pb.JobRef(id=again["id"]))
+        assert denied.value.code() == grpc.StatusCode.UNAUTHENTICATED
+        metadata = (("authorization", f"Bearer {API_KEY}"),)
+        assert stub.DeletePlan(pb.JobRef(id=again["id"]), metadata=metadata).id == again["id"]
+        with pytest.raises(grpc.RpcError) as missing:
+            stub.GetPlan(pb.JobRef(id=again["id"]))
+        assert missing.value.code() == grpc.StatusCode.NOT_FOUND
+
+
+def test_grpc_bodies_get_the_same_checks(service: tuple[RunningServers, httpx.Client]) -> None:
+    servers, _ = service
+    with grpc.insecure_channel(f"127.0.0.1:{servers.grpc_port}") as channel:
+        request = pb.SubmitPlanRequest(
+            inputs=pb.FleetAndModel(cluster="cluster24", cluster_spec_json='{"name": "\\ud800"}'),
+            method="petals",
+        )
+        with pytest.raises(grpc.RpcError) as refused:
+            pb_grpc.PlannerStub(channel).SubmitPlan(
+                request, metadata=(("authorization", f"Bearer {API_KEY}"),)
+            )
+    assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "surrogate" in refused.value.details()

@@ -195,8 +195,12 @@ def test_cancel_long_simulation(
     body = {"plan_id": plan_job["id"], "mode": "offline", "duration_s": 20000, "plots": False}
     job = client.post("/v1/simulations", json=body).json()
     wait_job(client, job["url"], ("running", "succeeded", "failed"))
-    assert client.delete(f"/v1/simulations/{job['id']}").status_code == 200
+    # DELETE does not stop a live job: it says to cancel first.
+    refused = client.delete(f"/v1/simulations/{job['id']}")
+    assert refused.status_code == 409 and "cancel it first" in refused.json()["error"]["message"]
+    assert client.post(f"/v1/simulations/{job['id']}/cancel").status_code == 200
     assert wait_job(client, job["url"])["status"] == "cancelled"
+    assert client.delete(f"/v1/simulations/{job['id']}").status_code == 204
 
 
 def test_auth(simulator: tuple[RunningServers, httpx.Client], plan_job: dict[str, Any]) -> None:
@@ -304,3 +308,55 @@ def test_results_and_plots_survive_a_restart(tmp_path: Path, plan_job: dict[str,
         again = client.get(f"/v1/simulations/{done['id']}").json()
         assert again["result"] == done["result"]
         assert client.get(f"/v1/simulations/{done['id']}/plots/throughput.png").content == png
+
+
+def test_delete_removes_a_simulation_and_its_plots(
+    simulator: tuple[RunningServers, httpx.Client], plan_job: dict[str, Any]
+) -> None:
+    servers, client = simulator
+    body = {"plan": plan_job["result"]["plan"], **SHORT, "duration_s": 10, "warmup_s": 1}
+    done = wait_job(client, client.post("/v1/simulations", json=body).json()["url"])
+    assert done["status"] == "succeeded" and done["result"]["plots"], done["error"]
+    plot_url = f"/v1/simulations/{done['id']}/plots/throughput.png"
+    assert client.get(plot_url).status_code == 200
+    deleted = client.delete(f"/v1/simulations/{done['id']}")
+    assert deleted.status_code == 204 and deleted.content == b""
+    assert client.get(f"/v1/simulations/{done['id']}").status_code == 404
+    assert client.get(plot_url).status_code == 404
+    assert client.delete(f"/v1/simulations/{done['id']}").status_code == 404
+    # Over gRPC: the same rule and the same auth.
+    again = wait_job(client, client.post("/v1/simulations", json={**body, "plots": False}).json()["url"])
+    with grpc.insecure_channel(f"127.0.0.1:{servers.grpc_port}") as channel:
+        stub = pb_grpc.SimulatorStub(channel)
+        ref = planner_pb2.JobRef(id=again["id"])
+        with pytest.raises(grpc.RpcError) as denied:
+            stub.DeleteSimulation(ref)
+        assert denied.value.code() == grpc.StatusCode.UNAUTHENTICATED
+        assert (
+            stub.DeleteSimulation(ref, metadata=(("authorization", f"Bearer {API_KEY}"),)).id == again["id"]
+        )
+        with pytest.raises(grpc.RpcError) as missing:
+            stub.GetSimulation(ref)
+        assert missing.value.code() == grpc.StatusCode.NOT_FOUND
+
+
+HOSTILE = [
+    ('{"plan_id": "%s", "label": "\\ud800"}', "label"),
+    ('{"plan_id": "%s", "throttle": {"\\udc00": 0.5}}', "throttle"),
+    ('{"plan_id": "%s", "throttle": {"n0": NaN}}', "throttle.n0"),
+    ('{"plan_id": "%s", "duration_s": Infinity}', "duration_s"),
+    ('{"plan_id": "%s", "seed": 1' + "0" * 500 + "}", "seed"),
+    ('{"plan_id": "%s", "lengths_pairs": [[1' + "0" * 40 + ", 5]]}", "lengths_pairs"),
+    ('{"plan_id": "%s", "plan": ' + "[" * 300 + "]" * 300 + "}", "plan"),
+]
+
+
+@pytest.mark.parametrize(("raw", "field"), HOSTILE, ids=[f"{i}-{h[1]}" for i, h in enumerate(HOSTILE)])
+def test_hostile_bodies_get_a_4xx_naming_the_field(
+    simulator: tuple[RunningServers, httpx.Client], plan_job: dict[str, Any], raw: str, field: str
+) -> None:
+    _, client = simulator
+    headers = {"content-type": "application/json"}
+    response = client.post("/v1/simulations", content=(raw % plan_job["id"]).encode(), headers=headers)
+    assert 400 <= response.status_code < 500, response.text
+    assert field in response.json()["error"]["message"], response.text

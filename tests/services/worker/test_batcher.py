@@ -113,6 +113,42 @@ def test_backend_pool_full_answers_resource_exhausted_and_forgets_new_requests()
     asyncio.run(_with_batcher(backend, body))
 
 
+class BlockBackend(ScriptedBackend):
+    """KV in whole blocks of 4 tokens, like vLLM's pool; its step fails whole if the pool overflows."""
+
+    BLOCK = 4
+
+    def kv_used_tokens(self) -> int:
+        return sum(-(-n // self.BLOCK) for n in self.tokens.values()) * self.BLOCK
+
+    def kv_tokens_needed(self, request_id: str, position: int, num_tokens: int) -> int:
+        held = -(-self.tokens.get(request_id, 0) // self.BLOCK)
+        return max(0, -(-(position + num_tokens) // self.BLOCK) - held) * self.BLOCK
+
+    def step(self, works: list[Work]) -> list[WorkOut]:
+        added = sum(self.kv_tokens_needed(w.request_id, w.position, w.num_tokens) for w in works)
+        if self.kv_used_tokens() + added > self.capacity:
+            raise CapacityExceeded("the step overflowed the pool")
+        return super().step(works)
+
+
+def test_a_full_block_pool_refuses_only_the_request_that_does_not_fit() -> None:
+    # 5 + 5 + 1 tokens fit 12 tokens, but in blocks of 4 they need 2 + 2 + 1 of the 3 there are.
+    backend = BlockBackend(capacity=12)
+
+    async def body(b: Batcher) -> None:
+        res = await b.submit([_seg("a", [1] * 5), _seg("b", [2] * 5), _seg("c", [3])])
+        assert [r.code for r in res] == ["ok", "resource_exhausted", "ok"]
+        assert "KV cache full: 8 of 12 tokens in use, 8 more requested" in res[1].error
+        assert res[1].failed_hop == "me:1" and (res[0].token_id, res[2].token_id) == (2, 4)
+        # Decode tokens land in a's second block, which has room: nothing more is needed.
+        (more,) = await b.submit([_seg("a", [6], position=5)])
+        assert more.ok and backend.kv_used_tokens() == 12
+
+    asyncio.run(_with_batcher(backend, body))
+    assert backend.steps == [[("a", 5), ("c", 1)], [("a", 1)]]
+
+
 def test_a_backend_bug_fails_the_step_not_the_worker() -> None:
     backend = ScriptedBackend(fail_with=RuntimeError("boom"))
 

@@ -146,18 +146,63 @@ def test_release_abort_and_stats(tiny_dir: Path) -> None:
     asyncio.run(run())
 
 
+def test_a_kv_refusal_fails_only_the_refused_request(tiny_dir: Path) -> None:
+    """The torch twin of the vLLM test: 5 + 12 tokens overflow the tail's 16, so the middle request of the
+    batch is refused there (code and address); the others run and decode as when run alone."""
+    prompts = {"a": [5, 17, 99, 3, 8], "b": list(range(3, 15)), "c": [42, 7, 250]}
+    new_tokens = 5  # a and c end holding 5 + 4 and 3 + 4 tokens: 16 of 16; b alone later 12 + 4
+    expected = dict(zip(prompts, hf_greedy(tiny_dir, list(prompts.values()), new_tokens), strict=True))
+
+    async def run() -> None:
+        (head,) = await start_workers(tiny_dir, [(0, 3)])
+        (tail,) = await start_workers(tiny_dir, [(3, 6)], kv_capacity_tokens=16)
+        chain = chain_of([head, tail])
+        try:
+            results = {
+                r.request_id: r for r in await chain.step([StepInput(n, p, 0) for n, p in prompts.items()])
+            }
+            refused = results.pop("b")
+            assert refused.code == "resource_exhausted" and "KV cache full" in refused.error
+            assert refused.failed_hop == tail.address
+            out: dict[str, list[int]] = {}
+            for name, r in results.items():
+                assert r.ok and r.token_id is not None
+                out[name] = [r.token_id]
+            for step in range(1, new_tokens):
+                last = step == new_tokens - 1
+                items = [StepInput(n, [out[n][-1]], len(prompts[n]) + step - 1, finish=last) for n in out]
+                for r in await chain.step(items):
+                    assert r.ok and r.token_id is not None, r.error
+                    out[r.request_id].append(r.token_id)
+            assert out == {"a": expected["a"], "c": expected["c"]}
+            assert await chain.release(["b"]) == 1  # only the head cached it
+            assert await generate([chain], [prompts["b"]], new_tokens, request_prefix="retry") == [
+                expected["b"]
+            ]
+        finally:
+            await chain.close()
+            await stop_all([head, tail])
+
+    asyncio.run(run())
+
+
 def test_load_switches_the_shard(tiny_dir: Path) -> None:
     async def run() -> None:
         (w,) = await start_workers(tiny_dir, [(0, 3)])
         try:
-            info = await client.load(w.address, LoadOrder(start_layer=0, end_layer=6))
-            assert (info.start_layer, info.end_layer) == (0, 6)
+            report = await client.load(w.address, LoadOrder(start_layer=0, end_layer=6))
+            assert (report.info.start_layer, report.info.end_layer) == (0, 6)
+            assert report.mode == "beside" and report.layers_read == 3 and report.draining == ()
             chain = ChainClient([HopAddress(w.address, 0, 6)])
             (res,) = await chain.step([StepInput("r", [1, 2], 0)])
             assert res.ok
+            # "r" runs [0,6): it keeps the old range draining until it ends, and a second Load must wait.
+            shrink = await client.load(w.address, LoadOrder(start_layer=0, end_layer=2))
+            assert shrink.layers_read == 0 and shrink.draining == ((0, 6),)
             with pytest.raises(grpc.aio.AioRpcError) as err:
-                await client.load(w.address, LoadOrder(start_layer=0, end_layer=2))
-            assert err.value.code() == grpc.StatusCode.FAILED_PRECONDITION  # "r" is still active
+                await client.load(w.address, LoadOrder(start_layer=0, end_layer=4))
+            assert err.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+            assert "draining" in (err.value.details() or "")
             await chain.close()
         finally:
             await stop_all([w])
