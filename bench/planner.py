@@ -3,6 +3,10 @@
 run through the same code. Prints a table; the last line is one JSON object with all figures.
 
     .venv/bin/python -m bench.planner [--time-limit 30] [--full-sim] [--quick]
+    .venv/bin/python -m bench.planner --slo [--ttft-p95 S --tpot-p95 S] [--slo-duration 600] [--quick]
+
+--slo: capacity at a latency SLO (simulator.capacity) of `serve --objective slo` against the paper's layout
+(the stored ILP solution; where none is stored, the paper's MILP under our solver with the same time).
 """
 
 from __future__ import annotations
@@ -214,7 +218,7 @@ def run_ablation(cluster_name: str, model_name: str, time_limit_s: float, seed: 
     return rows
 
 
-def _fmt(value: float | None, spec: str) -> str:
+def fmt(value: float | None, spec: str) -> str:
     return "-" if value is None else format(value, spec)
 
 
@@ -234,13 +238,23 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--ablation", action="store_true", help="MILP variants on cluster24/llama2-70b instead"
     )
+    parser.add_argument("--slo", action="store_true", help="capacity at a latency SLO: serve vs the paper")
+    parser.add_argument("--ttft-p95", type=float, help="--slo: p95 TTFT target (s; default per fleet)")
+    parser.add_argument("--tpot-p95", type=float, help="--slo: p95 TPOT target (s; default per fleet)")
+    parser.add_argument(
+        "--slo-duration", type=float, default=600.0, help="--slo: simulated seconds of each online run"
+    )
     args = parser.parse_args(argv)
+    if args.slo:
+        from bench.planner_slo import slo_main
+
+        return slo_main(args)
     if args.ablation:
         ablation = run_ablation("cluster24", "llama2-70b", args.time_limit, args.seed)
         for entry in ablation:
             print(
-                f"{entry['variant']:24s} max-flow {entry['max_flow']:8.2f}  warm start {_fmt(entry['warm_start'], '8.2f')}  "
-                f"solver bound {_fmt(entry['solver_bound'], '10.1f')}  {entry['wall_s']:6.1f} s  {entry['status']}"
+                f"{entry['variant']:24s} max-flow {entry['max_flow']:8.2f}  warm start {fmt(entry['warm_start'], '8.2f')}  "
+                f"solver bound {fmt(entry['solver_bound'], '10.1f')}  {entry['wall_s']:6.1f} s  {entry['status']}"
             )
         print(
             json.dumps({"bench": "planner-milp-ablation", "time_limit_s": args.time_limit, "rows": ablation})
@@ -286,10 +300,10 @@ def main(argv: list[str] | None = None) -> int:
                 else None
             )
             print(
-                f"{row.fleet:24s} {row.method:14s} {row.max_flow:9.2f} {_fmt(flow_ratio, '8.3f')} "
-                f"{row.bound:8.1f} {row.wall_s:7.2f} {_fmt(row.decode_tok_per_s, '7.1f')} "
-                f"{_fmt(dec_ratio, '8.3f')} {_fmt(row.prompt_latency_s, '8.2f')} "
-                f"{_fmt(row.decode_latency_s, '6.2f')}" + (f"  ERROR {row.error}" if row.error else "")
+                f"{row.fleet:24s} {row.method:14s} {row.max_flow:9.2f} {fmt(flow_ratio, '8.3f')} "
+                f"{row.bound:8.1f} {row.wall_s:7.2f} {fmt(row.decode_tok_per_s, '7.1f')} "
+                f"{fmt(dec_ratio, '8.3f')} {fmt(row.prompt_latency_s, '8.2f')} "
+                f"{fmt(row.decode_latency_s, '6.2f')}" + (f"  ERROR {row.error}" if row.error else "")
             )
         all_rows += rows
         refs.append(ref)

@@ -1,6 +1,7 @@
 """`brl plan CLUSTER --model M --method METHOD -o plan.json`: place the model's layers on a fleet, write the
 plan (and a PNG of it), print max-flow, bound and time. `brl plan evaluate CLUSTER --model M --placement
-FILE` scores an existing placement (a Helix `*_sol.ini` or a plan JSON): max-flow, bounds, bottlenecks.
+FILE` (or `--layout NAME`, a bundled paper layout) scores an existing placement (a Helix `*_sol.ini` or a plan
+JSON): max-flow, bounds, bottlenecks. The plan JSON embeds the fleet and model it was made for.
 
 The first Ctrl+C asks the solver to stop and still writes the best plan found; a second one aborts."""
 
@@ -42,7 +43,16 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
         help="bundled cluster name or .yaml/.ini file; or `evaluate CLUSTER`",
     )
     p.add_argument("--model", required=True, help="bundled model name or HF config.json (or its folder)")
-    p.add_argument("--method", default="milp", choices=method_names(), help=METHOD_HELP)
+    p.add_argument("--method", choices=method_names(), help=METHOD_HELP + " (default milp; serve with slo)")
+    p.add_argument(
+        "--objective",
+        choices=("throughput", "slo"),
+        default="throughput",
+        help="throughput: the method's own objective; slo: the serve method's candidates ranked by the highest "
+        "online rate each sustains with p95 TTFT <= --ttft-p95 and p95 TPOT <= --tpot-p95 (simulated)",
+    )
+    p.add_argument("--ttft-p95", type=float, metavar="S", help="with --objective slo: p95 TTFT target (s)")
+    p.add_argument("--tpot-p95", type=float, metavar="S", help="with --objective slo: p95 TPOT target (s)")
     p.add_argument(
         "--time-limit", type=float, default=60.0, metavar="S", help="seconds of solving (default 60)"
     )
@@ -56,6 +66,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
     p.add_argument("--prune-k", type=int, help="MILP: keep only each node's K fastest links")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.add_argument("--placement", type=Path, help="evaluate: a Helix *_sol.ini or a plan JSON")
+    p.add_argument(
+        "--layout",
+        metavar="NAME",
+        help="evaluate: a bundled paper layout of CLUSTER and --model by method name (ilp, petals, swarm, "
+        "homogeneous, ilp-single, separate)",
+    )
     p.set_defaults(func=run)
 
 
@@ -73,10 +89,18 @@ def _inputs(cluster_arg: str, model_arg: str) -> tuple[Any, Any, Any, Any]:
 def run(args: argparse.Namespace) -> int:
     if args.target[0] == "evaluate":
         if len(args.target) != 2:
-            raise InvalidInput("usage: brl plan evaluate CLUSTER --model M --placement FILE", field="CLUSTER")
+            raise InvalidInput(
+                "usage: brl plan evaluate CLUSTER --model M (--placement FILE | --layout NAME)",
+                field="CLUSTER",
+            )
         return evaluate(args, args.target[1])
     if len(args.target) != 1:
         raise InvalidInput(f"expected one CLUSTER, got {' '.join(args.target)}", field="CLUSTER")
+    if args.layout is not None or args.placement is not None:
+        raise InvalidInput(
+            "--layout and --placement score an existing placement: use `brl plan evaluate CLUSTER`",
+            field="--layout" if args.layout is not None else "--placement",
+        )
     return plan(args, args.target[0])
 
 
@@ -133,11 +157,17 @@ def plan(args: argparse.Namespace, cluster_arg: str) -> int:
     from planner.formats.plan_json import save_plan
     from planner.solvers import solve
 
+    targets = _slo_targets(args)
     cluster, model, profiles, settings = _inputs(cluster_arg, args.model)
     options: dict[str, Any] = {"solver": args.solver}
     if args.prune_k:
         options["prune_k"] = args.prune_k
-    scorer = _serve_scorer(cluster, model, profiles, args, settings) if args.method == "serve" else None
+    if targets is not None:
+        scorer = slo_scorer(cluster, model, profiles, targets, settings=settings, seed=args.seed)
+    elif args.method == "serve":
+        scorer = _serve_scorer(cluster, model, profiles, args, settings)
+    else:
+        scorer = None
     update, close = _progress_bar(args.time_limit, args.quiet)
     started = time.perf_counter()
     with _StopOnFirstInterrupt() as interrupt:
@@ -172,13 +202,43 @@ def plan(args: argparse.Namespace, cluster_arg: str) -> int:
         f"(compute bound {result.metrics.get('compute_bound_tok_per_s', 0.0):.2f}), time {elapsed:.1f} s"
     )
     details = result.solver_stats.get("chosen_details") or {}
-    if details:
+    if details and targets is None:
         print(
             f"  simulated (short run): decode {details['decode_tok_per_s']:.1f} tokens/s, prompt latency "
             f"{details['prompt_latency_s']:.2f} s, decode latency {details['decode_latency_s']:.3f} s"
         )
+    if targets is not None and "capacity_tok_per_s" in details:
+        print(
+            f"  capacity at p95 TTFT <= {targets.ttft_p95_s:g} s, p95 TPOT <= {targets.tpot_p95_s:g} s: "
+            f"{details['capacity_tok_per_s']:.1f} tokens/s ({details['capacity_req_per_s']:.3f} requests/s; "
+            f"{SLO_SEARCH_DURATION_S:.0f}-s online runs, {details['simulations']} simulations)"
+        )
     print(f"wrote {args.output}" + (f" and {png}" if png else ""))
     return 0
+
+
+def _slo_targets(args: argparse.Namespace) -> Any:
+    """Resolve --method for --objective and return the SLO targets (None for the throughput objective)."""
+    from simulator.capacity import SloTargets
+
+    given = [f for f, v in (("--ttft-p95", args.ttft_p95), ("--tpot-p95", args.tpot_p95)) if v is not None]
+    if args.objective != "slo":
+        if given:
+            raise InvalidInput(f"{given[0]} is a target for --objective slo", field=given[0])
+        args.method = args.method or "milp"
+        return None
+    if args.method not in (None, "serve"):
+        raise InvalidInput(
+            "--objective slo ranks the serve method's candidates: drop --method or use --method serve",
+            field="--method",
+        )
+    args.method = "serve"
+    for flag, value in (("--ttft-p95", args.ttft_p95), ("--tpot-p95", args.tpot_p95)):
+        if value is None:
+            raise InvalidInput(f"--objective slo needs {flag} S (seconds)", field=flag)
+        if not (value > 0 and value != float("inf")):
+            raise InvalidInput(f"must be > 0 seconds, got {value}", field=flag)
+    return SloTargets(args.ttft_p95, args.tpot_p95)
 
 
 def _with_provenance(result: Any, cluster_arg: str, args: argparse.Namespace) -> Any:
@@ -206,7 +266,6 @@ def simulator_scorer(cluster: Any, model: Any, profiles: Any, *, settings: Any =
     Lives here, outside the pure planner, which must not import the simulator."""
     from dataclasses import fields
 
-    from planner.flow import plan_from_placement
     from simulator.run import SimConfig, simulate
     from simulator.score import score_plan
 
@@ -214,16 +273,7 @@ def simulator_scorer(cluster: Any, model: Any, profiles: Any, *, settings: Any =
     warm = any(f.name == "warm_start" for f in fields(SimConfig))
 
     def score(placement: Any) -> tuple[float, dict[str, Any]]:
-        candidate = plan_from_placement(
-            cluster,
-            model,
-            profiles,
-            placement,
-            method="serve-candidate",
-            throughput=table,
-            partial=False,
-            split="balanced",
-        )
+        candidate = _candidate(cluster, model, profiles, placement, table)
         if warm:
             config = SimConfig(
                 duration_s=SERVE_SCORE_DURATION_S,
@@ -246,6 +296,69 @@ def simulator_scorer(cluster: Any, model: Any, profiles: Any, *, settings: Any =
     return score
 
 
+def _candidate(cluster: Any, model: Any, profiles: Any, placement: Any, table: Any) -> Any:
+    """A serve candidate as the scorers simulate it: routed over exact joins, the balanced split."""
+    from planner.flow import plan_from_placement
+
+    return plan_from_placement(
+        cluster,
+        model,
+        profiles,
+        placement,
+        method="serve-candidate",
+        throughput=table,
+        partial=False,
+        split="balanced",
+    )
+
+
+# --objective slo judges each candidate by a capacity search of 300-s online runs: an overload above
+# ~2% fails a 5-s TTFT target in that time (simulator.capacity), and a search costs ~10 runs.
+SLO_SEARCH_DURATION_S = 300.0
+SLO_SEARCH_TOLERANCE = 0.03
+
+
+def slo_scorer(
+    cluster: Any, model: Any, profiles: Any, targets: Any, *, settings: Any = None, seed: int = 0
+) -> Any:
+    """placement -> (online tokens/s sustained at the SLO targets, details): the `serve` method's judge for
+    --objective slo. Each search starts at the best capacity found so far, so later ones bracket fast."""
+    from simulator.capacity import plan_capacity
+    from simulator.run import SimConfig
+
+    table = typical_throughput(cluster, model, profiles, settings)
+    best = [0.0]
+
+    def score(placement: Any) -> tuple[float, dict[str, Any]]:
+        candidate = _candidate(cluster, model, profiles, placement, table)
+        if not candidate.edge_flows:
+            return 0.0, {"capacity_tok_per_s": 0.0}
+        cap = plan_capacity(
+            cluster,
+            model,
+            profiles,
+            candidate,
+            targets,
+            base=SimConfig(seed=seed),
+            duration_s=SLO_SEARCH_DURATION_S,
+            tolerance=SLO_SEARCH_TOLERANCE,
+            start_tok_per_s=best[0] or None,
+        )
+        best[0] = max(best[0], cap.rate_tok_per_s)
+        at = cap.at
+        return cap.rate_tok_per_s, {
+            "capacity_tok_per_s": cap.rate_tok_per_s,
+            "capacity_req_per_s": cap.rate_req_per_s,
+            "simulations": cap.simulations,
+            "decode_tok_per_s": at.decode_tok_per_s if at else 0.0,
+            "prompt_latency_s": at.ttft_p95_s if at else 0.0,
+            "decode_latency_s": at.tpot_p95_s if at else 0.0,
+            "max_flow_tok_per_s": candidate.objective_tok_per_s,
+        }
+
+    return score
+
+
 def _serve_scorer(cluster: Any, model: Any, profiles: Any, args: argparse.Namespace, settings: Any) -> Any:
     try:
         return simulator_scorer(cluster, model, profiles, settings=settings, seed=args.seed)
@@ -254,13 +367,16 @@ def _serve_scorer(cluster: Any, model: Any, profiles: Any, args: argparse.Namesp
 
 
 def evaluate(args: argparse.Namespace, cluster_arg: str) -> int:
-    if args.placement is None:
+    if (args.placement is None) == (args.layout is None):
         raise InvalidInput(
-            "evaluate needs --placement FILE (a Helix *_sol.ini or a plan JSON)", field="--placement"
+            "evaluate needs one of --placement FILE (a Helix *_sol.ini or a plan JSON) or --layout NAME",
+            field="--placement",
         )
     cluster, model, profiles, settings = _inputs(cluster_arg, args.model)
     path = args.placement
-    if path.suffix == ".ini":
+    if args.layout is not None:
+        placement = bundled.layout(args.layout, cluster, model)
+    elif path.suffix == ".ini":
         from planner.formats.helix_ini import load_solution_ini
 
         placement = load_solution_ini(path, cluster, model.num_layers)

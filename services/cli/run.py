@@ -147,6 +147,7 @@ class LocalDeployment:
         policy: str = "maxflow",
         extra_env: dict[str, str] | None = None,
         coordinator_args: list[str] | None = None,
+        auto_replan: bool = False,
     ) -> None:
         self.cluster, self.model, self.method, self.workers = cluster, model, method, workers
         self.backend, self.http_port, self.api_key, self.policy = backend, http_port, api_key, policy
@@ -154,6 +155,7 @@ class LocalDeployment:
         self.workdir = workdir or Path(tempfile.mkdtemp(prefix="brl-run-"))
         self.extra_env = dict(extra_env or {})
         self.coordinator_args = list(coordinator_args or [])
+        self.auto_replan = auto_replan
         self.children: list[Child] = []
         self.specs: list[WorkerSpec] = []
         self.http_address = ""
@@ -206,7 +208,10 @@ class LocalDeployment:
             *self.coordinator_args,
         ]
         keys = {"BRL_API_KEY": self.api_key, "BRL_ADMIN_API_KEY": self.admin_api_key}
-        return args, {k: v for k, v in keys.items() if v}
+        env = {k: v for k, v in keys.items() if v}
+        if self.auto_replan:
+            env["BRL_AUTO_REPLAN"] = "1"  # the rollout controller, in the coordinator's process
+        return args, env
 
     def _spawn(self, name: str, args: list[str], secrets_env: dict[str, str] | None = None) -> Child:
         self.log_dir.mkdir(parents=True, exist_ok=True)
@@ -350,7 +355,17 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p.add_argument(
         "--cluster", default=DEFAULT_CLUSTER, help="fleet to emulate (default: local-cpu, 3 workers)"
     )
-    p.add_argument("--workers", type=int, help="use only the first N nodes of the fleet")
+    p.add_argument(
+        "--workers",
+        type=int,
+        help="use only the first N nodes of the fleet (local-cpu4 has 4: fast, fast2, mid, slow)",
+    )
+    p.add_argument(
+        "--auto-replan",
+        action="store_true",
+        help="when a worker dies, re-plan, dry-run in the simulator and load the new ranges live "
+        "(figures: GET /v1/admin/rollout)",
+    )
     p.add_argument("--model", default=DEFAULT_MODEL, help="model short name (default: smollm2-135m)")
     p.add_argument("--method", default=DEFAULT_METHOD, help="placement method (brl plan --method)")
     p.add_argument("--backend", default="torch", choices=("torch", "vllm"), help="worker execution backend")
@@ -390,6 +405,7 @@ def _run(args: argparse.Namespace) -> int:
         admin_api_key=admin_key,
         workdir=args.workdir,
         policy=args.policy,
+        auto_replan=args.auto_replan,
     )
     stop = threading.Event()
 
@@ -419,7 +435,12 @@ def _run(args: argparse.Namespace) -> int:
             f'"content": "What is the capital of France?"}}], "max_tokens": 32}}\'\n'
             f"Admin (plan status and swap, its own key):\n"
             f"  curl {dep.base_url}/admin/plan -H 'Authorization: Bearer {admin_key}'\n"
-            f"Ctrl+C stops it.",
+            + (
+                f"  curl {dep.base_url}/admin/rollout -H 'Authorization: Bearer {admin_key}'\n"
+                if args.auto_replan
+                else ""
+            )
+            + "Ctrl+C stops it.",
             flush=True,
         )
         while not stop.wait(1.0):

@@ -11,20 +11,34 @@ from pathlib import Path
 
 from planner.errors import InvalidInput
 from planner.routing import policy_names
+from services.cli.simulate_capacity import find_capacity, slo_targets
+from services.cli.simulate_replan import compare_without_replan, print_figures
 from simulator.config import MODES, SimConfig
 from simulator.host import HostSpec
 from simulator.run import WatchLine, simulate
+from simulator.transition import DEFAULT_DETECT_S, DEFAULT_LOAD_BYTES_PER_S
 from simulator.workload import ARRIVAL_FILES, LENGTH_FILES
+
+DEFAULT_MODEL = "llama2-70b"  # the paper's model: what --layout and --placement default to
 
 
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p = sub.add_parser(
         "simulate", help="simulate a plan (throughput, latency) before rolling it out", description=__doc__
     )
-    p.add_argument("plan", nargs="?", help="plan JSON from `brl plan` (or use --cluster + --placement)")
-    p.add_argument("--cluster", help="cluster name or file (default: the one the plan names)")
     p.add_argument(
-        "--model", help="model name or config.json (default: the plan's; llama2-70b with --placement)"
+        "plan", nargs="?", help="plan JSON from `brl plan` (or use --cluster with --layout or --placement)"
+    )
+    p.add_argument("--cluster", help="cluster name or file (default: the fleet the plan embeds)")
+    p.add_argument(
+        "--model",
+        help="model name or config.json (default: the plan's; llama2-70b with --layout/--placement)",
+    )
+    p.add_argument(
+        "--layout",
+        metavar="NAME",
+        help="a bundled paper layout of --cluster and --model by method name (ilp, petals, swarm, "
+        "homogeneous, ilp-single, separate), instead of a plan",
     )
     p.add_argument("--placement", help="a paper placement *_sol.ini to simulate instead of a plan")
     p.add_argument("--simulator-cluster", help="a paper simulator_cluster.ini: its links and KV capacities")
@@ -49,6 +63,31 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
         default=[],
         metavar="NODE@SECONDS",
         help="inject a worker failure (repeatable), e.g. --fail n12@120",
+    )
+    p.add_argument(
+        "--replan",
+        action="store_true",
+        help="with --fail: re-plan after each failure (detection, planning, loading, routing switch) and "
+        "compare with the same run without re-planning (both curves in replan.png)",
+    )
+    p.add_argument(
+        "--detect-s",
+        type=float,
+        default=DEFAULT_DETECT_S,
+        help="with --replan: seconds until the coordinator declares a worker dead (heartbeat timeout)",
+    )
+    p.add_argument(
+        "--replan-time-limit",
+        type=float,
+        default=10.0,
+        metavar="S",
+        help="with --replan: the incremental re-planner's search budget (planner.replan time_limit_s)",
+    )
+    p.add_argument(
+        "--load-gbps",
+        type=float,
+        default=DEFAULT_LOAD_BYTES_PER_S / 1e9,
+        help="with --replan: GB/s a node reads new layers at (default 1, the paper's disk speed)",
     )
     p.add_argument(
         "--throttle",
@@ -78,6 +117,20 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
         type=float,
         default=0.0,
         help="coordinator CPU milliseconds per iteration (one event loop: iterations take turns)",
+    )
+    p.add_argument(
+        "--find-capacity",
+        action="store_true",
+        help="search the highest online arrival rate the plan sustains with p95 TTFT <= --ttft-p95 and "
+        "p95 time per output token <= --tpot-p95 (online runs of --duration, default 600 s, same seed)",
+    )
+    p.add_argument("--ttft-p95", type=float, metavar="S", help="with --find-capacity: p95 TTFT target (s)")
+    p.add_argument("--tpot-p95", type=float, metavar="S", help="with --find-capacity: p95 TPOT target (s)")
+    p.add_argument(
+        "--tolerance",
+        type=float,
+        default=0.02,
+        help="with --find-capacity: stop when the first failing rate is within this share of the found one",
     )
     p.add_argument("--watch", action="store_true", help="print the KV watch every 10 simulated seconds")
     p.add_argument("--no-plots", action="store_true")
@@ -128,6 +181,26 @@ def _version() -> str:
         return "unknown"
 
 
+def _placement_path(args: argparse.Namespace) -> str | None:
+    """--placement FILE as given, or the file of the bundled layout --layout NAME names."""
+    given = [
+        flag
+        for flag, v in (("PLAN", args.plan), ("--layout", args.layout), ("--placement", args.placement))
+        if v
+    ]
+    if len(given) > 1:
+        raise InvalidInput(
+            f"give one of a plan JSON, --layout or --placement, not {' and '.join(given)}", field=given[1]
+        )
+    if args.layout is None:
+        return args.placement  # type: ignore[no-any-return]
+    from planner import bundled
+
+    if args.cluster is None:
+        raise InvalidInput("--layout needs --cluster (a bundled cluster, e.g. cluster24)", field="--cluster")
+    return str(bundled.layout_path(args.layout, args.cluster, args.model or DEFAULT_MODEL))
+
+
 def run(args: argparse.Namespace) -> int:
     from simulator.inputs import load_inputs
 
@@ -135,12 +208,20 @@ def run(args: argparse.Namespace) -> int:
         plan_path=args.plan,
         cluster=args.cluster,
         model=args.model,
-        placement_path=args.placement,
+        placement_path=_placement_path(args),
         simulator_cluster=args.simulator_cluster,
     )
     for note in inputs.notes:
         print(f"note: {note}", file=sys.stderr)
+    targets = slo_targets(args)
+    if args.replan and not args.fail:
+        raise InvalidInput(
+            "--replan needs a failure to re-plan after (--fail NODE@SECONDS)", field="--replan"
+        )
     cfg = SimConfig(
+        replan=args.replan,
+        replan_detect_s=args.detect_s,
+        load_bandwidth_bytes_per_s=args.load_gbps * 1e9,
         failures=tuple(_failure(f) for f in args.fail),
         mode=args.mode,
         policy=args.policy,
@@ -161,21 +242,41 @@ def run(args: argparse.Namespace) -> int:
         coordinator_cpu_s_per_iteration=args.coordinator_cpu_ms / 1e3,
     )
 
+    if targets is not None:
+        return find_capacity(args, inputs, cfg, targets)
+
     def show(line: WatchLine) -> None:
         print(line.format(), flush=True)
 
     wall = time.perf_counter()
+    replanner = None
+    if args.replan:
+        from simulator.transition import planner_replanner
+
+        replanner = planner_replanner(
+            inputs.cluster, inputs.model, inputs.profiles, seed=args.seed, time_limit_s=args.replan_time_limit
+        )
     result = simulate(
-        inputs.cluster, inputs.model, inputs.profiles, inputs.plan, cfg, on_watch=show if args.watch else None
+        inputs.cluster,
+        inputs.model,
+        inputs.profiles,
+        inputs.plan,
+        cfg,
+        on_watch=show if args.watch else None,
+        replanner=replanner,
     )
     wall = time.perf_counter() - wall
+    figures = compare_without_replan(inputs, cfg, result) if args.replan else None
     lo, hi = result.window_s
     pl, dl = result.prompt_latency_s, result.decode_latency_s
     print(
         f"plan: {inputs.plan.method} on {inputs.cluster.name}, {inputs.model.name}; policy {args.policy}, "
         f"{args.mode}, seed {args.seed}"
     )
-    print(f"max flow: {result.max_flow_tok_per_s:.2f} tokens/s")
+    # The max-flow is the planning estimate at the paper's typical batch, not a ceiling; the plan's
+    # metrics carry the ceiling (planner.flow.peak_flow_bound), which no run can exceed.
+    ceiling = inputs.plan.metrics.get("peak_flow_bound_tok_per_s")
+    print(f"max flow: {result.max_flow_tok_per_s:.2f} tokens/s (planning estimate at typical batches)")
     print(f"window {lo:.0f}s - {hi:.0f}s: decode {result.decode_tok_per_s:.1f} tokens/s")
     print(
         f"prompt latency: mean {pl.mean:.3f}s p50 {pl.p50:.3f}s p95 {pl.p95:.3f}s p99 {pl.p99:.3f}s (n={pl.count})"
@@ -185,7 +286,8 @@ def run(args: argparse.Namespace) -> int:
     )
     print(
         f"all tokens: {result.all_tok_per_s:.2f} tokens/s over {result.last_finish_s:.2f}s "
-        f"({result.flow_efficiency:.0%} of max flow)"
+        f"({result.flow_efficiency:.0%} of the max-flow estimate"
+        + (f"; ceiling {ceiling:.0f} tokens/s)" if isinstance(ceiling, (int, float)) else ")")
     )
     print(
         f"queries: {result.admitted} admitted, {result.rejected} rejected, {result.finished} finished; "
@@ -196,6 +298,8 @@ def run(args: argparse.Namespace) -> int:
             f"failures: {', '.join(result.failed_nodes)}; {result.aborted} queries aborted, {result.rerun} re-run "
             f"on new chains, {result.lost} lost"
         )
+    if figures is not None:
+        print_figures(figures)
     if result.kv_overflows:
         print(
             f"warning: real KV use exceeded capacity on {', '.join(result.kv_overflows)}; raise the expected "
@@ -213,14 +317,21 @@ def run(args: argparse.Namespace) -> int:
             "cluster": args.cluster or inputs.plan.cluster_name,
             "model": inputs.model.name,
             "placement": args.placement,
+            "layout": args.layout,
             "simulator_cluster": args.simulator_cluster,
             "command": "brl simulate " + " ".join(sys.argv[1:]) if sys.argv[1:2] == ["simulate"] else None,
         }
+        if figures is not None:
+            without = figures.pop("without_replan")
+            data.update(figures)
+            data["without_replan"] = without.summary()
         (out / "result.json").write_text(json.dumps(data, indent=1))
         written = [out / "result.json"]
         if not args.no_plots:
-            from simulator.plots import save_all
+            from simulator.plots import save_all, save_replan
 
             written += save_all(result, out)
+            if figures is not None:
+                written.append(save_replan(without, result, out / "replan.png"))
         print("wrote " + ", ".join(str(p) for p in written))
     return 0

@@ -53,6 +53,7 @@ class Coordinator:
     coordinator_id: str
     started_s: float
     plan_origin: dict[str, Any] = field(default_factory=dict)  # where the loaded plan came from
+    controller: Any = None  # services.controller.controller.Controller with auto_replan
 
     def health(self) -> dict[str, Any]:
         self.fleet.rebuild()
@@ -216,6 +217,10 @@ async def serve(settings: CoordinatorSettings, *, coord: Coordinator | None = No
     http_port = sock.getsockname()[1]
     grpc_server, grpc_port = await start_grpc(coord)
     await coord.engine.start()
+    if settings.auto_replan and coord.controller is None:
+        from services.controller.controller import Controller
+
+        coord.controller = Controller(coord).attach()
     config = uvicorn.Config(
         build_app(coord), log_level="warning", access_log=False, lifespan="off", timeout_graceful_shutdown=3
     )
@@ -224,6 +229,8 @@ async def serve(settings: CoordinatorSettings, *, coord: Coordinator | None = No
     try:
         await server.serve(sockets=[sock])
     finally:
+        if coord.controller is not None:
+            await coord.controller.close()  # no rollout starts or continues while shutting down
         await coord.engine.stop()
         await grpc_server.stop(grace=0.5)
         coord.serving.close()

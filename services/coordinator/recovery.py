@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 import grpc
 
 from planner.errors import InvalidInput, Unavailable
-from services.worker.records import INVALID_ARGUMENT, TokenResult
+from services.worker.records import INVALID_ARGUMENT, UNAVAILABLE, TokenResult
 
 if TYPE_CHECKING:
     from services.coordinator.chain_runner import ChainRunner
@@ -23,6 +23,18 @@ if TYPE_CHECKING:
 
 # The engine's logger on purpose: these lines were the engine's before the split, and operators grep them.
 log = logging.getLogger("brl.coordinator.engine")
+
+# A hop that is changing layers (Load) refuses a segment with UNAVAILABLE "loading" or "draining": the
+# worker is alive, so it is neither probed nor declared lost, and the re-route does not use up one of the
+# request's failure retries. The request waits this long first, so that the new ranges get registered.
+TRANSIENT_WORDS = ("loading", "draining")
+TRANSIENT_RETRY_DELAY_S = 0.2
+
+
+def transient(res: TokenResult) -> bool:
+    """A refusal by a live worker in the middle of a layer change (retry shortly, elsewhere)."""
+    return res.code == UNAVAILABLE and any(w in (res.error or "") for w in TRANSIENT_WORDS)
+
 
 ReleaseFn = Callable[[str, Sequence[str]], Awaitable[None]]
 ProbeFn = Callable[[str], Awaitable[bool]]
@@ -66,12 +78,14 @@ class Recovery:
             self.engine.fleet.release(r.id)
         return old
 
-    def enqueue_retry(self, r: Request, why: str) -> None:
-        """Put `r` first in line, to re-run on a new chain from its prompt plus the tokens so far."""
+    def enqueue_retry(self, r: Request, why: str, *, counted: bool = True) -> None:
+        """Put `r` first in line, to re-run on a new chain from its prompt plus the tokens so far;
+        `counted=False` for a transient refusal, which does not use up a retry."""
         if r.done:
             return
         e = self.engine
-        r.retries += 1
+        if counted:
+            r.retries += 1
         if r.retries > e.limits.max_retries:
             e._fail(r, Unavailable(f"request {r.id} failed on {r.retries} chains; last error: {why}"))
             return
@@ -92,8 +106,14 @@ class Recovery:
     async def recover(self, runner: ChainRunner, failed: list[tuple[Request, TokenResult, str]]) -> None:
         """After a failed step: probe the suspect hops, declare the dead ones lost, re-queue or fail each
         request (already detached by `detach_for_retry`), then free the old attempts' KV."""
-        suspects = sorted({res.failed_hop for _, res, _ in failed if res.failed_hop} or set(runner.addresses))
+        hard = [(r, res, old) for r, res, old in failed if not transient(res)]
+        soft = [(r, res) for r, res, _ in failed if transient(res)]
+        suspects = sorted({res.failed_hop for _, res, _ in hard if res.failed_hop} or set(runner.addresses))
+        if not hard:
+            suspects = []
         try:
+            if soft:
+                await asyncio.sleep(TRANSIENT_RETRY_DELAY_S)
             # A probe can die in ways other than an RpcError (its channel closed under it by a concurrent
             # forget()); any such outcome counts as "not ok" rather than ending this task.
             checks = await asyncio.gather(*(self._probe_fn(a) for a in suspects), return_exceptions=True)
@@ -103,7 +123,9 @@ class Recovery:
         finally:
             # These requests were already detached from their runner: whatever happened above, each must be
             # re-queued or failed here, or it would sit in neither `running` nor `waiting` and be lost.
-            for r, res, _ in failed:
+            for r, res in soft:
+                self.enqueue_retry(r, f"{res.code}: {res.error}", counted=False)
+            for r, res, _ in hard:
                 if res.code == INVALID_ARGUMENT:
                     self.engine._fail(
                         r, InvalidInput(f"a worker rejected the request: {res.error}", source="worker")

@@ -33,8 +33,16 @@ class WorkerState:
     queue_depth: int = 0
 
 
+# Fleet events for `watch` listeners: a worker registered for the first time, or was removed (lost,
+# expired or deregistered). The listener gets the worker's last state (its last heartbeat time included).
+JOINED = "joined"
+LOST = "lost"
+FleetListener = Callable[[str, WorkerState], None]
+
+
 class Registry:
-    """name -> WorkerState for live workers. `on_change` fires after any join, leave or range change."""
+    """name -> WorkerState for live workers. `subscribe` listeners fire after any join, leave or range
+    change; `watch` listeners get each join and loss with the worker's state (the rollout controller)."""
 
     def __init__(self, clock: Callable[[], float], *, expiry_s: float, num_layers: int) -> None:
         self._clock = clock
@@ -42,10 +50,18 @@ class Registry:
         self.num_layers = num_layers
         self._workers: dict[str, WorkerState] = {}
         self._listeners: list[Callable[[], None]] = []
+        self._watchers: list[FleetListener] = []
         self.version = 0
 
     def subscribe(self, listener: Callable[[], None]) -> None:
         self._listeners.append(listener)
+
+    def watch(self, listener: FleetListener) -> None:
+        self._watchers.append(listener)
+
+    def _event(self, kind: str, state: WorkerState) -> None:
+        for listener in self._watchers:
+            listener(kind, state)
 
     def _changed(self) -> None:
         self.version += 1
@@ -72,6 +88,8 @@ class Registry:
         changed = old is None or old.info != info
         if changed:
             self._changed()
+        if old is None:
+            self._event(JOINED, self._workers[info.name])
         return changed
 
     def heartbeat(
@@ -94,19 +112,22 @@ class Registry:
         return True
 
     def remove(self, name: str) -> bool:
-        if self._workers.pop(name, None) is None:
+        old = self._workers.pop(name, None)
+        if old is None:
             return False
         self._changed()
+        self._event(LOST, old)
         return True
 
     def expire(self) -> list[str]:
         """Drops workers silent for longer than expiry_s; returns their names."""
         cutoff = self._clock() - self.expiry_s
         lost = [n for n, w in self._workers.items() if w.last_seen_s < cutoff]
-        for name in lost:
-            del self._workers[name]
+        states = [self._workers.pop(name) for name in lost]
         if lost:
             self._changed()
+        for state in states:
+            self._event(LOST, state)
         return lost
 
     def get(self, name: str) -> WorkerState | None:

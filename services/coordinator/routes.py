@@ -123,6 +123,14 @@ def admin_router(coord: Coordinator, admin_key: str) -> APIRouter:
         # In-flight requests finish on their chains; new ones route by the new plan.
         return await planswap.swap(coord, body)
 
+    @admin.get("/rollout")
+    async def rollout_status() -> dict[str, Any]:
+        # The last live rollout's stage times and moves (BRL_AUTO_REPLAN); disabled: {"enabled": false}.
+        if coord.controller is None:
+            return {"enabled": False, "rollouts": 0, "last": None}
+        status: dict[str, Any] = coord.controller.status()
+        return status
+
     return admin
 
 

@@ -58,6 +58,9 @@ class CoordinatorSettings(BaseModel):
     max_body_bytes: int = Field(
         4_000_000, ge=1_000, description="largest request body, counted as received (chunked too); 413 beyond"
     )
+    auto_replan: bool = Field(
+        False, description="when a worker is lost, re-plan, dry-run and roll the new plan out live"
+    )
     seed: int = 0
 
     @model_validator(mode="after")

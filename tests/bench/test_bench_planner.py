@@ -33,3 +33,22 @@ def test_milp_ablation_runs_every_variant(capsys) -> None:
     assert rows["paper-petals-start"]["cols"] == 1376
     # Our warm start is never worse than the paper's petals start.
     assert rows["search-warm-start"]["max_flow"] >= rows["paper-petals-start"]["max_flow"]
+
+
+def test_slo_quick_reports_capacity_of_serve_and_the_paper_and_their_ratio(capsys) -> None:
+    assert bench_planner.main(["--slo", "--quick"]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    result = json.loads(lines[-1])
+    assert result["bench"] == "planner-slo"
+    (fleet,) = result["fleets"]
+    assert fleet["serve"]["ttft_p95_target_s"] == 5.0 and fleet["baseline"]["tpot_p95_target_s"] == 1.5
+    assert fleet["fleet"] == "cluster10/llama1-30b"
+    for name in ("baseline", "serve"):
+        cap = fleet[name]
+        assert cap["simulations"] >= 1
+        if cap["at"] is not None:
+            assert cap["at"]["ttft_p95_s"] <= 5.0 and cap["at"]["tpot_p95_s"] <= 1.5
+    base, serve = fleet["baseline"]["rate_tok_per_s"], fleet["serve"]["rate_tok_per_s"]
+    assert serve > 0
+    assert fleet["ratio"] == (serve / base if base > 0 else None)
+    assert any("ratio serve / paper" in line for line in lines)

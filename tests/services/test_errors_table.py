@@ -108,9 +108,9 @@ def _app(install: Callable[[FastAPI], None]) -> FastAPI:
 
 
 @pytest.fixture(scope="module")
-def both() -> Iterator[tuple[httpx.Client, httpx.Client]]:
+def servers() -> Iterator[list[RunningServers]]:
     """The job services' and the coordinator's HTTP error handling, each on a real loopback server."""
-    servers = [
+    running = [
         RunningServers(
             app, host="127.0.0.1", port=0, grpc_spec=None, on_close=lambda: None
         ).start_background()
@@ -120,14 +120,21 @@ def both() -> Iterator[tuple[httpx.Client, httpx.Client]]:
         )
     ]
     try:
-        with (
-            httpx.Client(base_url=servers[0].base_url, timeout=10) as jobs,
-            httpx.Client(base_url=servers[1].base_url, timeout=10) as coordinator,
-        ):
-            yield jobs, coordinator
+        yield running
     finally:
-        for s in servers:
+        for s in running:
             s.stop()
+
+
+@pytest.fixture
+def both(servers: list[RunningServers]) -> Iterator[tuple[httpx.Client, httpx.Client]]:
+    """Fresh clients per test: after an internal error the server closes that connection, and a pooled one
+    reused by the next test could meet the reset."""
+    with (
+        httpx.Client(base_url=servers[0].base_url, timeout=10) as jobs,
+        httpx.Client(base_url=servers[1].base_url, timeout=10) as coordinator,
+    ):
+        yield jobs, coordinator
 
 
 def test_both_services_answer_each_error_class_the_same(both: tuple[httpx.Client, httpx.Client]) -> None:

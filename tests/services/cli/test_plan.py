@@ -81,3 +81,60 @@ def test_bad_input_exits_2(tmp_path: Path, capsys) -> None:
     assert main(["plan", "evaluate", "cluster24", "--model", "llama2-70b"]) == 2
     with pytest.raises(SystemExit):
         main(["plan", "cluster24", "--model", "llama2-70b", "--method", "gurobi"])
+
+
+def test_evaluate_a_bundled_layout_by_name(capsys) -> None:
+    assert main(["plan", "evaluate", "cluster24", "--model", "llama2-70b", "--layout", "ilp"]) == 0
+    assert "max-flow 1289.5" in capsys.readouterr().out
+    assert main(["plan", "evaluate", "cluster24", "--model", "llama2-70b", "--layout", "best"]) == 2
+    err = capsys.readouterr().err
+    assert "expected one of: homogeneous, ilp, ilp-single, petals, swarm" in err
+    assert len(err.strip().splitlines()) == 1
+    two = ["--layout", "ilp", "--placement", "x_sol.ini"]
+    assert main(["plan", "evaluate", "cluster24", "--model", "llama2-70b", *two]) == 2
+    assert main(["plan", "cluster24", "--model", "llama2-70b", "--layout", "ilp"]) == 2
+    assert "brl plan evaluate" in capsys.readouterr().err
+
+
+def test_a_plan_of_a_fleet_file_embeds_the_fleet(tmp_path: Path) -> None:
+    fleet_file = tmp_path / "edge.ini"
+    fleet_file.write_text(Path("planner/data/clusters/cluster10.ini").read_text())
+    out = tmp_path / "plan.json"
+    args = ["plan", str(fleet_file), "--model", "llama1-30b", "--method", "swarm", "--no-png", "--quiet"]
+    assert main([*args, "-o", str(out)]) == 0
+    plan = load_plan(out)
+    fleet = bundled.cluster(str(fleet_file))
+    assert plan.cluster == fleet and plan.cluster_name == "edge"
+    assert plan.model == bundled.model("llama1-30b") and plan.profiles_name == "llama1-30b"
+
+
+def test_plan_for_an_slo_ranks_serve_candidates_by_capacity(tmp_path: Path, capsys) -> None:
+    out = tmp_path / "slo.json"
+    args = ["plan", "cluster10", "--model", "llama1-30b", "--objective", "slo", "--ttft-p95", "5"]
+    assert main([*args, "--tpot-p95", "1.5", "--time-limit", "2", "--quiet", "--no-png", "-o", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "method serve:" in printed and "capacity at p95 TTFT <= 5 s, p95 TPOT <= 1.5 s:" in printed
+    stats = load_plan(out).solver_stats
+    details = stats["chosen_details"]
+    assert details["capacity_tok_per_s"] > 0 and details["simulations"] >= 1
+    # The plan chosen is the best capacity scored, and the score is that capacity.
+    assert stats["decode_tok_per_s"] == details["capacity_tok_per_s"]
+    assert details["capacity_tok_per_s"] == pytest.approx(max(stats["scores"].values()), abs=0.01)
+
+
+@pytest.mark.parametrize(
+    ("extra", "flag"),
+    [
+        (["--objective", "slo", "--tpot-p95", "1.5"], "--ttft-p95"),
+        (["--objective", "slo", "--ttft-p95", "5"], "--tpot-p95"),
+        (["--objective", "slo", "--ttft-p95", "-5", "--tpot-p95", "1"], "--ttft-p95"),
+        (["--objective", "slo", "--ttft-p95", "5", "--tpot-p95", "nan"], "--tpot-p95"),
+        (["--objective", "slo", "--ttft-p95", "5", "--tpot-p95", "1", "--method", "milp"], "--method"),
+        (["--tpot-p95", "1"], "--tpot-p95"),
+    ],
+)
+def test_bad_slo_flags_exit_2_naming_the_flag(tmp_path: Path, capsys, extra: list[str], flag: str) -> None:
+    assert main(["plan", "cluster10", "--model", "llama1-30b", *extra, "-o", str(tmp_path / "p.json")]) == 2
+    err = capsys.readouterr().err
+    assert flag in err and "Traceback" not in err
+    assert not (tmp_path / "p.json").exists()

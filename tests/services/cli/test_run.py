@@ -70,6 +70,18 @@ def test_the_launcher_puts_keys_in_the_environment_not_argv(tmp_path: Path) -> N
     assert LocalDeployment(workdir=tmp_path).coordinator_launch(tmp_path / "plan.json")[1] == {}
 
 
+def test_auto_replan_reaches_the_coordinator_only_and_four_workers_can_be_planned(tmp_path: Path) -> None:
+    from services.cli.run import plan_local
+    from services.coordinator.settings import from_env
+
+    _, env = LocalDeployment(workdir=tmp_path, auto_replan=True).coordinator_launch(tmp_path / "plan.json")
+    assert env == {"BRL_AUTO_REPLAN": "1"} and from_env(env).auto_replan
+    assert not from_env({}).auto_replan
+    plan, specs = plan_local("local-cpu4", workers=4, time_limit_s=2.0)
+    assert sorted(w.name for w in specs) == ["fast", "fast2", "mid", "slow"]
+    assert not plan.placement.uncovered()
+
+
 def test_brl_run_serves_and_leaves_no_orphans(tmp_path: Path) -> None:
     proc = subprocess.Popen(
         [sys.executable, "-m", "services.cli.main", "run", "--port", "0", "--workdir", str(tmp_path)],

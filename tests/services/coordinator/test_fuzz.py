@@ -24,7 +24,7 @@ from tests.services.coordinator.fakeserver import FakeServer, serve_fake
 
 MODEL = "smollm2-135m"
 KEY, ADMIN_KEY = "fuzz-key", "fuzz-admin-key"
-ADMIN_OPS = ("GET /v1/admin/plan", "POST /v1/admin/plan")
+ADMIN_OPS = ("GET /v1/admin/plan", "POST /v1/admin/plan", "GET /v1/admin/rollout")
 MAX_EXAMPLES = 15
 UNSUPPORTED = (
     "max_completion_tokens",

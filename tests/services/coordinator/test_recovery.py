@@ -14,7 +14,7 @@ from planner.errors import InvalidInput, Unavailable
 from services.coordinator.engine import EngineLimits, GenParams, Handle
 from services.coordinator.eventlog import EventLog
 from services.worker.client import HopAddress, StepInput
-from services.worker.records import INVALID_ARGUMENT, TokenResult, error_result
+from services.worker.records import INVALID_ARGUMENT, UNAVAILABLE, TokenResult, error_result
 from tests.services.coordinator.fakes import FakeChain, FakeWorld, make_engine, reference
 
 pytestmark = pytest.mark.anyio
@@ -152,5 +152,65 @@ async def test_declare_lost_removes_the_worker_and_logs_the_event() -> None:
         assert engine.metrics.worker_lost._value.get() == 1
         events = [json.loads(line) for line in iterations.getvalue().splitlines()]
         assert [(e["event"], e["worker"]) for e in events] == [("worker_lost", "c")]
+    finally:
+        await engine.stop()
+
+
+class ChangingLayersWorld(FakeWorld):
+    """The first steps are refused the way a worker changing layers (Load) refuses them: UNAVAILABLE
+    "loading", then "draining"; the worker is alive all along. Probes are counted."""
+
+    refusals: list[str]
+    probes: int = 0
+
+    def chain(self, hops: Sequence[HopAddress]) -> FakeChain:
+        return ChangingLayersChain(self, list(hops))
+
+    async def probe(self, address: str) -> bool:
+        self.probes += 1
+        return await super().probe(address)
+
+
+class ChangingLayersChain(FakeChain):
+    async def step(self, items: Sequence[StepInput]) -> list[TokenResult]:
+        world = self.world
+        assert isinstance(world, ChangingLayersWorld)
+        if world.refusals:
+            why = world.refusals.pop(0)
+            return [error_result(i.request_id, UNAVAILABLE, why, self.hops[0].address) for i in items]
+        return await super().step(items)
+
+
+async def test_loading_and_draining_refusals_retry_without_using_retries_or_losing_the_worker() -> None:
+    world = ChangingLayersWorld()
+    world.refusals = [
+        "this worker is loading layers [0,4): retry when the load is done",
+        "layers [0,2) are draining on this worker; it is moving to [0,4): start new requests on another chain",
+        "this worker is loading layers [0,4): retry when the load is done",
+    ]
+    # No failure retry allowed at all: only the transient refusals' own re-routes can save the request.
+    engine = make_engine(world, TWO_CHAINS, limits=EngineLimits(max_retries=0, tick_s=0.02))
+    await engine.start()
+    try:
+        handle = engine.submit("r1", [1, 2], GenParams(max_tokens=6))
+        assert await asyncio.wait_for(collect(handle), 10.0) == reference([1, 2], 6)
+        assert world.refusals == []
+        assert world.probes == 0  # a live worker changing layers is not suspected
+        assert sorted(engine.fleet.registry.names()) == sorted(TWO_CHAINS)
+        assert engine.metrics.worker_lost._value.get() == 0
+    finally:
+        await engine.stop()
+
+
+async def test_an_unavailable_without_loading_or_draining_still_counts_as_a_failure() -> None:
+    world = ChangingLayersWorld()
+    world.refusals = ["worker overloaded"]
+    engine = make_engine(world, TWO_CHAINS, limits=EngineLimits(max_retries=0, tick_s=0.02))
+    await engine.start()
+    try:
+        handle = engine.submit("r1", [1, 2], GenParams(max_tokens=6))
+        with pytest.raises(Unavailable, match="worker overloaded"):
+            await asyncio.wait_for(collect(handle), 10.0)
+        assert world.probes >= 1
     finally:
         await engine.stop()

@@ -48,6 +48,11 @@ def test_admin_takes_its_own_key_only() -> None:
             httpx.post(f"{srv.base_url}/chat/completions", json=CHAT, headers=ADMIN_AUTH).status_code == 401
         )
         assert httpx.post(f"{srv.base_url}/chat/completions", json=CHAT, headers=AUTH).status_code == 200
+        # The rollout figures: admin key only; without BRL_AUTO_REPLAN the controller is off.
+        rollout = f"{srv.base_url}/admin/rollout"
+        assert httpx.get(rollout, headers=AUTH).status_code == 401
+        r = httpx.get(rollout, headers=ADMIN_AUTH)
+        assert r.status_code == 200 and r.json() == {"enabled": False, "rollouts": 0, "last": None}
 
 
 def test_plan_swap_body_may_not_name_a_url() -> None:

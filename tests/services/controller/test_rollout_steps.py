@@ -1,0 +1,140 @@
+"""The controller's rollout on an in-process fleet (real registry, fleet routing and planner.replan; the
+workers' Load is a recording fake): a lost sole holder gets its layers covered again and the plan swapped;
+a loss the survivors absorb rolls nothing out; a failed load leaves the plan in force."""
+
+from __future__ import annotations
+
+import time
+from types import SimpleNamespace
+from typing import Any
+
+import pytest
+
+from planner import bundled
+from planner.flow import plan_from_placement
+from planner.placement import LayerRange, Placement
+from planner.plan import Plan
+from services.controller.controller import Controller
+from services.coordinator.fleet import Fleet
+from services.coordinator.registry import Registry, WorkerInfo
+from services.worker.records import LOAD_BESIDE, LoadOrder, LoadReport
+from services.worker.records import WorkerInfo as WorkerRecord
+
+pytestmark = pytest.mark.anyio
+
+MODEL = bundled.model("smollm2-135m")
+PROFILES = bundled.profiles(MODEL)
+CLUSTER = bundled.cluster("local-cpu4")
+TYPES = {n.name: n.gpu_type for n in CLUSTER.nodes}
+
+
+def make_coord(ranges: dict[str, tuple[int, int]]) -> tuple[Any, Registry, Plan]:
+    placement = Placement(MODEL.num_layers, {n: LayerRange(*r) for n, r in ranges.items()})
+    plan = plan_from_placement(CLUSTER, MODEL, PROFILES, placement, method="test")
+    registry = Registry(time.monotonic, expiry_s=60.0, num_layers=MODEL.num_layers)
+    for name, (a, b) in ranges.items():
+        registry.register(WorkerInfo(name, f"addr-{name}", LayerRange(a, b), TYPES[name], 4096))
+    fleet = Fleet(registry, MODEL, plan=plan, cluster=CLUSTER, profiles=PROFILES)
+    swaps: list[int] = []
+    engine = SimpleNamespace(running={}, plan_swapped=lambda: swaps.append(1))
+    coord = SimpleNamespace(
+        fleet=fleet, registry=registry, engine=engine, settings=SimpleNamespace(seed=0), plan_origin={}
+    )
+    return coord, registry, plan
+
+
+class FakeLoads:
+    def __init__(self, fail: bool = False) -> None:
+        self.orders: dict[str, LoadOrder] = {}
+        self.fail = fail
+
+    async def __call__(self, address: str, order: LoadOrder) -> LoadReport:
+        if self.fail:
+            raise RuntimeError(f"{address}: out of memory")
+        self.orders[address] = order
+        info = WorkerRecord(
+            MODEL.name, 30, order.start_layer, order.end_layer, 576, 49152, "float32", "torch", address, 4096
+        )
+        return LoadReport(info, LOAD_BESIDE, layers_read=order.end_layer - order.start_layer, load_s=0.01)
+
+
+def controller(coord: Any, loads: FakeLoads) -> Controller:
+    # No simulator scorer: these tests are about the staging, the dry run's judge is tested elsewhere.
+    return Controller(coord, load_fn=loads, scorer_factory=lambda c: None, replan_time_limit_s=0.5).attach()
+
+
+async def test_losing_a_sole_holder_loads_new_ranges_then_swaps_the_plan() -> None:
+    coord, registry, plan = make_coord(
+        {"fast": (0, 10), "mid": (10, 20), "slow": (20, 30), "fast2": (10, 30)}
+    )
+    loads = FakeLoads()
+    ctl = controller(coord, loads)
+    registry.remove("fast")
+    await ctl.wait_idle()
+    last = ctl.status()["last"]
+    assert last["outcome"] == "rolled_out", last
+    assert last["lost"] == ["fast"] and last["uncovered_before"] == [[0, 10]]
+    assert not registry.uncovered()  # the registry holds the new ranges as soon as they are loaded
+    new = coord.fleet.base_plan
+    assert new is not plan and "fast" not in new.placement.ranges
+    for name, rng in new.placement.ranges.items():
+        state = registry.get(name)
+        assert state is not None and state.info.layers == rng
+    changed = {m["node"] for m in last["moves"] if m["after"] != m["before"]}
+    assert {a.removeprefix("addr-") for a in loads.orders} == changed
+    assert coord.plan_origin["source"] == "controller"
+    assert last["recover_s"] >= last["replan_s"] + last["load_s"]
+    assert coord.fleet.routable and coord.fleet.plan is new
+
+
+async def test_the_dry_run_refuses_a_plan_the_simulator_says_serves_less() -> None:
+    # Every layer stays covered after losing slow, so the simulator (here a fake judge that prefers the
+    # survivors' placement) decides; the re-plan is not rolled out and nothing is loaded.
+    coord, registry, plan = make_coord({"fast": (0, 30), "fast2": (0, 30), "slow": (0, 12)})
+    survivors = plan.placement.without({"slow"})
+    judged: list[Placement] = []
+
+    def judge(placement: Placement) -> tuple[float, dict[str, Any]]:
+        judged.append(placement)
+        return (100.0 if placement == survivors else 50.0), {}
+
+    loads = FakeLoads()
+    ctl = Controller(coord, load_fn=loads, scorer_factory=lambda c: judge, replan_time_limit_s=0.5).attach()
+    registry.remove("slow")
+    await ctl.wait_idle()
+    last = ctl.status()["last"]
+    assert last["outcome"] == "skipped" and "no gain" in last["reason"], last
+    assert (last["score_before"], last["score_after"]) == (100.0, 50.0)
+    assert len(judged) == 2 and loads.orders == {} and coord.fleet.base_plan is plan
+
+
+async def test_a_lost_worker_outside_the_plan_rolls_nothing_out() -> None:
+    coord, registry, plan = make_coord({"fast": (0, 30), "mid": (0, 20)})
+    registry.register(WorkerInfo("slow", "addr-slow", LayerRange(0, 12), "cpu-slow", 4096))
+    loads = FakeLoads()
+    ctl = controller(coord, loads)
+    registry.remove("slow")
+    await ctl.wait_idle()
+    last = ctl.status()["last"]
+    assert last["outcome"] == "skipped" and last["lost"] == [], last
+    assert loads.orders == {} and coord.fleet.base_plan is plan
+
+
+async def test_a_failed_load_keeps_the_plan_in_force_and_reports_failed() -> None:
+    coord, registry, plan = make_coord(
+        {"fast": (0, 10), "mid": (10, 20), "slow": (20, 30), "fast2": (10, 30)}
+    )
+    ctl = controller(coord, FakeLoads(fail=True))
+    registry.remove("fast")
+    await ctl.wait_idle()
+    last = ctl.status()["last"]
+    assert last["outcome"] == "failed" and "out of memory" in last["reason"]
+    assert coord.fleet.base_plan is plan
+
+
+async def test_joins_start_no_rollout() -> None:
+    coord, registry, _ = make_coord({"fast": (0, 30)})
+    ctl = controller(coord, FakeLoads())
+    registry.register(WorkerInfo("mid", "addr-mid", LayerRange(0, 20), "cpu-mid", 4096))
+    await ctl.wait_idle()
+    assert ctl.status() == {"enabled": True, "running": False, "rollouts": 0, "last": None}
