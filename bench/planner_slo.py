@@ -58,7 +58,6 @@ def run_slo(
             bundled.layout(reference, cluster_name, model_name),
             method=f"paper-{reference}",
             throughput=table,
-            partial=False,
         )
     else:
         baseline = solve(

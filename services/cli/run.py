@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import ctypes
 import json
 import os
 import secrets
@@ -26,12 +25,13 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType, TracebackType
 
 from planner.errors import InvalidInput, Unavailable
 from planner.plan import Plan
+from services.cli.children import Child, Interrupted, die_with_parent
 
 ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_CLUSTER = "local-cpu"
@@ -39,7 +39,6 @@ DEFAULT_MODEL = "smollm2-135m"
 DEFAULT_METHOD = "milp"
 # Declared speed of each virtual CPU type (the worker throttles itself to it); see the cluster file.
 SPEED_FACTORS = {"cpu": 1.0, "cpu-fast": 1.0, "cpu-mid": 0.5, "cpu-slow": 0.25}
-PR_SET_PDEATHSIG = 1
 
 
 @dataclass(frozen=True)
@@ -85,48 +84,6 @@ def plan_local(
         for name, rng in plan.placement.ranges.items()
     ]
     return plan, specs
-
-
-def _die_with_parent() -> None:
-    """Runs in the child before exec: own process group, and SIGTERM when the parent dies (Linux)."""
-    os.setsid()
-    with contextlib.suppress(OSError, AttributeError):
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
-
-
-@dataclass
-class Child:
-    name: str
-    proc: subprocess.Popen[str]
-    first_line: str = ""
-    log_path: Path | None = None
-    _ready: threading.Event = field(default_factory=threading.Event)
-
-    def start_reader(self) -> None:
-        def read() -> None:
-            assert self.proc.stdout is not None  # we created it with stdout=PIPE
-            for i, line in enumerate(self.proc.stdout):
-                if i == 0:
-                    self.first_line = line.strip()
-                    self._ready.set()
-            self._ready.set()
-
-        threading.Thread(target=read, name=f"read {self.name}", daemon=True).start()
-
-    def wait_first_line(self, timeout_s: float, cancel: threading.Event | None = None) -> str:
-        deadline = time.monotonic() + timeout_s
-        while not self._ready.wait(0.2):
-            if cancel is not None and cancel.is_set():
-                raise Interrupted("start-up interrupted")
-            if time.monotonic() > deadline:
-                break
-        if not self.first_line:
-            raise Unavailable(f"{self.name} did not start within {timeout_s:.0f} s; see {self.log_path}")
-        return self.first_line
-
-
-class Interrupted(Unavailable):
-    """Ctrl+C / SIGTERM arrived while the deployment was starting."""
 
 
 class LocalDeployment:
@@ -225,7 +182,7 @@ class LocalDeployment:
                 stdout=subprocess.PIPE,
                 stderr=log_file,
                 text=True,
-                preexec_fn=_die_with_parent,
+                preexec_fn=die_with_parent,
             )  # noqa: PLW1509 - setsid + pdeathsig only
         finally:
             log_file.close()
