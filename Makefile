@@ -7,7 +7,7 @@ STAMP := $(VENV)/.brl-installed
 PROTO_SRC := $(wildcard protos/*.proto)
 PROTO_STAMP := protos/.generated
 
-.PHONY: run test test-vllm lint typecheck protos clean setup
+.PHONY: run test test-vllm lint typecheck protos clean setup browser
 
 setup: $(STAMP) $(PROTO_STAMP)
 
@@ -36,7 +36,15 @@ lint: setup
 typecheck: setup
 	$(BIN)/mypy planner simulator services bench
 
-test: setup
+# The page tests drive Debian's Chromium (tests/browser.py): installed with apt when missing, so a fresh
+# machine needs nothing by hand (as root, or through sudo).
+browser:
+	@command -v chromium >/dev/null 2>&1 || { \
+	  SUDO=; [ "$$(id -u)" -eq 0 ] || SUDO=sudo; \
+	  $$SUDO env DEBIAN_FRONTEND=noninteractive apt-get update -q && \
+	  $$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends chromium fonts-dejavu-core; }
+
+test: setup browser
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy planner simulator services bench

@@ -12,6 +12,12 @@ with no failure), then the chaos phase. Every request ends as one of:
 `retried` is how many times the coordinator moved a request to a new chain (its re-route counter).
 Prints figures, then the ratio chaos / calm request rate; the last line is one JSON object.
 `--quick` (~15 s of chaos) is the toy run the tests use. Exit status 1 when anything was lost.
+
+With `--auto-replan` the coordinator runs the rollout controller on a plan of the four workers; then
+`--permanent` makes some kills permanent (the worker never comes back: the controller covers its layers
+again; at least two workers stay) and `--joins` starts new workers (j1, j2, ... holding one layer no chain
+uses) that the controller gives layers when the simulator predicts a gain. Each chaos action is one entry
+of Chaos.actions: a new kind of failure is one more method.
 """
 
 from __future__ import annotations
@@ -128,41 +134,135 @@ async def load(
     return tally, time.monotonic() - t0
 
 
-class Chaos:
-    """Kills a random live worker every few seconds and starts a fresh process for it a moment later.
-    Runs in the main thread (children die with the thread that started them); spawning never blocks."""
+# Fewest live workers a permanent kill leaves (any one worker can hold the whole model here).
+MIN_LIVE_AFTER_PERMANENT = 2
+# A joiner holds this one layer at start: no chain can use it until the controller gives it a range.
+JOIN_LAYERS = (29, 30)
 
-    def __init__(self, fleet: ProcFleet, rng: random.Random, every_s: tuple[float, float]) -> None:
+
+async def serve_once(fleet: ProcFleet, max_tokens: int, reference: dict[str, str]) -> Tally:
+    """A few prompts, one at a time, on the fleet left after the chaos: it must still serve them all."""
+    tally = Tally()
+    async with httpx.AsyncClient() as http:
+        for prompt in PROMPTS[:4]:
+            out = await stream_completion(http, fleet.base_url, prompt, max_tokens, read_timeout_s=120)
+            tally.add(prompt, out, reference)
+    return tally
+
+
+class Chaos:
+    """Every few seconds one action on the fleet, drawn from `actions`: kill a random live worker and
+    start a fresh process for it a moment later (always), kill one for good (`permanent`), start a new
+    worker (`joins`). Runs in the main thread (children die with the thread that started them); spawning
+    never blocks."""
+
+    def __init__(
+        self,
+        fleet: ProcFleet,
+        rng: random.Random,
+        every_s: tuple[float, float],
+        *,
+        permanent: bool = False,
+        joins: bool = False,
+    ) -> None:
         self.fleet = fleet
         self.rng = rng
         self.every_s = every_s
         self.kills: list[str] = []
         self.restarts = 0
+        self.permanent: list[str] = []
+        self.joined: list[str] = []
+        self._restarts: list[tuple[float, str]] = []
+        self.actions: list[Callable[[float], None]] = [self.kill_and_restart]
+        if permanent:
+            self.actions.append(self.kill_for_good)
+        if joins:
+            self.actions.append(self.join)
+
+    def live(self) -> list[str]:
+        return sorted(n for n, p in self.fleet.workers.items() if p.alive() and n not in self.permanent)
+
+    def kill_and_restart(self, now: float) -> None:
+        live = self.live()
+        if live:
+            victim = self.rng.choice(live)
+            self.fleet.kill(victim)
+            self.kills.append(victim)
+            self._restarts.append((now + self.rng.uniform(0.0, 2.0), victim))
+
+    def kill_for_good(self, now: float) -> None:
+        restarting = {n for _, n in self._restarts}
+        live = [n for n in self.live() if n not in restarting]
+        if len(live) - 1 < MIN_LIVE_AFTER_PERMANENT:
+            return self.kill_and_restart(now)
+        victim = self.rng.choice(live)
+        self.fleet.kill(victim)
+        self.kills.append(victim)
+        self.permanent.append(victim)
+
+    def join(self, now: float) -> None:
+        name = f"j{len(self.joined) + 1}"
+        self.fleet.start_workers([WorkerSpec(name, *JOIN_LAYERS)], timeout_s=None)
+        self.joined.append(name)
+
+    def expected(self) -> list[str]:
+        """Workers that should be registered once the chaos is over."""
+        return sorted(n for n in self.fleet.workers if n not in self.permanent)
 
     def run(self, kill_until: float, done: threading.Event) -> None:
-        """Kills until `kill_until`; keeps restarting what it killed until `done` is set."""
-        next_kill = time.monotonic() + self.rng.uniform(*self.every_s)
-        restarts: list[tuple[float, str]] = []
-        while not done.is_set() or restarts:
+        """Acts until `kill_until`; keeps restarting what it killed until `done` is set."""
+        next_act = time.monotonic() + self.rng.uniform(*self.every_s)
+        while not done.is_set() or self._restarts:
             now = time.monotonic()
-            for at, name in [r for r in restarts if r[0] <= now]:
-                restarts.remove((at, name))
+            for at, name in [r for r in self._restarts if r[0] <= now]:
+                self._restarts.remove((at, name))
                 self.fleet.restart_worker(name, timeout_s=None)
                 self.restarts += 1
-            if now >= next_kill and now < kill_until:
-                live = sorted(n for n, p in self.fleet.workers.items() if p.alive())
-                if live:
-                    victim = self.rng.choice(live)
-                    self.fleet.kill(victim)
-                    self.kills.append(victim)
-                    restarts.append((now + self.rng.uniform(0.0, 2.0), victim))
-                next_kill = now + self.rng.uniform(*self.every_s)
+            if now >= next_act and now < kill_until:
+                self.rng.choice(self.actions)(now)
+                next_act = now + self.rng.uniform(*self.every_s)
             done.wait(0.05)
 
 
+def replan_coordinator(workdir: Path) -> tuple[list[str], dict[str, str]]:
+    """Coordinator arguments and environment for --auto-replan: a plan of SPECS on a fleet of their own
+    (every worker linked to every other, GPU type "cpu" of the bundled SmolLM2 profiles)."""
+    from planner import bundled
+    from planner.cluster import SINK, SOURCE, Cluster, Link, Node
+    from planner.flow import plan_from_placement
+    from planner.formats.plan_json import save_plan
+    from planner.placement import LayerRange, Placement
+
+    nodes = tuple(Node(s.name, s.gpu_type, region="local") for s in SPECS)
+    ends = [(SOURCE, n.name) for n in nodes] + [(n.name, SINK) for n in nodes]
+    pairs = ends + [(a.name, b.name) for a in nodes for b in nodes if a != b]
+    cluster = Cluster(
+        nodes=nodes,
+        links=tuple(Link(a, b, 1e9, 1e-4) for a, b in pairs),
+        name="chaos4",
+        coordinator_region="local",
+    )
+    model = bundled.model("smollm2-135m")
+    placement = Placement(model.num_layers, {s.name: LayerRange(s.start, s.end) for s in SPECS})
+    plan = plan_from_placement(cluster, model, bundled.profiles(model), placement, method="chaos")
+    workdir.mkdir(parents=True, exist_ok=True)
+    save_plan(plan, workdir / "plan.json")
+    return ["--plan", str(workdir / "plan.json")], {"BRL_AUTO_REPLAN": "1"}
+
+
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if "--kill-coordinators" in argv:  # coordinator replicas die instead of workers: its own bench
+        from bench.chaos_coordinators import main as chaos_coordinators
+
+        return chaos_coordinators([a for a in argv if a != "--kill-coordinators"])
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--kill-coordinators",
+        action="store_true",
+        help="kill coordinator replicas instead of workers (bench/chaos_coordinators.py and its flags)",
     )
     parser.add_argument("--duration-s", type=float, default=60.0, help="length of the chaos phase")
     parser.add_argument("--calm-s", type=float, default=10.0, help="length of the calm (baseline) phase")
@@ -172,14 +272,20 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--workdir", type=Path, help="logs go here (default: a temporary folder)")
     parser.add_argument("--quick", action="store_true", help="toy run: 15 s of chaos, 4 clients")
+    parser.add_argument("--auto-replan", action="store_true", help="the coordinator re-plans live")
+    parser.add_argument("--permanent", action="store_true", help="some kills are for good (--auto-replan)")
+    parser.add_argument("--joins", action="store_true", help="new workers join (--auto-replan)")
     args = parser.parse_args(argv)
+    if (args.permanent or args.joins) and not args.auto_replan:
+        parser.error("--permanent and --joins need --auto-replan (nothing else covers lost layers again)")
     if args.quick:
         args.duration_s, args.calm_s, args.clients, args.max_tokens = 15.0, 4.0, 4, 12
         args.kill_every_s = (3.0, 5.0)
     rng = random.Random(args.seed)
     workdir = args.workdir or Path(tempfile.mkdtemp(prefix="brl-chaos-"))
 
-    with ProcFleet(workdir) as fleet:
+    coord_args, coord_env = replan_coordinator(workdir) if args.auto_replan else ([], {})
+    with ProcFleet(workdir, coordinator_args=coord_args, coordinator_env=coord_env) as fleet:
         t0 = time.monotonic()
         fleet.start_coordinator()
         fleet.start_workers(SPECS)
@@ -196,7 +302,13 @@ def main(argv: list[str] | None = None) -> int:
 
         reroutes0 = fleet.metric("brl_request_reroutes_total")
         lost0 = fleet.metric("brl_workers_lost_total")
-        chaos = Chaos(fleet, rng, (args.kill_every_s[0], args.kill_every_s[1]))
+        chaos = Chaos(
+            fleet,
+            rng,
+            (args.kill_every_s[0], args.kill_every_s[1]),
+            permanent=args.permanent,
+            joins=args.joins,
+        )
         result: list[tuple[Tally, float]] = []
         done = threading.Event()
 
@@ -225,19 +337,22 @@ def main(argv: list[str] | None = None) -> int:
         retried = int(fleet.metric("brl_request_reroutes_total") - reroutes0)
         workers_lost = int(fleet.metric("brl_workers_lost_total") - lost0)
 
-        # Bring every worker back, then check nothing is left behind on any of them.
-        dead = [n for n, p in fleet.workers.items() if not p.alive()]
+        # Bring every worker back (but those killed for good), then check nothing is left behind on them.
+        expected = chaos.expected()
+        dead = [n for n in expected if not fleet.workers[n].alive()]
         if dead:
             fleet.start_workers([fleet.specs[n] for n in dead])
-        fleet.wait_workers([s.name for s in SPECS], timeout_s=120, exactly=True)
-        kv_left = asyncio.run(fleet.wait_kv_zero(timeout_s=15))
+        fleet.wait_workers(expected, timeout_s=120, exactly=True)
+        kv_left = asyncio.run(fleet.wait_kv_zero(expected, timeout_s=15))
         health = fleet.health()
+        served_after = asyncio.run(serve_once(fleet, args.max_tokens, reference))
 
     chaos_rate = tally.completed / chaos_wall_s
     failed = sum(tally.failed.values())
     print(
         f"chaos: {len(chaos.kills)} kills ({', '.join(chaos.kills) or '-'}), {chaos.restarts} restarts, "
-        f"{workers_lost} workers noticed lost, in {chaos_wall_s:.1f} s"
+        f"{workers_lost} workers noticed lost, in {chaos_wall_s:.1f} s; killed for good: "
+        f"{', '.join(chaos.permanent) or '-'}; joined: {', '.join(chaos.joined) or '-'}"
     )
     print(f"  completed {tally.completed}")
     print(f"  retried   {retried}   (requests moved to a new chain)")
@@ -254,8 +369,14 @@ def main(argv: list[str] | None = None) -> int:
         "clients": args.clients,
         "max_tokens": args.max_tokens,
         "duration_s": args.duration_s,
+        "auto_replan": bool(args.auto_replan),
         "kills": len(chaos.kills),
         "restarts": chaos.restarts,
+        "permanent_losses": len(chaos.permanent),
+        "joins": len(chaos.joined),
+        "workers_after": sorted(health.get("workers", [])),
+        "routable_after": bool(health.get("routable")),
+        "served_after": served_after.completed,
         "workers_lost": workers_lost,
         "completed": tally.completed,
         "retried": retried,
@@ -270,7 +391,7 @@ def main(argv: list[str] | None = None) -> int:
         "ratio_chaos_vs_calm": round(chaos_rate / calm_rate, 4),
     }
     print(json.dumps(figures))
-    return 1 if tally.lost else 0
+    return 1 if tally.lost or served_after.lost else 0
 
 
 if __name__ == "__main__":

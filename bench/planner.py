@@ -1,9 +1,12 @@
 """Placement benchmark: every method on the paper's fleets — max-flow, planning time, simulated serving
-(decode tokens/s, prompt/decode latency from the fast simulator), and ratios to the paper's stored layout
+(decode tokens/s, prompt/decode latency from the fast simulator), and ratios to the best paper-method
+layout (the stored one, the paper's MILP under our solver with the same time, petals, swarm, separate)
 run through the same code. Prints a table; the last line is one JSON object with all figures.
 
     .venv/bin/python -m bench.planner [--time-limit 30] [--full-sim] [--quick]
+    .venv/bin/python -m bench.planner --scorer-truth [--candidates 14] [--quick]
     .venv/bin/python -m bench.planner --slo [--ttft-p95 S --tpot-p95 S] [--slo-duration 600] [--quick]
+    .venv/bin/python -m bench.planner --scale [--sizes 50,100,200,500,1000] [--simulate 200,1000] [--quick]
 
 --slo: capacity at a latency SLO (simulator.capacity) of `serve --objective slo` against the paper's layout
 (the stored ILP solution; where none is stored, the paper's MILP under our solver with the same time).
@@ -18,6 +21,13 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
+from bench.planner_fleets import (
+    FLEET42_SEEDS,
+    best_baseline,
+    full_run_window,
+    initial_queries,
+    load_cluster,
+)
 from planner import bundled
 from planner.errors import BrlError
 from planner.flow import coverage_bound, plan_from_placement
@@ -31,6 +41,7 @@ FLEETS: tuple[tuple[str, str, str | None, float | None], ...] = (
     ("cluster24", "llama1-30b", "petals", 898.57),
     ("3cluster24", "llama2-70b", None, None),
     ("cluster10", "llama1-30b", None, 286.59),
+    *((f"fleet42-s{seed}", "llama2-70b", None, None) for seed in FLEET42_SEEDS),
 )
 METHODS = ("petals", "swarm", "separate", "homogeneous", "search", "milp", "serve")
 SLOW = ("search", "milp", "serve")
@@ -47,6 +58,10 @@ class Row:
     prompt_latency_s: float | None = None
     decode_latency_s: float | None = None
     finished: int | None = None
+    # All-token rate of the run and the plan's ceiling on it (planner.flow.peak_flow_bound): the max-flow
+    # is an estimate at typical batches that runs may exceed; the ceiling they never do.
+    all_tok_per_s: float | None = None
+    ceiling_tok_per_s: float | None = None
     error: str | None = None
 
 
@@ -58,8 +73,12 @@ def simulate_plan(
         from simulator.score import score_plan
     except ImportError:
         return None
+    warmup_s, duration_s = full_run_window(cluster)
+    full_config = SimConfig(
+        seed=seed, initial_queries=initial_queries(cluster), warmup_s=warmup_s, duration_s=duration_s
+    )
     sim = (
-        simulate(cluster, model, profiles, plan, SimConfig(seed=seed))
+        simulate(cluster, model, profiles, plan, full_config)
         if full
         else score_plan(cluster, model, profiles, plan, seed=seed)
     )
@@ -68,6 +87,7 @@ def simulate_plan(
         "prompt_latency_s": float(sim.prompt_latency_s.mean),
         "decode_latency_s": float(sim.decode_latency_s.mean),
         "finished": int(sim.finished),
+        "all_tok_per_s": float(sim.all_tok_per_s),
     }
 
 
@@ -84,7 +104,7 @@ def run_fleet(
     serve_max_scored: int | None,
     seed: int,
 ) -> tuple[list[Row], dict[str, Any]]:
-    cluster = bundled.cluster(cluster_name)
+    cluster = load_cluster(cluster_name)
     model = bundled.model(model_name)
     profiles = bundled.profiles(model)
     settings = bundled.helix_settings(model)
@@ -111,10 +131,12 @@ def run_fleet(
         row = Row(
             fleet, f"paper-{reference}", ref_plan.objective_tok_per_s, ref_plan.bound_tok_per_s or 0.0, 0.0
         )
+        row.ceiling_tok_per_s = ref_plan.metrics.get("peak_flow_bound_tok_per_s")
         sim = simulate_plan(cluster, model, profiles, ref_plan, full_sim, seed) if simulate_on else None
         if sim:
             row.decode_tok_per_s, row.prompt_latency_s = sim["decode_tok_per_s"], sim["prompt_latency_s"]
             row.decode_latency_s, row.finished = sim["decode_latency_s"], sim["finished"]
+            row.all_tok_per_s = sim["all_tok_per_s"]
         rows.append(row)
         ref.update(
             {"reference": reference, "max_flow": row.max_flow, "decode_tok_per_s": row.decode_tok_per_s}
@@ -156,11 +178,30 @@ def run_fleet(
             plan.bound_tok_per_s or 0.0,
             time.perf_counter() - started,
         )
+        row.ceiling_tok_per_s = plan.metrics.get("peak_flow_bound_tok_per_s")
         sim = simulate_plan(cluster, model, profiles, plan, full_sim, seed) if simulate_on else None
         if sim:
             row.decode_tok_per_s, row.prompt_latency_s = sim["decode_tok_per_s"], sim["prompt_latency_s"]
             row.decode_latency_s, row.finished = sim["decode_latency_s"], sim["finished"]
+            row.all_tok_per_s = sim["all_tok_per_s"]
         rows.append(row)
+        if method == "serve" and "chosen" in plan.solver_stats:
+            # What serve's scorer promised for the plan it chose, to set against the simulation above.
+            ref["serve_chosen"] = plan.solver_stats["chosen"]
+            ref["serve_scored"] = plan.solver_stats.get("scored")
+            ref["serve_score_decode_tok_per_s"] = plan.solver_stats.get("decode_tok_per_s")
+    base_method, base_decode = best_baseline(
+        {r.method: r.decode_tok_per_s for r in rows}, extra=[f"paper-{reference}"] if reference else []
+    )
+    serve = next((r.decode_tok_per_s for r in rows if r.method == "serve"), None)
+    ref.update(
+        {
+            "baseline": base_method or None,
+            "baseline_decode_tok_per_s": base_decode or None,
+            "serve_vs_baseline": serve / base_decode if serve is not None and base_decode else None,
+            "nodes": len(cluster.nodes),
+        }
+    )
     return rows, ref
 
 
@@ -223,21 +264,34 @@ def fmt(value: float | None, spec: str) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
+    args_in = sys.argv[1:] if argv is None else argv
+    if "--scale" in args_in:  # 200 to 1,000 GPUs: its own flags (bench/planner_scale.py)
+        from bench.planner_scale import main as scale_main
+
+        return scale_main([a for a in args_in if a != "--scale"])
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--time-limit", type=float, default=30.0, help="seconds for search / milp / serve")
     parser.add_argument("--methods", default=",".join(METHODS))
-    parser.add_argument("--fleets", help="comma-separated cluster/model pairs (default: the paper's four)")
+    parser.add_argument(
+        "--fleets", help="comma-separated cluster/model pairs (default: the paper's four and fleet42-s0..s2)"
+    )
     parser.add_argument("--no-sim", action="store_true", help="max-flow only")
     parser.add_argument(
-        "--full-sim", action="store_true", help="full offline runs (660 s simulated) not scores"
+        "--full-sim",
+        action="store_true",
+        help="full offline runs (warm-up 60 s, more on big fleets, + 600 s) not scores",
     )
     parser.add_argument("--quick", action="store_true", help="toy size: cluster10 only, 1-s limits")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument(
         "--ablation", action="store_true", help="MILP variants on cluster24/llama2-70b instead"
     )
+    parser.add_argument(
+        "--scorer-truth", action="store_true", help="serve's scores vs full runs: error and rank correlation"
+    )
+    parser.add_argument("--candidates", type=int, default=14, help="--scorer-truth: candidates per fleet")
     parser.add_argument("--slo", action="store_true", help="capacity at a latency SLO: serve vs the paper")
     parser.add_argument("--ttft-p95", type=float, help="--slo: p95 TTFT target (s; default per fleet)")
     parser.add_argument("--tpot-p95", type=float, help="--slo: p95 TPOT target (s; default per fleet)")
@@ -245,6 +299,10 @@ def main(argv: list[str] | None = None) -> int:
         "--slo-duration", type=float, default=600.0, help="--slo: simulated seconds of each online run"
     )
     args = parser.parse_args(argv)
+    if args.scorer_truth:
+        from bench.planner_truth import truth_main
+
+        return truth_main(args)
     if args.slo:
         from bench.planner_slo import slo_main
 
@@ -267,14 +325,15 @@ def main(argv: list[str] | None = None) -> int:
         fleets = (("cluster10", "llama1-30b", None, 286.59),)
         time_limit, serve_max_scored = 1.0, 2
     if args.fleets:
-        wanted = {tuple(f.split("/")) for f in args.fleets.split(",")}
-        fleets = tuple(f for f in FLEETS if (f[0], f[1]) in wanted)
+        known = {(f[0], f[1]): f for f in FLEETS}
+        pairs = [tuple(f.split("/", 1)) for f in args.fleets.split(",") if f]
+        fleets = tuple(known.get((c, m), (c, m, None, None)) for c, m in pairs)
     methods = tuple(m for m in args.methods.split(",") if m)
     all_rows: list[Row] = []
     refs: list[dict[str, Any]] = []
     header = (
         f"{'fleet':24s} {'method':14s} {'max-flow':>9s} {'x paper':>8s} {'bound':>8s} {'time s':>7s} "
-        f"{'decode':>7s} {'x paper':>8s} {'prompt s':>8s} {'dec s':>6s}"
+        f"{'decode':>7s} {'x base':>8s} {'prompt s':>8s} {'dec s':>6s} {'all/ceil':>8s}"
     )
     print(header)
     for cluster_name, model_name, reference, paper in fleets:
@@ -291,7 +350,7 @@ def main(argv: list[str] | None = None) -> int:
             seed=args.seed,
         )
         base_flow = ref.get("max_flow") or paper
-        base_decode = ref.get("decode_tok_per_s")
+        base_decode = ref.get("baseline_decode_tok_per_s")
         for row in rows:
             flow_ratio = row.max_flow / base_flow if base_flow else None
             dec_ratio = (
@@ -303,7 +362,21 @@ def main(argv: list[str] | None = None) -> int:
                 f"{row.fleet:24s} {row.method:14s} {row.max_flow:9.2f} {fmt(flow_ratio, '8.3f')} "
                 f"{row.bound:8.1f} {row.wall_s:7.2f} {fmt(row.decode_tok_per_s, '7.1f')} "
                 f"{fmt(dec_ratio, '8.3f')} {fmt(row.prompt_latency_s, '8.2f')} "
-                f"{fmt(row.decode_latency_s, '6.2f')}" + (f"  ERROR {row.error}" if row.error else "")
+                f"{fmt(row.decode_latency_s, '6.2f')} "
+                f"{fmt(row.all_tok_per_s / row.ceiling_tok_per_s if row.all_tok_per_s and row.ceiling_tok_per_s else None, '8.3f')}"
+                + (f"  ERROR {row.error}" if row.error else "")
+            )
+        if ref["serve_vs_baseline"] is not None:
+            print(
+                f"{ref['fleet']:24s} serve / best paper-method layout ({ref['baseline']}): "
+                f"{ref['serve_vs_baseline']:.3f}"
+            )
+        promised = ref.get("serve_score_decode_tok_per_s")
+        served = next((r.decode_tok_per_s for r in rows if r.method == "serve"), None)
+        if promised and served:
+            print(
+                f"{ref['fleet']:24s} serve chose {ref['serve_chosen']} of {ref['serve_scored']} scored: "
+                f"score {promised:.1f}, simulated {served:.1f} ({(promised - served) / served:+.1%})"
             )
         all_rows += rows
         refs.append(ref)

@@ -20,9 +20,13 @@ hold (`relabel`), the best of them trimmed back toward the repaired placement no
 the repaired placement with one window of layers rebuilt from the nodes inside it plus the idle ones
 (`rebuild_windows`). search.py's annealed walk and moves then run from the best of them on the changed
 fleet with max-flow as the oracle (slowed nodes' compute capacity scaled), every candidate's value
-discounted by `move_cost` per layer loaded and refused above `budget_layers`. With a `scorer` (the
-simulator, injected from outside the pure core) the repaired start and the walk's best distinct
-candidates are judged by it instead. The winner replaces the repaired placement only if it gains at
+discounted by `move_cost` per layer loaded and refused above `budget_layers`. The serve method's stage
+layouts, their stages re-ordered to reuse what nodes hold (planner/replan_align.py), join the starts.
+With a `scorer` (the simulator, injected from outside the pure core) the walk gets a fifth of the time
+and the scorer judges, within the budget: the repaired placement, then the aligned stage layouts (best
+serving proxy first), one walk candidate and one re-dealt from-scratch layout per round
+(planner/replan_judge.py). The winner is the judged candidate that loads the fewest layers while serving
+within `min_gain` of the best judged. The winner replaces the repaired placement only if it gains at
 least `min_gain` (relative) over it; a repaired placement that carries nothing never stays.
 
 Moves and load times: planner/replan_moves.py (a layer loads at min(disk, NIC-in) bytes/s; nodes load in
@@ -34,20 +38,20 @@ returned Plan's edge flows use the nominal capacities (the throughput table is p
 
 from __future__ import annotations
 
-import math
 import random
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from planner.cluster import Cluster
-from planner.errors import BrlError, InfeasiblePlan, InvalidInput, UnknownName
+from planner.errors import InfeasiblePlan, InvalidInput, UnknownName
 from planner.flow import plan_from_placement
 from planner.model import ModelSpec
-from planner.placement import Placement
 from planner.plan import Plan
 from planner.profile import ProfileSet
+from planner.replan_align import align
 from planner.replan_candidates import rebuild_windows, relabel, repair, trim
+from planner.replan_judge import Judged, Scorer, judge_all, pick, queue, safe_score
 from planner.replan_moves import (
     DEFAULT_DISK_BYTES_PER_S,
     FleetChange,
@@ -61,15 +65,18 @@ from planner.replan_moves import (
 )
 from planner.solvers.base import SolveContext, covers
 from planner.solvers.search import FlowOracle, Layout, from_placement, heuristic_starts, improve, to_placement
+from planner.solvers.serve import ProxyOracle, stage_candidates
 from planner.throughput import typical_throughput
-
-Scorer = Callable[[Placement], tuple[float, Mapping[str, Any]]]
 
 # Relative value lost per layer loaded: among equal candidates the one that moves fewer layers wins, and a
 # move of 20 layers must buy more than 1% to be worth it.
 MOVE_COST_PER_LAYER = 5e-4
 # With a scorer, the walk gets this share of the time limit; the scorer judges candidates in the rest.
-WALK_SHARE_WITH_SCORER = 0.5
+WALK_SHARE_WITH_SCORER = 0.2
+# Judging order: this many aligned stage layouts, then one walk candidate and one re-dealt from-scratch
+# layout, round after round (stage layouts are what serve best in the simulator; max-flow's walk favours
+# deep pipelines that do not).
+STAGED_PER_ROUND = 4
 # Distinct walk candidates kept for the scorer (best flow-with-move-cost first).
 SCORED_CANDIDATES = 8
 
@@ -181,12 +188,17 @@ def replan(
     # breaks many stages at once (every tp shifts when the fleet's mix changes) needs a new shape, which
     # single moves from the current placement rarely reach.
     fresh = [relabel(lay, base, new_cluster) for _, lay in heuristic_starts(ctx)]
-    starts = [repaired, *fresh]
 
     def until(share: float) -> Callable[[], bool]:
         # Each phase gets a share of the time limit from when it starts (a phase before it may overrun).
         end = ctx.now() + share * time_limit_s
         return lambda: ctx.now() >= end
+
+    # The serve method's stage layouts (best serving proxy first), their stages re-ordered to reuse what
+    # nodes hold: the shapes that serve best, at a fraction of a from-scratch plan's loads.
+    proxy = ProxyOracle(ctx)
+    staged = aligned_stages(ctx, base, proxy, deadline=until(0.1))
+    starts = [repaired, *fresh, *staged[:8]]
 
     if fresh:
         # The best fresh shape, trimmed back toward the repaired placement a node at a time: candidates
@@ -224,48 +236,37 @@ def replan(
         "front": [(round(v, 1), loads) for _, v, loads in front],
     }
 
-    def judge(layout: Layout) -> float:
-        if not _chain_ok(layout, num_layers, partial) or scorer is None:
-            return 0.0 if scorer is not None else flow.value(layout)
-        try:
-            value, _ = scorer(to_placement(layout, num_layers))
-        except BrlError:  # a placement the judge cannot run serves nothing
-            return 0.0
-        return float(value)
-
     if scorer is None:
         chosen, chosen_score = best_walk, flow.value(best_walk)
-        score_before, score_repaired = flow_before, flow_repaired
-    else:
-        score_before = judge(base) if _key(base) != _key(repaired) else math.nan
-        score_repaired = judge(repaired)
-        if math.isnan(score_before):
-            score_before = score_repaired
-        chosen, chosen_score = repaired, score_repaired
-        chosen_obj = score_repaired * (1.0 - move_cost * repair_loads)
-        ranked = sorted(
-            (e for e in pool.values() if e[1] > 0 and _key(e[0]) != _key(repaired)),
-            key=lambda e: (-(e[1] * (1.0 - move_cost * e[2])), e[2], _key(e[0])),
+        improves = flow_repaired <= 0 or chosen_score >= flow_repaired * (1.0 + min_gain)
+        kept = not improves or _key(chosen) == _key(repaired)
+        final, score_before, score_after = (
+            (repaired if kept else chosen),
+            flow_before,
+            (flow_repaired if kept else chosen_score),
         )
-        deadline = started + time_limit_s
-        scored = 0
-        for layout, _, loads in ranked[:SCORED_CANDIDATES]:
-            if scored and ctx.now() >= deadline:
-                break
-            value = judge(layout)
-            scored += 1
-            if value * (1.0 - move_cost * loads) > chosen_obj:
-                chosen, chosen_score, chosen_obj = layout, value, value * (1.0 - move_cost * loads)
-        stats["scored"] = scored + 1
-
-    improves = score_repaired <= 0 or chosen_score >= score_repaired * (1.0 + min_gain)
-    kept = not improves or _key(chosen) == _key(repaired)
-    final, score_after = (repaired, score_repaired) if kept else (chosen, chosen_score)
+        stats["gain"] = (chosen_score / flow_repaired - 1.0) if flow_repaired > 0 else None
+    else:
+        final, kept, score_before, score_after = _judge(
+            scorer,
+            ctx,
+            base,
+            repaired,
+            staged=staged,
+            fresh=fresh,
+            walked=[
+                e[0]
+                for e in sorted(pool.values(), key=lambda e: (-e[1] * (1 - move_cost * e[2]), _key(e[0])))
+            ],
+            budget=budget,
+            min_gain=min_gain,
+            deadline=started + time_limit_s,
+            stats=stats,
+        )
     if not _chain_ok(final, num_layers, partial):
         raise InfeasiblePlan(
             f"no placement found that carries requests after the change; uncovered: {uncovered or 'none'}"
         )
-    stats["gain"] = (chosen_score / score_repaired - 1.0) if score_repaired > 0 else None
     placement = to_placement(final, num_layers)
     moves = layer_moves(new_cluster, model, current.placement, placement, disk_bytes_per_s=disk_bytes_per_s)
     plan = plan_from_placement(
@@ -301,6 +302,62 @@ def replan(
         max_flow_after=flow.value(final),
         stats=stats,
     )
+
+
+def aligned_stages(
+    ctx: SolveContext, base: Layout, proxy: ProxyOracle, *, deadline: Callable[[], bool]
+) -> list[Layout]:
+    """stage_candidates of the changed fleet aligned with `base` (replan_align), best proxy first."""
+    num_layers = ctx.model.num_layers
+    ranked = sorted(stage_candidates(ctx), key=lambda nl: (-proxy.value(nl[1]), nl[0]))
+    out: list[Layout] = []
+    for _, lay in ranked:
+        if deadline():
+            break
+        aligned = align(lay, base, ctx.cluster, ctx.throughput, num_layers)
+        out.append(aligned or relabel(lay, base, ctx.cluster))
+    return out
+
+
+def _judge(
+    scorer: Scorer,
+    ctx: SolveContext,
+    base: Layout,
+    repaired: Layout,
+    *,
+    staged: list[Layout],
+    fresh: list[Layout],
+    walked: list[Layout],
+    budget: int | None,
+    min_gain: float,
+    deadline: float,
+    stats: dict[str, Any],
+) -> tuple[Layout, bool, float, float]:
+    """(final layout, kept, score before, score after) with the scorer as the judge (replan_judge)."""
+    num_layers = ctx.model.num_layers
+    score = safe_score(scorer, lambda lay: to_placement(lay, num_layers))
+
+    def ok(layout: Layout) -> bool:
+        return _chain_ok(layout, num_layers, partial=False)
+
+    # The survivors as they stand (before any repair): nothing if they no longer chain.
+    before = (score(base) if ok(base) else 0.0) if _key(base) != _key(repaired) else None
+    first = Judged(
+        repaired, score(repaired) if ok(repaired) else 0.0, layers_loaded(repaired, base), "repaired"
+    )
+    order = queue(
+        [("staged", STAGED_PER_ROUND, staged), ("walk", 1, walked[:SCORED_CANDIDATES]), ("fresh", 1, fresh)],
+        base,
+        budget,
+        ok,
+    )
+    judged = judge_all(order, base, score, stop=lambda: ctx.now() >= deadline)
+    winner, kept = pick(judged, first, min_gain)
+    stats["scored"] = len(judged) + 1
+    stats["judged"] = [(j.origin, round(j.score, 1), j.loads) for j in judged]
+    stats["gain"] = (winner.score / first.score - 1.0) if first.score > 0 else None
+    stats["score_repaired"] = first.score
+    return winner.layout, kept, first.score if before is None else before, winner.score
 
 
 def _pareto(

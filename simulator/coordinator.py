@@ -255,8 +255,7 @@ class SimCoordinator:
         if progress <= 0:
             self._issue(q, now)
             return q
-        while q.iteration < progress:
-            q.advance()
+        q.advance_to(progress)
         for hop, (w, _, _) in zip(chain, q.route, strict=True):
             w.kv_real += q.context * hop.layers.size
         self.loop.schedule(issue_s, self._issue_at, q)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import heapq
 import math
 from collections.abc import Callable
+from heapq import heappush
 from typing import Any
 
 from planner.errors import InvalidInput
@@ -24,10 +25,10 @@ class EventLoop:
         self.handled = 0
 
     def schedule(self, time_s: float, fn: Handler, *args: Any) -> None:
-        if time_s < self.now or math.isnan(time_s):
+        if time_s < self.now or time_s != time_s:  # (x != x: NaN, without a call on the hot path)
             raise InvalidInput(f"event at {time_s} s is before the clock ({self.now} s)")
-        self._seq += 1
-        heapq.heappush(self._heap, (time_s, self._seq, fn, args))
+        seq = self._seq = self._seq + 1
+        heappush(self._heap, (time_s, seq, fn, args))
 
     def pending(self) -> int:
         return len(self._heap)

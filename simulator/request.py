@@ -71,3 +71,11 @@ class Query:
         self.seq_len = 1
         self.context = self.input_len + self.iteration - 1
         self.hop_i = 0
+
+    def advance_to(self, iteration: int) -> None:
+        """Jump to decode iteration `iteration` (a warm start), as that many `advance` calls would."""
+        if iteration > self.iteration:
+            self.iteration = iteration
+            self.seq_len = 1
+            self.context = self.input_len + iteration - 1
+            self.hop_i = 0

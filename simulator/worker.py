@@ -17,8 +17,8 @@ What a real worker adds to that compute, each optional so the paper's runs are u
 
 from __future__ import annotations
 
-import heapq
 from collections.abc import Callable
+from heapq import heappop, heappush
 
 from planner.placement import LayerRange
 from planner.profile import GpuProfile, LatencyTable
@@ -114,7 +114,7 @@ class SimWorker:
                 self.drop(q, self.entries[entry])
             return
         # A query is in one place at a time, so its id breaks arrival-time ties deterministically.
-        heapq.heappush(self.pending, (t, q.qid, q, entry))
+        heappush(self.pending, (t, q.qid, q, entry))
         if not self.busy and (self.wake_at is None or t < self.wake_at):
             self.wake_at = t
             self.loop.schedule(t, self._wake, t)
@@ -153,25 +153,39 @@ class SimWorker:
     def _start(self, now: float) -> None:
         pending = self.pending
         queues = self.queues
-        while pending and pending[0][0] <= now:
-            _, _, q, entry = heapq.heappop(pending)
-            if q.dead and self.drop is not None:
-                self.drop(q, self.entries[entry])
-                continue
-            queues[entry].append(q)
-            self.cpu_tokens += q.seq_len
+        if pending and pending[0][0] <= now:
+            cpu_tokens = self.cpu_tokens
+            if len(queues) == 1:
+                queue0 = queues[0]
+                while pending and pending[0][0] <= now:
+                    q = heappop(pending)[2]
+                    if q.dead and self.drop is not None:
+                        self.drop(q, self.entries[0])
+                        continue
+                    queue0.append(q)
+                    cpu_tokens += q.seq_len
+            else:
+                while pending and pending[0][0] <= now:
+                    _, _, q, entry = heappop(pending)
+                    if q.dead and self.drop is not None:
+                        self.drop(q, self.entries[entry])
+                        continue
+                    queues[entry].append(q)
+                    cpu_tokens += q.seq_len
+            self.cpu_tokens = cpu_tokens
         n = len(queues)
         p = self.pointer
-        for _ in range(n):
-            if queues[p]:
-                break
-            p = p + 1 if p + 1 < n else 0
-        else:
-            self.busy = False
-            if pending and (self.wake_at is None or pending[0][0] < self.wake_at):
-                self.wake_at = pending[0][0]
-                self.loop.schedule(self.wake_at, self._wake, self.wake_at)
-            return
+        if not queues[p]:
+            for _ in range(n - 1):
+                p = p + 1 if p + 1 < n else 0
+                if queues[p]:
+                    break
+            else:
+                self.busy = False
+                if pending and (self.wake_at is None or pending[0][0] < self.wake_at):
+                    self.wake_at = pending[0][0]
+                    self.loop.schedule(self.wake_at, self._wake, self.wake_at)
+                return
         self.pointer = p
         queue = queues[p]
         np_ = pt = nd = ctx = 0
@@ -195,7 +209,10 @@ class SimWorker:
             left.append(q)
         queues[p] = left
         layers = self.seg_layers[p]
-        duration = layers * self._step_s(pt, nd)
+        # The step-time caches inlined (_step_s fills them on a miss): once per step, a hot path too.
+        p_s = self._pcache.get(pt)
+        d_s = self._dcache.get(nd)
+        duration = layers * (p_s + d_s if p_s is not None and d_s is not None else self._step_s(pt, nd))
         if p == 0 and self.cpu_tokens:
             # First-layer CPU overhead charges every buffered arrival, batched or not (paper quirk).
             duration += self.cpu_tokens * self.cpu_s_per_token
@@ -248,12 +265,12 @@ class SimWorker:
             self.steps += 1
             self.prompt_tokens += self.batch_mix[0]
             self.decode_seqs += self.batch_mix[1]
-            observer = self.observer
+            if self.observer is not None:
+                self._observe(batch, now)
+            depart = self.depart
             for q in batch:
-                if observer is not None:
-                    prev = q.route[q.hop_i - 1][0].name if q.hop_i else "source"
-                    observer(prev, self.name, now - q.t_left)
-                # Forward to the next stage: SimLink.send inlined (the hot path of the whole simulation).
+                # Forward to the next stage: SimLink.send and SimWorker.arrive inlined (the hot path of the
+                # whole simulation: once per query per hop).
                 hop = q.hop_i + 1
                 q.hop_i = hop
                 q.t_left = now
@@ -263,11 +280,28 @@ class SimWorker:
                     free = link.free_at
                     free = (free if free > now else now) + q.seq_len * link.s_per_token
                     link.free_at = free
-                    w.arrive(free + link.latency_s, q, entry)
+                    t = free + link.latency_s
+                    if w.failed:
+                        w.arrive(t, q, entry)
+                        continue
+                    heappush(w.pending, (t, q.qid, q, entry))
+                    if not w.busy:
+                        wake = w.wake_at
+                        if wake is None or t < wake:
+                            w.wake_at = t
+                            w.loop.schedule(t, w._wake, t)
                 else:
-                    self.depart(q, now)
+                    depart(q, now)
         self.batch = []
         self._start(now)
+
+    def _observe(self, batch: list[Query], now: float) -> None:
+        """Tell the routing policy each request's hop time (previous stage's departure to this one's)."""
+        observer = self.observer
+        assert observer is not None
+        for q in batch:
+            prev = q.route[q.hop_i - 1][0].name if q.hop_i else "source"
+            observer(prev, self.name, now - q.t_left)
 
     def fail(self) -> list[tuple[Query, int]]:
         """Stop for good; returns every request held here with the layer it had reached."""

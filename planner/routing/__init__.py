@@ -18,7 +18,7 @@ from planner.routing.base import (
 )
 from planner.routing.kv import OFFLINE_KV, ONLINE_KV, PAPER_EXPECTED_OUTPUT_LEN, KVBook, KVParams
 from planner.routing.registry import make_policy, policy_names, register
-from planner.routing.reroute import replan_without, without_nodes
+from planner.routing.reroute import reflow_without, replan_without, without_nodes
 
 __all__ = [
     "OFFLINE_KV",
@@ -38,6 +38,7 @@ __all__ = [
     "next_layers",
     "policy_names",
     "register",
+    "reflow_without",
     "replan_without",
     "successors",
     "without_nodes",

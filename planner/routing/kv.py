@@ -55,6 +55,10 @@ class KVBook:
                 raise InvalidInput(f"KV capacity of {node!r} must be >= 0, got {cap}", field=node)
         self._capacity = {n: float(c) for n, c in capacity_by_node.items()}
         self._ranges = dict(ranges or {})
+        # Read on every admission test (the routing hot path), so kept ready: the layers charged per node
+        # and the share of capacity above the high-water mark, (1 - high_water) x capacity.
+        self._held_layers = {n: r.size for n, r in self._ranges.items()}
+        self._slack = {n: (1.0 - high_water) * c for n, c in self._capacity.items()}
         # Charges are whole token x layer entries, so sums are exact and release returns books to zero.
         self._expected: dict[str, int] = dict.fromkeys(self._capacity, 0)
         self._real: dict[str, float] = {}
@@ -84,10 +88,6 @@ class KVBook:
         return int(req.input_len + req.expected_output_len * self.params.output_ratio)
 
     # -- admission -----------------------------------------------------------------------------------
-    def _layers_held(self, node: str, hop_layers: int) -> int:
-        held = self._ranges.get(node)
-        return held.size if held is not None else hop_layers
-
     def headroom(self, node: str) -> float:
         """Entries the node may still be charged before crossing the high-water mark."""
         cap = self.capacity(node)
@@ -96,8 +96,17 @@ class KVBook:
 
     def node_fits(self, node: str, req: RouteRequest, hop_layers: int = 1) -> bool:
         """Fail-KV test for one hop: the node's whole layer count is charged, as in the paper."""
-        need = self.expected_tokens(req) * self._layers_held(node, hop_layers)
-        return self.headroom(node) >= need
+        return self.admits(node, self.expected_tokens(req), hop_layers)
+
+    def admits(self, node: str, tokens: int, hop_layers: int = 1) -> bool:
+        """`node_fits` for a request expected to hold `tokens` per layer (`expected_tokens`), computed once
+        per request by a router that tests many hops. The same arithmetic as `headroom`, inlined: this is
+        the innermost test of every routing decision."""
+        cap = self._capacity.get(node)
+        if cap is None:
+            raise UnknownName("node", node, list(self._capacity))
+        used = max(float(self._expected[node]), self._real.get(node, 0.0))
+        return cap - used - self._slack[node] >= tokens * self._held_layers.get(node, hop_layers)
 
     def fits(self, chain: Chain, req: RouteRequest) -> bool:
         return all(self.node_fits(h.node, req, h.layers.size) for h in chain)
@@ -109,14 +118,14 @@ class KVBook:
         if req.request_id in self._charges:
             self.release(req.request_id)
         tokens = self.expected_tokens(req)
-        booked: list[tuple[str, int]] = []
         for hop in chain:
-            self.capacity(hop.node)  # unknown node -> UnknownName before anything is booked
-        for hop in chain:
-            amount = tokens * hop.layers.size
-            self._expected[hop.node] += amount
-            booked.append((hop.node, amount))
-        self._charges[req.request_id] = tuple(booked)
+            if hop.node not in self._capacity:  # UnknownName before anything is booked
+                self.capacity(hop.node)
+        booked = tuple((hop.node, tokens * hop.layers.size) for hop in chain)
+        expected = self._expected
+        for node, amount in booked:
+            expected[node] += amount
+        self._charges[req.request_id] = booked
 
     def release(self, request_id: str) -> bool:
         """Free what `request_id` booked (finish or abort); releasing twice is a no-op. True if freed."""
@@ -140,6 +149,8 @@ class KVBook:
         self._expected.pop(node, None)
         self._real.pop(node, None)
         self._ranges.pop(node, None)
+        self._held_layers.pop(node, None)
+        self._slack.pop(node, None)
         self._groups = None
 
     def forget_node(self, node: str) -> None:

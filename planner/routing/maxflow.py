@@ -7,7 +7,6 @@ import random
 from collections.abc import Callable, Mapping
 
 from planner.cluster import SINK, SOURCE, Cluster
-from planner.placement import LayerRange
 from planner.plan import Plan
 from planner.routing.base import (
     Chain,
@@ -19,6 +18,9 @@ from planner.routing.base import (
     next_layers,
 )
 from planner.routing.registry import register
+
+# One successor of a node as the router visits it: (IWRR index, name, Hop or None for the sink, layers).
+Step = tuple[int, str, Hop | None, int]
 
 # Successors carrying less than this share of a node's planned outflow are skipped ("Fail-Flow").
 MIN_FLOW_SHARE = 0.05
@@ -87,42 +89,101 @@ class MaxFlowPolicy(RoutingPolicy):
         self.iwrr: dict[str, Iwrr] = {}
         nodes = (SOURCE, *plan.placement.ranges)
         for at in nodes:
-            flows = [(nxt, plan.flow(at, nxt)) for nxt in self.successors(at)]
-            flows = [(n, f) for n, f in flows if f > 0]
+            flows = self._planned_successors(at)
             total = sum(f for _, f in flows)
+            # Never below the largest flow: with 20+ equal replicas (big fleets) every share is under 5%.
+            floor = min(self.min_share * total, max((f for _, f in flows), default=0.0))
             kept = [(n, f) for n, f in flows if f >= self.min_share * total]
             if kept:
                 self.iwrr[at] = Iwrr(tuple(n for n, _ in kept), tuple(f for _, f in kept))
+        self._prepare()
+
+    def _planned_successors(self, at: str) -> list[tuple[str, float]]:
+        """(successor, planned flow) for `at`'s successors with flow > 0, in the cluster's link order: the
+        flows of `successors(at)`, but the links without flow (most of a full mesh) are dropped before their
+        layers are checked, so building a policy after a loss stays cheap on big fleets."""
+        flow = self.plan.edge_flows
+        placement = self.plan.placement
+        out: list[tuple[str, float]] = []
+        for link in self.cluster.out_links(at):
+            f = float(flow.get((at, link.dst), 0.0))
+            if f <= 0:
+                continue
+            if link.dst == SINK:
+                cur = placement.get(at)
+                if cur is not None and cur.end == placement.num_layers:
+                    out.append((SINK, f))
+            elif next_layers(placement, at, link.dst) is not None:
+                out.append((link.dst, f))
+        return out
+
+    def _prepare(self) -> None:
+        """Per node, its IWRR table's successors in table order as Steps. The layers each hop runs depend on
+        the placement only, so they are worked out once, not per request. A successor that cannot continue
+        the layers is left out (the walk would mask it every time)."""
+        placement = self.plan.placement
+        self._steps: dict[str, tuple[Iwrr, tuple[Step, ...]]] = {}
+        for at, table in self.iwrr.items():
+            steps: list[Step] = []
+            for j, nxt in enumerate(table.names):
+                if nxt == SINK:
+                    steps.append((j, nxt, None, 0))
+                    continue
+                layers = next_layers(placement, at, nxt)
+                if layers is not None:
+                    steps.append((j, nxt, Hop(nxt, layers), layers.size))
+            self._steps[at] = (table, tuple(steps))
 
     def choose(self, request: RouteRequest, view: RoutingView) -> Chain | None:
-        placement = self.plan.placement
+        # RoutingPolicy._walk fused with Iwrr.choose, because this runs once per request and is the
+        # coordinator's hottest loop (bench/coordinator.py). The masks are tested lazily: successors are
+        # visited by their IWRR value (a stable sort, so the first index still wins ties) and the first
+        # admissible one is taken, which is the least-valued admissible one Iwrr.choose would take; most
+        # hops then test one successor instead of all. Loads move by the same arithmetic as Iwrr's.
         work = float(request.input_len)
-        at = SOURCE
+        kv = view.kv
+        tokens = kv.expected_tokens(request) if kv is not None else 0
+        alive = view.alive
+        limits = self.prompt_max_tokens
+        steps_of = self._steps
         hops: list[Hop] = []
-        taken: list[tuple[str, str]] = []
-        for _ in range(placement.num_layers + 1):
-            table = self.iwrr.get(at)
-            allowed: set[str] = set()
-            layers_of: dict[str, LayerRange] = {}
-            if table is not None:
-                for nxt in table.names:
-                    layers = None if nxt == SINK else next_layers(placement, at, nxt)
-                    if self._hop_ok(nxt, request, view, layers, check_kv=True):
-                        allowed.add(nxt)
-                        if layers is not None:
-                            layers_of[nxt] = layers
-            chosen = table.choose(work, allowed) if table is not None else None
-            if chosen is None:
-                for src, dst in taken:
-                    self.iwrr[src].restore(dst, work)
-                return None
-            taken.append((at, chosen))
-            if chosen == SINK:
+        taken: list[tuple[Iwrr, int]] = []
+        at = SOURCE
+        for _ in range(self.plan.placement.num_layers + 1):
+            entry = steps_of.get(at)
+            if entry is None:
+                break
+            table, steps = entry
+            loads = table.loads
+            weights = table.weights
+            order = (
+                sorted(steps, key=lambda s: loads[s[0]] + work / weights[s[0]]) if len(steps) > 1 else steps
+            )
+            best = -1
+            best_hop: Hop | None = None
+            for j, nxt, hop, size in order:
+                if hop is not None:
+                    if not alive(nxt):
+                        continue
+                    if limits:
+                        limit = limits.get(nxt)
+                        if limit is not None and request.input_len > limit:
+                            continue
+                    if kv is not None and not kv.admits(nxt, tokens, size):
+                        continue
+                best, best_hop = j, hop
+                break
+            if best < 0:
+                break
+            loads[best] += work / weights[best]
+            taken.append((table, best))
+            if best_hop is None:
                 return tuple(hops)
-            hops.append(Hop(chosen, layers_of[chosen]))
-            at = chosen
-        for src, dst in taken:
-            self.iwrr[src].restore(dst, work)
+            hops.append(best_hop)
+            at = best_hop.node
+        # A dead end (or a walk longer than the model): give back the IWRR loads charged so far.
+        for table, j in taken:
+            table.loads[j] -= work / table.weights[j]
         return None
 
     def on_decode(self, chain: Chain) -> None:

@@ -63,3 +63,44 @@ def replan_without(
     if fresh.objective_tok_per_s <= 0:
         raise NoRoute(f"without {sorted(gone)} no chain of live nodes carries any flow")
     return fresh
+
+
+def reflow_without(
+    plan: Plan,
+    cluster: Cluster,
+    model: ModelSpec,
+    profiles: ProfileSet,
+    names: Iterable[str],
+    *,
+    settings: Mapping[str, Any] | None = None,
+) -> Plan:
+    """`replan_without` for routing alone: one max-flow on the fleet without `names`, over the arcs the plan
+    already routed on (its recorded `partial_inference`), and nothing else. The bounds and ceilings that
+    planner.flow.plan_from_placement adds cost ten times the flow itself (bench/coordinator.py) and routing
+    reads none of them, so a coordinator that must route again within milliseconds of a loss skips them;
+    the plan's metrics are dropped rather than left describing the bigger fleet. Raises NoRoute when layers
+    are lost or no chain carries flow; falls back to `without_nodes` when the fleet has no throughput model."""
+    from planner.flow import solve_max_flow
+
+    gone = frozenset(names)
+    dropped = without_nodes(plan, gone)
+    partial = bool(plan.provenance.get("partial_inference", True))
+    reduced = cluster.without(gone)
+    try:
+        result = solve_max_flow(
+            reduced, model, profiles, dropped.placement, settings=settings, partial=partial
+        )
+    except InvalidInput:
+        return dropped
+    if result.value_tok_per_s <= 0:
+        raise NoRoute(f"without {sorted(gone)} no chain of live nodes carries any flow")
+    provenance = {**dropped.provenance, "flows_only": True}
+    return replace(
+        dropped,
+        edge_flows=result.edge_flows,
+        objective_tok_per_s=result.value_tok_per_s,
+        bound_tok_per_s=None,
+        metrics={"bottlenecks": [f"{b.kind}:{b.name}" for b in result.bottlenecks]},
+        provenance=provenance,
+        cluster=reduced,
+    )

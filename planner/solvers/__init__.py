@@ -13,7 +13,7 @@ from planner.model import ModelSpec
 from planner.placement import Placement
 from planner.plan import Plan
 from planner.profile import ProfileSet
-from planner.solvers import homogeneous, milp, petals, search, separate, serve, swarm  # noqa: F401  (registration)
+from planner.solvers import homogeneous, milp, petals, scale, search, separate, serve, swarm  # noqa: F401  (registration)
 from planner.solvers.base import (
     Progress,
     SolveContext,

@@ -37,6 +37,9 @@ if TYPE_CHECKING:
     import mip
 
 DEFAULT_SLICE_S = 10.0
+# Shorter slices are not worth CBC's restart; the last share of the limit is left for building the plan.
+MIN_SLICE_S = 0.5
+FINISH_RESERVE_SHARE = 0.03
 
 
 def prune_links(links: tuple[Link, ...], keep: int | None) -> tuple[Link, ...]:
@@ -235,17 +238,18 @@ def solve_milp(ctx: SolveContext) -> SolveResult:
     opts = ctx.options
     L = ctx.model.num_layers
     started = ctx.now()
-    deadline = started + ctx.time_limit_s
+    # The time limit is wall-clock seconds end to end: the plan is built after this returns.
+    deadline = started + (1 - FINISH_RESERVE_SHARE) * ctx.time_limit_s
     bound = coverage_bound(ctx.cluster, ctx.throughput)
     oracle = FlowOracle(ctx.cluster, ctx.model, ctx.throughput, partial=False)
-    starts = heuristic_starts(ctx)
+    start_from = str(opts.get("start_from", "best"))
+    warm_share = float(opts.get("warm_start_share", 0.25 if start_from == "best" else 0.0))
+    starts = heuristic_starts(ctx, deadline=started + warm_share * ctx.time_limit_s / 2)
     start_values = summarize_starts({name: oracle.value(lay) for name, lay in starts})
     # start_from: "best" (heuristics + lanes, polished by the local search), a heuristic's name (the
     # paper warm-starts from petals), or "none" (cold).
-    start_from = str(opts.get("start_from", "best"))
     if start_from != "best":
         starts = [(name, lay) for name, lay in starts if name == start_from]
-    warm_share = float(opts.get("warm_start_share", 0.25 if start_from == "best" else 0.0))
     best, best_value, iters = improve(
         ctx,
         [lay for _, lay in starts],
@@ -271,14 +275,18 @@ def solve_milp(ctx: SolveContext) -> SolveResult:
     status = "not run"
     milp_bound: float | None = None
     raw_bound: float | None = None
+    overshoot_s = 0.0
     while not ctx.stopped() and best_value < bound * (1 - 1e-9):
-        remaining = deadline - ctx.now()
-        if remaining < 0.5:
+        # CBC overruns max_seconds (its presolve and the node in progress finish first): each slice asks
+        # for less by the worst overrun seen, including the start and reading the layout back.
+        began = ctx.now()
+        asked = min(slice_s, deadline - began - overshoot_s)
+        if asked < MIN_SLICE_S:
             break
         if best and best_value > 0:
             set_start(ctx, model, best)
         model.m.seed = ctx.seed + slices
-        st = model.m.optimize(max_seconds=max(1.0, min(slice_s, remaining)))
+        st = model.m.optimize(max_seconds=asked)
         slices += 1
         status = st.name
         if model.m.num_solutions:
@@ -292,6 +300,7 @@ def solve_milp(ctx: SolveContext) -> SolveResult:
         ctx.report(
             best_value, milp_bound if milp_bound is not None else bound, started, note=f"milp slice {slices}"
         )
+        overshoot_s = max(overshoot_s, ctx.now() - began - asked)
         if st == mip.OptimizationStatus.OPTIMAL:
             break
     stats: dict[str, Any] = {

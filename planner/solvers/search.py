@@ -251,8 +251,11 @@ def summarize_starts(values: Mapping[str, float]) -> dict[str, float]:
     return out
 
 
-def heuristic_starts(ctx: SolveContext) -> list[tuple[str, Layout]]:
-    """Placements of the paper's heuristics and the lane layouts, as starting points."""
+def heuristic_starts(
+    ctx: SolveContext, *, stages: bool = True, deadline: float | None = None
+) -> list[tuple[str, Layout]]:
+    """Placements of the paper's heuristics, stage layouts sized for max-flow (unless `stages` is False;
+    built until `deadline` on ctx's clock, many-type fleets having hundreds) and the lane layouts."""
     starts: list[tuple[str, Layout]] = []
     for name in ("petals", "swarm", "separate", "homogeneous"):
         try:
@@ -262,9 +265,10 @@ def heuristic_starts(ctx: SolveContext) -> list[tuple[str, Layout]]:
         except Exception:  # noqa: BLE001 - a heuristic that cannot place this fleet is simply not a start
             continue
     # Stage layouts sized for max-flow (parallel replicas per region and GPU type; see serve.py).
-    from planner.solvers.serve import stage_candidates
+    from planner.solvers.stages import stage_candidates
 
-    starts += [(name, lay) for name, lay in stage_candidates(ctx, kv_weights=(0.0,))]
+    if stages:
+        starts += [(name, lay) for name, lay in stage_candidates(ctx, kv_weights=(0.0,), deadline=deadline)]
     nodes = len(ctx.cluster.nodes)
     for lanes in range(1, min(nodes, 6) + 1):
         lay = lane_layout(ctx.cluster, ctx.throughput, ctx.model.num_layers, lanes)
@@ -281,7 +285,7 @@ def solve_search(ctx: SolveContext) -> SolveResult:
 
     started = ctx.now()
     oracle = FlowOracle(ctx.cluster, ctx.model, ctx.throughput, partial=True)
-    starts = heuristic_starts(ctx)
+    starts = heuristic_starts(ctx, deadline=started + ctx.time_limit_s / 2)
     start_values = summarize_starts({name: oracle.value(lay) for name, lay in starts})
     bound = coverage_bound(ctx.cluster, ctx.throughput)
     max_iters = ctx.options.get("max_iters")

@@ -14,7 +14,6 @@ capacity, where preflow-push piles it on one of them and the router's weights wo
 
 from __future__ import annotations
 
-import itertools
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -27,86 +26,21 @@ from planner.placement import Placement
 from planner.profile import ProfileSet
 from planner.solvers.base import SolveContext, SolveResult, register
 from planner.solvers.search import Layout, heuristic_starts, to_placement
-from planner.throughput import TYPICAL_INPUT_TOKENS, TYPICAL_OUTPUT_TOKENS, ThroughputTable
+from planner.solvers.stages import (
+    Recipe,
+    groups_of,
+    recipe_layout,
+    recipe_neighbours,
+    reorderings,
+    shift_neighbours,
+    stage_candidates,
+    stage_layout,
+    structure,
+)
+from planner.throughput import TYPICAL_INPUT_TOKENS, TYPICAL_OUTPUT_TOKENS
 
 # Offline admission stops feeding when the fullest layer's expected KV reaches this share (paper: 0.8).
 FEED_HIGH_WATER = 0.8
-WIDTHS = (1, 2, 3, 4, 6, 8, 12)
-
-
-def groups_of(cluster: Cluster, tp: ThroughputTable) -> list[list[str]]:
-    """Nodes by (region, GPU type): regions in name order, fastest type first within a region."""
-    keyed: dict[tuple[str, str], list[str]] = {}
-    for node in cluster.nodes:
-        keyed.setdefault((node.region, node.gpu_type), []).append(node.name)
-    order = sorted(keyed, key=lambda rt: (rt[0], -tp.capacity(rt[1], 1), rt[1]))
-    return [keyed[k] for k in order]
-
-
-def stage_layout(
-    cluster: Cluster,
-    tp: ThroughputTable,
-    num_layers: int,
-    groups: list[list[str]],
-    widths: list[int],
-    *,
-    profiles: ProfileSet | None = None,
-    kv_weight: float = 0.0,
-) -> Layout:
-    """Stages of `width` nodes per group (a remainder joins the group's last stage). Each stage gets the
-    largest size k whose merit reaches a common threshold, the threshold being the highest at which the
-    sizes still add up to L. Merit = rate^(1-w) * (KV tokens per layer)^w with w = `kv_weight`: w=0 sizes
-    for max-flow, larger w keeps KV-poor stages (GPUs holding many layers) shorter. {} if L cannot fit."""
-    stages: list[list[str]] = []
-    for names, width in zip(groups, widths, strict=True):
-        count = max(1, len(names) // width)
-        cut = [names[i * width : (i + 1) * width] for i in range(count)]
-        cut[-1] = cut[-1] + names[count * width :]
-        stages += cut
-
-    def gpu(name: str) -> str:
-        return cluster.node(name).gpu_type
-
-    def merit(stage: list[str], k: int) -> float:
-        rate = sum(tp.capacity(gpu(n), k) for n in stage)
-        if kv_weight <= 0 or profiles is None:
-            return rate
-        kv = sum(profiles.get(gpu(n)).kv_capacity_for(k) / k for n in stage)
-        return float(rate ** (1 - kv_weight) * kv**kv_weight)
-
-    merits = {
-        id(st): [merit(st, k) for k in range(1, min(tp.max_layers(gpu(n)) for n in st) + 1)] for st in stages
-    }
-
-    def size(stage: list[str], threshold: float) -> int:
-        fit = [k for k, m in enumerate(merits[id(stage)], start=1) if m >= threshold]
-        return max(fit) if fit else 0
-
-    if sum(size(s, 0.0) for s in stages) < num_layers:
-        return {}
-    lo, hi = 0.0, max(max(m) for m in merits.values())
-    for _ in range(40):
-        mid = (lo + hi) / 2
-        if sum(size(s, mid) for s in stages) >= num_layers:
-            lo = mid
-        else:
-            hi = mid
-    sizes = [size(st, lo) for st in stages]
-    # Trim the excess from the stages with the most slack (the largest sizes), not just the last one.
-    excess = sum(sizes) - num_layers
-    while excess > 0:
-        i = max(range(len(sizes)), key=lambda j: (sizes[j], j))
-        sizes[i] -= 1
-        excess -= 1
-    layout: Layout = {}
-    start = 0
-    for stage, k in zip(stages, sizes, strict=True):
-        if k <= 0:
-            continue
-        for name in stage:
-            layout[name] = (start, k)
-        start += k
-    return layout if start == num_layers else {}
 
 
 @dataclass(frozen=True)
@@ -183,143 +117,86 @@ class ProxyOracle:
         return self.estimate(layout).decode_tok_per_s
 
 
-KV_WEIGHTS = (0.0, 0.35, 0.7)
-
-
-Recipe = tuple[tuple[int, ...], tuple[int, ...], float]  # (group order, widths, KV weight)
-
-
-def stage_candidates(
-    ctx: SolveContext,
-    limit: int = 4000,
-    kv_weights: tuple[float, ...] = KV_WEIGHTS,
-    orders: bool = False,
-    recipes: dict[str, Recipe] | None = None,
-) -> list[tuple[str, Layout]]:
-    """Stage layouts over width choices per group, a few KV weights for the sizing and (with `orders`)
-    every order of the groups along the pipeline. `recipes`, when given, receives name -> recipe."""
-    base = groups_of(ctx.cluster, ctx.throughput)
-    out: list[tuple[str, Layout]] = []
-    seen: set[tuple[tuple[str, int, int], ...]] = set()
-    perms = (
-        list(itertools.permutations(range(len(base))))
-        if orders and len(base) <= 3
-        else [tuple(range(len(base)))]
-    )
-    for order in perms:
-        options = [[w for w in WIDTHS if w <= len(base[i])] or [1] for i in order]
-        for widths in itertools.islice(itertools.product(*options), limit):
-            for kv_weight in kv_weights:
-                name, lay = recipe_layout(ctx, (tuple(order), tuple(widths), kv_weight))
-                key = tuple(sorted((n, s, k) for n, (s, k) in lay.items()))
-                if lay and key not in seen:
-                    seen.add(key)
-                    out.append((name, lay))
-                    if recipes is not None:
-                        recipes[name] = (tuple(order), tuple(widths), kv_weight)
-    return out
-
-
-def recipe_layout(ctx: SolveContext, recipe: Recipe) -> tuple[str, Layout]:
-    order, widths, kv_weight = recipe
-    base = groups_of(ctx.cluster, ctx.throughput)
-    groups = [base[i] for i in order]
-    tag = "".join(ctx.cluster.node(g[0]).gpu_type[0] for g in groups) if len(groups) <= 3 else ""
-    lay = stage_layout(
-        ctx.cluster,
-        ctx.throughput,
-        ctx.model.num_layers,
-        groups,
-        list(widths),
-        profiles=ctx.profiles,
-        kv_weight=kv_weight,
-    )
-    return f"stages{tag}{'-'.join(map(str, widths))}/kv{kv_weight:g}", lay
-
-
-def reorderings(ctx: SolveContext, recipe: Recipe) -> list[tuple[str, Layout]]:
-    """The same stages in every other group order (up to three groups)."""
-    order, widths, kv_weight = recipe
-    if len(order) > 3:
-        return []
-    width_of = dict(zip(order, widths, strict=True))
-    out = []
-    for perm in itertools.permutations(order):
-        if perm != order:
-            name, lay = recipe_layout(ctx, (perm, tuple(width_of[i] for i in perm), kv_weight))
-            if lay:
-                out.append((name, lay))
-    return out
-
-
-def shift_neighbours(layout: Layout, ctx: SolveContext) -> list[Layout]:
-    """Move one layer across each stage boundary (both ways), within every holder's max layers."""
-    stages: dict[tuple[int, int], list[str]] = {}
-    for name, sk in layout.items():
-        stages.setdefault(sk, []).append(name)
-    keys = sorted(stages)
-    kmax = {n.name: ctx.throughput.max_layers(n.gpu_type) for n in ctx.cluster.nodes}
-    out = []
-    for a, b in itertools.pairwise(keys):
-        if a[0] + a[1] != b[0]:
-            continue
-        for d in (1, -1):
-            ka, kb = a[1] + d, b[1] - d
-            if (
-                ka < 1
-                or kb < 1
-                or any(ka > kmax[n] for n in stages[a])
-                or any(kb > kmax[n] for n in stages[b])
-            ):
-                continue
-            new = dict(layout)
-            for n in stages[a]:
-                new[n] = (a[0], ka)
-            for n in stages[b]:
-                new[n] = (b[0] + d, kb)
-            out.append(new)
-    return out
-
-
-def structure(cluster: Cluster, layout: Mapping[str, tuple[int, int]]) -> tuple[tuple[str, int, int], ...]:
-    """A layout up to the order of its stages: sorted (GPU type, size, replicas) per distinct range."""
-    stages: dict[tuple[int, int], list[str]] = {}
-    for name, sk in layout.items():
-        stages.setdefault(sk, []).append(cluster.node(name).gpu_type)
-    return tuple(sorted((min(types), k, len(types)) for (_, k), types in stages.items()))
-
-
 @dataclass
 class _Best:
     name: str = ""
     score: float = -math.inf
 
 
+# Shares of the time limit, which is wall-clock seconds end to end: building and ranking candidates, then
+# scoring one per structure, the group orders of the best three (or more structures), and boundary shifts
+# to the end. The plan
+# (max-flow, bounds) is built after the solve returns, so a last slice is kept for that.
+CANDIDATE_SHARE = 0.2
+STRUCTURE_SHARE = 0.55
+ORDER_SHARE = 0.85
+FINAL_RESERVE_SHARE = 0.03
+
+
+def _key(lay: Mapping[str, tuple[int, int]]) -> tuple[tuple[str, int, int], ...]:
+    return tuple(sorted((n, s, k) for n, (s, k) in lay.items()))
+
+
+def ranked_candidates(
+    ctx: SolveContext, proxy: ProxyOracle, recipes: dict[str, Recipe], deadline: float
+) -> list[tuple[str, Layout]]:
+    """The paper's heuristics, lane layouts and stage layouts, built until `deadline`, best proxy first.
+    When a fleet has too many GPU types for every width combination, a coordinate ascent on the proxy
+    (one group's width or the KV weight at a time) refines the best sampled recipe while time remains."""
+    pool: list[tuple[str, Layout]] = list(heuristic_starts(ctx, stages=False))
+    # The proxy cannot tell stage orders apart in one region: orders are tried later, for the best only.
+    # Building a layout costs about half of ranking it: leave ~60% of the remaining time for the proxy.
+    now = ctx.now()
+    pool += stage_candidates(ctx, recipes=recipes, deadline=now + 0.4 * max(deadline - now, 0.0))
+    distinct: dict[tuple[tuple[str, int, int], ...], tuple[str, Layout]] = {}
+    for name, lay in pool:
+        if distinct and ctx.now() >= deadline:
+            break
+        # Plans are routed over exact joins: a candidate without an exact chain (petals) carries nothing.
+        if lay and proxy.estimate(lay).max_flow_tok_per_s > 0:
+            distinct.setdefault(_key(lay), (name, lay))
+    layout_of = {name: lay for name, lay in distinct.values() if name in recipes}
+    if layout_of:
+        current = max(layout_of, key=lambda n: (proxy.value(layout_of[n]), n))
+        value = proxy.value(layout_of[current])
+        improved = True
+        while improved and ctx.now() < deadline:
+            improved = False
+            for recipe in recipe_neighbours(ctx, recipes[current]):
+                if ctx.now() >= deadline:
+                    break
+                name, lay = recipe_layout(ctx, recipe)
+                if not lay or name in recipes:
+                    continue
+                recipes[name] = recipe
+                distinct.setdefault(_key(lay), (name, lay))
+                if proxy.value(lay) > value * (1 + 1e-6):
+                    current, value, improved = name, proxy.value(lay), True
+                    break
+    return sorted(distinct.values(), key=lambda nl: (-proxy.value(nl[1]), nl[0]))
+
+
 @register("serve")
 def solve_serve(ctx: SolveContext) -> SolveResult:
     """Candidates: the paper's heuristics, lane layouts, and stage layouts over group widths and KV
-    weights. Without a scorer the proxy's best is returned. With one (the
-    simulator, injected from outside the pure core): score one candidate per structure in proxy order
-    (until 40% of the time), then every group order of the three best structures (until 90%), then
-    boundary shifts of the winner while time remains. The plan that serves the most wins."""
+    weights. Without a scorer the proxy's best is returned. With one (the simulator, injected from
+    outside the pure core): score one candidate per structure in proxy order, then every group order of
+    the three best structures and the structures not scored yet, then boundary shifts of the winner
+    while time remains (shares above).
+    The plan that serves the most wins. Every phase stops on ctx's clock, so with a wall clock the time
+    limit is wall-clock seconds; only the first score always runs, so a plan comes back however short."""
     started = ctx.now()
-    deadline = started + ctx.time_limit_s
+    limit_s = ctx.time_limit_s
+    deadline = started + (1 - FINAL_RESERVE_SHARE) * limit_s
     num_layers = ctx.model.num_layers
     proxy = ProxyOracle(ctx)
-    pool: list[tuple[str, Layout]] = list(heuristic_starts(ctx))
     recipes: dict[str, Recipe] = {}
-    # The proxy cannot tell stage orders apart in one region: orders are tried later, for the best only.
-    pool += stage_candidates(ctx, recipes=recipes)
-    distinct: dict[tuple[tuple[str, int, int], ...], tuple[str, Layout]] = {}
-    for name, lay in pool:
-        # Plans are routed over exact joins: a candidate without an exact chain (petals) carries nothing.
-        if lay and proxy.estimate(lay).max_flow_tok_per_s > 0:
-            distinct.setdefault(tuple(sorted((n, s, k) for n, (s, k) in lay.items())), (name, lay))
-    ranked = sorted(distinct.values(), key=lambda nl: (-proxy.value(nl[1]), nl[0]))
+    ranked = ranked_candidates(ctx, proxy, recipes, started + CANDIDATE_SHARE * limit_s)
     stats: dict[str, Any] = {
         "candidates": len(ranked),
         "scorer": ctx.scorer is not None,
         "proxy": {name: round(proxy.value(lay), 1) for name, lay in ranked[:12]},
+        "candidates_s": ctx.now() - started,
     }
     if ctx.scorer is None or not ranked:
         name, lay = ranked[0]
@@ -361,20 +238,24 @@ def solve_serve(ctx: SolveContext) -> SolveResult:
     for name, lay in ranked:
         by_structure.setdefault(structure(ctx.cluster, lay), []).append((name, lay))
     for variants in by_structure.values():
-        if not judge(*variants[0], until=started + 0.4 * ctx.time_limit_s):
+        if not judge(*variants[0], until=started + STRUCTURE_SHARE * limit_s):
             break
     top = sorted(
         (k for k, v in by_structure.items() if v[0][0] in scores),
         key=lambda k: -scores[by_structure[k][0][0]],
     )
+    # Then the other group orders of the three best structures and, where there are none (more than three
+    # groups), the structures the first phase had no time for, still in proxy order.
+    second: list[tuple[str, Layout]] = []
     for key in top[:3]:
         first = by_structure[key][0][0]
-        variants = by_structure[key][1:] + (reorderings(ctx, recipes[first]) if first in recipes else [])
-        for name, lay in variants:
-            if name in scores:
-                continue
-            if not judge(name, lay, until=started + 0.9 * ctx.time_limit_s):
-                break
+        second += by_structure[key][1:] + (reorderings(ctx, recipes[first]) if first in recipes else [])
+    second += [variants[0] for variants in by_structure.values()]
+    for name, lay in second:
+        if name in scores:
+            continue
+        if not judge(name, lay, until=started + ORDER_SHARE * limit_s):
+            break
     improved = True
     while improved:
         improved = False
@@ -395,6 +276,7 @@ def solve_serve(ctx: SolveContext) -> SolveResult:
             "scores": {k: round(v, 2) for k, v in sorted(scores.items(), key=lambda kv: -kv[1])},
             "chosen_details": dict(details_of[winner]),
             "max_flow_tok_per_s": proxy.estimate(layouts[winner]).max_flow_tok_per_s,
+            "score_s": [round(s, 3) for s in spent[1:]],
         }
     )
     return SolveResult(
@@ -402,4 +284,11 @@ def solve_serve(ctx: SolveContext) -> SolveResult:
     )
 
 
-__all__ = ["Placement", "serving_proxy", "solve_serve", "stage_candidates", "stage_layout"]
+__all__ = [
+    "Placement",
+    "groups_of",
+    "serving_proxy",
+    "solve_serve",
+    "stage_candidates",
+    "stage_layout",
+]

@@ -51,6 +51,10 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p.add_argument(
         "--heartbeat-interval-s", type=float, help="worker heartbeat period (BRL_HEARTBEAT_INTERVAL_S)"
     )
+    p.add_argument(
+        "--replica-id",
+        help="this replica's name when several coordinators serve one fleet (BRL_REPLICA_ID, default host name)",
+    )
     p.set_defaults(func=_run)
 
 
@@ -74,5 +78,6 @@ def _run(args: argparse.Namespace) -> int:
         log_dir=args.log_dir,
         max_waiting=args.max_waiting,
         heartbeat_interval_s=args.heartbeat_interval_s,
+        replica_id=args.replica_id,
     )
     return run(settings)

@@ -261,9 +261,12 @@ SERVE_SCORE_DURATION_S = 110.0
 SERVE_SCORE_WARMUP_S = 30.0
 
 
-def simulator_scorer(cluster: Any, model: Any, profiles: Any, *, settings: Any = None, seed: int = 0) -> Any:
+def simulator_scorer(
+    cluster: Any, model: Any, profiles: Any, *, settings: Any = None, seed: int = 0, throttle: Any = None
+) -> Any:
     """placement -> (simulated decode tokens/s, details): the simulator as the `serve` method's judge.
-    Lives here, outside the pure planner, which must not import the simulator."""
+    Lives here, outside the pure planner, which must not import the simulator. `throttle`: node -> speed
+    factor in (0, 1] (slowed nodes, as `brl replan --slow` gives them)."""
     from dataclasses import fields
 
     from simulator.run import SimConfig, simulate
@@ -281,6 +284,7 @@ def simulator_scorer(cluster: Any, model: Any, profiles: Any, *, settings: Any =
                 warm_start=True,
                 watch_interval_s=0,
                 seed=seed,
+                throttle=dict(throttle) if throttle else None,
             )
             sim = simulate(cluster, model, profiles, candidate, config)
         else:

@@ -129,7 +129,9 @@ def run(args: argparse.Namespace) -> int:
     if args.simulate:
         from services.cli.plan import simulator_scorer
 
-        scorer = simulator_scorer(apply_change(cluster, change), model, profiles, seed=args.seed)
+        scorer = simulator_scorer(
+            apply_change(cluster, change), model, profiles, seed=args.seed, throttle=change.slowed
+        )
     started = time.perf_counter()
     result = replan(
         current,

@@ -385,8 +385,10 @@ def _run(args: argparse.Namespace) -> int:
         for w in dep.specs:
             print(f"  worker {w.name:<6} {w.gpu_type:<9} layers [{w.start},{w.end})  speed x{w.speed_factor}")
         auth = f' -H "Authorization: Bearer {args.api_key}"' if args.api_key else ""
+        sign_in = "   (sign in there with the API key)" if args.api_key else ""
         print(
             f"\nOpenAI endpoint: {dep.base_url}   (metrics: {dep.root_url}/metrics)\n"
+            f"Dashboard: {dep.root_url}/dashboard{sign_in}\n"
             f"Try:\n  curl {dep.base_url}/chat/completions -H 'Content-Type: application/json'{auth} \\\n"
             f'    -d \'{{"model": "{args.model}", "messages": [{{"role": "user", '
             f'"content": "What is the capital of France?"}}], "max_tokens": 32}}\'\n'

@@ -1,33 +1,19 @@
 """`brl simulate --fail N@T --replan`: the same run without re-planning, and the figures that compare the
-two. No subcommand of its own."""
+two (the core is simulator/replan_compare.py, shared with the simulator service). No subcommand of its own."""
 
 from __future__ import annotations
 
 from typing import Any
 
 from simulator.config import SimConfig
-from simulator.run import SimResult, simulate
+from simulator.replan_compare import compare_without_replan as compare
+from simulator.run import SimResult
 
 
 def compare_without_replan(inputs: Any, cfg: SimConfig, result: SimResult) -> dict[str, Any]:
-    """The same run (same seed) without re-planning, and the figures that compare the two."""
-    from dataclasses import replace
-
-    from simulator.transition import transition_figures
-
-    without = simulate(inputs.cluster, inputs.model, inputs.profiles, inputs.plan, replace(cfg, replan=False))
-    failure_s = result.start_s + min(at for _, at in cfg.failures)
-    first_lost = [n for n, at in cfg.failures if result.start_s + at == failure_s]
-    lo, hi = result.window_s
-    figures = transition_figures(
-        without=without.decode_series,
-        with_replan=result.decode_series,
-        window_start_s=lo if lo < failure_s else result.start_s,
-        end_s=hi,
-        transitions=result.transitions,
-        failure_s=failure_s,
-        covered_without=not inputs.plan.placement.without(set(first_lost)).uncovered(),
-    )
+    """The same run (same seed) without re-planning, and the figures that compare the two; the run without
+    is under "without_replan"."""
+    without, figures = compare(inputs.cluster, inputs.model, inputs.profiles, inputs.plan, cfg, result)
     figures["without_replan"] = without
     return figures
 

@@ -13,16 +13,23 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser(
         "worker",
         help="serve a layer shard of the model (data path over gRPC)",
-        description="Serve layers [START, END) of a model. Flags override BRL_* env vars. "
+        description="Serve layers [START, END) of a model (none until a Load when --layers is omitted). "
+        "Flags override BRL_* env vars. "
         "The first line on stdout is the bound address HOST:PORT.",
     )
     p.add_argument("--model", help="bundled model name (smollm2-135m) or a Hugging Face folder")
-    p.add_argument("--layers", help="START:END, half-open (e.g. 0:7)")
+    p.add_argument(
+        "--layers",
+        help="START:END, half-open (e.g. 0:7); omit (or 0:0) to start with no layers and wait for a Load",
+    )
     p.add_argument("--host", help="address to bind (default 127.0.0.1; 0.0.0.0 in a pod)")
     p.add_argument("--port", type=int, help="port to bind; 0 picks a free one (default)")
     p.add_argument("--advertise", help="HOST:PORT other hops reach this worker at (default HOST:PORT)")
     p.add_argument("--backend", help="execution backend: torch (default) or vllm")
-    p.add_argument("--coordinator", help="HOST:PORT of the coordinator to register with")
+    p.add_argument(
+        "--coordinator",
+        help="HOST:PORT of the coordinator to register with; several replicas: A:P,B:P or dns:NAME:PORT",
+    )
     p.add_argument("--name", help="node name in the plan (default worker-PORT)")
     p.add_argument("--gpu-type", dest="gpu_type", help="GPU profile key reported to the coordinator (cpu)")
     p.add_argument("--speed-factor", dest="speed_factor", type=float, help="declared throttle (1.0)")

@@ -1,9 +1,12 @@
 """The rollout controller: runs in the coordinator's process (`brl run --auto-replan`, BRL_AUTO_REPLAN=1),
-watches fleet membership through the registry and, when a worker of the plan in force is lost, re-plans,
-dry-runs and rolls the new plan out in stages (rollout.py). Thin: the decisions are planner.replan's and
-the simulator's. One rollout at a time; a loss during a rollout is handled right after it, from the plan
-then in force. Requests in flight are never dropped: those on the lost worker re-run (engine recovery),
-the others finish on their chains while their old ranges drain on the workers."""
+watches fleet membership through the registry and assigns layers at run time: an idle worker (started
+without a range) that the plan in force names gets its range loaded; when a worker of the plan is lost or a
+worker the plan gives no layers joins, it re-plans, dry-runs and rolls the new plan out in stages
+(rollout.py), then unloads the nodes the new plan drops. Thin: the decisions are planner.replan's and the
+simulator's. Events are debounced (several in a short window make one batch of loads or one re-plan); one
+rollout at a time, and events during a rollout are handled right after it, from the plan then in force.
+Requests in flight are never dropped: those on a lost worker re-run (engine recovery), the others finish on
+their chains while their old ranges drain on the workers."""
 
 from __future__ import annotations
 
@@ -13,13 +16,17 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+from planner.errors import Unavailable
 from services.controller import rollout
+from services.controller.orders import WorkerOrders
 from services.controller.rollout import LoadFn, RolloutFigures, Scorer
 from services.coordinator import planswap
-from services.coordinator.registry import LOST, WorkerState
+from services.coordinator.registry import JOINED, LOST, WorkerState
 
 if TYPE_CHECKING:
     from planner.cluster import Cluster
+    from planner.placement import LayerRange
+    from planner.plan import Plan
     from services.coordinator.main import Coordinator
 
 log = logging.getLogger("brl.controller")
@@ -27,6 +34,20 @@ log = logging.getLogger("brl.controller")
 # Search time of one re-plan: recovery time counts, and the repaired start (restore coverage, move the
 # fewest layers) is usually found in the first fraction of a second.
 REPLAN_TIME_LIMIT_S = 2.0
+# Hysteresis: a plan that does not restore coverage is rolled out only when the simulator predicts at
+# least this relative gain over the plan in force (planner.replan uses the same margin in its search).
+MIN_GAIN = 0.05
+# Debounce: a loss, or an idle worker the plan in force names, waits this long for further events (coverage
+# is at stake: short; workers of one StatefulSet that come up together still make one batch of loads), a
+# join longer (a node that flaps in and out within the window never causes a re-plan). Each new event
+# restarts the wait, up to MAX_DEBOUNCE_S after the first one.
+LOSS_DEBOUNCE_S = 0.2
+JOIN_DEBOUNCE_S = 2.0
+MAX_DEBOUNCE_S = 10.0
+# A node of the plan in force that has not registered yet (a fresh deployment: pods start one by one) is
+# awaited, not lost; one still missing this long after the controller started counts as lost (a pod that
+# never gets a GPU must not leave its layers uncovered for good).
+AWAIT_PLANNED_S = 120.0
 ScorerFactory = Callable[["Cluster"], Scorer | None]
 
 
@@ -38,83 +59,278 @@ class Controller:
         load_fn: LoadFn | None = None,
         scorer_factory: ScorerFactory | None = None,
         replan_time_limit_s: float = REPLAN_TIME_LIMIT_S,
+        min_gain: float = MIN_GAIN,
+        loss_debounce_s: float = LOSS_DEBOUNCE_S,
+        join_debounce_s: float = JOIN_DEBOUNCE_S,
+        max_debounce_s: float = MAX_DEBOUNCE_S,
+        await_planned_s: float = AWAIT_PLANNED_S,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.coord = coord
         self.clock = clock
         self.replan_time_limit_s = replan_time_limit_s
-        self._load_fn = load_fn or self._grpc_load
+        self.min_gain = min_gain
+        self.loss_debounce_s = loss_debounce_s
+        self.join_debounce_s = join_debounce_s
+        self.max_debounce_s = max_debounce_s
+        self.await_planned_s = await_planned_s
+        self.orders = WorkerOrders(coord.fleet.registry, load_fn or self._grpc_load)
         self._scorer_factory = scorer_factory or simulator_scorer_for(coord)
         self._lock = asyncio.Lock()
         self._tasks: set[asyncio.Task[None]] = set()
+        self._pump: asyncio.Task[None] | None = None
+        self._awaiting: asyncio.Task[None] | None = None
+        # Events not yet acted on: lost worker -> (its last sign of life, when the loss was noticed), joins.
+        self._lost: dict[str, tuple[float, float]] = {}
+        self._joined: set[str] = set()  # joins and idle workers that registered (named by the plan or not)
+        self._idle_seen: set[str] = set()  # the registry's idle workers at the last look
+        self._seen: set[str] = set()  # every worker that registered (or was awaited too long) since the start
+        self._first_event_s = 0.0
+        self._last_event_s = 0.0
         self.last: RolloutFigures | None = None
         self.rollouts = 0
+        self.history: list[dict[str, Any]] = []  # every rollout's figures, oldest first (the last 20)
         self._closed = False
 
     def attach(self) -> Controller:
-        self.coord.registry.watch(self.on_fleet_event)
+        """Watch the registry (on the event loop); idle workers that registered before are events now."""
+        registry = self.coord.registry
+        registry.watch(self.on_fleet_event)
+        registry.subscribe(self.on_registry_change)
+        self._seen |= set(registry.alive())
+        self.on_registry_change()
+        # Not in _tasks: wait_idle() is about rollouts and unloads, not this timer.
+        self._awaiting = asyncio.get_running_loop().create_task(self._stop_awaiting())
         return self
 
+    async def _stop_awaiting(self) -> None:
+        """After await_planned_s, the plan's nodes that never registered count as lost (a re-plan)."""
+        await asyncio.sleep(self.await_planned_s)
+        plan = self.coord.fleet.base_plan
+        missing = set() if plan is None else set(plan.placement.ranges) - self._seen
+        self._seen |= missing
+        if missing and not self._closed:
+            log.warning("rollout: %s never registered in %.0f s: lost", sorted(missing), self.await_planned_s)
+            now = self.clock()
+            for name in missing:
+                self._lost.setdefault(name, (now, now))
+            self._schedule(now)
+
     def on_fleet_event(self, kind: str, state: WorkerState) -> None:
-        """Registry hook (on the event loop): a loss starts a rollout; joins are not acted on yet."""
-        if kind != LOST or self._closed:
+        """Registry hook (on the event loop): a loss or a join is noted, and a debounced rollout scheduled.
+        A worker registering with the range this controller loaded into it, or the one the plan in force
+        gives it, is no news."""
+        if self._closed or kind not in (LOST, JOINED):
             return
-        detected = self.clock()
-        task = asyncio.get_running_loop().create_task(self.handle_loss(state, detected))
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        name = state.info.name
+        self._seen.add(name)
+        if kind == JOINED and self._expected(name, state.info.layers):
+            return
+        now = self.clock()
+        if kind == LOST:
+            self._lost.setdefault(name, (state.last_seen_s, now))
+            self._joined.discard(name)
+        else:
+            self._joined.add(name)
+        self._schedule(now)
+
+    def on_registry_change(self) -> None:
+        """Registry hook: an idle worker that appeared since the last look is an event (the registry sends
+        no JOINED for it), unless this controller unloaded it."""
+        if self._closed:
+            return
+        idle = set(self.coord.registry.idle())
+        new = sorted(idle - self._idle_seen - self.orders.unloading)
+        self._idle_seen = idle
+        self._seen |= idle
+        if new:
+            self._joined.update(new)
+            self._schedule(self.clock())
+
+    def _expected(self, name: str, layers: LayerRange) -> bool:
+        if name in self.orders.loading:
+            return True
+        plan = self.coord.fleet.base_plan
+        return plan is not None and plan.placement.ranges.get(name) == layers
+
+    def _serves_as_planned(self, name: str) -> bool:
+        state = self.coord.registry.get(name)
+        return state is not None and self._expected(name, state.info.layers)
+
+    def _schedule(self, now: float) -> None:
+        if self._first_event_s <= 0.0:  # the first event of a new batch
+            self._first_event_s = now
+        self._last_event_s = now
+        if self._pump is None or self._pump.done():
+            self._pump = asyncio.get_running_loop().create_task(self._run_pending())
+            self._tasks.add(self._pump)
+            self._pump.add_done_callback(self._tasks.discard)
+
+    def _pending_since(self) -> bool:
+        return bool(self._lost or self._joined)
+
+    def _urgent(self) -> bool:
+        """A loss, or an idle worker the plan in force names, is pending: coverage is at stake."""
+        if self._lost:
+            return True
+        plan = self.coord.fleet.base_plan
+        idle = self.coord.registry.idle()
+        return plan is not None and any(n in idle and n in plan.placement.ranges for n in self._joined)
+
+    async def _debounce(self) -> None:
+        """Waits until no event came for the debounce window (short when coverage is at stake), or until
+        max_debounce_s after the first event."""
+        while True:
+            window_s = self.loss_debounce_s if self._urgent() else self.join_debounce_s
+            now = self.clock()
+            wait_s = min(self._last_event_s + window_s - now, self._first_event_s + self.max_debounce_s - now)
+            if wait_s <= 0:
+                return
+            await asyncio.sleep(wait_s)
+
+    async def _run_pending(self) -> None:
+        while self._pending_since() and not self._closed:
+            await self._debounce()
+            async with self._lock:
+                lost, joined, first_s = self._lost, self._joined, self._first_event_s
+                self._lost, self._joined = {}, set()
+                self._first_event_s = self._last_event_s = 0.0
+                if not getattr(self.coord, "is_leader", lambda: True)():
+                    continue  # coordinator replicas: only the leader rolls out, the others adopt its plan
+                # Idle workers a batch already gave their planned ranges (they arrived during it): done.
+                joined = {n for n in joined if not self._serves_as_planned(n)}
+                if lost or joined:
+                    await self._roll_out_logged(lost, joined, first_s)
+
+    def take_over(self) -> None:
+        """This replica just became the leader (services/coordinator/leader.py): re-check the plan in force
+        against the live fleet, as the former leader may have died before acting on a change."""
+        now, plan = self.clock(), self.coord.fleet.base_plan
+        for name in self.coord.fleet.plan_mismatch():
+            if plan is not None and name not in plan.placement.ranges:
+                self._joined.add(name)
+            else:
+                self._lost.setdefault(name, (now, now))
+        if self._pending_since() and not self._closed:
+            self._schedule(now)
 
     async def close(self) -> None:
         """Stop reacting to fleet events and cancel a rollout in progress (the coordinator shuts down)."""
         self._closed = True
-        for task in list(self._tasks):
+        tasks = [*self._tasks, *self.orders.tasks, *([self._awaiting] if self._awaiting else [])]
+        for task in tasks:
             task.cancel()
-        await asyncio.gather(*list(self._tasks), return_exceptions=True)
+        await asyncio.gather(*tasks, return_exceptions=True)
 
     async def wait_idle(self) -> None:
-        while self._tasks:
-            await asyncio.gather(*list(self._tasks), return_exceptions=True)
+        """Returns once no rollout is pending or running and no unload is in progress."""
+        while self._tasks or self.orders.tasks:
+            await asyncio.gather(*self._tasks, *self.orders.tasks, return_exceptions=True)
 
     def status(self) -> dict[str, Any]:
         return {
             "enabled": True,
             "running": self._lock.locked(),
+            "pending": {"lost": sorted(self._lost), "joined": sorted(self._joined)},
+            "unloading": sorted(self.orders.unloading),
             "rollouts": self.rollouts,
             "last": None if self.last is None else self.last.to_dict(),
+            "history": list(self.history),
+            # With replicas: who leads, and the plans this replica adopted from its peers (it followed).
+            "replicas": getattr(getattr(self.coord, "leadership", None), "status", dict)(),
         }
 
     # -- one rollout -----------------------------------------------------------------------------------
-    async def handle_loss(self, state: WorkerState, detected_s: float) -> None:
-        async with self._lock:
-            try:
-                figures = await self._roll_out(state, detected_s)
-            except Exception as exc:  # noqa: BLE001 - a failed rollout (gRPC, planner) must not end the coordinator
-                log.exception("rollout after losing %s failed", state.info.name)
-                figures = RolloutFigures("failed", f"{type(exc).__name__}: {exc}", (state.info.name,))
-            self.last = figures
-            self.rollouts += 1
-            log.info("rollout: %s", figures.to_dict())
+    def _record(self, figures: RolloutFigures) -> None:
+        self.last = figures
+        self.rollouts += 1
+        self.history = [*self.history[-19:], figures.to_dict()]
+        log.info("rollout: %s", figures.to_dict())
 
-    async def _roll_out(self, state: WorkerState, detected_s: float) -> RolloutFigures:
+    async def _roll_out_logged(
+        self, lost: dict[str, tuple[float, float]], joined: set[str], first_event_s: float
+    ) -> None:
+        try:
+            figures = await self._roll_out(lost, joined, first_event_s)
+        except Exception as exc:  # noqa: BLE001 - a failed rollout (gRPC, planner) must not end the coordinator
+            log.exception("rollout after losing %s / joining %s failed", sorted(lost), sorted(joined))
+            figures = RolloutFigures(
+                "failed", f"{type(exc).__name__}: {exc}", tuple(sorted(lost)), tuple(sorted(joined))
+            )
+        self._record(figures)
+
+    async def _roll_out(
+        self, events_lost: dict[str, tuple[float, float]], events_joined: set[str], first_event_s: float = 0.0
+    ) -> RolloutFigures:
         fleet = self.coord.fleet
-        # The lost worker's last heartbeat (or registration) is the last time it was known alive.
-        detect_s = max(0.0, detected_s - state.last_seen_s)
+        started = self.clock()
+        # The first lost worker's last heartbeat (or registration) is the last time it was known alive;
+        # recovery is counted from there. A rollout for joins counts from the first event of its batch.
+        last_seen = min((seen for seen, _ in events_lost.values()), default=None)
+        noticed = min((at for _, at in events_lost.values()), default=first_event_s or started)
+        detect_s = 0.0 if last_seen is None else max(0.0, noticed - last_seen)
+        t_origin = noticed - detect_s
         plan = fleet.base_plan
-        cluster = None if plan is None else rollout.plan_fleet(plan, fleet.base_cluster)
-        if plan is None or cluster is None or fleet.profiles is None:
-            return RolloutFigures("skipped", "no plan, fleet or profiles to re-plan from", (state.info.name,))
-        lost = rollout.lost_nodes(plan, cluster, set(fleet.registry.names()))
-        if not lost:
-            return RolloutFigures("skipped", "the plan in force does not use the lost worker", ())
-        log.info("rollout: %s lost (detected %.2f s after its last heartbeat); re-planning", lost, detect_s)
+        if plan is None:
+            return RolloutFigures("skipped", "no plan in force", tuple(sorted(events_lost)))
+        # Idle workers that registered while the previous batch loaded are given their ranges too.
+        assigned: tuple[dict[str, Any], ...] = ()
+        for _ in range(3):
+            batch = await self.orders.assign_idle(plan, plan.cluster or fleet.base_cluster)
+            assigned += batch
+            if not batch:
+                break
+        t_assigned = self.clock()
+        failed = [a for a in assigned if "error" in a]
+        assigned_only = RolloutFigures(
+            "failed" if assigned and len(failed) == len(assigned) else "assigned",
+            f"idle workers given the ranges the plan in force names them for ({len(failed)} failed)",
+            (),
+            load_s=t_assigned - started,
+            recover_s=t_assigned - t_origin,
+            assigned=assigned,
+            finished_at=time.time(),
+        )
+        cluster = rollout.plan_fleet(plan, fleet.base_cluster)
+        if cluster is None or fleet.profiles is None:
+            if assigned:
+                return assigned_only
+            return RolloutFigures(
+                "skipped", "no fleet or profiles to re-plan from", tuple(sorted(events_lost))
+            )
+        alive = {n: s for n, s in fleet.registry.alive().items() if n not in self.orders.unloading}
+        idle = {n: w for n, w in fleet.registry.idle().items() if n not in self.orders.unloading}
+        if not alive and not idle:  # the fleet is shutting down, or every worker died: nothing to plan for
+            return RolloutFigures("skipped", "no live worker", tuple(sorted(events_lost)))
+        found = rollout.fleet_change(
+            plan, cluster, alive, set(fleet.profiles.types()), fleet.base_cluster, idle=idle
+        )
+        if found.skipped_joins:
+            log.warning("rollout: no profile for the GPU type of %s: not planned", list(found.skipped_joins))
+        lost, joined = found.lost, found.joined
+        # Only news re-plans: a loss of a worker that was there (not one still awaited), or a worker that
+        # joined since the last rollout (idle workers the search left out before are still candidates of any
+        # re-plan, but do not start one again).
+        gone = set(lost) & self._seen - set(fleet.registry.idle())  # a named idle worker is not gone
+        if not gone and not set(joined) & events_joined:
+            if assigned:
+                return assigned_only
+            return RolloutFigures("skipped", "the plan in force uses no lost worker and no worker joined", ())
+        log.info(
+            "rollout: lost %s, joined %s (detected %.2f s after the last heartbeat); re-planning",
+            list(lost),
+            list(joined),
+            detect_s,
+        )
         t0 = self.clock()
         result = await asyncio.to_thread(
-            rollout.replan_for_loss,
+            rollout.replan_for_change,
             plan,
             cluster,
             fleet.model,
             fleet.profiles,
-            lost,
+            found.change,
+            min_gain=self.min_gain,
             time_limit_s=self.replan_time_limit_s,
             clock=time.monotonic,
             seed=self.coord.settings.seed,
@@ -123,11 +339,14 @@ class Controller:
         log.info("rollout: re-planned in %.2f s: %d layers to load", t1 - t0, result.layers_moved)
         survivors = plan.placement.without(set(lost))
         scorer = self._scorer_factory(result.plan.cluster or cluster)
-        go, why, before, after = await asyncio.to_thread(rollout.worth_rolling_out, result, scorer, survivors)
+        go, why, before, after = await asyncio.to_thread(
+            rollout.worth_rolling_out, result, scorer, survivors, self.min_gain
+        )
         t2 = self.clock()
         log.info("rollout: dry run in %.2f s: %s", t2 - t1, why)
         common: dict[str, Any] = {
             "lost": lost,
+            "joined": joined,
             "detect_s": detect_s,
             "replan_s": t1 - t0,
             "dryrun_s": t2 - t1,
@@ -135,29 +354,76 @@ class Controller:
             "score_before": before,
             "score_after": after,
             "layers_moved": result.layers_moved,
+            "assigned": assigned,
         }
         if not go:
             moves = tuple(rollout.move_record(m, None) for m in result.moves)
             return RolloutFigures("skipped", why, moves=moves, finished_at=time.time(), **common)
-        loads = rollout.loads_needed(result.moves, fleet.registry)
-        log.info("rollout: loading %s", {n: str(r) for n, _, r in loads})
-        reports = await rollout.load_all(loads, fleet.registry, self._load_fn)
+        reports = await self.orders.load_moves(result.moves)
         t3 = self.clock()
         log.info("rollout: loaded in %.2f s", t3 - t2)
-        planswap.apply(self.coord, result.plan, {"source": "controller", "after_losing": list(lost)})
+        dropped = rollout.dropped_nodes(plan, result.plan, fleet.registry.alive(), joined)
+        planswap.apply(
+            self.coord,
+            result.plan,
+            {"source": "controller", "after_losing": list(lost), "after_joining": list(joined)},
+        )
         t4 = self.clock()
-        log.info("rollout: plan swapped; recovered %.2f s after the loss", detect_s + (t4 - detected_s))
+        unloaded = self.orders.unload_later(dropped)
+        if unloaded:
+            log.info("rollout: %s have no range in the new plan: unloading them", list(unloaded))
+        recover_s = t4 - t_origin
+        log.info("rollout: plan swapped %.2f s after the first event", recover_s)
         moves = tuple(rollout.move_record(m, reports.get(m.node)) for m in result.moves)
         return RolloutFigures(
             "rolled_out",
             why,
             load_s=t3 - t2,
             swap_s=t4 - t3,
-            recover_s=detect_s + (t4 - detected_s),
+            recover_s=recover_s,
             moves=moves,
+            unloaded=unloaded,
             finished_at=time.time(),
             **common,
         )
+
+    # -- an operator's plan ----------------------------------------------------------------------------
+    async def roll_out_plan(self, plan: Plan, origin: dict[str, Any]) -> RolloutFigures:
+        """`POST /v1/admin/plan` with a controller: roll the given plan out in the same stages (load every
+        range it places on a live worker, idle ones included; swap; unload the serving workers it leaves
+        out) rather than only switch routing to it. A failed load keeps the plan in force (Unavailable)."""
+        async with self._lock:
+            fleet = self.coord.fleet
+            started = self.clock()
+            loads = rollout.plan_loads(plan, fleet.registry)
+            results = await self.orders.load(loads)
+            errors = {n: e for n, e in results.items() if isinstance(e, Exception)}
+            t_loaded = self.clock()
+            moves = tuple(rollout.assign_record(n, r, results[n]) for n, _, r in loads)
+            if errors:
+                why = "; ".join(f"{n}: {type(e).__name__}: {e}" for n, e in sorted(errors.items()))
+                self._record(RolloutFigures("failed", f"operator plan: loads failed: {why}", (), moves=moves))
+                raise Unavailable(
+                    f"the plan could not be loaded on {sorted(errors)}; the plan in force stays"
+                )
+            serving = fleet.registry.alive()
+            dropped = sorted(n for n in serving if n not in plan.placement.ranges)
+            planswap.apply(self.coord, plan, origin)
+            t_swapped = self.clock()
+            figures = RolloutFigures(
+                "rolled_out",
+                f"operator plan ({origin.get('source', 'admin')})",
+                (),
+                load_s=t_loaded - started,
+                swap_s=t_swapped - t_loaded,
+                recover_s=t_swapped - started,
+                layers_moved=sum(r.layers_read for r in results.values() if not isinstance(r, Exception)),
+                moves=moves,
+                unloaded=self.orders.unload_later(dropped),
+                finished_at=time.time(),
+            )
+            self._record(figures)
+            return figures
 
     async def _grpc_load(self, address: str, order: Any) -> Any:
         from services.worker.client import load

@@ -73,6 +73,7 @@ class Engine:
         probe_fn: ProbeFn | None = None,
         clock: Callable[[], float] = time.monotonic,
         step_timeout_s: float = 30.0,
+        session_id: str | None = None,
     ) -> None:
         self.fleet = fleet
         self.metrics = metrics
@@ -90,8 +91,10 @@ class Engine:
         self._ticker: asyncio.Task[None] | None = None
         self._ids = itertools.count()
         # Ids differ between coordinator incarnations: a worker that frees the requests of a crashed
-        # predecessor must never meet the same id from its successor.
-        self._incarnation = uuid.uuid4().hex[:8]
+        # predecessor must never meet the same id from its successor. With replicas, `session_id` (the
+        # coordinator id workers know, replica name + incarnation) sits between dashes in every id: a
+        # worker finds a dead replica's requests by it (services/worker/leases.py).
+        self._incarnation = session_id or uuid.uuid4().hex[:8]
         self._ewma_e2e_s = 1.0
         self._closed = False
         fleet.registry.subscribe(self.recovery.on_fleet_change)
@@ -212,7 +215,7 @@ class Engine:
         self.running[r.id] = r
         runner.add(r)
         self.metrics.route(list(chain_nodes(chain)), len(r.pending))
-        self.metrics.prompt_tokens.labels(self.metrics.model_name).inc(len(r.pending))
+        self.metrics.prompt_tokens_m.inc(len(r.pending))
         self._update_gauges()
         return True
 
@@ -300,16 +303,15 @@ class Engine:
             return False
         tok = int(res.token_id)
         now = self.clock()
-        name = self.metrics.model_name
         if r.first_token_s is None:
             r.first_token_s = now
-            self.metrics.ttft.labels(name).observe(now - r.arrival_s)
+            self.metrics.ttft_m.observe(now - r.arrival_s)
         elif r.last_token_s is not None:
-            self.metrics.itl.labels(name).observe(now - r.last_token_s)
+            self.metrics.itl_m.observe(now - r.last_token_s)
         r.last_token_s = now
         r.generated.append(tok)
         r.pending = [tok]
-        self.metrics.generation_tokens.labels(name).inc()
+        self.metrics.generation_tokens_m.inc()
         r.out.put_nowait(tok)
         if tok in r.params.eos_ids and not r.params.ignore_eos:
             r.finish_reason = "stop"
@@ -339,7 +341,7 @@ class Engine:
         now = self.clock()
         e2e = now - r.arrival_s
         self._ewma_e2e_s = 0.9 * self._ewma_e2e_s + 0.1 * e2e
-        self.metrics.e2e.labels(self.metrics.model_name).observe(e2e)
+        self.metrics.e2e_m.observe(e2e)
         self.metrics.request_success.labels(self.metrics.model_name, reason).inc()
         self._log_request(r, now)
         r.out.put_nowait(Finished(reason))
@@ -395,8 +397,7 @@ class Engine:
         self.events.flush()
 
     def _update_gauges(self) -> None:
-        name = self.metrics.model_name
-        self.metrics.running.labels(name).set(len(self.running))
-        self.metrics.waiting.labels(name).set(len(self.waiting))
-        self.metrics.kv_usage.labels(name).set(self.fleet.registry.kv_usage_max())
+        self.metrics.running_m.set(len(self.running))
+        self.metrics.waiting_m.set(len(self.waiting))
+        self.metrics.kv_usage_m.set(self.fleet.registry.kv_usage_max())
         self.metrics.workers_alive.set(len(self.fleet.registry.names()))

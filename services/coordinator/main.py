@@ -31,6 +31,7 @@ from services.coordinator import planswap
 from services.coordinator.engine import Engine, EngineLimits
 from services.coordinator.eventlog import open_event_log
 from services.coordinator.fleet import Fleet
+from services.coordinator.leader import Leadership
 from services.coordinator.metrics import Metrics
 from services.coordinator.registry import Registry
 from services.coordinator.routes import build_app
@@ -54,11 +55,17 @@ class Coordinator:
     started_s: float
     plan_origin: dict[str, Any] = field(default_factory=dict)  # where the loaded plan came from
     controller: Any = None  # services.controller.controller.Controller with auto_replan
+    leadership: Leadership | None = None  # replicas: who leads, and the plan sync (set by build)
+
+    def is_leader(self) -> bool:
+        """Whether this replica's rollout controller may act (always, alone): services/coordinator/leader.py."""
+        return self.leadership is None or self.leadership.is_leader()
 
     def health(self) -> dict[str, Any]:
         self.fleet.rebuild()
         return {
             "status": "ok",
+            "replica": self.coordinator_id,  # replica name + incarnation, as the workers know it
             "model": self.settings.model_name,
             "workers": self.registry.names(),
             "routable": self.fleet.routable,
@@ -66,6 +73,7 @@ class Coordinator:
             "running": len(self.engine.running),
             "waiting": len(self.engine.waiting),
             "plan": self.fleet.plan.method,
+            "replicas": None if self.leadership is None else self.leadership.status(),
             "fleet": {
                 name: {
                     "address": w.info.address,
@@ -92,6 +100,14 @@ def load_model(settings: CoordinatorSettings) -> tuple[ModelSpec, Path]:
     except BrlError:
         spec = bundled.model(str(model_dir))
     return spec, Path(model_dir)
+
+
+def coordinator_session_id(replica_id: str | None) -> str:
+    """`<replica>.<incarnation>`: what workers know this process by, and the middle of every request id it
+    makes. The replica id names it to people; the random incarnation differs at every start, so a worker
+    tells a restarted replica from the one it replaced, and no two processes ever make the same id."""
+    replica = replica_id or socket.gethostname().split(".")[0] or "coordinator"
+    return f"{replica}.{uuid.uuid4().hex[:8]}"
 
 
 def build(settings: CoordinatorSettings, *, tokenizer: Tokenizer | None = None) -> Coordinator:
@@ -138,12 +154,14 @@ def build(settings: CoordinatorSettings, *, tokenizer: Tokenizer | None = None) 
         pipeline_depth=settings.pipeline_depth,
         max_retries=settings.max_retries,
     )
+    session_id = coordinator_session_id(settings.replica_id)
     engine = Engine(
         fleet,
         metrics,
         limits=limits,
         events=open_event_log(settings.log_dir),
         step_timeout_s=settings.step_timeout_s,
+        session_id=session_id,
     )
     tok = tokenizer or Tokenizer(model_dir)
     aliases = {settings.model, spec.name, model_dir.name}
@@ -155,7 +173,7 @@ def build(settings: CoordinatorSettings, *, tokenizer: Tokenizer | None = None) 
         default_max_tokens=settings.default_max_tokens,
         max_prompt_chars=settings.max_prompt_chars,
     )
-    return Coordinator(
+    coord = Coordinator(
         settings,
         spec,
         registry,
@@ -163,17 +181,22 @@ def build(settings: CoordinatorSettings, *, tokenizer: Tokenizer | None = None) 
         engine,
         serving,
         metrics,
-        coordinator_id=uuid.uuid4().hex,
+        coordinator_id=session_id,
         started_s=time.time(),
         plan_origin=plan_origin,
     )
+    coord.leadership = Leadership(coord)
+    return coord
 
 
 async def start_grpc(coord: Coordinator) -> tuple[grpc.aio.Server, int]:
     s = coord.settings
     server = grpc.aio.server()
     servicer = ControlServicer(
-        coord.registry, coordinator_id=coord.coordinator_id, heartbeat_interval_s=s.heartbeat_interval_s
+        coord.registry,
+        coordinator_id=coord.coordinator_id,
+        heartbeat_interval_s=s.heartbeat_interval_s,
+        leadership=coord.leadership,
     )
     coordinator_pb2_grpc.add_CoordinatorServicer_to_server(servicer, server)
     health_servicer = health.aio.HealthServicer()
@@ -221,6 +244,8 @@ async def serve(settings: CoordinatorSettings, *, coord: Coordinator | None = No
         from services.controller.controller import Controller
 
         coord.controller = Controller(coord).attach()
+    if coord.leadership is not None:
+        coord.leadership.start()
     config = uvicorn.Config(
         build_app(coord), log_level="warning", access_log=False, lifespan="off", timeout_graceful_shutdown=3
     )
@@ -231,6 +256,8 @@ async def serve(settings: CoordinatorSettings, *, coord: Coordinator | None = No
     finally:
         if coord.controller is not None:
             await coord.controller.close()  # no rollout starts or continues while shutting down
+        if coord.leadership is not None:
+            await coord.leadership.close()
         await coord.engine.stop()
         await grpc_server.stop(grace=0.5)
         coord.serving.close()

@@ -1,5 +1,6 @@
 """Plan swap: load a plan by id from the planner service (or take one inline) and route new requests by it,
-while requests already admitted finish on their chains with their KV still booked."""
+while requests already admitted finish on their chains with their KV still booked. With a rollout
+controller (BRL_AUTO_REPLAN) the plan is rolled out: its ranges loaded on the workers first."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import Field
 
+from planner.cluster import Cluster
 from planner.errors import BrlError, InvalidInput, Unavailable
 from planner.formats.plan_json import plan_from_dict
 from planner.plan import Plan
@@ -111,12 +113,38 @@ async def swap(coord: Coordinator, body: PlanSwapBody) -> dict[str, Any]:
         origin = {"source": "planner", "plan_id": body.plan_id}
     else:
         raise InvalidInput("send exactly one of plan_id or plan", source="plan swap", field="plan_id")
-    apply(coord, plan, origin)
+    if coord.controller is not None:
+        # The controller assigns layers at run time: the plan's ranges are loaded on the workers, the
+        # plan swapped, and the workers it leaves out unloaded (services/controller/controller.py).
+        await coord.controller.roll_out_plan(plan, origin)
+    else:
+        apply(coord, plan, origin)
     return status(coord)
+
+
+def with_new_nodes(known: Cluster | None, planned: Cluster | None) -> Cluster | None:
+    """The coordinator's fleet plus the nodes (and their links) a plan adds to it (workers that joined
+    after the start and were re-planned in): routing keeps real links for them, not a synthesised graph."""
+    if known is None or planned is None:
+        return known
+    new = tuple(n for n in planned.nodes if not known.has_node(n.name))
+    if not new:
+        return known
+    names = {n.name for n in new}
+    links = tuple(lk for lk in planned.links if lk.src in names or lk.dst in names)
+    return Cluster(
+        nodes=known.nodes + new,
+        links=known.links + links,
+        name=known.name,
+        coordinator_region=known.coordinator_region,
+        coordinator_nic_bytes_per_s=known.coordinator_nic_bytes_per_s,
+        meta=known.meta,
+    )
 
 
 def apply(coord: Coordinator, plan: Plan, origin: dict[str, Any]) -> None:
     in_flight = len(coord.engine.running)
+    coord.fleet.base_cluster = with_new_nodes(coord.fleet.base_cluster, plan.cluster)
     coord.fleet.use_plan(plan)
     coord.plan_origin = {**origin, "loaded_at": round(time.time(), 3)}
     mismatch = coord.fleet.plan_mismatch()

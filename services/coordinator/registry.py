@@ -25,6 +25,22 @@ class WorkerInfo:
 
 
 @dataclass(frozen=True)
+class IdleWorker:
+    """A registered worker that holds no layers (started without a range, or unloaded): alive, serving
+    nothing, waiting for a Load from a controller. Kept apart from the serving workers, so no routing or
+    KV book ever sees it; `Registry.idle()` lists them."""
+
+    name: str
+    address: str
+    gpu_type: str
+    kv_capacity_tokens: int = 0
+    model: str = ""
+    backend: str = ""
+    speed_factor: float = 1.0
+    layers: None = None  # a serving worker's LayerRange; this one has none
+
+
+@dataclass(frozen=True)
 class WorkerState:
     info: WorkerInfo
     registered_at_s: float
@@ -51,6 +67,7 @@ class Registry:
         self._workers: dict[str, WorkerState] = {}
         self._listeners: list[Callable[[], None]] = []
         self._watchers: list[FleetListener] = []
+        self._idle: dict[str, tuple[IdleWorker, float]] = {}  # name -> (info, last seen)
         self.version = 0
 
     def subscribe(self, listener: Callable[[], None]) -> None:
@@ -68,8 +85,18 @@ class Registry:
         for listener in self._listeners:
             listener()
 
-    def register(self, info: WorkerInfo) -> bool:
+    def register(self, info: WorkerInfo | IdleWorker) -> bool:
         """Adds or refreshes a worker; True when the fleet's shape changed."""
+        if isinstance(info, IdleWorker):
+            was_serving = self._workers.pop(info.name, None) is not None
+            is_new = info.name not in self._idle
+            self._idle[info.name] = (info, self._clock())
+            # A new idle worker (one a controller may give layers) or one unloaded on purpose (its layers
+            # leave the fleet; no LOST event: it lives) changes the fleet for `subscribe` listeners.
+            if was_serving or is_new:
+                self._changed()
+            return was_serving or is_new
+        self._idle.pop(info.name, None)
         if info.layers.end > self.num_layers:
             raise InvalidInput(
                 f"worker {info.name!r} holds layers {info.layers} but the model has {self.num_layers}",
@@ -98,7 +125,10 @@ class Registry:
         """False when the worker is unknown (it must register again)."""
         old = self._workers.get(name)
         if old is None:
-            return False
+            idle = self._idle.get(name)
+            if idle is not None:
+                self._idle[name] = (idle[0], self._clock())
+            return idle is not None
         info = old.info
         if kv_capacity_tokens and kv_capacity_tokens != info.kv_capacity_tokens:
             info = replace(info, kv_capacity_tokens=kv_capacity_tokens)
@@ -112,6 +142,8 @@ class Registry:
         return True
 
     def remove(self, name: str) -> bool:
+        if self._idle.pop(name, None) is not None:
+            return True
         old = self._workers.pop(name, None)
         if old is None:
             return False
@@ -122,6 +154,9 @@ class Registry:
     def expire(self) -> list[str]:
         """Drops workers silent for longer than expiry_s; returns their names."""
         cutoff = self._clock() - self.expiry_s
+        silent_idle = [n for n, (_, seen_s) in self._idle.items() if seen_s < cutoff]
+        for name in silent_idle:
+            del self._idle[name]
         lost = [n for n, w in self._workers.items() if w.last_seen_s < cutoff]
         states = [self._workers.pop(name) for name in lost]
         if lost:
@@ -135,6 +170,10 @@ class Registry:
 
     def alive(self) -> dict[str, WorkerState]:
         return dict(self._workers)
+
+    def idle(self) -> dict[str, IdleWorker]:
+        """Live workers that hold no layers (not in `alive()`): the ones a controller can give a range."""
+        return {name: info for name, (info, _) in self._idle.items()}
 
     def names(self) -> list[str]:
         return sorted(self._workers)

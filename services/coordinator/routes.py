@@ -14,8 +14,8 @@ from fastapi.responses import JSONResponse, PlainTextResponse, Response, Streami
 
 from planner.errors import InvalidInput
 from services.body_limit import BodyLimit
+from services.coordinator import dashboard, planswap
 from services.coordinator import openai_models as om
-from services.coordinator import planswap
 from services.coordinator.errors import AuthenticationFailed, printable
 from services.coordinator.metrics import CONTENT_TYPE
 from services.coordinator.openai_models import LONE_SURROGATE
@@ -100,6 +100,8 @@ def build_app(coord: Coordinator) -> FastAPI:
         coord.refresh_gauges()
         return Response(coord.metrics.render(), media_type=CONTENT_TYPE)
 
+    # GET /dashboard (the page) and GET /v1/dashboard/state (its data: the API or admin key when set).
+    dashboard.mount(app, coord, ERRORS)
     return app
 
 

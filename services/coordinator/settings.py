@@ -61,6 +61,12 @@ class CoordinatorSettings(BaseModel):
     auto_replan: bool = Field(
         False, description="when a worker is lost, re-plan, dry-run and roll the new plan out live"
     )
+    replica_id: str | None = Field(
+        None,
+        pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$",
+        description="name of this replica when several coordinators serve one fleet (the pod name in "
+        "Kubernetes); it starts every request id it makes, so ids never collide; default: the host name",
+    )
     seed: int = 0
 
     @model_validator(mode="after")

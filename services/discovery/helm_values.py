@@ -72,9 +72,11 @@ def values_from_cluster(
 ) -> dict[str, Any]:
     """Values that give one worker StatefulSet per (GPU type, region) with one replica per node.
 
-    With a plan, each replica gets the layer range the plan gave its node (replica i <-> the i-th node of
-    the group in fleet order) and nodes the plan leaves idle get no replica. Workers register under the
-    names `<pool>-<ordinal>`; `nodeNames` in each pool records which fleet node each replica stands for.
+    With a plan, nodes the plan leaves idle get no replica, and each pool's `layers` lists the range the plan
+    gave each replica's node (replica i <-> the i-th node of the group in fleet order). The chart bakes those
+    ranges into the pods only in static mode (controller.enabled=false); with the controller (the default)
+    workers start without a range and the coordinator assigns ranges at run time. Workers register under
+    the names `<pool>-<ordinal>`; `nodeNames` in each pool records which fleet node each replica stands for.
     """
     multi_region = len(cluster.regions()) > 1
     products = cluster.meta.get("gpu_products") if isinstance(cluster.meta, Mapping) else None

@@ -22,6 +22,8 @@ class JobService:
     """`kind` is the store's job kind and the noun of a NotFound ("no plan with id ...")."""
 
     kind: str
+    # Further job kinds this service runs in the same store (the planner's "replan"): retention covers them.
+    extra_kinds: tuple[str, ...] = ()
 
     def __init__(
         self,
@@ -57,10 +59,13 @@ class JobService:
     def prune(self) -> int:
         """Apply the retention rules now (BRL_<SERVICE>_RETENTION_DAYS, _MAX_JOBS); returns jobs deleted."""
         days, keep = self.settings.retention_days, self.settings.max_jobs
-        deleted = self.store.prune(
-            self.kind,
-            finished_before=self._clock() - days * 86_400 if days > 0 else None,
-            keep=keep if keep > 0 else None,
+        deleted = sum(
+            self.store.prune(
+                kind,
+                finished_before=self._clock() - days * 86_400 if days > 0 else None,
+                keep=keep if keep > 0 else None,
+            )
+            for kind in (self.kind, *self.extra_kinds)
         )
         if deleted:
             log.info("retention: deleted %d finished %s job(s)", deleted, self.kind)
@@ -73,37 +78,37 @@ class JobService:
             except Exception:  # a locked or full disk must not end the thread: the next round retries
                 log.exception("retention: pruning %s jobs failed", self.kind)
 
-    def get(self, job_id: str) -> Job:
-        job = self.store.get(job_id, kind=self.kind)
+    def get(self, job_id: str, *, kind: str | None = None) -> Job:
+        job = self.store.get(job_id, kind=kind or self.kind)
         if job is None:
-            raise NotFound(self.kind, job_id)
+            raise NotFound(kind or self.kind, job_id)
         return job
 
-    def list_jobs(self, *, status: str | None, limit: int, offset: int) -> list[Job]:
+    def list_jobs(self, *, status: str | None, limit: int, offset: int, kind: str | None = None) -> list[Job]:
         if status is not None and status not in STATUSES:
             raise InvalidInput(
                 f"unknown status {status!r}; expected one of {', '.join(STATUSES)}", field="status"
             )
         if limit > self.settings.list_limit:
             raise InvalidInput(f"at most {self.settings.list_limit} per page", field="limit")
-        return self.store.list_jobs(self.kind, status=status, limit=limit, offset=offset)
+        return self.store.list_jobs(kind or self.kind, status=status, limit=limit, offset=offset)
 
-    def cancel(self, job_id: str) -> Job:
-        self.get(job_id)
+    def cancel(self, job_id: str, *, kind: str | None = None) -> Job:
+        self.get(job_id, kind=kind)
         job = self.runner.cancel(job_id)
         if job is None:  # deleted between the two reads
-            raise NotFound(self.kind, job_id)
+            raise NotFound(kind or self.kind, job_id)
         return job
 
-    def delete(self, job_id: str) -> None:
+    def delete(self, job_id: str, *, kind: str | None = None) -> None:
         """Remove a finished job and its artifacts. An active one is refused (409), not cancelled on the way:
         a cancel takes effect asynchronously (a co-operative stop, then a kill), and DELETE should neither
         block on that nor answer before the job has really ended. Cancel first, then delete."""
-        job = self.get(job_id)
+        job = self.get(job_id, kind=kind)
         if job.active:
             raise Conflict(
-                f"{self.kind} {job_id} is {job.status}; cancel it first (POST .../{job_id}/cancel), "
+                f"{job.kind} {job_id} is {job.status}; cancel it first (POST .../{job_id}/cancel), "
                 "then delete it once it has finished"
             )
         if not self.store.delete(job_id):  # another call deleted it meanwhile
-            raise NotFound(self.kind, job_id)
+            raise NotFound(job.kind, job_id)

@@ -121,3 +121,42 @@ class EvaluationResult(BaseModel):
     node_flows_tok_per_s: dict[str, float]
     plan_id: str | None = None
     plan: dict[str, Any] | None = None
+
+
+class ReplanRequest(_Body):
+    """Re-plan a plan after its fleet changed (planner.replan, as `brl replan`): the plan carries its fleet."""
+
+    plan: dict[str, Any] = Field(
+        ..., description="the plan in force, inline (brl-plan/1 JSON from a plan job or `brl plan`)"
+    )
+    lose: list[str] = Field(
+        default_factory=list, max_length=10_000, description='names of nodes gone, e.g. ["n3"]'
+    )
+    join: list[str] = Field(
+        default_factory=list,
+        max_length=1_000,
+        description='new nodes as "TYPE:COUNT", e.g. ["a100:2"]; links copied from a node of that type',
+    )
+    slow: dict[str, float] = Field(
+        default_factory=dict, description="node -> speed factor in (0, 1] it now runs at"
+    )
+    budget_layers: int | None = Field(
+        None, ge=0, le=10_000_000, description="most layers loaded on all nodes together (default: any)"
+    )
+    min_gain: float = Field(
+        0.05, ge=0, le=100, description="adopt a new placement only if it serves this much more (relative)"
+    )
+    time_limit_s: float = Field(10.0, gt=0, le=7 * 24 * 3600, description="search time, seconds")
+    simulate: bool = Field(
+        False,
+        description="judge candidates by a short simulator run and report simulated decode tok/s before "
+        "and after (slower: about 1-2 s per candidate on 24 nodes)",
+    )
+    seed: int = Field(0, ge=0, le=2**31 - 1)
+    label: str | None = Field(None, max_length=200, description="free text shown in listings")
+
+    @model_validator(mode="after")
+    def _something_changed(self) -> Self:
+        if not (self.lose or self.join or self.slow):
+            raise ValueError("nothing changed: give lose, join or slow")
+        return self

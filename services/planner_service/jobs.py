@@ -20,7 +20,13 @@ from services.jobs.context import JobCancelled, JobContext
 from services.planner_service.inputs import Inputs, load_inputs, load_placement
 
 SOLVE_TARGET = "services.planner_service.jobs:solve_job"
-WARM_MODULES = ("planner.solvers", "planner.bundled", "services.planner_service.jobs")
+WARM_MODULES = (
+    "planner.solvers",
+    "planner.replan",
+    "planner.bundled",
+    "services.planner_service.jobs",
+    "services.planner_service.replans",
+)
 
 
 def helix_settings(model: ModelSpec, profiles_name: str) -> Mapping[str, Any] | None:
@@ -50,7 +56,7 @@ def _scorer(method: str, inputs: Inputs, settings: Mapping[str, Any] | None, see
         return None
 
 
-def _code_version() -> str:
+def code_version() -> str:
     try:
         from importlib.metadata import version
 
@@ -100,7 +106,7 @@ def solve_job(request: Mapping[str, Any], ctx: JobContext) -> Mapping[str, Any]:
         "cluster": request.get("cluster", "inline"),
         "model": request.get("model", inputs.model.name),
         "profiles": inputs.profiles_name,
-        "code_version": _code_version(),
+        "code_version": code_version(),
         "service": "planner-service",
         "job_id": ctx.job_id,
     }

@@ -9,13 +9,14 @@ from fastapi import FastAPI
 
 from services.jobs import http
 from services.jobs.serving import RunningServers, open_job_service, serve_job_service
-from services.planner_service import servicer
+from services.planner_service import pages, servicer
 from services.planner_service.routes import build_router
 from services.planner_service.service import PlannerService
 from services.planner_service.settings import ENV_PREFIX, PlannerSettings
 
 DESCRIPTION = """Plan a fleet: submit a placement job (cluster + model + method + time limit), poll its progress
-(incumbent, bound, gap), fetch the plan; evaluate a placement of your own (max-flow, bounds, bottlenecks).
+(incumbent, bound, gap), fetch the plan; evaluate a placement of your own (max-flow, bounds, bottlenecks);
+re-plan a plan after nodes are lost, join or slow down (few layers moved; optionally judged by the simulator).
 Mutating calls need `Authorization: Bearer <BRL_API_KEY>` when the service has a key."""
 
 
@@ -23,6 +24,7 @@ def build_app(service: PlannerService) -> FastAPI:
     app = FastAPI(title="BRL planner service", version="1", description=DESCRIPTION)
     http.install(app, max_body_bytes=service.settings.max_body_bytes)
     app.include_router(build_router(service))
+    pages.install(app, service)  # /ui: job pages, out of the OpenAPI schema
     return app
 
 

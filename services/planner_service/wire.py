@@ -9,9 +9,10 @@ from typing import Any
 from planner.errors import InvalidInput
 from protos import planner_pb2 as pb
 from services.jobs.store import Job
-from services.planner_service.bodies import EvaluationRequest, PlanRequest
+from services.planner_service.bodies import EvaluationRequest, PlanRequest, ReplanRequest
 
 DEFAULT_TIME_LIMIT_S = 60.0
+DEFAULT_REPLAN_TIME_LIMIT_S = 10.0
 
 
 def _json_field(text: str, field: str) -> Any:
@@ -59,6 +60,26 @@ def evaluation_request(msg: pb.EvaluateRequest) -> EvaluationRequest:
     return EvaluationRequest.model_validate(body)
 
 
+def replan_request(msg: pb.SubmitReplanRequest) -> ReplanRequest:
+    body: dict[str, Any] = {
+        "plan": _json_field(msg.plan_json, "plan_json") if msg.plan_json else None,
+        "lose": list(msg.lose),
+        "join": list(msg.join),
+        "slow": dict(msg.slow),
+        "time_limit_s": msg.time_limit_s or DEFAULT_REPLAN_TIME_LIMIT_S,
+        "simulate": msg.simulate,
+        "seed": msg.seed,
+    }
+    for name in ("budget_layers", "min_gain"):
+        if msg.HasField(name):
+            body[name] = getattr(msg, name)
+    if msg.label:
+        body["label"] = msg.label
+    if body["plan"] is None:
+        raise InvalidInput("the plan in force is required (brl-plan/1 JSON)", field="plan_json")
+    return ReplanRequest.model_validate(body)
+
+
 def _progress(progress: Mapping[str, Any] | None) -> pb.Progress | None:
     if progress is None:
         return None
@@ -101,6 +122,8 @@ def plan_job(job: Job, *, full: bool = True) -> pb.PlanJob:
         msg.request_json = json.dumps(dict(job.request))
         if job.result is not None and "plan" in job.result:
             msg.plan_json = json.dumps(job.result["plan"])
+        if job.result is not None:
+            msg.result_json = json.dumps(dict(job.result))
     return msg
 
 

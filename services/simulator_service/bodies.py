@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any, Literal, Self
 
-from pydantic import BaseModel, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from services.planner_service.bodies import NAME_PATTERN, FleetFields
 
@@ -21,6 +21,15 @@ class HostBody(BaseModel):
     nodes: list[str] = Field(default_factory=list, max_length=10_000)
     coordinator: bool = Field(False, description="the coordinator runs on this machine too")
     background: float = Field(0.0, ge=0, le=4096, description="other tenants' mean runnable threads")
+
+
+class FailureBody(BaseModel):
+    """A worker failure injected into the run: `node` dies `at_s` seconds after serving starts."""
+
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+
+    node: str = Field(..., min_length=1, max_length=200)
+    at_s: float = Field(..., ge=0, le=7 * 24 * 3600)
 
 
 class SimulationRequest(FleetFields):
@@ -66,6 +75,23 @@ class SimulationRequest(FleetFields):
     coordinator_cpu_s_per_iteration: float | None = Field(
         None, ge=0, le=10, description="coordinator CPU seconds per iteration (iterations take turns)"
     )
+    fail: list[FailureBody] | None = Field(
+        None, max_length=1_000, description="worker failures to inject, e.g. [{node: n10, at_s: 120}]"
+    )
+    replan: bool = Field(
+        False,
+        description="with `fail`: re-plan after each failure (detection, planning, loading, routing switch) "
+        "and compare with the same run without re-planning (figures under result.replan, plot `replan`)",
+    )
+    detect_s: float | None = Field(
+        None, ge=0, le=3600, description="with replan: seconds until a dead worker is noticed (default 2)"
+    )
+    replan_time_limit_s: float = Field(
+        10.0, gt=0, le=3600, description="with replan: the incremental re-planner's search time"
+    )
+    load_bandwidth_bytes_per_s: float | None = Field(
+        None, gt=0, le=1e13, description="with replan: bytes/s a node reads new layers at (default 1e9)"
+    )
     plots: bool = Field(True, description="render PNG plots (GET .../plots/{name}.png)")
     label: str | None = Field(None, max_length=200)
 
@@ -89,6 +115,8 @@ class SimulationRequest(FleetFields):
             raise ValueError(
                 "an inline hf_config needs `profiles`: the bundled model whose GPU profiles apply"
             )
+        if self.replan and not self.fail:
+            raise ValueError("replan needs a failure to re-plan after: give `fail` [{node, at_s}]")
         for i, (inp, out) in enumerate(self.lengths_pairs or ()):
             if inp < 1 or out < 0:
                 raise ValueError(

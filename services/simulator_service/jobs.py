@@ -1,6 +1,7 @@
 """The simulator's work, run in a job worker process: the same `simulator.run.simulate` and
 `simulator.plots.save_all` as `brl simulate`, on a request made self-contained at submit time (plan JSON,
-fleet and model fields, workload), with progress from the simulation's watch lines."""
+fleet and model fields, workload), with progress from the simulation's watch lines. With `fail` + `replan`,
+the same comparison as `brl simulate --fail N@T --replan` (simulator.replan_compare) and its plot."""
 
 from __future__ import annotations
 
@@ -15,7 +16,13 @@ from services.jobs.context import JobContext
 from services.planner_service.inputs import load_inputs
 
 SIMULATE_TARGET = "services.simulator_service.jobs:simulate_job"
-WARM_MODULES = ("simulator.run", "simulator.plots", "planner.bundled", "services.simulator_service.jobs")
+WARM_MODULES = (
+    "simulator.run",
+    "simulator.plots",
+    "simulator.replan_compare",
+    "planner.bundled",
+    "services.simulator_service.jobs",
+)
 CONFIG_FIELDS = (
     "mode",
     "policy",
@@ -59,6 +66,12 @@ def sim_config(request: Mapping[str, Any], tmp: Path) -> Any:
         )
     elif request.get("arrivals"):
         values["arrivals"] = request["arrivals"]
+    if request.get("fail"):
+        values["failures"] = tuple((str(f["node"]), float(f["at_s"])) for f in request["fail"])
+    if request.get("detect_s") is not None:
+        values["replan_detect_s"] = float(request["detect_s"])
+    if request.get("load_bandwidth_bytes_per_s") is not None:
+        values["load_bandwidth_bytes_per_s"] = float(request["load_bandwidth_bytes_per_s"])
     if request.get("hosts"):
         from simulator.host import HostSpec
 
@@ -76,7 +89,8 @@ def sim_config(request: Mapping[str, Any], tmp: Path) -> Any:
 
 
 def simulate_job(request: Mapping[str, Any], ctx: JobContext) -> Mapping[str, Any]:
-    from simulator.plots import save_all
+    from simulator.plots import save_all, save_replan
+    from simulator.replan_compare import run_with_replan
     from simulator.run import WatchLine, load_time_s, simulate
 
     inputs = load_inputs(request)
@@ -100,17 +114,35 @@ def simulate_job(request: Mapping[str, Any], ctx: JobContext) -> Mapping[str, An
                 finished=line.finished,
             )
 
-        result = simulate(inputs.cluster, inputs.model, inputs.profiles, plan, config, on_watch=on_watch)
+        compared = None
+        if request.get("replan"):
+            compared = run_with_replan(
+                inputs.cluster,
+                inputs.model,
+                inputs.profiles,
+                plan,
+                config,
+                replan_time_limit_s=float(request.get("replan_time_limit_s", 10.0)),
+                on_watch=on_watch,
+            )
+            result = compared.with_replan
+        else:
+            result = simulate(inputs.cluster, inputs.model, inputs.profiles, plan, config, on_watch=on_watch)
         ctx.report(fraction=1.0, finished=result.finished, force=True)
-        names: list[str] = []
+        paths: list[Path] = []
         if request.get("plots", True):
-            for path in save_all(result, tmp / "plots"):
+            paths = save_all(result, tmp / "plots")
+            if compared is not None:
+                paths.append(save_replan(compared.without_replan, result, tmp / "plots" / "replan.png"))
+            for path in paths:
                 ctx.put_artifact(f"{path.stem}.png", "image/png", path.read_bytes())
-                names.append(path.stem)
-    return {
+    out: dict[str, Any] = {
         "summary": result.summary(),
         "result": result.to_dict(),
-        "plots": names,
+        "plots": [p.stem for p in paths],
         "plan_id": request.get("plan_id"),
         "profiles": inputs.profiles_name,
     }
+    if compared is not None:
+        out["replan"] = {**compared.figures, "without_replan": compared.without_replan.summary()}
+    return out

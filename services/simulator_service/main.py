@@ -9,7 +9,7 @@ from fastapi import FastAPI
 
 from services.jobs import http
 from services.jobs.serving import RunningServers, open_job_service, serve_job_service
-from services.simulator_service import servicer
+from services.simulator_service import pages, servicer
 from services.simulator_service.routes import build_router
 from services.simulator_service.service import SimulatorService
 from services.simulator_service.settings import ENV_PREFIX, SimulatorSettings
@@ -23,6 +23,7 @@ def build_app(service: SimulatorService) -> FastAPI:
     app = FastAPI(title="BRL simulator service", version="1", description=DESCRIPTION)
     http.install(app, max_body_bytes=service.settings.max_body_bytes)
     app.include_router(build_router(service))
+    pages.install(app, service)  # /ui: job pages, out of the OpenAPI schema
     return app
 
 

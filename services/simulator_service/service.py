@@ -99,6 +99,11 @@ class SimulatorService(JobService):
             for node in host.nodes:
                 if node not in placed:
                     raise InvalidInput(f"no node {node!r} in the plan", field=f"hosts.{i}.nodes")
+        for i, failure in enumerate(body.fail or []):
+            if failure.node not in placed:
+                raise UnknownName(
+                    "node of the plan", failure.node, sorted(placed), source="request", field=f"fail.{i}.node"
+                )
         config = body.model_dump(mode="json", exclude_none=True, exclude={"plan", *FLEET_FIELDS})
         return {**config, **fleet, "plan": plan_json}
 
@@ -123,7 +128,13 @@ class SimulatorService(JobService):
         with evaluating_user_placement():
             request = self.prepare(body)
             with tempfile.TemporaryDirectory(prefix="brl-check-") as tmp:
-                sim_config(request, Path(tmp)).resolved()  # warm-up/duration conflicts now, as a 4xx
+                config = sim_config(request, Path(tmp)).resolved()  # warm-up/duration conflicts now, a 4xx
+        for i, (_, at_s) in enumerate(config.failures):
+            if config.duration_s is not None and at_s >= config.duration_s:
+                raise InvalidInput(
+                    f"a failure at {at_s:g} s is past the run's {config.duration_s:g} s",
+                    field=f"fail.{i}.at_s",
+                )
         return self.runner.submit(KIND, SIMULATE_TARGET, request, hard_limit_s=self.settings.max_wall_s)
 
     def plot_names(self, job_id: str) -> list[str]:

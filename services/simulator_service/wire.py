@@ -31,6 +31,10 @@ def simulation_request(msg: pb.SubmitSimulationRequest) -> SimulationRequest:
     for name in ("duration_s", "warmup_s", "target_tok_per_s", "plots"):
         if msg.HasField(name):
             body[name] = getattr(msg, name)
+    if msg.fail:
+        body["fail"] = [{"node": f.node, "at_s": f.at_s} for f in msg.fail]
+    if msg.replan:
+        body["replan"] = True
     body["seed"] = msg.seed
     return SimulationRequest.model_validate(body)
 
@@ -59,6 +63,8 @@ def simulation_job(job: Job, *, full: bool = True) -> pb.SimulationJob:
     if job.result is not None:
         msg.plots.extend(job.result.get("plots") or [])
         msg.summary_json = json.dumps(job.result.get("summary"))
+        if job.result.get("replan") is not None:
+            msg.replan_json = json.dumps(job.result["replan"])
     if full:
         msg.request_json = json.dumps(dict(job.request))
         if job.result is not None:

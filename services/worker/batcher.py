@@ -182,6 +182,10 @@ class Batcher:
         queued = [i.segment.request_id for i in self._queue if not i.segment.abort]
         return list(dict.fromkeys([*self._requests, *queued]))
 
+    def cached_tokens(self) -> dict[str, int]:
+        """Tokens cached per request (what each coordinator replica is told its requests use here)."""
+        return {rid: r.cached.next_position for rid, r in self._requests.items()}
+
     def active_spans(self) -> list[Span]:
         """The layer range of every request this worker holds state for."""
         return [(r.cached.start_layer, r.cached.end_layer) for r in self._requests.values()]

@@ -146,17 +146,27 @@ async def build_server(settings: WorkerSettings, *, backend: Backend | None = No
 async def _keep_registered(worker: WorkerServer, stop: asyncio.Event) -> None:
     try:
         from planner.placement import LayerRange
+        from services.worker.registration import IdleWorker, keep_registered
         from services.worker.registration import WorkerInfo as RegInfo
-        from services.worker.registration import keep_registered
     except ImportError:  # the control plane is optional for a bare data-path worker
         log.warning("coordinator registration is not available in this build")
         return
     s = worker.settings
 
-    def info() -> RegInfo:
+    def info() -> RegInfo | IdleWorker:
         # What a coordinator routes here: the serving range, which a live Load changes (a change makes
-        # keep_registered register again with it).
+        # keep_registered register again with it); no range at all when the worker holds no layers.
         b = worker.batcher.backend
+        if b.spec.start == b.spec.end:
+            return IdleWorker(
+                worker.info().name,
+                worker.address,
+                s.gpu_type,
+                b.kv_capacity_tokens,
+                s.model,
+                b.name,
+                s.speed_factor,
+            )
         return RegInfo(
             name=worker.info().name,
             address=worker.address,
@@ -183,6 +193,7 @@ async def _keep_registered(worker: WorkerServer, stop: asyncio.Event) -> None:
         stop=stop,
         held_requests=batcher.request_ids,
         on_new_coordinator=free_stale,
+        request_tokens=batcher.cached_tokens,
     )
 
 

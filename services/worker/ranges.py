@@ -15,6 +15,13 @@ from services.worker.records import LOAD_BESIDE, LOAD_DRAINED_FIRST, UNAVAILABLE
 from services.worker.validate import Refusal
 
 Span = tuple[int, int]
+# The range of a worker that holds no layers (started without --layers, or unloaded by a Load of it).
+EMPTY: Span = (0, 0)
+LOAD_UNLOADED = "unloaded"
+
+
+def is_empty(span: Span | None) -> bool:
+    return span is None or span[0] == span[1]
 
 
 @dataclass(frozen=True)
@@ -49,16 +56,20 @@ def admit(ranges: Ranges, start: int, end: int, *, known: bool) -> tuple[Span, R
     return ranges.serving or ranges.draining or (0, 0), None
 
 
-def load_mode(held: frozenset[int], new: Span, budget_layers: int | None) -> str:
+def load_mode(
+    held: frozenset[int], new: Span, budget_layers: int | None, *, held_count: int | None = None
+) -> str:
     """Beside the old layers when both fit the worker's layer budget; else drain the old range first.
-    A new range larger than the budget on its own can never fit."""
+    A new range larger than the budget on its own can never fit. `held_count` (a backend that reads
+    every layer of the new range again, holding them twice meanwhile): the layers in memory now."""
     wanted = set(range(*new))
     if budget_layers is not None and len(wanted) > budget_layers:
         raise InvalidInput(
             f"layers [{_fmt(new)}) are {len(wanted)} layers; this worker may hold at most {budget_layers}",
             field="end_layer",
         )
-    if budget_layers is None or len(held | wanted) <= budget_layers:
+    beside = len(held | wanted) if held_count is None else held_count + len(wanted)
+    if budget_layers is None or beside <= budget_layers:
         return LOAD_BESIDE
     return LOAD_DRAINED_FIRST
 

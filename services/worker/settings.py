@@ -8,6 +8,7 @@ from collections.abc import Mapping
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from planner.errors import InvalidInput
+from services.worker.coordinators import parse_coordinators
 
 ENV_PREFIX = "BRL_"
 
@@ -18,7 +19,10 @@ class WorkerSettings(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     model: str = Field("smollm2-135m", description="bundled model name or a HF folder")
-    layers: str = Field(..., description="START:END, half-open")
+    layers: str = Field(
+        "",
+        description="START:END, half-open; empty (or 0:0): hold no layers, register, wait for a Load",
+    )
     host: str = "127.0.0.1"
     port: int = Field(0, ge=0, le=65535, description="0 picks a free port")
     advertise: str | None = Field(None, description="address others reach this worker at; default host:port")
@@ -30,7 +34,11 @@ class WorkerSettings(BaseModel):
         gt=0,
         description="declared speed: steps are stretched to compute_time / speed_factor when below 1",
     )
-    coordinator: str | None = Field(None, description="HOST:PORT of the coordinator to register with")
+    coordinator: str | None = Field(
+        None,
+        description="HOST:PORT of the coordinator to register with; replicas: a comma-separated list, or "
+        "dns:NAME:PORT for every address NAME resolves to (a headless Service)",
+    )
     dtype: str = "float32"
     kv_cache_gib: float = Field(0.5, gt=0)
     kv_capacity_tokens: int | None = Field(None, ge=1, description="overrides kv_cache_gib")
@@ -48,19 +56,29 @@ class WorkerSettings(BaseModel):
         parse_layers(value)
         return value
 
+    @field_validator("coordinator")
+    @classmethod
+    def _coordinator(cls, value: str | None) -> str | None:
+        if value:
+            parse_coordinators(value)  # HOST:PORT[,HOST:PORT...] or dns:NAME:PORT
+        return value
+
     @property
     def layer_range(self) -> tuple[int, int]:
         return parse_layers(self.layers)
 
 
 def parse_layers(text: str) -> tuple[int, int]:
+    """START:END -> (START, END); "" and "0:0" -> (0, 0), the empty range of a worker holding nothing."""
+    if not text.strip():
+        return (0, 0)
     try:
         start_s, end_s = text.split(":")
         start, end = int(start_s), int(end_s)
     except ValueError as exc:
         raise ValueError(f"layers must be START:END, got {text!r}") from exc
-    if not 0 <= start < end:
-        raise ValueError(f"layers must satisfy 0 <= START < END, got {text!r}")
+    if (start, end) != (0, 0) and not 0 <= start < end:
+        raise ValueError(f"layers must satisfy 0 <= START < END (or be 0:0 for none), got {text!r}")
     return start, end
 
 

@@ -27,3 +27,24 @@ def test_bench_chaos_quick_loses_nothing_and_prints_json_last(tmp_path: Path) ->
     assert figures["ratio_chaos_vs_calm"] > 0
     for word in ("completed", "retried", "failed", "lost"):
         assert word in out.stdout
+
+
+def test_bench_chaos_quick_with_permanent_losses_and_joins_loses_nothing(tmp_path: Path) -> None:
+    # Kills every 2-3 s so that the short run draws a permanent loss and a join as well as restarts.
+    args = ["--quick", "--auto-replan", "--permanent", "--joins", "--kill-every-s", "2", "3", "--seed", "1"]
+    out = subprocess.run(
+        [sys.executable, str(ROOT / "bench" / "chaos.py"), *args, "--workdir", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=500,
+    )
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    figures = json.loads(out.stdout.strip().splitlines()[-1])
+    assert figures["auto_replan"] is True and figures["kills"] >= 1
+    assert figures["permanent_losses"] + figures["joins"] >= 1, figures
+    assert figures["lost"] == 0
+    # Whoever is left serves every layer: the controller covered the layers of those killed for good.
+    assert figures["routable_after"] is True and figures["served_after"] >= 1
+    assert len(figures["workers_after"]) == 4 - figures["permanent_losses"] + figures["joins"]
+    assert figures["kv_left_tokens"] == 0 and figures["running_after"] == 0

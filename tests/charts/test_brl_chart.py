@@ -111,10 +111,15 @@ def test_one_statefulset_per_gpu_pool(docs: dict[str, list[dict[str, Any]]], sce
         assert {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"} in tolerations
         for extra in pool.get("tolerations", []):
             assert extra in tolerations
-        # Each replica gets its own layer range and registers as <pool>-<ordinal>.
+        # Each replica registers as <pool>-<ordinal>; its layer range comes at run time from the
+        # coordinator's controller, or in static mode (controller.enabled=false) is baked in per replica.
         script = _container(sts)["args"][0]
-        for i, layers in enumerate(pool.get("layers") or []):
-            assert f"{i}) layers='{layers}' ;;" in script
+        if _controller_enabled(scenario):
+            assert "--layers" not in script and "layers=" not in script
+        else:
+            for i, layers in enumerate(pool.get("layers") or []):
+                assert f"{i}) layers='{layers}' ;;" in script
+            assert '--layers "$layers"' in script
         assert f'--name "{pool["name"]}-$ordinal"' in script
         backend = pool.get("backend") or _values(scenario)["servingEngineSpec"]["backend"]
         assert f"--backend '{backend}'" in script
@@ -156,11 +161,48 @@ def test_plan_configmap_loads_and_names_fleet_nodes(
     cluster = load_cluster_yaml(path)
     assert set(plan.placement) <= set(cluster.node_names)
     assert plan.placement.layer_coverage() == [1] * plan.placement.num_layers
-    # The worker script gives each replica exactly the plan's range.
-    script = _container(h.by_kind(docs["one-pool"], "StatefulSet")[0])["args"][0]
+    # Static mode: the worker script gives each replica exactly the plan's range.
+    script = _container(h.by_kind(docs["static-layers"], "StatefulSet")[0])["args"][0]
     for name in plan.placement:
         r = plan.placement.ranges[name]
         assert f"{name.rsplit('-', 1)[1]}) layers='{r.start}:{r.end}' ;;" in script
+
+
+def _controller_enabled(scenario: str) -> bool:
+    return bool((_values(scenario).get("controller") or {}).get("enabled", True))
+
+
+def _coordinator_env(objects: list[dict[str, Any]]) -> dict[str, Any]:
+    coordinator = next(
+        d for d in h.by_kind(objects, "Deployment") if d["metadata"]["name"].endswith("-coordinator")
+    )
+    return {e["name"]: e.get("value") for e in _container(coordinator)["env"]}
+
+
+@pytest.mark.parametrize("scenario", SCENARIOS)
+def test_controller_runs_in_the_coordinator_and_workers_start_without_a_range(
+    docs: dict[str, list[dict[str, Any]]], scenario: str
+) -> None:
+    """With the controller the coordinator re-plans (BRL_AUTO_REPLAN) and keeps the plan it starts from;
+    no worker pod carries a layer range, so a pool's StatefulSet scales to any size."""
+    env = _coordinator_env(docs[scenario])
+    enabled = _controller_enabled(scenario)
+    assert (env.get("BRL_AUTO_REPLAN") == "1") == enabled
+    if _values(scenario).get("plan", {}).get("enabled"):
+        assert env["BRL_PLAN"] == "/etc/brl/plan/plan.json"
+    for sts in h.by_kind(docs[scenario], "StatefulSet"):
+        assert ("--layers" in _container(sts)["args"][0]) == (not enabled)
+
+
+def test_scaling_a_pool_needs_no_new_ranges(helm_bin: Path) -> None:
+    """With the controller, a pool scaled past its `layers` list still renders (ranges come at run time);
+    in static mode the chart refuses a replica without a range."""
+    scaled = ("servingEngineSpec.gpuPools[0].replicaCount=5",)
+    rendered = h.template(helm_bin, h.SCENARIOS["one-pool"], sets=scaled)
+    sts = h.by_kind(h.documents(rendered.stdout), "StatefulSet")[0]
+    assert sts["spec"]["replicas"] == 5 and "--layers" not in _container(sts)["args"][0]
+    static = h.template(helm_bin, h.SCENARIOS["static-layers"], sets=scaled, check=False)
+    assert static.returncode != 0 and "2 layer ranges for 5 replicas" in static.stderr
 
 
 @pytest.mark.parametrize("scenario", SCENARIOS)
@@ -306,14 +348,6 @@ def test_schema_rejects_unknown_routing_policy(helm_bin: Path) -> None:
     proc = h.template(helm_bin, sets=("routerSpec.routingLogic=fastest",), check=False)
     assert proc.returncode != 0
     assert "routingLogic" in proc.stderr and "maxflow" in proc.stderr
-
-
-def test_layer_ranges_must_match_replicas(helm_bin: Path) -> None:
-    proc = h.template(
-        helm_bin, h.SCENARIOS["one-pool"], sets=("servingEngineSpec.gpuPools[0].replicaCount=3",), check=False
-    )
-    assert proc.returncode != 0
-    assert "2 layer ranges for 3 replicas" in proc.stderr
 
 
 def test_notes_print_how_to_reach_the_endpoint(helm_bin: Path) -> None:

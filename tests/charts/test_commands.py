@@ -37,9 +37,12 @@ def _worker_argv(script: str, ordinal: int) -> list[str]:
     case = re.search(rf"^\s*{ordinal}\) layers='([^']+)' ;;", script, re.MULTILINE)
     default = re.search(r"^\s*layers='([^']+)'$", script, re.MULTILINE)
     layers = case or default
-    assert layers is not None, "no layer range for this replica"
+    # Static mode bakes a range per replica; with the controller, workers start without one.
+    assert (layers is not None) == ('--layers "$layers"' in exec_line), (
+        "a range set but not passed, or the reverse"
+    )
     values = {
-        "layers": layers[1],
+        "layers": layers[1] if layers is not None else "",
         "ordinal": str(ordinal),
         "POD_NAME": f"brl-worker-x-{ordinal}",
         "POD_NAMESPACE": "brl",
@@ -68,7 +71,11 @@ def test_worker_command_lines_parse_into_valid_settings(
             assert settings.host == "0.0.0.0"
             assert settings.name == f"{sts['metadata']['labels']['brl.io/pool']}-{ordinal}"
             assert settings.advertise is not None and settings.advertise.endswith(f":{settings.port}")
-            assert settings.coordinator == "brl-coordinator.brl.svc:50050"
+            # One coordinator: its Service; replicas: every replica pod, by the headless Service's name.
+            assert settings.coordinator in (
+                "brl-coordinator.brl.svc:50050",
+                "dns:brl-coordinator-replicas.brl.svc:50050",
+            )
 
 
 @pytest.mark.parametrize("scenario", SCENARIOS)

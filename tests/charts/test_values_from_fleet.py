@@ -73,14 +73,19 @@ def test_a_plan_puts_each_nodes_layers_on_its_replica(helm_bin: Path, tmp_path: 
     values = values_from_cluster(cluster, plan)
     values_file = tmp_path / "values.yaml"
     values_file.write_text(yaml.safe_dump(values))
-    docs = h.documents(h.template(helm_bin, values_file).stdout)
-    workers = {s["metadata"]["labels"]["brl.io/pool"]: s for s in h.by_kind(docs, "StatefulSet")}
-    assert {p: s["spec"]["replicas"] for p, s in workers.items()} == {"a100": 4, "l4": 8, "t4": 9}
-    for pool in values["servingEngineSpec"]["gpuPools"]:
-        script = workers[pool["name"]]["spec"]["template"]["spec"]["containers"][0]["args"][0]
-        for ordinal, node_name in enumerate(pool["nodeNames"]):
-            r = ranges[node_name]
-            assert f"{ordinal}) layers='{r.start}:{r.end}' ;;" in script
+    for controller in ("true", "false"):
+        rendered = h.template(helm_bin, values_file, sets=(f"controller.enabled={controller}",))
+        docs = h.documents(rendered.stdout)
+        workers = {s["metadata"]["labels"]["brl.io/pool"]: s for s in h.by_kind(docs, "StatefulSet")}
+        assert {p: s["spec"]["replicas"] for p, s in workers.items()} == {"a100": 4, "l4": 8, "t4": 9}
+        for pool in values["servingEngineSpec"]["gpuPools"]:
+            script = workers[pool["name"]]["spec"]["template"]["spec"]["containers"][0]["args"][0]
+            if controller == "true":  # ranges come at run time from the coordinator's controller
+                assert "--layers" not in script
+                continue
+            for ordinal, node_name in enumerate(pool["nodeNames"]):
+                r = ranges[node_name]
+                assert f"{ordinal}) layers='{r.start}:{r.end}' ;;" in script
 
 
 def test_three_pool_scenario_is_the_papers_ilp_layout_on_cluster24() -> None:

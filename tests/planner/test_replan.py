@@ -23,8 +23,12 @@ from planner.replan import (
     replan,
     trim,
 )
+from planner.replan_align import align
+from planner.replan_judge import Judged, pick, queue
 from planner.solvers import solve
 from planner.solvers.base import covers
+from planner.solvers.search import from_placement
+from planner.throughput import typical_throughput
 from tests.planner.solvers.fleets import complete_cluster, profiles, tiny_model
 
 MODEL = tiny_model(8)
@@ -243,3 +247,117 @@ def test_relabel_reuses_what_interchangeable_nodes_hold() -> None:
     current = {"n0": (0, 4), "n1": (4, 4), "n2": (0, 8)}
     swapped = {"n0": (4, 4), "n1": (0, 4), "n2": (0, 8)}
     assert relabel(swapped, current, fleet) == current
+
+
+# ------------------------------------------------------------------- judged by a scorer (toy scorers)
+
+
+def _stage_fleet():
+    """Two L4 pairs and two T4 pairs over 8 layers, the pairs in an order a fresh layout would not use."""
+    fleet = complete_cluster(["L4", "L4", "L4", "L4", "T4", "T4"])
+    current = _plan(
+        fleet, {"n0": (0, 3), "n1": (0, 3), "n2": (3, 6), "n3": (3, 6), "n4": (6, 8), "n5": (6, 8)}
+    )
+    return fleet, current
+
+
+def _replicas(placement: Placement) -> float:
+    # Serving grows with copies of the thinnest layer (a stand-in for KV-gated in-flight queries).
+    counts = [0] * placement.num_layers
+    for rng in placement.ranges.values():
+        for layer in range(rng.start, rng.end):
+            counts[layer] += 1
+    return 100.0 * min(counts)
+
+
+def test_warm_start_is_never_worse_than_the_survivors_plan_under_the_scorer() -> None:
+    fleet, current = _stage_fleet()
+    for lost in ("n0", "n2", "n4"):
+        result = replan(
+            current,
+            fleet,
+            MODEL,
+            profiles(),
+            FleetChange(lost=(lost,)),
+            scorer=lambda p: (_replicas(p), {}),
+            time_limit_s=1.0,
+        )
+        assert result.plan.placement.uncovered() == ()
+        assert result.score_after >= result.stats["score_repaired"]
+        assert result.score_after == pytest.approx(_replicas(result.plan.placement))
+
+
+def test_scorer_hysteresis_moves_nothing_for_a_gain_under_min_gain() -> None:
+    fleet, current = _stage_fleet()
+    joined = join_nodes(fleet, "t4:1", gpu_types=profiles().types())
+
+    def tiny_gain(placement: Placement) -> tuple[float, dict]:
+        # Every extra holder adds 0.1%: a join could always buy a little, never min_gain's 5%.
+        return 100.0 * (1 + 0.001 * len(placement)), {}
+
+    result = replan(
+        current, fleet, MODEL, profiles(), FleetChange(joined=joined), scorer=tiny_gain, time_limit_s=1.0
+    )
+    assert result.kept and result.moves == () and result.layers_moved == 0
+    assert result.plan.placement.ranges == current.placement.ranges
+
+
+def test_scorer_budget_caps_the_layers_loaded() -> None:
+    fleet, current = _stage_fleet()
+    joined = join_nodes(fleet, "A100=2", gpu_types=profiles().types())
+    change = FleetChange(joined=joined)
+    free = replan(
+        current, fleet, MODEL, profiles(), change, scorer=lambda p: (_replicas(p), {}), time_limit_s=1.0
+    )
+    capped = replan(
+        current,
+        fleet,
+        MODEL,
+        profiles(),
+        change,
+        scorer=lambda p: (_replicas(p), {}),
+        time_limit_s=1.0,
+        budget_layers=3,
+    )
+    assert free.layers_moved > 3 and free.score_after > free.score_before
+    assert capped.layers_moved <= 3
+    assert all(j[2] <= 3 for j in capped.stats["judged"])
+
+
+def test_pick_takes_the_fewest_loads_within_min_gain_of_the_best() -> None:
+    rep = Judged({"a": (0, 8)}, 100.0, 0, "repaired")
+    big = Judged({"b": (0, 8)}, 200.0, 40, "staged")
+    near = Judged({"c": (0, 8)}, 192.0, 10, "staged")
+    far = Judged({"d": (0, 8)}, 150.0, 5, "walk")
+    winner, kept = pick([big, near, far], rep, 0.05)
+    assert winner is near and not kept
+    # A best gain under min_gain keeps the repaired placement.
+    winner, kept = pick([Judged({"e": (0, 8)}, 104.0, 3, "walk")], rep, 0.05)
+    assert winner is rep and kept
+    # A repaired placement that serves nothing never stays when anything serves.
+    winner, kept = pick([far], Judged({"a": (0, 8)}, 0.0, 0, "repaired"), 0.05)
+    assert winner is far and not kept
+
+
+def test_queue_takes_a_quota_per_round_and_drops_duplicates_and_overbudget() -> None:
+    base = {"a": (0, 4)}
+    staged = [{"a": (0, 4), "b": (4, 4)}, {"a": (0, 4), "c": (4, 4)}, {"a": (0, 8)}]
+    walked = [{"a": (0, 4), "b": (4, 4)}, {"b": (0, 8)}]
+    order = queue([("staged", 2, staged), ("walk", 1, walked)], base, 4, lambda lay: True)
+    assert [o for o, _ in order] == ["staged", "staged", "staged"]
+    assert [lay for _, lay in order] == [staged[0], staged[1], staged[2]]
+    assert all(layers_loaded(lay, base) <= 4 for _, lay in order)
+
+
+def test_align_reorders_stages_to_reuse_what_nodes_hold() -> None:
+    fleet, current = _stage_fleet()
+    base = from_placement(current.placement)
+    tp = typical_throughput(fleet, MODEL, profiles())
+    # The same stages as the current placement, in another order along the pipeline.
+    shuffled = {"n4": (0, 2), "n5": (0, 2), "n0": (2, 3), "n1": (2, 3), "n2": (5, 3), "n3": (5, 3)}
+    assert layers_loaded(relabel(shuffled, base, fleet), base) > 0
+    aligned = align(shuffled, base, fleet, tp, 8)
+    assert aligned == base and layers_loaded(aligned, base) == 0
+    assert sorted(k for _, k in aligned.values()) == sorted(k for _, k in shuffled.values())
+    # Not a stage layout (one range shared by two GPU types): nothing to align.
+    assert align({"n0": (0, 8), "n4": (0, 8)}, base, fleet, tp, 8) == {}

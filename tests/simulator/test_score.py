@@ -29,3 +29,26 @@ def test_a_plan_without_flow_scores_zero() -> None:
     cluster, plan = diamond()
     r = score_plan(cluster, toy_model(), profiles(), replace(plan, edge_flows={}, objective_tok_per_s=0.0))
     assert r.decode_tok_per_s == 0.0 and r.admitted == 0 and r.to_dict()["finished"] == 0
+
+
+def test_no_run_exceeds_the_plans_ceiling() -> None:
+    # The max-flow is an estimate at the paper's typical batch (runs may beat it: prompt tokens are cheap);
+    # the ceiling in the plan's metrics (planner.flow.peak_flow_bound) is what no run may exceed.
+    from planner.flow import plan_from_placement
+    from simulator.run import simulate
+
+    cluster, hand = diamond()
+    model, profs = toy_model(), profiles()
+    plan = plan_from_placement(cluster, model, profs, hand.placement, method="hand", split="balanced")
+    ceiling = plan.metrics["peak_flow_bound_tok_per_s"]
+    assert ceiling >= plan.objective_tok_per_s > 0
+    kv = {"a": 300_000, "b": 150_000, "c": 100_000}
+    for lengths in ("azure-conv", "alpaca"):
+        for cfg in (
+            SimConfig(
+                seed=2, lengths=lengths, duration_s=120.0, warmup_s=30.0, watch_interval_s=0, kv_capacity=kv
+            ),
+            score_config(SimConfig(seed=2, lengths=lengths, kv_capacity=kv)),
+        ):
+            run = simulate(cluster, model, profs, plan, cfg)
+            assert 0 < run.all_tok_per_s <= ceiling

@@ -76,9 +76,18 @@ app.kubernetes.io/part-of: brl
 {{- if $pvc.existingClaim }}{{ $pvc.existingClaim }}{{ else }}{{ printf "%s-models" (include "brl.fullname" .) }}{{ end }}
 {{- end }}
 
-{{/* The coordinator's gRPC address that workers register with. */}}
+{{/* The coordinator's gRPC address that workers register with: with replicas, every replica pod, by the
+headless Service's name (dns:NAME:PORT, looked up again as replicas come and go). */}}
 {{- define "brl.coordinatorGrpcAddress" -}}
+{{- if gt (int .Values.routerSpec.replicaCount) 1 }}
+{{- printf "dns:%s.%s.svc:%v" (include "brl.coordinatorReplicasName" .) .Release.Namespace .Values.routerSpec.grpcPort }}
+{{- else }}
 {{- printf "%s.%s.svc:%v" (include "brl.coordinatorName" .) .Release.Namespace .Values.routerSpec.grpcPort }}
+{{- end }}
+{{- end }}
+
+{{- define "brl.coordinatorReplicasName" -}}
+{{- printf "%s-coordinator-replicas" (include "brl.fullname" .) }}
 {{- end }}
 
 {{/* The region the coordinator runs in: set explicitly, else the first pool's region, else "default". */}}

@@ -17,7 +17,7 @@ DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.
 
 @dataclass(frozen=True)
 class ShardSpec:
-    """What a worker is asked to hold: layers [start, end) of the model in `model_dir`."""
+    """What a worker is asked to hold: layers [start, end) of the model in `model_dir` ([0, 0): none)."""
 
     model: str  # the name it was asked for (short name or folder), reported back as-is
     model_dir: Path
@@ -101,30 +101,48 @@ class Backend(abc.ABC):
         """Drops a request's KV; True if it held any."""
 
     # --- live layer changes (Load) ----------------------------------------------------------------------
-    # A backend that can change its layers while serving sets `live_load` and overrides the four methods
-    # below; the others keep their slice for life (a Load that changes the range is refused).
+    # A backend that can change its layers while serving sets `live_load` and overrides the methods below;
+    # the others keep their slice for life (a Load that changes the range is refused). A worker may hold
+    # no layers at all (spec [0, 0)): it serves nothing until a Load gives it a range.
     live_load = False
+    # True: a new range reuses the layers already in memory (torch); False: it reads all of its layers
+    # again beside the old ones, which are freed whole (vLLM: weights belong to one runner).
+    reuses_held_layers = True
 
     def held_layers(self) -> frozenset[int]:
         """Transformer layers whose weights are in memory now."""
         return frozenset(range(self.spec.start, self.spec.end))
 
-    def read_layers(self, start: int, end: int, held: frozenset[str]) -> dict[str, torch.Tensor]:
-        """Reads, from any thread and touching no state, the checkpoint tensors [start, end) needs that are
-        not among `held` (names); only those are read."""
+    def held_layer_count(self) -> int:
+        """Layer weights in memory, counting a layer held twice (by two runners) twice."""
+        return len(self.held_layers())
+
+    def read_layers(self, start: int, end: int, held: frozenset[str]) -> object:
+        """Reads, from any thread and touching no serving state, what [start, end) needs and is not among
+        `held` (checkpoint names); returns it staged for `install`."""
+        raise NotImplementedError(f"the {self.name} backend cannot load layers while serving")
+
+    def staged_names(self, staged: object) -> tuple[str, ...]:
+        """Checkpoint names `read_layers` read into `staged`, in order."""
         raise NotImplementedError(f"the {self.name} backend cannot load layers while serving")
 
     def held_tensors(self) -> frozenset[str]:
         """Checkpoint names of the tensors in memory now."""
         raise NotImplementedError(f"the {self.name} backend cannot load layers while serving")
 
-    def install(self, tensors: dict[str, torch.Tensor], start: int, end: int) -> None:
-        """In the step thread: adds `tensors` to what is held; [start, end) becomes the range new requests
+    def install(self, staged: object, start: int, end: int) -> None:
+        """In the step thread: adds what `read_layers` staged; [start, end) becomes the range new requests
         use (the spec and the KV capacity follow it). Requests on other held layers keep running."""
         raise NotImplementedError(f"the {self.name} backend cannot load layers while serving")
 
+    def requests_on_old_layers(self) -> int:
+        """Requests holding KV in weights that a `keep_only` of the newest range would free. Only asked of
+        a backend that does not reuse held layers (a layer-reusing one is judged by request spans)."""
+        return 0
+
     def keep_only(self, spans: list[tuple[int, int]]) -> int:
-        """In the step thread: frees the weights no range of `spans` needs; returns the layers freed."""
+        """In the step thread: frees the weights no range of `spans` needs (all of them for no span);
+        returns the layers freed. With no span left the spec becomes [0, 0)."""
         raise NotImplementedError(f"the {self.name} backend cannot load layers while serving")
 
     def close(self) -> None:  # noqa: B027 - optional hook

@@ -64,7 +64,7 @@ class TorchBackend(Backend):
         config = read_config(spec.model_dir)
         shape = model_shape(config, str(spec.model_dir / "config.json"))
         super().__init__(spec, shape)
-        if not 0 <= spec.start < spec.end <= shape.num_layers:
+        if not (spec.start == spec.end == 0 or 0 <= spec.start < spec.end <= shape.num_layers):
             raise InvalidInput(
                 f"layers [{spec.start},{spec.end}) are outside the model's {shape.num_layers} layers",
                 field="layers",
@@ -82,7 +82,7 @@ class TorchBackend(Backend):
         self.tied = bool(config.get("tie_word_embeddings", False))
         # Every weight held, by checkpoint name; blocks, embeddings and head are views into it, rebuilt
         # when a live Load adds or frees layers.
-        self.tensors = self.read_layers(spec.start, spec.end, frozenset())
+        self.tensors = {} if spec.start == spec.end else self.read_layers(spec.start, spec.end, frozenset())
         self.blocks: dict[int, _Block] = {}
         self.embed: torch.Tensor | None = None
         self.norm: torch.Tensor | None = None
@@ -101,6 +101,8 @@ class TorchBackend(Backend):
 
     def _kv_capacity(self, spec: ShardSpec) -> int:
         s = self.shape
+        if spec.end == spec.start:
+            return 0  # holds no layers: no KV either
         per_token = (spec.end - spec.start) * 2 * s.num_kv_heads * s.head_dim * self.dtype.itemsize
         return spec.kv_capacity_tokens or max(1, spec.kv_cache_bytes // per_token)
 
@@ -130,8 +132,17 @@ class TorchBackend(Backend):
         needed = shard_filter(self.shape.num_layers, start, end, tied=self.tied)
         return load_tensors(self.spec.model_dir, lambda n: needed(n) and n not in held, self.dtype)
 
-    def install(self, tensors: dict[str, torch.Tensor], start: int, end: int) -> None:
-        self.tensors.update(tensors)
+    def staged_names(self, staged: object) -> tuple[str, ...]:
+        return tuple(self._staged(staged))
+
+    @staticmethod
+    def _staged(staged: object) -> dict[str, torch.Tensor]:
+        if not isinstance(staged, dict):
+            raise TypeError(f"expected tensors by name, got {type(staged).__name__}")
+        return staged
+
+    def install(self, staged: object, start: int, end: int) -> None:
+        self.tensors.update(self._staged(staged))
         self._rebuild()
         self.spec = replace(self.spec, start=start, end=end)
         self.kv.capacity_tokens = self._kv_capacity(self.spec)
@@ -141,6 +152,9 @@ class TorchBackend(Backend):
         before = len(self.blocks)
         self.tensors = {n: t for n, t in self.tensors.items() if any(f(n) for f in filters)}
         self._rebuild()
+        if not spans:
+            self.spec = replace(self.spec, start=0, end=0)
+            self.kv.capacity_tokens = 0
         return before - len(self.blocks)
 
     @staticmethod

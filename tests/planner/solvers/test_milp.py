@@ -111,3 +111,40 @@ def test_unknown_solver_is_an_input_error() -> None:
     ctx = fleets.context(cluster, model, tp, options={"solver": "gurobi", "start_from": "none"})
     with pytest.raises(InvalidInput):
         solve_milp(ctx)
+
+
+def test_the_time_limit_holds_when_the_solver_overruns_its_slices(monkeypatch: pytest.MonkeyPatch) -> None:
+    """CBC finishes its presolve and current node past max_seconds: later slices ask for less, so the
+    solve ends inside the limit by the injected clock (each slice here overruns by 0.8 s)."""
+    import mip
+
+    fake = {"t": 0.0}
+    asked: list[float] = []
+    original = mip.Model.optimize
+
+    def clock() -> float:
+        fake["t"] += 0.001
+        return fake["t"]
+
+    def overrunning(self: mip.Model, *args: object, max_seconds: float = 1.0, **kwargs: object) -> object:
+        asked.append(max_seconds)
+        original(self, max_seconds=0.2)
+        fake["t"] += max_seconds + 0.8
+        return mip.OptimizationStatus.FEASIBLE
+
+    monkeypatch.setattr(mip.Model, "optimize", overrunning)
+    cluster = bundled.cluster("cluster24")
+    model = bundled.model("llama2-70b")
+    plan = solve(
+        "milp",
+        cluster,
+        model,
+        bundled.profiles(model),
+        settings=bundled.helix_settings(model),
+        time_limit_s=10.0,
+        clock=clock,
+        options={"start_from": "petals", "slice_s": 3},
+    )
+    assert plan.solver_stats["slices"] == len(asked) >= 3
+    assert asked[0] == pytest.approx(3.0) and asked[-1] < 3.0  # later slices shrink by the overrun
+    assert fake["t"] <= 10.0

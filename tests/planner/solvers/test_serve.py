@@ -10,7 +10,15 @@ import pytest
 from planner import bundled
 from planner.solvers.base import SolveContext, check_placement
 from planner.solvers.search import from_placement, to_placement
-from planner.solvers.serve import ProxyOracle, groups_of, solve_serve, stage_candidates, stage_layout
+from planner.solvers.serve import (
+    CANDIDATE_SHARE,
+    FINAL_RESERVE_SHARE,
+    ProxyOracle,
+    groups_of,
+    solve_serve,
+    stage_candidates,
+    stage_layout,
+)
 from planner.throughput import typical_throughput
 
 
@@ -113,3 +121,81 @@ def test_a_plan_comes_back_even_when_time_is_up(ctx70) -> None:
     result = solve_serve(ctx)
     assert len(calls) == 1
     check_placement(ctx.cluster, ctx.throughput, result.placement, partial=False)
+
+
+class FakeWallClock:
+    """A wall clock the test controls: each reading costs `tick_s`, each score `score_s`."""
+
+    def __init__(self, tick_s: float, score_s: float) -> None:
+        self.t, self.tick_s, self.score_s = 0.0, tick_s, score_s
+
+    def __call__(self) -> float:
+        self.t += self.tick_s
+        return self.t
+
+    def scorer(self, placement) -> tuple[float, dict]:
+        self.t += self.score_s
+        return float(len(placement)), {}
+
+
+@pytest.mark.parametrize("score_s", [0.5, 3.0])
+def test_the_time_limit_is_wall_clock_seconds_including_scoring(ctx70, score_s: float) -> None:
+    clock = FakeWallClock(tick_s=0.002, score_s=score_s)
+    ctx = SolveContext(
+        ctx70.cluster,
+        ctx70.model,
+        ctx70.profiles,
+        ctx70.throughput,
+        random.Random(0),
+        time_limit_s=20.0,
+        clock=clock,
+        scorer=clock.scorer,
+    )
+    result = solve_serve(ctx)
+    # Every phase (candidates, scores, shifts) ends inside the limit, with the final slice left over.
+    assert clock.t <= 20.0 * (1 - FINAL_RESERVE_SHARE) + 0.01
+    assert result.stats["scored"] >= 2
+    assert result.stats["candidates_s"] <= 20.0 * CANDIDATE_SHARE + 0.01
+
+
+def test_many_gpu_types_sample_widths_and_respect_the_clock() -> None:
+    from planner.generate import single_region
+
+    counts = {"A100": 4, "V100": 6, "L4": 8, "L4x2": 4, "T4": 10, "T4x2": 6, "T4x4": 4}
+    cluster = single_region(counts, random.Random(1))
+    model = bundled.model("llama2-70b")
+    profiles = bundled.profiles(model)
+    tp = typical_throughput(cluster, model, profiles, bundled.helix_settings(model))
+    clock = FakeWallClock(tick_s=0.002, score_s=0.2)
+    ctx = SolveContext(
+        cluster, model, profiles, tp, random.Random(0), time_limit_s=2.0, clock=clock, scorer=clock.scorer
+    )
+    assert len(groups_of(cluster, tp)) == 7
+    result = solve_serve(ctx)
+    check_placement(cluster, tp, result.placement, partial=False)
+    assert clock.t <= 2.0 * (1 - FINAL_RESERVE_SHARE) + 0.01
+    assert result.stats["candidates"] > 10
+
+
+def test_with_many_groups_the_order_phase_scores_more_structures() -> None:
+    """Seven GPU types have no group reorderings to try: the order phase's time goes to structures the
+    first phase had no time for, so more are scored than fit in the first phase alone."""
+    from planner.generate import single_region
+    from planner.solvers.serve import STRUCTURE_SHARE
+
+    counts = {"A100": 4, "V100": 6, "L4": 8, "L4x2": 4, "T4": 10, "T4x2": 6, "T4x4": 4}
+    cluster = single_region(counts, random.Random(0))
+    model = bundled.model("llama2-70b")
+    profiles = bundled.profiles(model)
+    tp = typical_throughput(cluster, model, profiles, bundled.helix_settings(model))
+    clock = FakeWallClock(tick_s=0.01, score_s=1.0)
+    ctx = SolveContext(
+        cluster, model, profiles, tp, random.Random(0), time_limit_s=20.0, clock=clock, scorer=clock.scorer
+    )
+    result = solve_serve(ctx)
+    unshifted = [name for name in result.stats["scores"] if "+shift" not in name]
+    # Scores of 1 s from the end of the candidates phase to the structure phase's end, at most.
+    first_phase = int(STRUCTURE_SHARE * 20.0 - result.stats["candidates_s"]) + 1
+    assert len(unshifted) > first_phase
+    assert clock.t <= 20.0 * (1 - FINAL_RESERVE_SHARE) + 0.01
+    check_placement(cluster, tp, result.placement, partial=False)

@@ -100,6 +100,7 @@ def test_fuzz_admin_routes_find_no_5xx_and_conform(server: FakeServer) -> None:
         "GET /v1/models",
         "POST /v1/completions",
         "POST /v1/chat/completions",
+        "GET /v1/dashboard/state",  # fuzzed with the inference key above (the admin key opens it too)
     ]
     seen = fuzz_service(
         server.root_url,

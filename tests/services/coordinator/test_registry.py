@@ -4,7 +4,7 @@ removal or a heartbeat expiry is a loss carrying the worker's last state; a re-r
 from __future__ import annotations
 
 from planner.placement import LayerRange
-from services.coordinator.registry import JOINED, LOST, Registry, WorkerInfo, WorkerState
+from services.coordinator.registry import JOINED, LOST, IdleWorker, Registry, WorkerInfo, WorkerState
 
 
 def test_joins_and_losses_reach_watchers_with_the_last_state() -> None:
@@ -28,3 +28,23 @@ def test_joins_and_losses_reach_watchers_with_the_last_state() -> None:
     now[0] = 5.0
     assert registry.expire() == ["b"]
     assert seen == [(JOINED, "a", 0.0), (JOINED, "b", 0.0), (LOST, "a", 1.0), (LOST, "b", 1.5)]
+
+
+def test_a_worker_holding_no_layers_is_idle_not_routed_and_expires_like_the_others() -> None:
+    now = [0.0]
+    registry = Registry(lambda: now[0], expiry_s=2.0, num_layers=4)
+    seen: list[str] = []
+    registry.watch(lambda kind, state: seen.append(kind))
+    assert registry.register(IdleWorker("s", "addr-s", "a100"))
+    assert registry.idle() == {"s": IdleWorker("s", "addr-s", "a100")} and registry.alive() == {}
+    assert registry.uncovered() == [(0, 4)]  # an idle worker covers nothing
+    now[0] = 1.5
+    assert registry.heartbeat("s", kv_used_tokens=0)  # known: no re-registration loop
+    registry.register(WorkerInfo("s", "addr-s", LayerRange(0, 4), "a100", 64))  # a Load gave it layers
+    assert registry.idle() == {} and registry.get("s") is not None
+    assert registry.register(IdleWorker("s", "addr-s", "a100"))  # unloaded: idle again, not lost
+    assert registry.get("s") is None and "s" in registry.idle()
+    now[0] = 4.0
+    registry.expire()
+    assert registry.idle() == {} and not registry.heartbeat("s", kv_used_tokens=0)
+    assert seen == [JOINED]

@@ -31,17 +31,18 @@ def service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[RunningS
 
 
 def _known_jobs(client: httpx.Client) -> tuple[list[str], dict[str, Any]]:
-    """A succeeded plan (its placement seeds evaluations) and a failed one (ten small GPUs, a 70B model)."""
+    """A succeeded plan (it seeds evaluations and re-plans) and a failed one (ten small GPUs, a 70B model)."""
     ok = {"cluster": "cluster24", "model": "llama2-70b", "method": "petals", "time_limit_s": 5}
     done = wait_job(client, client.post("/v1/plans", json=ok).json()["url"])
     failed = wait_job(client, client.post("/v1/plans", json={**ok, "cluster": "cluster10"}).json()["url"])
     assert (done["status"], failed["status"]) == ("succeeded", "failed")
-    return [done["id"], failed["id"]], done["result"]["plan"]["placement"]
+    return [done["id"], failed["id"]], done["result"]["plan"]
 
 
 def test_fuzz_finds_no_5xx_and_conforms(service: tuple[RunningServers, httpx.Client]) -> None:
     servers, client = service
-    job_ids, placement = _known_jobs(client)
+    job_ids, plan = _known_jobs(client)
+    placement = plan["placement"]
 
     def fill(case: Case, draw: Draw[Any]) -> None:
         if "job_id" in (case.path_parameters or {}) and draw(st.booleans()):
@@ -50,6 +51,13 @@ def test_fuzz_finds_no_5xx_and_conforms(service: tuple[RunningServers, httpx.Cli
             case.path_parameters["job_id"] = draw(st.sampled_from(choices))
         body = case.body
         if not isinstance(body, dict) or not draw(st.booleans()):
+            return
+        if operation_key(case) == "POST /v1/replans":
+            # The plan carries its fleet; the change names some of its nodes (or none, or unknown ones).
+            body["plan"] = plan
+            body["lose"] = draw(st.lists(st.sampled_from([*sorted(placement), "n999"]), max_size=3))
+            body["time_limit_s"] = draw(st.floats(0.2, 1.0))
+            body["simulate"] = False
             return
         for name in ("cluster_text", "cluster_spec", "hf_config", "model_name", "profiles"):
             body.pop(name, None)
@@ -65,7 +73,9 @@ def test_fuzz_finds_no_5xx_and_conforms(service: tuple[RunningServers, httpx.Cli
             body["placement"] = {n: placement[n] for n in keep} or dict(placement)
 
     seen = fuzz_service(servers.base_url, headers=AUTH, fill=fill, max_examples=15)
-    assert {"POST /v1/plans", "POST /v1/evaluations", "DELETE /v1/plans/{job_id}"} <= set(seen)
+    assert {"POST /v1/plans", "POST /v1/evaluations", "DELETE /v1/plans/{job_id}", "POST /v1/replans"} <= set(
+        seen
+    )
     # The filled cases got past validation into the solver and the max-flow.
     assert seen["POST /v1/plans"][202] > 0 and seen["POST /v1/evaluations"][200] > 0
     assert seen["GET /v1/plans/{job_id}"][200] > 0 and seen["GET /v1/plans/{job_id}/plan"][200] > 0

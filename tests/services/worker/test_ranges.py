@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from planner.errors import InvalidInput
-from services.worker.ranges import Ranges, admit, drained, load_mode, overlap
+from services.worker.ranges import EMPTY, Ranges, admit, drained, is_empty, load_mode, overlap
 
 
 def test_serving_takes_everything_inside_it() -> None:
@@ -42,6 +42,21 @@ def test_load_mode_follows_the_layer_budget() -> None:
     assert load_mode(held, (0, 15), 20) == "drained_first"  # 30 layers together, 15 alone
     with pytest.raises(InvalidInput, match="at most 10"):
         load_mode(held, (10, 30), 10)
+
+
+def test_a_backend_that_reads_a_range_again_counts_both_copies() -> None:
+    # vLLM: [15,30) stays in its runner while a second runner reads all of [10,30): 35 layers meanwhile.
+    held = frozenset(range(15, 30))
+    assert load_mode(held, (10, 30), 35, held_count=15) == "beside"
+    assert load_mode(held, (10, 30), 34, held_count=15) == "drained_first"
+    assert load_mode(frozenset(), (10, 30), 20, held_count=0) == "beside"  # an empty worker
+
+
+def test_the_empty_range_and_an_unloaded_worker() -> None:
+    assert EMPTY == (0, 0) and is_empty(EMPTY) and is_empty(None) and not is_empty((0, 1))
+    # Nothing serves: every segment is left to check_segment, which refuses it against [0,0).
+    assert admit(Ranges(serving=None), 0, 3, known=False) == ((0, 0), None)
+    assert drained([], EMPTY) and not drained([(3, 6)], EMPTY)
 
 
 def test_overlap_and_drained() -> None:

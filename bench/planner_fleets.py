@@ -1,0 +1,63 @@
+"""The planner bench's fleets: the paper's bundled ones and generated ones ("fleet42-s<seed>": the paper's
+42-node, 7-type "high heterogeneity" fleet, node order drawn from the seed), the initial feed scaled to the
+fleet, and the baseline every fleet is judged against (the best paper-method layout)."""
+
+from __future__ import annotations
+
+import math
+import random
+import re
+from collections.abc import Iterable, Mapping
+
+from planner import bundled
+from planner.cluster import Cluster
+from planner.generate import single_region
+
+# A100 x4, V100 x6, L4 x8, L4x2 x4, T4 x10, T4x2 x6, T4x4 x4; full mesh, 1 Gbps / 1 ms (the paper's LAN).
+GENERATED: Mapping[str, Mapping[str, int]] = {
+    "fleet42": {"A100": 4, "V100": 6, "L4": 8, "L4x2": 4, "T4": 10, "T4x2": 6, "T4x4": 4},
+}
+FLEET42_SEEDS = (0, 1, 2)
+# The paper starts max-flow runs with 20 queries on its 24-node fleets; bigger fleets get proportionally
+# more, or the ramp-up eats the window on big fleets and flatters nobody fairly.
+PAPER_INITIAL_QUERIES = 20
+PAPER_NODES = 24
+# The paper's offline run: a 60-s warm-up, then a 600-s window. Bigger fleets take longer to fill from
+# the initial feed (one more query per finished prompt, and deep pipelines answer prompts slowly): the
+# warm-up grows with the fleet so the window sees the fleet full (capped; the window stays 600 s).
+PAPER_WARMUP_S = 60.0
+PAPER_WINDOW_S = 600.0
+MAX_WARMUP_S = 180.0
+# The paper's methods: their layouts, best of them by simulated decode, are the baseline `serve` must beat.
+PAPER_METHODS = ("petals", "swarm", "separate", "milp")
+
+
+def load_cluster(name: str) -> Cluster:
+    """A bundled cluster, or a generated one named "<generator>-s<seed>" (e.g. fleet42-s1)."""
+    found = re.fullmatch(r"([a-z0-9]+)-s(\d+)", name)
+    if found and found.group(1) in GENERATED:
+        return single_region(GENERATED[found.group(1)], random.Random(int(found.group(2))), name=name)
+    return bundled.cluster(name)
+
+
+def initial_queries(cluster: Cluster) -> int:
+    """Initial offline feed in proportion to the fleet (20 for the paper's 24 nodes)."""
+    return max(PAPER_INITIAL_QUERIES, math.ceil(PAPER_INITIAL_QUERIES * len(cluster.nodes) / PAPER_NODES))
+
+
+def best_baseline(
+    decode_by_method: Mapping[str, float | None], extra: Iterable[str] = ()
+) -> tuple[str, float]:
+    """The best paper-method layout: ("", 0.0) when none was simulated. `extra` names stored layouts."""
+    wanted = set(PAPER_METHODS) | set(extra)
+    found = [(v, m) for m, v in decode_by_method.items() if m in wanted and v is not None]
+    if not found:
+        return "", 0.0
+    value, method = max(found)
+    return method, value
+
+
+def full_run_window(cluster: Cluster) -> tuple[float, float]:
+    """(warm-up, duration) in simulated seconds of a full offline run: (60, 660) up to 24 nodes."""
+    warmup_s = min(MAX_WARMUP_S, max(PAPER_WARMUP_S, PAPER_WARMUP_S * len(cluster.nodes) / PAPER_NODES))
+    return warmup_s, warmup_s + PAPER_WINDOW_S

@@ -1,0 +1,27 @@
+"""bench/planner_scale.py at toy size (via bench.planner --scale), so it never rots: the cost curve, the
+runs against the heuristics, and the last line one JSON object."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from bench import planner as bench_planner
+
+
+def test_quick_scale_run_prints_the_curve_and_json(capsys) -> None:
+    assert bench_planner.main(["--scale", "--quick", "--sizes", "24", "--simulate", "24"]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    result = json.loads(lines[-1])
+    (point,) = result["curve"]
+    assert point["nodes"] == 24 and point["placed"] == 24
+    assert point["peak_mb"] > 0 and point["plan_s"] > 0
+    assert 0 < point["max_flow"] <= point["bound"] * (1 + 1e-6)
+    (run,) = result["runs"]
+    assert set(run["decode_tok_per_s"]) == {"scale", "petals", "swarm", "separate"}
+    assert run["decode_tok_per_s"]["scale"] > 0
+    best = run["decode_tok_per_s"][run["best_heuristic"]]
+    assert best == max(run["decode_tok_per_s"][m] for m in ("petals", "swarm", "separate"))
+    assert run["ratio"] == pytest.approx(run["decode_tok_per_s"]["scale"] / best, abs=1e-3)
+    assert any(line.startswith("plan ") for line in lines)

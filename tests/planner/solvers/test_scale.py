@@ -1,0 +1,112 @@
+"""planner/solvers/scale.py: tiles are proportional samples, the tile's layout is repeated on every tile,
+and the whole fleet's plan covers the model (proxy-judged tiles, logical clock: reproducible)."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+
+from planner import bundled
+from planner.errors import InvalidInput
+from planner.generate import multi_region, single_region
+from planner.solvers import solve
+from planner.solvers.scale import repeat_layout, split_tiles, sub_cluster
+
+
+def test_split_tiles_is_proportional_and_loses_no_node() -> None:
+    by_type = {"A100": [f"a{i}" for i in range(5)], "T4": [f"t{i}" for i in range(11)], "V100": ["v0"]}
+    base, extras, orphans = split_tiles(by_type, 2)
+    assert [sorted(b) for b in base] == [["A100", "T4"], ["A100", "T4"]]
+    assert all(len(b["A100"]) == 2 and len(b["T4"]) == 5 for b in base)
+    assert orphans == ["v0"]
+    # One A100 and one T4 left over, dealt round-robin.
+    assert sorted(len(e) for e in extras) == [1, 1]
+    seen = [n for b in base for names in b.values() for n in names] + [n for e in extras for n in e] + orphans
+    assert sorted(seen) == sorted(n for names in by_type.values() for n in names)
+
+
+def test_repeat_layout_copies_ranges_by_type_and_widens_stages_with_extras() -> None:
+    cluster = single_region({"A100": 3, "T4": 4}, random.Random(0))
+    by_type: dict[str, list[str]] = {}
+    for n in cluster.nodes:
+        by_type.setdefault(n.gpu_type, []).append(n.name)
+    base, extras, _ = split_tiles(by_type, 2)
+    rep = base[0]
+    layout = {rep["A100"][0]: (0, 40), rep["T4"][0]: (40, 20), rep["T4"][1]: (60, 20)}
+    out = repeat_layout(cluster, rep, layout, base, extras)
+    assert len(out) == 7
+    assert out[base[1]["A100"][0]] == (0, 40)
+    assert [out[n] for n in base[1]["T4"]] == [(40, 20), (60, 20)]
+    (extra,) = [n for e in extras for n in e]
+    assert out[extra] == (0, 40)
+
+
+def test_sub_cluster_keeps_only_its_links() -> None:
+    cluster = single_region({"A100": 2, "T4": 3}, random.Random(0))
+    names = [n.name for n in cluster.nodes[:3]]
+    sub = sub_cluster(cluster, names, "t")
+    assert [n.name for n in sub.nodes] == names
+    assert all(lk.src in {*names, "source"} and lk.dst in {*names, "sink"} for lk in sub.links)
+    # Source and sink links for each, and both directions between every pair.
+    assert len(sub.links) == 3 + 3 + 3 * 2
+
+
+@pytest.fixture(scope="module")
+def llama() -> tuple[object, object, object]:
+    model = bundled.model("llama2-70b")
+    return model, bundled.profiles(model), bundled.helix_settings(model)
+
+
+def test_scale_plans_every_tile_the_same_way(llama) -> None:
+    model, profiles, settings = llama
+    cluster = single_region({"A100": 10, "L4": 14, "T4": 24}, random.Random(0))
+    plan = solve(
+        "scale", cluster, model, profiles, settings=settings, time_limit_s=5.0, options={"tile_nodes": 24}
+    )
+    stats = plan.solver_stats
+    assert stats["tiles"] == 2
+    assert stats["left_out"] == []
+    assert len(plan.placement.ranges) == 48
+    assert plan.placement.has_full_chain()
+    assert plan.provenance["flow_split"] == "balanced"
+
+    # Both tiles hold the same multiset of (GPU type, range).
+    def shape(names: list[str]) -> list[tuple[str, int, int]]:
+        return sorted(
+            (cluster.node(n).gpu_type, plan.placement.ranges[n].start, plan.placement.ranges[n].size)
+            for n in names
+        )
+
+    by_type: dict[str, list[str]] = {}
+    for n in cluster.nodes:
+        by_type.setdefault(n.gpu_type, []).append(n.name)
+    base, extras, _ = split_tiles(by_type, 2)
+    assert shape([n for v in base[0].values() for n in v]) == shape([n for v in base[1].values() for n in v])
+    # Reproducible on the logical clock.
+    again = solve(
+        "scale", cluster, model, profiles, settings=settings, time_limit_s=5.0, options={"tile_nodes": 24}
+    )
+    assert again.placement == plan.placement
+    assert plan.objective_tok_per_s == pytest.approx(again.objective_tok_per_s, rel=1e-12)
+
+
+def test_scale_plans_each_region_on_its_own(llama) -> None:
+    model, profiles, settings = llama
+    regions = {"east": {"A100": 5, "L4": 7, "T4": 12}, "west": {"A100": 5, "L4": 7, "T4": 12}}
+    cluster = multi_region(regions, random.Random(0))
+    plan = solve(
+        "scale", cluster, model, profiles, settings=settings, time_limit_s=5.0, options={"tile_nodes": 24}
+    )
+    assert set(plan.solver_stats["regions"]) == {"east", "west"}
+    assert plan.objective_tok_per_s > 0
+    assert all(r["tiles"] == 1 and r["nodes"] == 24 for r in plan.solver_stats["regions"].values())
+    assert len(plan.placement.ranges) == 48
+
+
+def test_bad_tile_size_names_the_field(llama) -> None:
+    model, profiles, settings = llama
+    cluster = single_region({"A100": 2, "T4": 4}, random.Random(0))
+    with pytest.raises(InvalidInput) as err:
+        solve("scale", cluster, model, profiles, settings=settings, options={"tile_nodes": 0})
+    assert err.value.field == "tile_nodes"
