@@ -14,6 +14,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -122,9 +123,11 @@ async def _wait_routable(http: str, timeout_s: float = 60.0) -> None:
     raise TimeoutError(f"coordinator {http} saw no routable fleet in {timeout_s} s")
 
 
-async def _client(base: str, requests: int, max_tokens: int) -> tuple[int, int]:
-    """Streams `requests` completions one after another; (tokens received, failed requests)."""
+async def _client(base: str, requests: int, max_tokens: int) -> tuple[int, int, Counter[str]]:
+    """Streams `requests` completions one after another; (tokens received, failed requests, why each failed:
+    the HTTP status, or the finish reason / error of a stream that ended short)."""
     tokens = failed = 0
+    why: Counter[str] = Counter()
     async with httpx.AsyncClient(timeout=60) as client:
         for i in range(requests):
             body = {
@@ -136,18 +139,27 @@ async def _client(base: str, requests: int, max_tokens: int) -> tuple[int, int]:
                 "stream_options": {"include_usage": True},
             }
             got = 0
+            end = "no usage"
             async with client.stream("POST", f"{base}/v1/completions", json=body) as resp:
                 if resp.status_code != 200:
                     failed += 1
+                    why[f"http {resp.status_code}"] += 1
                     continue
                 async for line in resp.aiter_lines():
                     if line.startswith("data: ") and line != "data: [DONE]":
-                        usage = json.loads(line[6:]).get("usage")
+                        event = json.loads(line[6:])
+                        if "error" in event:
+                            end = f"error {event['error'].get('code') or event['error'].get('type')}"
+                        for choice in event.get("choices") or ():
+                            end = choice.get("finish_reason") or end
+                        usage = event.get("usage")
                         if usage:
                             got = int(usage["completion_tokens"])
             tokens += got
-            failed += got < max_tokens
-    return tokens, failed
+            if got < max_tokens:
+                failed += 1
+                why[f"short: {end}"] += 1
+    return tokens, failed, why
 
 
 async def measure(
@@ -183,10 +195,11 @@ async def measure(
     finally:
         await stubs.stop()
         coords.stop()
-    tokens = sum(t for t, _ in done)
+    tokens = sum(t for t, _, _ in done)
     return {
         "tokens": tokens,
-        "failed": sum(f for _, f in done),
+        "failed": sum(f for _, f, _ in done),
+        "failed_why": dict(sum((w for _, _, w in done), Counter())),
         "coordinator_cpu_s": cpu_s,
         "cpu_us_per_token": cpu_s / tokens * 1e6 if tokens else None,
         "tokens_per_s": tokens / wall_s,

@@ -32,8 +32,9 @@ import random
 import sys
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -66,6 +67,9 @@ from simulator.engine import EventLoop  # noqa: E402
 from simulator.host import HostSpec  # noqa: E402
 from simulator.run import SimConfig, SimResult, simulate  # noqa: E402
 from simulator.workload import OnlineFeeder, load_arrivals, load_lengths  # noqa: E402
+
+if TYPE_CHECKING:  # the measuring code imports torch: only where a measurement runs
+    from services.profiling.measure import HeadCost, Measurement
 
 MODEL = "smollm2-135m"
 CLUSTER = "local-cpu"
@@ -131,6 +135,20 @@ def measure_profiles(
     """One measurement of the torch backend (brl profile's code), written as one profile per GPU type of the
     plan with the tables for the layers its node holds, unthrottled (the simulator applies the throttle),
     and the LM head (the simulator charges it where a node holds the last layer)."""
+    return write_profiles(out_dir, measure_torch(quick=quick), placement)
+
+
+@dataclass(frozen=True)
+class Measured:
+    """One measurement of the torch backend and its LM head, not yet cut into per-GPU-type tables."""
+
+    measurement: Measurement
+    head: HeadCost
+    model: ModelSpec  # as the runtime loads it (float32)
+
+
+def measure_torch(*, quick: bool) -> Measured:
+    """Prompt and decode timings of a few layers of SmolLM2 on this machine's torch backend, and the head."""
     from services.modelstore import ensure_model
     from services.profiling.measure import (
         MeasureConfig,
@@ -139,8 +157,6 @@ def measure_profiles(
         measuring_shard,
     )
     from services.profiling.profile import measure_head_of, runtime_model
-    from services.profiling.save import save_profile
-    from services.profiling.tables import fixed_pool_capacity, gpu_entry, model_entry, per_layer_table, split
     from services.worker.backends.base import ShardSpec
 
     cfg = (
@@ -161,7 +177,18 @@ def measure_profiles(
         m = measure_backend(backend, cfg)
     finally:
         backend.close()
-    head = measure_head_of("torch", spec, model.num_layers, cfg)
+    return Measured(m, measure_head_of("torch", spec, model.num_layers, cfg), model)
+
+
+def write_profiles(
+    out_dir: Path, measured: Measured, placement: dict[str, tuple[str, LayerRange]]
+) -> ProfileSet:
+    """`measured` as one profile per GPU type of `placement`, each with the per-layer tables of a node
+    holding that node's number of layers (a step's fixed cost is shared by the layers it runs)."""
+    from services.profiling.save import save_profile
+    from services.profiling.tables import fixed_pool_capacity, gpu_entry, model_entry, per_layer_table, split
+
+    m, model = measured.measurement, measured.model
     for gpu_type, layers in placement.values():
         k = layers.size
         prompt, decode = (per_layer_table(split(s), k) for s in (m.prompt, m.decode))
@@ -174,7 +201,7 @@ def measure_profiles(
             prompt_max_tokens=2048,
             decode_max_tokens=256,
             nic_bytes_per_s=1e9,
-            head=head,
+            head=measured.head,
             description="bench/fidelity",
         )
         save_profile(out_dir, gpu_type, model_entry(model, model.token_bytes), entry, prompt, decode)

@@ -316,28 +316,50 @@ async def direct_probe(workers: dict[str, str], plan: Plan, *, rounds: int, seed
 
 
 async def coordinator_probe(dep: Deployment, *, requests: int, seed: int) -> float:
+    """Coordinator CPU seconds per iteration of `dep` (coordinator_cpu_probe)."""
+    return await coordinator_cpu_probe(
+        dep.base_url, dep.model_name, dep.pids["coordinator"], requests=requests, seed=seed
+    )
+
+
+async def coordinator_cpu_probe(base_url: str, model: str, pid: int, *, requests: int, seed: int) -> float:
     """Coordinator CPU seconds per iteration: requests one at a time through the OpenAI endpoint (a
     16-token prompt, 8 decodes: 9 iterations each), the coordinator's CPU seconds over the iterations."""
     import httpx
 
     rng = random.Random(seed + 1)
-    before = cpu_seconds(dep.pids)["coordinator"]
+    before = cpu_seconds({"coordinator": pid})["coordinator"]
     iterations = 0
     async with httpx.AsyncClient(timeout=httpx.Timeout(120.0)) as client:
         for _ in range(requests):
-            o = await _one(
-                client, dep.base_url, dep.model_name, TraceRequest(0.0, 16, 8), time.perf_counter(), rng
-            )
+            o = await _one(client, base_url, model, TraceRequest(0.0, 16, 8), time.perf_counter(), rng)
             if o.error:
                 raise RuntimeError(f"coordinator probe failed: {o.error}")
             iterations += len(o.chunks_s)
-    return (cpu_seconds(dep.pids)["coordinator"] - before) / max(1, iterations)
+    return (cpu_seconds({"coordinator": pid})["coordinator"] - before) / max(1, iterations)
 
 
 def probe(dep: Deployment, plan: Plan, *, rounds: int, seed: int) -> Probe:
-    with LoadSampler(list(dep.pids.values())) as load:
-        wstats = asyncio.run(direct_probe(dep.workers, plan, rounds=rounds, seed=seed))
-        coord = asyncio.run(coordinator_probe(dep, requests=rounds, seed=seed))
+    return probe_fleet(dep.workers, dep.pids, dep.base_url, dep.model_name, plan, rounds=rounds, seed=seed)
+
+
+def probe_fleet(
+    workers: dict[str, str],
+    pids: dict[str, int],
+    base_url: str,
+    model: str,
+    plan: Plan,
+    *,
+    rounds: int,
+    seed: int,
+) -> Probe:
+    """The serving terms of a running fleet (worker name -> gRPC address, process ids with the
+    "coordinator"'s, its OpenAI root URL): lone steps through every chain of `plan`, then the coordinator."""
+    with LoadSampler(list(pids.values())) as load:
+        wstats = asyncio.run(direct_probe(workers, plan, rounds=rounds, seed=seed))
+        coord = asyncio.run(
+            coordinator_cpu_probe(base_url, model, pids["coordinator"], requests=rounds, seed=seed)
+        )
     links = sorted(float(st["link_ms_p50"]) for st in wstats.values() if st["link_ms_p50"] > 0)
     return Probe(
         step_ms={n: float(st["step_ms_p50"]) for n, st in wstats.items()},

@@ -133,8 +133,13 @@ def run_scenario(
     }
 
 
-def run_sim(quick: bool) -> dict[str, Any]:
+def run_sim(quick: bool, only: tuple[str, ...] = ()) -> dict[str, Any]:
+    """Every scenario of the setup, or those named in `only`."""
     setup = QUICK if quick else FULL
+    names = [name for name, *_ in setup.scenarios]
+    unknown = sorted(set(only) - set(names))
+    if unknown:
+        raise SystemExit(f"replan_sim: unknown scenario {unknown}; valid: {names}")
     cluster = bundled.cluster(setup.cluster)
     model = bundled.model(setup.model)
     profiles = bundled.profiles(model)
@@ -144,6 +149,7 @@ def run_sim(quick: bool) -> dict[str, Any]:
             setup, current, name, _change(cluster, lose, join, slow, factor), cluster, model, profiles
         )
         for name, lose, join, slow, factor in setup.scenarios
+        if not only or name in only
     ]
     ratios = [r["ratio_vs_fresh"] for r in rows if r["ratio_vs_fresh"] is not None]
     return {
@@ -176,8 +182,9 @@ def table(result: dict[str, Any]) -> str:
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--quick", action="store_true", help="toy size (the CPU fleet with SmolLM2)")
+    p.add_argument("--scenario", action="append", default=[], help="run only this scenario (repeatable)")
     args = p.parse_args(argv)
-    result = run_sim(args.quick)
+    result = run_sim(args.quick, tuple(args.scenario))
     print(table(result))
     print(json.dumps(result))
     return 0

@@ -43,6 +43,9 @@ class SimConfig:
     max_drain_s: float = 3600.0
     # Offline only: start from a steady-state-like fleet instead of ramping up (used by fast scoring).
     warm_start: bool = False
+    # Offline only: hold `initial_queries` in flight whatever the policy (a closed loop of clients, as a
+    # bench drives a live fleet); by default max-flow refills by its KV gate instead.
+    fixed_concurrency: bool = False
     # Feed real KV use back into the book every this many seconds, as workers report it to the real
     # coordinator (0 = never, the paper's behaviour: admission sees the expected use only).
     kv_correct_interval_s: float = 0.0

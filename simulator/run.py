@@ -131,7 +131,11 @@ def simulate(
     feeder: OfflineFeeder | OnlineFeeder
     if cfg.mode == "offline":
         # The book in force (a plan switch replaces it), not the first one.
-        gate = (lambda: coord.kv.bottleneck_usage()) if cfg.policy == "maxflow" else None
+        gate = (
+            (lambda: coord.kv.bottleneck_usage())
+            if cfg.policy == "maxflow" and not cfg.fixed_concurrency
+            else None
+        )
         feeder = OfflineFeeder(
             loop,
             coord.submit,

@@ -20,6 +20,21 @@ SCORE_OFFLINE = SimConfig(mode="offline", duration_s=60.0, warmup_s=20.0, warm_s
 SCORE_ONLINE_S = 300.0
 
 
+# A fixed window holds few tokens of a slow plan, and its score gets noisy (cluster10's 287 tok/s plans:
+# 5% off their full runs over 80 s, within 3% over 240 s): the window grows until it holds this many
+# tokens at the plan's max-flow, by at most SCORE_MAX_WINDOW_STRETCH (the cost grows with tokens, not time).
+SCORE_MIN_WINDOW_TOKENS = 56_000.0
+SCORE_MAX_WINDOW_STRETCH = 3.0
+
+
+def score_window_s(base_window_s: float, max_flow_tok_per_s: float) -> float:
+    """The measured window of a score: `base_window_s`, longer for plans of little max-flow."""
+    if max_flow_tok_per_s <= 0:
+        return base_window_s
+    wanted = SCORE_MIN_WINDOW_TOKENS / max_flow_tok_per_s
+    return min(base_window_s * SCORE_MAX_WINDOW_STRETCH, max(base_window_s, wanted))
+
+
 def score_config(base: SimConfig | None = None) -> SimConfig:
     """The shortened version of `base` (default: offline max-flow on Azure conversation lengths)."""
     cfg = base or SimConfig()

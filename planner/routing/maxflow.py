@@ -93,7 +93,7 @@ class MaxFlowPolicy(RoutingPolicy):
             total = sum(f for _, f in flows)
             # Never below the largest flow: with 20+ equal replicas (big fleets) every share is under 5%.
             floor = min(self.min_share * total, max((f for _, f in flows), default=0.0))
-            kept = [(n, f) for n, f in flows if f >= self.min_share * total]
+            kept = [(n, f) for n, f in flows if f >= floor]
             if kept:
                 self.iwrr[at] = Iwrr(tuple(n for n, _ in kept), tuple(f for _, f in kept))
         self._prepare()

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from planner.cluster import Cluster
-from planner.errors import BrlError
+from planner.errors import BrlError, InfeasiblePlan
 from planner.flow import build_flow_graph, max_flow
 from planner.placement import Placement
 from planner.profile import ProfileSet
@@ -192,6 +192,11 @@ def solve_serve(ctx: SolveContext) -> SolveResult:
     proxy = ProxyOracle(ctx)
     recipes: dict[str, Recipe] = {}
     ranked = ranked_candidates(ctx, proxy, recipes, started + CANDIDATE_SHARE * limit_s)
+    if not ranked:
+        raise InfeasiblePlan(
+            f"serve built no candidate placement in {CANDIDATE_SHARE * limit_s:.1f} s (its share of "
+            f"--time-limit {limit_s:g} s) for {len(ctx.cluster.nodes)} nodes: give it more time"
+        )
     stats: dict[str, Any] = {
         "candidates": len(ranked),
         "scorer": ctx.scorer is not None,

@@ -166,6 +166,10 @@ def plan(args: argparse.Namespace, cluster_arg: str) -> int:
         scorer = slo_scorer(cluster, model, profiles, targets, settings=settings, seed=args.seed)
     elif args.method == "serve":
         scorer = _serve_scorer(cluster, model, profiles, args, settings)
+    elif args.method == "scale":
+        # Each tile is judged on its own sub-fleet (planner.solvers.scale), not placed on the whole one.
+        options["scorer_for"] = lambda tile: _serve_scorer(tile, model, profiles, args, settings)
+        scorer = None
     else:
         scorer = None
     update, close = _progress_bar(args.time_limit, args.quiet)
@@ -255,8 +259,9 @@ def _with_provenance(result: Any, cluster_arg: str, args: argparse.Namespace) ->
     return dataclasses.replace(result, provenance=prov)
 
 
-# The serve method's judge: a warm-started offline run with an 80-s window (~1-2 s of CPU). The simulator's
-# own 40-s score window ranked the stored ILP layout and our candidates too noisily to pick a winner.
+# The serve method's judge: a warm-started offline run with an 80-s window (~1-2 s of CPU on cluster24),
+# longer for plans of little max-flow (simulator.score.score_window_s). The simulator's own 40-s score
+# window ranked the stored ILP layout and our candidates too noisily to pick a winner.
 SERVE_SCORE_DURATION_S = 110.0
 SERVE_SCORE_WARMUP_S = 30.0
 
@@ -270,7 +275,7 @@ def simulator_scorer(
     from dataclasses import fields
 
     from simulator.run import SimConfig, simulate
-    from simulator.score import score_plan
+    from simulator.score import score_plan, score_window_s
 
     table = typical_throughput(cluster, model, profiles, settings)
     warm = any(f.name == "warm_start" for f in fields(SimConfig))
@@ -278,8 +283,11 @@ def simulator_scorer(
     def score(placement: Any) -> tuple[float, dict[str, Any]]:
         candidate = _candidate(cluster, model, profiles, placement, table)
         if warm:
+            window_s = score_window_s(
+                SERVE_SCORE_DURATION_S - SERVE_SCORE_WARMUP_S, candidate.objective_tok_per_s
+            )
             config = SimConfig(
-                duration_s=SERVE_SCORE_DURATION_S,
+                duration_s=SERVE_SCORE_WARMUP_S + window_s,
                 warmup_s=SERVE_SCORE_WARMUP_S,
                 warm_start=True,
                 watch_interval_s=0,

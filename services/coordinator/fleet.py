@@ -221,7 +221,9 @@ class Fleet:
                 if base is not None and gone is not None:
                     # Workers of the plan in force were lost: its flows alone are recomputed (~12 ms at 42
                     # nodes against ~33 ms for a whole plan with its bounds; bench/coordinator.py).
-                    return replace(reflow_without(base, cluster, self.model, self.profiles, gone), method="live")
+                    return replace(
+                        reflow_without(base, cluster, self.model, self.profiles, gone), method="live"
+                    )
                 return plan_from_placement(cluster, self.model, self.profiles, placement, method="live")
             except BrlError as exc:
                 log.info("no flow from profiles for the live fleet (%s)", exc)

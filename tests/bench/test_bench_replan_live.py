@@ -1,15 +1,15 @@
 """The live re-planning bench at toy size: real worker processes, a sole holder killed under load, then a
 worker joining with a range no chain can use. Nothing is lost, every layer is served again, the joiner gets
-layers from the controller and throughput rises; the figures come as one JSON object on the last line."""
+layers from the controller and the simulator predicts more throughput for its plan; the figures come as one
+JSON object on the last line."""
 
 import json
+import math
 import subprocess
 import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
-# The simulated gain the join must bring (the plan in force is judged by the same simulator, same load).
-MIN_PREDICTED_GAIN = 1.2
 
 
 def test_bench_replan_live_quick_recovers_gains_on_join_and_loses_nothing(tmp_path: Path) -> None:
@@ -30,10 +30,16 @@ def test_bench_replan_live_quick_recovers_gains_on_join_and_loses_nothing(tmp_pa
     # Join: the joiner got a real range from the re-plan, and the fleet serves more with it.
     assert f["join_outcome"] == "rolled_out" and f["joined"] == ["fast"]
     assert f["joiner_range"] is not None and f["joiner_range"] != [25, 26]
-    assert f["predicted_tok_per_s_after_join"] > MIN_PREDICTED_GAIN * f["predicted_tok_per_s_before_join"], f
+    # The simulator (measured profile, probed serving terms, this machine's cores) predicts both windows;
+    # at the same load the re-planned fleet serves more: four workers where three were.
+    for key in ("predicted_tok_per_s_before_join", "predicted_tok_per_s_after_join"):
+        assert math.isfinite(f[key]) and f[key] > 0, f
+    assert f["predicted_join_gain_same_load"] > 1.0, f
+    assert set(f["probe"]["step_ms"]) == {"fast", "fast2", "mid", "slow"}
+    assert f["probe"]["hop_latency_s"] > 0 and f["probe"]["coordinator_cpu_s_per_iteration"] > 0
     # Measured throughput is wall-clock on shared cores: it is reported (with the other tenants' load),
     # and the fleet served in both windows; its rise is a figure of the bench, not a test assertion.
     assert f["tok_per_s_before_join"] > 0 and f["tok_per_s_after_join"] > 0
-    assert f["measured_vs_predicted"] >= 0
+    assert f["measured_vs_predicted"] >= 0 and f["measured_vs_predicted_before_join"] >= 0
     for word in ("recover_s", "lost", "measured_vs_predicted"):
         assert word in out.stdout

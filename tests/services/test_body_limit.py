@@ -107,14 +107,24 @@ def test_streamed_body_from_httpx(server: RunningServers) -> None:
 
 
 def test_the_coordinator_enforces_its_setting() -> None:
-    """The coordinator app carries the same guard, sized by BRL_MAX_BODY_BYTES (`max_body_bytes`). Only the
-    settings are needed to build the app; an over-limit body is refused before any route runs."""
+    """The coordinator app carries the same guard, sized by BRL_MAX_BODY_BYTES (`max_body_bytes`). The app is
+    built around a stand-in coordinator (settings, an event log and a registry: what building the routes and
+    the dashboard reads); an over-limit body is refused before any route runs."""
+    import time
+
+    from services.coordinator.eventlog import EventLog
+    from services.coordinator.registry import Registry
     from services.coordinator.routes import build_app
     from services.coordinator.settings import from_env
 
     settings = from_env({"BRL_MAX_BODY_BYTES": "2000"})
     assert settings.max_body_bytes == 2000
-    app = build_app(SimpleNamespace(settings=settings))  # type: ignore[arg-type]
+    coord = SimpleNamespace(
+        settings=settings,
+        engine=SimpleNamespace(events=EventLog()),
+        registry=Registry(time.monotonic, expiry_s=60, num_layers=30),
+    )
+    app = build_app(coord)  # type: ignore[arg-type]
     servers = RunningServers(app, host="127.0.0.1", port=0, grpc_spec=None, on_close=lambda: None)
     servers.start_background()
     try:

@@ -1,3 +1,5 @@
+import pytest
+
 from simulator.run import SimConfig
 from simulator.score import score_config, score_plan
 from tests.simulator.fleets import diamond, profiles, toy_model
@@ -52,3 +54,13 @@ def test_no_run_exceeds_the_plans_ceiling() -> None:
         ):
             run = simulate(cluster, model, profs, plan, cfg)
             assert 0 < run.all_tok_per_s <= ceiling
+
+
+def test_slow_plans_are_scored_over_a_longer_window_up_to_a_cap() -> None:
+    from simulator.score import SCORE_MAX_WINDOW_STRETCH, SCORE_MIN_WINDOW_TOKENS, score_window_s
+
+    assert score_window_s(80.0, 1500.0) == 80.0  # enough tokens already
+    assert score_window_s(80.0, 287.0) == pytest.approx(SCORE_MIN_WINDOW_TOKENS / 287.0)
+    assert 80.0 < score_window_s(80.0, 287.0) < 80.0 * SCORE_MAX_WINDOW_STRETCH
+    assert score_window_s(80.0, 10.0) == 80.0 * SCORE_MAX_WINDOW_STRETCH
+    assert score_window_s(80.0, 0.0) == 80.0

@@ -199,3 +199,13 @@ def test_with_many_groups_the_order_phase_scores_more_structures() -> None:
     assert len(unshifted) > first_phase
     assert clock.t <= 20.0 * (1 - FINAL_RESERVE_SHARE) + 0.01
     check_placement(cluster, tp, result.placement, partial=False)
+
+
+def test_no_candidate_in_time_is_a_typed_error(ctx70, monkeypatch: pytest.MonkeyPatch) -> None:
+    """On a very large fleet the candidate phase can end before building one: a named error, not an IndexError."""
+    from planner.errors import InfeasiblePlan
+    from planner.solvers import serve
+
+    monkeypatch.setattr(serve, "ranked_candidates", lambda *args, **kwargs: [])
+    with pytest.raises(InfeasiblePlan, match="no candidate placement"):
+        solve_serve(ctx70)

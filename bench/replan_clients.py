@@ -1,0 +1,143 @@
+"""The load of bench/replan_live.py: a closed loop of streaming clients on the OpenAI endpoint, each answer
+checked against its prompt's greedy reference, and decode tokens/s counted as the simulator counts them
+(decode tokens whose stream event lands in the window after the warm-up)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from dataclasses import dataclass, field
+
+import httpx
+
+PROMPTS = ("The capital of France is", "One, two, three,", "The sky is", "Water boils at")
+
+
+@dataclass
+class Window:
+    """A closed loop of clients: completed requests, decode tokens in [warmup, seconds], anything lost."""
+
+    seconds: float
+    warmup_s: float
+    completed: int = 0
+    decode_tokens: int = 0
+    lost: int = 0
+    refused: int = 0
+    examples: list[str] = field(default_factory=list)
+
+    @property
+    def decode_tok_per_s(self) -> float:
+        span = self.seconds - self.warmup_s
+        return self.decode_tokens / span if span > 0 else 0.0
+
+
+@dataclass
+class Timed:
+    """One streamed answer: its text, how it ended, and when each token's event came (monotonic s)."""
+
+    text: str = ""
+    status: int = 0
+    error: str | None = None
+    finish_reason: str | None = None
+    token_times: list[float] = field(default_factory=list)
+
+
+async def stream_timed(
+    http: httpx.AsyncClient, base_url: str, model: str, prompt: str, max_tokens: int
+) -> Timed:
+    """One greedy streaming completion (ignore_eos: every answer has max_tokens); never raises."""
+    body = {
+        "model": model,
+        "prompt": prompt,
+        "max_tokens": max_tokens,
+        "temperature": 0,
+        "ignore_eos": True,
+        "stream": True,
+    }
+    out = Timed()
+    try:
+        async with http.stream("POST", f"{base_url}/completions", json=body, timeout=180) as resp:
+            out.status = resp.status_code
+            if resp.status_code != 200:
+                out.error = (await resp.aread()).decode(errors="replace")[:200]
+                return out
+            done = False
+            async for line in resp.aiter_lines():
+                if not line.startswith("data: "):
+                    continue
+                if line == "data: [DONE]":
+                    done = True
+                    break
+                event = json.loads(line[len("data: ") :])
+                if "error" in event:
+                    out.error = str(event["error"].get("message"))
+                    continue
+                for choice in event.get("choices", []):
+                    out.text += choice.get("text") or ""
+                    out.finish_reason = choice.get("finish_reason") or out.finish_reason
+                    out.token_times.append(time.monotonic())
+            if not done and out.error is None:
+                out.error = "the stream ended without data: [DONE]"
+    except httpx.HTTPError as exc:
+        out.error = f"{type(exc).__name__}: {exc}"
+    return out
+
+
+async def closed_loop(
+    base_url: str,
+    model: str,
+    clients: int,
+    seconds: float,
+    max_tokens: int,
+    reference: dict[str, str],
+    *,
+    warmup_s: float = 0.0,
+) -> Window:
+    """`clients` streams at a time, started until `seconds` have passed; a stream is lost when it breaks off
+    or its greedy text differs from the reference of its prompt; a clean 503/429 is refused (told, may
+    retry). Decode tokens (every token after a request's first) count when they land in [warmup, seconds]."""
+    win = Window(seconds, warmup_s)
+    t0 = time.monotonic()
+
+    async def one(http: httpx.AsyncClient, i: int) -> None:
+        k = i
+        while time.monotonic() < t0 + seconds:
+            prompt = PROMPTS[k % len(PROMPTS)]
+            k += clients
+            out = await stream_timed(http, base_url, model, prompt, max_tokens)
+            if out.status in (429, 503):
+                win.refused += 1
+                await asyncio.sleep(0.2)
+                continue
+            if out.error is None and out.finish_reason is not None and out.text == reference[prompt]:
+                win.completed += 1
+                win.decode_tokens += sum(1 for t in out.token_times[1:] if warmup_s <= t - t0 <= seconds)
+            else:
+                win.lost += 1
+                if len(win.examples) < 3:
+                    win.examples.append(f"{prompt!r}: {out.error or out.text!r}")
+
+    async with httpx.AsyncClient(limits=httpx.Limits(max_connections=clients + 2)) as http:
+        await asyncio.gather(*(one(http, i) for i in range(clients)))
+    return win
+
+
+async def references(base_url: str, model: str, max_tokens: int) -> tuple[dict[str, str], dict[str, int]]:
+    """Each prompt's greedy text (ignore_eos, so every answer has max_tokens) and its length in tokens."""
+    out: dict[str, str] = {}
+    lengths: dict[str, int] = {}
+    async with httpx.AsyncClient() as http:
+        for p in PROMPTS:
+            body = {
+                "model": model,
+                "prompt": p,
+                "max_tokens": max_tokens,
+                "temperature": 0,
+                "ignore_eos": True,
+            }
+            resp = await http.post(f"{base_url}/completions", json=body, timeout=180)
+            resp.raise_for_status()
+            out[p] = resp.json()["choices"][0]["text"]
+            lengths[p] = int(resp.json()["usage"]["prompt_tokens"])
+    return out, lengths

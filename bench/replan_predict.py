@@ -1,0 +1,159 @@
+"""The simulator's prediction for a plan in force on bench/replan_live.py's fleet, with every term that
+bench/fidelity.py models: this machine's measured per-layer profile and LM head, the serving overheads a
+probe of the live fleet measured, and the host model of processes sharing this machine's cores."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from bench.fidelity import Measured, step_overheads, write_profiles
+from bench.fidelity_live import Probe
+from planner import bundled
+from planner.cluster import Cluster
+from planner.flow import plan_from_placement
+from planner.placement import LayerRange, Placement
+from planner.plan import Plan
+from services.profiling.overheads import with_hop_latency
+from simulator.host import HostSpec
+from simulator.run import SimConfig, simulate
+
+if TYPE_CHECKING:  # the measuring code imports torch
+    from services.profiling.measure import Series
+
+Ranges = dict[str, tuple[int, int]]
+# The simulated window, at least: a few clients finish a handful of requests in a short live window, and
+# where its last one falls against the window's end moves the count by a request's tokens; the steady
+# state is what the live window estimates, so the simulator runs long enough for it (runs take ~0.2 s).
+STEADY_WINDOW_S = 120.0
+
+
+@dataclass(frozen=True)
+class Workload:
+    """A closed loop of `clients` streams, each prompt of its own length, `decodes` tokens after it."""
+
+    clients: int
+    prompt_tokens: tuple[int, ...]
+    decodes: int
+    window_s: float
+    warmup_s: float
+
+
+@dataclass(frozen=True)
+class Terms:
+    """What the prediction takes from this machine: the torch timings, and per node the CPU seconds a step
+    costs beyond them (from a lone-step probe), the gRPC hop and the coordinator's CPU per iteration."""
+
+    measured: Measured
+    step_overhead_s: dict[str, float]
+    hop_latency_s: float
+    coordinator_cpu_s_per_iteration: float
+    cores: float
+
+
+def on_own_core(measured: Measured, share: float) -> Measured:
+    """`measured` as a core of its own would have timed it: the profiling run's one torch thread had
+    `share` of a core (other runnable threads took the rest). The host model applies sharing itself, so it
+    starts from unshared tables, as the probe's steps are brought back to a core of their own."""
+    m = measured.measurement
+
+    def series(s: Series) -> Series:
+        return dataclasses.replace(
+            s,
+            one_layer_ms=tuple(x * share for x in s.one_layer_ms),
+            many_layers_ms=tuple(x * share for x in s.many_layers_ms),
+        )
+
+    head = dataclasses.replace(measured.head, ms=tuple(x * share for x in measured.head.ms))
+    inner = dataclasses.replace(m, prompt=series(m.prompt), decode=series(m.decode))
+    return dataclasses.replace(measured, measurement=inner, head=head)
+
+
+def node_type(node: str) -> str:
+    """Each node gets a GPU type of its own: a step's fixed cost is shared by the layers its node holds,
+    so two nodes of one type holding different numbers of layers need tables of their own."""
+    return f"node-{node}"
+
+
+def per_node_cluster(cluster: Cluster) -> Cluster:
+    nodes = tuple(dataclasses.replace(n, gpu_type=node_type(n.name)) for n in cluster.nodes)
+    return dataclasses.replace(cluster, nodes=nodes)
+
+
+def routing_plan(cluster_name: str, model_name: str, ranges: Ranges) -> Plan:
+    """The plan the coordinator routes by for these ranges: flows from the bundled profiles, as the live
+    controller computes them (`method="live"`)."""
+    model = bundled.model(model_name)
+    placement = Placement(model.num_layers, {n: LayerRange(*r) for n, r in ranges.items()})
+    return plan_from_placement(
+        bundled.cluster(cluster_name), model, bundled.profiles(model), placement, method="live"
+    )
+
+
+def probe_terms(
+    measured: Measured,
+    probe: Probe,
+    ranges: Ranges,
+    speeds: dict[str, float],
+    *,
+    cores: float,
+    workdir: Path,
+) -> Terms:
+    """The probe (lone steps on the fleet holding `ranges`) turned into per-node step overheads, with each
+    step brought back to a core of its own as bench/fidelity.py's host rung does."""
+    placement = {n: (node_type(n), LayerRange(*r)) for n, r in ranges.items()}
+    profiles = write_profiles(workdir, measured, placement)
+    share = min(1.0, cores / (1.0 + probe.background))
+    overheads = step_overheads(profiles, placement, speeds, probe, measured.model.num_layers, share=share)
+    return Terms(measured, overheads, probe.hop_latency_s, probe.coordinator_cpu_s_per_iteration, cores)
+
+
+def predict(
+    cluster_name: str,
+    model_name: str,
+    ranges: Ranges,
+    speeds: dict[str, float],
+    terms: Terms,
+    load: Workload,
+    *,
+    background: float,
+    workdir: Path,
+    seed: int = 0,
+) -> float:
+    """Decode tokens/s the simulator predicts for the plan in force (`ranges`) under the closed loop, with
+    `background` other runnable threads on this machine. The coordinator routes with max-flow over the
+    plan's flows; the offline feeder holds `clients` queries in flight (a finished one is replaced)."""
+    workdir.mkdir(parents=True, exist_ok=True)
+    placement = {n: (node_type(n), LayerRange(*r)) for n, r in ranges.items()}
+    profiles = write_profiles(workdir / "profiles", terms.measured, placement)
+    lengths = workdir / "lengths.csv"
+    rows = [f"{p},{load.decodes}" for p in load.prompt_tokens]
+    lengths.write_text("input_len,output_len\n" + "\n".join(rows) + "\n")
+    # A node the probe did not see (none here: the joiner is a node that was probed before it died) pays
+    # the mean of the others.
+    mean_overhead = sum(terms.step_overhead_s.values()) / max(1, len(terms.step_overhead_s))
+    cfg = SimConfig(
+        mode="offline",
+        policy="maxflow",
+        fixed_concurrency=True,
+        lengths=str(lengths),
+        initial_queries=load.clients,
+        duration_s=max(load.window_s, STEADY_WINDOW_S),
+        warmup_s=load.warmup_s,
+        seed=seed,
+        load_time_s=0.0,
+        expected_output_len=load.decodes,
+        throttle={n: s for n, s in speeds.items() if n in ranges and s < 1.0},
+        step_overhead_s={n: terms.step_overhead_s.get(n, mean_overhead) for n in ranges},
+        coordinator_cpu_s_per_iteration=terms.coordinator_cpu_s_per_iteration,
+        hosts=(
+            HostSpec("this machine", terms.cores, tuple(ranges), coordinator=True, background=background),
+        ),
+        watch_interval_s=0,
+    )
+    cluster = with_hop_latency(per_node_cluster(bundled.cluster(cluster_name)), terms.hop_latency_s)
+    model = bundled.model(model_name)
+    result = simulate(cluster, model, profiles, routing_plan(cluster_name, model_name, ranges), cfg)
+    return float(result.decode_tok_per_s)
