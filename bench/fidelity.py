@@ -147,8 +147,9 @@ class Measured:
     model: ModelSpec  # as the runtime loads it (float32)
 
 
-def measure_torch(*, quick: bool) -> Measured:
-    """Prompt and decode timings of a few layers of SmolLM2 on this machine's torch backend, and the head."""
+def measure_torch(*, quick: bool, decode_context: int | None = None) -> Measured:
+    """Prompt and decode timings of a few layers of SmolLM2 on this machine's torch backend, and the head;
+    decode steps at `decode_context` cached tokens per sequence (64; quick 32): the workload's context."""
     from services.modelstore import ensure_model
     from services.profiling.measure import (
         MeasureConfig,
@@ -169,6 +170,8 @@ def measure_torch(*, quick: bool) -> Measured:
             repeats=3,
         )
     )
+    if decode_context is not None:
+        cfg = dataclasses.replace(cfg, decode_context=decode_context)
     model = runtime_model(MODEL, "float32")
     start, end = measuring_shard(model.num_layers, cfg.measure_layers)
     spec = ShardSpec(MODEL, ensure_model(MODEL), start, end, kv_capacity_tokens=1 << 16)

@@ -8,12 +8,13 @@ worker processes on the bundled local-cpu4 fleet, each throttled to its GPU type
          loads its new range and swaps the plan. Throughput (decode tokens/s of a closed loop of clients,
          fixed prompts, max_tokens with ignore_eos, counted after a warm-up) is measured before and after.
   model  the simulator predicts both windows for the plan in force with bench/fidelity.py's terms
-         (bench/replan_predict.py): this machine's per-layer profile and LM head measured before the fleet
-         starts (`brl profile`'s code), the serving overheads a probe of the fresh fleet measures (worker
-         CPU per step, gRPC hop, coordinator CPU per iteration), the workers' throttles, and this machine's
-         cores shared by the workers, the coordinator and the other runnable threads measured during each
-         window (simulator.host). The same workload: the prompts' lengths, the same decodes, max-flow
-         routing over the plan's flows with the clients' fixed concurrency (SimConfig.fixed_concurrency).
+         (bench/replan_predict.py): this machine's per-layer profile and LM head (`brl profile`'s code,
+         decode at the workload's mean context, measured while the fleet idles), the serving overheads a
+         probe of the fresh fleet measures (worker CPU per step, gRPC hop, coordinator CPU per iteration),
+         the workers' throttles, and this machine's cores shared by the workers, the coordinator and the
+         other runnable threads measured during each window (simulator.host). The same workload: the
+         prompts' lengths, the same decodes, max-flow routing over the plan's flows with the clients'
+         fixed concurrency (SimConfig.fixed_concurrency).
 
     .venv/bin/python bench/replan_live.py            # ~5 minutes
     .venv/bin/python bench/replan_live.py --quick    # toy run (tests/bench/test_bench_replan_live.py)
@@ -143,14 +144,7 @@ def run_live(quick: bool, *, workdir: Path | None = None, seed: int = 0) -> dict
     workdir = workdir or Path(tempfile.mkdtemp(prefix="brl-replan-live-"))
     plan_path = workdir / "plan.json"
     save_plan(routing_plan(CLUSTER, MODEL, START), plan_path)
-    # This machine's torch timings, measured before any worker runs (brl profile's code, as fidelity does),
-    # brought back to a core of their own: the sampler counts itself out, and the measuring thread is ours.
     cores = float(os.cpu_count() or 1)
-    with LoadSampler([]) as during_profile:
-        raw = measure_torch(quick=quick)
-    profile_background = max(0.0, during_profile.mean - 1.0)
-    profile_share = min(1.0, cores / (1.0 + profile_background))
-    measured = on_own_core(raw, profile_share)
     env = {"BRL_AUTO_REPLAN": "1", "BRL_ADMIN_API_KEY": ADMIN_KEY, "BRL_SEED": str(seed)}
     with ProcFleet(
         workdir, coordinator_args=["--plan", str(plan_path), "--cluster", CLUSTER], coordinator_env=env
@@ -158,10 +152,19 @@ def run_live(quick: bool, *, workdir: Path | None = None, seed: int = 0) -> dict
         fleet.start_coordinator()
         fleet.start_workers([spec(n, r) for n, r in START.items()])
         fleet.wait_workers(START, timeout_s=240)
+        reference, prompt_tokens = asyncio.run(references(fleet.base_url, MODEL, max_tokens))
+        # This machine's torch timings (brl profile's code, as fidelity measures them) with the decode steps
+        # at this workload's mean context (prompt + half the decodes), on the idle fleet, brought back to a
+        # core of their own: the sampler counts itself out, and the measuring thread is ours.
+        context = round(sum(prompt_tokens.values()) / len(prompt_tokens) + (max_tokens - 1) / 2)
+        with LoadSampler([]) as during_profile:  # everything runnable competes with the measurement
+            raw = measure_torch(quick=quick, decode_context=context)
+        profile_background = max(0.0, during_profile.mean - 1.0)
+        profile_share = min(1.0, cores / (1.0 + profile_background))
+        measured = on_own_core(raw, profile_share)
         terms, found = measure_terms(
             fleet, measured, rounds=1 if quick else 3, seed=seed, workdir=workdir / "probe"
         )
-        reference, prompt_tokens = asyncio.run(references(fleet.base_url, MODEL, max_tokens))
 
         def load(seconds: float, warm_s: float) -> Window:
             return asyncio.run(
@@ -248,6 +251,7 @@ def run_live(quick: bool, *, workdir: Path | None = None, seed: int = 0) -> dict
         "join_gain": round(measured_tps / before.decode_tok_per_s, 3) if before.decode_tok_per_s else None,
         "background_threads": round(sampled_after.mean, 2),
         "background_threads_before": round(sampled_before.mean, 2),
+        "profile_decode_context": context,
         "profile_background_threads": round(profile_background, 2),
         "profile_core_share": round(profile_share, 3),
         "probe": found.to_dict(),
