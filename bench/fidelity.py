@@ -32,14 +32,17 @@ import random
 import sys
 import tempfile
 import time
-from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from bench.fidelity_live import Probe, RealRun, TraceRequest, mean_probe, real_run, stats  # noqa: E402
+from bench.fidelity_profiles import (  # noqa: E402
+    MODEL,
+    measure_profiles,
+)
 from bench.fidelity_report import (  # noqa: E402
     FIGURES,
     compare,
@@ -68,10 +71,6 @@ from simulator.host import HostSpec  # noqa: E402
 from simulator.run import SimConfig, SimResult, simulate  # noqa: E402
 from simulator.workload import OnlineFeeder, load_arrivals, load_lengths  # noqa: E402
 
-if TYPE_CHECKING:  # the measuring code imports torch: only where a measurement runs
-    from services.profiling.measure import HeadCost, Measurement
-
-MODEL = "smollm2-135m"
 CLUSTER = "local-cpu"
 GOAL_REL_ERR = 0.10
 GOAL_KEYS = ("all_tok_per_s", "prompt_latency_s.p50", "decode_latency_s.p50")
@@ -126,89 +125,6 @@ def trace_requests(
     )
     loop.run(duration_s + 1.0)
     return out
-
-
-# ----------------------------------------------------------------------------------------------- profiles
-def measure_profiles(
-    out_dir: Path, *, quick: bool, placement: dict[str, tuple[str, LayerRange]]
-) -> ProfileSet:
-    """One measurement of the torch backend (brl profile's code), written as one profile per GPU type of the
-    plan with the tables for the layers its node holds, unthrottled (the simulator applies the throttle),
-    and the LM head (the simulator charges it where a node holds the last layer)."""
-    return write_profiles(out_dir, measure_torch(quick=quick), placement)
-
-
-@dataclass(frozen=True)
-class Measured:
-    """One measurement of the torch backend and its LM head, not yet cut into per-GPU-type tables."""
-
-    measurement: Measurement
-    head: HeadCost
-    model: ModelSpec  # as the runtime loads it (float32)
-
-
-def measure_torch(*, quick: bool, decode_context: int | None = None) -> Measured:
-    """Prompt and decode timings of a few layers of SmolLM2 on this machine's torch backend, and the head;
-    decode steps at `decode_context` cached tokens per sequence (64; quick 32): the workload's context."""
-    from services.modelstore import ensure_model
-    from services.profiling.measure import (
-        MeasureConfig,
-        load_measuring_backend,
-        measure_backend,
-        measuring_shard,
-    )
-    from services.profiling.profile import measure_head_of, runtime_model
-    from services.worker.backends.base import ShardSpec
-
-    cfg = (
-        MeasureConfig(prompt_tokens=(8, 32, 64), decode_batches=(1, 2, 4), decode_context=32, repeats=2)
-        if quick
-        else MeasureConfig(
-            prompt_tokens=(8, 16, 32, 64, 128, 256),
-            decode_batches=(1, 2, 4, 8, 16),
-            decode_context=64,
-            repeats=3,
-        )
-    )
-    if decode_context is not None:
-        cfg = dataclasses.replace(cfg, decode_context=decode_context)
-    model = runtime_model(MODEL, "float32")
-    start, end = measuring_shard(model.num_layers, cfg.measure_layers)
-    spec = ShardSpec(MODEL, ensure_model(MODEL), start, end, kv_capacity_tokens=1 << 16)
-    backend = load_measuring_backend("torch", spec, cfg)
-    try:
-        m = measure_backend(backend, cfg)
-    finally:
-        backend.close()
-    return Measured(m, measure_head_of("torch", spec, model.num_layers, cfg), model)
-
-
-def write_profiles(
-    out_dir: Path, measured: Measured, placement: dict[str, tuple[str, LayerRange]]
-) -> ProfileSet:
-    """`measured` as one profile per GPU type of `placement`, each with the per-layer tables of a node
-    holding that node's number of layers (a step's fixed cost is shared by the layers it runs)."""
-    from services.profiling.save import save_profile
-    from services.profiling.tables import fixed_pool_capacity, gpu_entry, model_entry, per_layer_table, split
-
-    m, model = measured.measurement, measured.model
-    for gpu_type, layers in placement.values():
-        k = layers.size
-        prompt, decode = (per_layer_table(split(s), k) for s in (m.prompt, m.decode))
-        entry = gpu_entry(
-            m,
-            fixed_pool_capacity(model, model.num_layers, 2**29),
-            profile_dir=gpu_type,
-            layers=k,
-            prompt_max_requests=64,
-            prompt_max_tokens=2048,
-            decode_max_tokens=256,
-            nic_bytes_per_s=1e9,
-            head=measured.head,
-            description="bench/fidelity",
-        )
-        save_profile(out_dir, gpu_type, model_entry(model, model.token_bytes), entry, prompt, decode)
-    return load_profile_dir(out_dir, model_name=MODEL)
 
 
 # ----------------------------------------------------------------------------------------------- predictions

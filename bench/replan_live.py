@@ -41,12 +41,12 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from bench.fidelity import Measured, measure_torch  # noqa: E402
 from bench.fidelity_live import (  # noqa: E402
     LoadSampler,
     Probe,  # noqa: E402
     probe_fleet,
 )
+from bench.fidelity_profiles import Measured, measure_torch  # noqa: E402
 from bench.replan_clients import Window, closed_loop, references  # noqa: E402
 from bench.replan_predict import (  # noqa: E402
     Terms,

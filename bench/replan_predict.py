@@ -9,8 +9,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from bench.fidelity import Measured, step_overheads, write_profiles
+from bench.fidelity import step_overheads
 from bench.fidelity_live import Probe
+from bench.fidelity_profiles import Measured, write_profiles
 from planner import bundled
 from planner.cluster import Cluster
 from planner.flow import plan_from_placement
