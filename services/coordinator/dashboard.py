@@ -13,6 +13,7 @@ from fastapi import APIRouter, Depends, FastAPI, Request
 from fastapi.responses import HTMLResponse
 
 from planner.cluster import SINK, SOURCE
+from services.bearer import bearer_matches
 from services.coordinator.dashboard_record import HISTORY_S, NodeBook, Recorder
 from services.coordinator.errors import AuthenticationFailed
 from services.web import pages
@@ -243,8 +244,6 @@ def page_keys(coord: Coordinator) -> list[str]:
 
 
 def mount(app: FastAPI, coord: Coordinator, responses: dict[int | str, dict[str, Any]]) -> Dashboard:
-    from services.coordinator.routes import bearer_matches
-
     dash = Dashboard(coord)
     pages.mount(app)
     keys = page_keys(coord)

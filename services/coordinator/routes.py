@@ -4,7 +4,6 @@ The OpenAI routes take the API key; `/v1/admin/*` exists only when an admin key 
 
 from __future__ import annotations
 
-import hmac
 from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Any
 
@@ -13,6 +12,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, PlainTextResponse, Response, StreamingResponse
 
 from planner.errors import InvalidInput
+from services.bearer import bearer_matches
 from services.body_limit import BodyLimit
 from services.coordinator import dashboard, planswap
 from services.coordinator import openai_models as om
@@ -45,12 +45,6 @@ ERRORS: dict[int | str, dict[str, Any]] = {
 STREAM_OR_JSON: dict[int | str, dict[str, Any]] = {
     200: {"content": {"text/event-stream": {}}, "description": "JSON, or SSE when stream=true"}
 }
-
-
-def bearer_matches(request: Request, key: str) -> bool:
-    got = request.headers.get("authorization", "")
-    scheme, _, token = got.partition(" ")
-    return scheme.lower() == "bearer" and hmac.compare_digest(token.strip().encode(), key.encode())
 
 
 def build_app(coord: Coordinator) -> FastAPI:

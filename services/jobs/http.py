@@ -4,7 +4,6 @@ and the JSON view of a job. Routes stay a few lines each.
 
 from __future__ import annotations
 
-import hmac
 from collections.abc import Callable
 from typing import Any
 
@@ -12,6 +11,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from pydantic import BaseModel, Field
 
+from services.bearer import bearer_matches
 from services.body_limit import BodyLimit
 from services.errors_table import InvalidBody, Unauthorized
 from services.http_errors import install_error_handlers
@@ -129,9 +129,7 @@ def api_key_checker(api_key: str | None) -> Callable[[Request], None]:
     def check(request: Request) -> None:
         if api_key is None:
             return
-        header = request.headers.get("authorization", "")
-        scheme, _, token = header.partition(" ")
-        if scheme.lower() != "bearer" or not hmac.compare_digest(token.strip().encode(), api_key.encode()):
+        if not bearer_matches(request, api_key):
             raise Unauthorized("missing or wrong API key: send 'Authorization: Bearer <BRL_API_KEY>'")
 
     return check
