@@ -3,8 +3,9 @@ watches fleet membership through the registry and assigns layers at run time: an
 without a range) that the plan in force names gets its range loaded; when a worker of the plan is lost or a
 worker the plan gives no layers joins, it re-plans, dry-runs and rolls the new plan out in stages
 (rollout.py), then unloads the nodes the new plan drops. Thin: the decisions are planner.replan's and the
-simulator's. Events are debounced (several in a short window make one batch of loads or one re-plan); one
-rollout at a time, and events during a rollout are handled right after it, from the plan then in force.
+simulator's. Events are noted and debounced by events.py (several in a short window make one batch of
+loads or one re-plan); one rollout at a time, and events during a rollout are handled right after it,
+from the plan then in force.
 Requests in flight are never dropped: those on a lost worker re-run (engine recovery), the others finish on
 their chains while their old ranges drain on the workers."""
 
@@ -18,14 +19,13 @@ from typing import TYPE_CHECKING, Any
 
 from planner.errors import Unavailable
 from services.controller import rollout
+from services.controller.events import FleetEvents
 from services.controller.orders import WorkerOrders
 from services.controller.rollout import LoadFn, RolloutFigures, Scorer
 from services.coordinator import planswap
-from services.coordinator.registry import JOINED, LOST, WorkerState
 
 if TYPE_CHECKING:
     from planner.cluster import Cluster
-    from planner.placement import LayerRange
     from planner.plan import Plan
     from services.coordinator.main import Coordinator
 
@@ -70,23 +70,21 @@ class Controller:
         self.clock = clock
         self.replan_time_limit_s = replan_time_limit_s
         self.min_gain = min_gain
-        self.loss_debounce_s = loss_debounce_s
-        self.join_debounce_s = join_debounce_s
-        self.max_debounce_s = max_debounce_s
-        self.await_planned_s = await_planned_s
-        self.orders = WorkerOrders(coord.fleet.registry, load_fn or self._grpc_load)
+        self.orders = WorkerOrders(coord.fleet.registry, load_fn or self._grpc_load, self._unstarted_on)
+        self.events = FleetEvents(
+            coord.fleet,
+            self.orders,
+            self._schedule,
+            loss_debounce_s=loss_debounce_s,
+            join_debounce_s=join_debounce_s,
+            max_debounce_s=max_debounce_s,
+            await_planned_s=await_planned_s,
+            clock=clock,
+        )
         self._scorer_factory = scorer_factory or simulator_scorer_for(coord)
         self._lock = asyncio.Lock()
         self._tasks: set[asyncio.Task[None]] = set()
         self._pump: asyncio.Task[None] | None = None
-        self._awaiting: asyncio.Task[None] | None = None
-        # Events not yet acted on: lost worker -> (its last sign of life, when the loss was noticed), joins.
-        self._lost: dict[str, tuple[float, float]] = {}
-        self._joined: set[str] = set()  # joins and idle workers that registered (named by the plan or not)
-        self._idle_seen: set[str] = set()  # the registry's idle workers at the last look
-        self._seen: set[str] = set()  # every worker that registered (or was awaited too long) since the start
-        self._first_event_s = 0.0
-        self._last_event_s = 0.0
         self.last: RolloutFigures | None = None
         self.rollouts = 0
         self.history: list[dict[str, Any]] = []  # every rollout's figures, oldest first (the last 20)
@@ -94,130 +92,39 @@ class Controller:
 
     def attach(self) -> Controller:
         """Watch the registry (on the event loop); idle workers that registered before are events now."""
-        registry = self.coord.registry
-        registry.watch(self.on_fleet_event)
-        registry.subscribe(self.on_registry_change)
-        self._seen |= set(registry.alive())
-        self.on_registry_change()
-        # Not in _tasks: wait_idle() is about rollouts and unloads, not this timer.
-        self._awaiting = asyncio.get_running_loop().create_task(self._stop_awaiting())
+        self.events.attach()
         return self
 
-    async def _stop_awaiting(self) -> None:
-        """After await_planned_s, the plan's nodes that never registered count as lost (a re-plan)."""
-        await asyncio.sleep(self.await_planned_s)
-        plan = self.coord.fleet.base_plan
-        missing = set() if plan is None else set(plan.placement.ranges) - self._seen
-        self._seen |= missing
-        if missing and not self._closed:
-            log.warning("rollout: %s never registered in %.0f s: lost", sorted(missing), self.await_planned_s)
-            now = self.clock()
-            for name in missing:
-                self._lost.setdefault(name, (now, now))
-            self._schedule(now)
-
-    def on_fleet_event(self, kind: str, state: WorkerState) -> None:
-        """Registry hook (on the event loop): a loss or a join is noted, and a debounced rollout scheduled.
-        A worker registering with the range this controller loaded into it, or the one the plan in force
-        gives it, is no news."""
-        if self._closed or kind not in (LOST, JOINED):
-            return
-        name = state.info.name
-        self._seen.add(name)
-        if kind == JOINED and self._expected(name, state.info.layers):
-            return
-        now = self.clock()
-        if kind == LOST:
-            self._lost.setdefault(name, (state.last_seen_s, now))
-            self._joined.discard(name)
-        else:
-            self._joined.add(name)
-        self._schedule(now)
-
-    def on_registry_change(self) -> None:
-        """Registry hook: an idle worker that appeared since the last look is an event (the registry sends
-        no JOINED for it), unless this controller unloaded it."""
-        if self._closed:
-            return
-        idle = set(self.coord.registry.idle())
-        new = sorted(idle - self._idle_seen - self.orders.unloading)
-        self._idle_seen = idle
-        self._seen |= idle
-        if new:
-            self._joined.update(new)
-            self._schedule(self.clock())
-
-    def _expected(self, name: str, layers: LayerRange) -> bool:
-        if name in self.orders.loading:
-            return True
-        plan = self.coord.fleet.base_plan
-        return plan is not None and plan.placement.ranges.get(name) == layers
-
-    def _serves_as_planned(self, name: str) -> bool:
-        state = self.coord.registry.get(name)
-        return state is not None and self._expected(name, state.info.layers)
-
     def _schedule(self, now: float) -> None:
-        if self._first_event_s <= 0.0:  # the first event of a new batch
-            self._first_event_s = now
-        self._last_event_s = now
+        """An event needs a rollout: the pump runs (debounced batches, one at a time) unless it does."""
         if self._pump is None or self._pump.done():
             self._pump = asyncio.get_running_loop().create_task(self._run_pending())
             self._tasks.add(self._pump)
             self._pump.add_done_callback(self._tasks.discard)
 
-    def _pending_since(self) -> bool:
-        return bool(self._lost or self._joined)
-
-    def _urgent(self) -> bool:
-        """A loss, or an idle worker the plan in force names, is pending: coverage is at stake."""
-        if self._lost:
-            return True
-        plan = self.coord.fleet.base_plan
-        idle = self.coord.registry.idle()
-        return plan is not None and any(n in idle and n in plan.placement.ranges for n in self._joined)
-
-    async def _debounce(self) -> None:
-        """Waits until no event came for the debounce window (short when coverage is at stake), or until
-        max_debounce_s after the first event."""
-        while True:
-            window_s = self.loss_debounce_s if self._urgent() else self.join_debounce_s
-            now = self.clock()
-            wait_s = min(self._last_event_s + window_s - now, self._first_event_s + self.max_debounce_s - now)
-            if wait_s <= 0:
-                return
-            await asyncio.sleep(wait_s)
-
     async def _run_pending(self) -> None:
-        while self._pending_since() and not self._closed:
-            await self._debounce()
+        events = self.events
+        while events.pending() and not self._closed:
+            await events.debounce()
             async with self._lock:
-                lost, joined, first_s = self._lost, self._joined, self._first_event_s
-                self._lost, self._joined = {}, set()
-                self._first_event_s = self._last_event_s = 0.0
+                lost, joined, first_s = events.take()
+                # Leader gate: with coordinator replicas only the leader rolls out; the others adopt its plan.
                 if not getattr(self.coord, "is_leader", lambda: True)():
-                    continue  # coordinator replicas: only the leader rolls out, the others adopt its plan
+                    continue
                 # Idle workers a batch already gave their planned ranges (they arrived during it): done.
-                joined = {n for n in joined if not self._serves_as_planned(n)}
+                joined = {n for n in joined if not events.serves_as_planned(n)}
                 if lost or joined:
                     await self._roll_out_logged(lost, joined, first_s)
 
     def take_over(self) -> None:
         """This replica just became the leader (services/coordinator/leader.py): re-check the plan in force
         against the live fleet, as the former leader may have died before acting on a change."""
-        now, plan = self.clock(), self.coord.fleet.base_plan
-        for name in self.coord.fleet.plan_mismatch():
-            if plan is not None and name not in plan.placement.ranges:
-                self._joined.add(name)
-            else:
-                self._lost.setdefault(name, (now, now))
-        if self._pending_since() and not self._closed:
-            self._schedule(now)
+        self.events.take_over()
 
     async def close(self) -> None:
         """Stop reacting to fleet events and cancel a rollout in progress (the coordinator shuts down)."""
         self._closed = True
-        tasks = [*self._tasks, *self.orders.tasks, *([self._awaiting] if self._awaiting else [])]
+        tasks = [*self._tasks, *self.orders.tasks, *self.events.close()]
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
@@ -231,7 +138,7 @@ class Controller:
         return {
             "enabled": True,
             "running": self._lock.locked(),
-            "pending": {"lost": sorted(self._lost), "joined": sorted(self._joined)},
+            "pending": {"lost": sorted(self.events.lost), "joined": sorted(self.events.joined)},
             "unloading": sorted(self.orders.unloading),
             "rollouts": self.rollouts,
             "last": None if self.last is None else self.last.to_dict(),
@@ -311,7 +218,7 @@ class Controller:
         # Only news re-plans: a loss of a worker that was there (not one still awaited), or a worker that
         # joined since the last rollout (idle workers the search left out before are still candidates of any
         # re-plan, but do not start one again).
-        gone = set(lost) & self._seen - set(fleet.registry.idle())  # a named idle worker is not gone
+        gone = set(lost) & self.events.seen - set(fleet.registry.idle())  # a named idle worker is not gone
         if not gone and not set(joined) & events_joined:
             if assigned:
                 return assigned_only
@@ -424,6 +331,15 @@ class Controller:
             )
             self._record(figures)
             return figures
+
+    def _unstarted_on(self, name: str) -> int:
+        """Requests routed over `name` whose prompt has not been through their chain yet."""
+        running = getattr(self.coord.engine, "running", {})
+        return sum(
+            1
+            for r in running.values()
+            if r.cached == 0 and r.chain is not None and any(hop.node == name for hop in r.chain)
+        )
 
     async def _grpc_load(self, address: str, order: Any) -> Any:
         from services.worker.client import load

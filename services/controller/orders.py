@@ -1,11 +1,15 @@
 """The controller's orders to workers: Loads of planned ranges (idle workers included) and unloads of the
 nodes a new plan drops, with the names in the middle of one (a worker the controller is loading registers
-with its new range: no news; one it is unloading is no candidate of a re-plan, and its idleness no join)."""
+with its new range: no news; one it is unloading is no candidate of a re-plan, and its idleness no join).
+A worker about to drain (unloaded, or loading a range that drops some of its layers) is cordoned in the
+registry first: routing sends it no new request, which it would only refuse as "draining"; an unload
+is sent once the requests already routed to the node have started there (the worker knows them then)."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from services.controller import rollout
@@ -21,12 +25,18 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("brl.controller")
 Loads = list[tuple[str, str, "LayerRange"]]
+# node -> requests routed through it whose prompt has not been through their chain yet.
+UnstartedFn = Callable[[str], int]
+# An unload waits at most this long for those to start (a prompt's prefill; the drain waits longer anyway).
+UNLOAD_SETTLE_MAX_S = 30.0
+_SETTLE_POLL_S = 0.02
 
 
 class WorkerOrders:
-    def __init__(self, registry: Registry, load_fn: LoadFn) -> None:
+    def __init__(self, registry: Registry, load_fn: LoadFn, unstarted: UnstartedFn | None = None) -> None:
         self.registry = registry
         self.load_fn = load_fn
+        self.unstarted = unstarted or (lambda name: 0)
         self.loading: set[str] = set()
         self.unloading: set[str] = set()
         self.tasks: set[asyncio.Task[None]] = set()  # unloads in progress
@@ -35,10 +45,30 @@ class WorkerOrders:
         """rollout.load_each, with the names marked as being loaded meanwhile."""
         names = {n for n, _, _ in loads}
         self.loading |= names
+        cordoned = self._cordon_replaced(loads)
         try:
             return await rollout.load_each(loads, self.registry, self.load_fn)
         finally:
             self.loading -= names
+            for name in cordoned:  # a worker now serving its new range was uncordoned by registering it
+                self.registry.uncordon(name)
+
+    def _cordon_replaced(self, loads: Loads) -> set[str]:
+        """Cordons each serving worker whose new range drops some of its layers: once the new range is in,
+        the worker drains the old one and refuses new requests for it. One whose layers no other routable
+        worker holds stays routable (it serves them until the switch: a brief refusal beats a 503)."""
+        out: set[str] = set()
+        for node, _, rng in loads:
+            state = self.registry.get(node)
+            if state is None or (rng.start <= state.info.layers.start and state.info.layers.end <= rng.end):
+                continue
+            gaps = self.registry.uncovered(routable_only=True)
+            if self.registry.cordon(node):
+                if self.registry.uncovered(routable_only=True) != gaps:
+                    self.registry.uncordon(node)
+                else:
+                    out.add(node)
+        return out
 
     def idle_loads(self, plan: Plan, cluster: Cluster | None) -> Loads:
         """What to load on the idle workers `plan` names (the plan counts on them: no re-plan). A worker
@@ -88,6 +118,7 @@ class WorkerOrders:
             if state is None or name in self.unloading:
                 continue
             self.unloading.add(name)
+            self.registry.cordon(name)  # before the Load: no new request meets its drain
             told.append(name)
             task = asyncio.get_running_loop().create_task(self._unload(name, state))
             self.tasks.add(task)
@@ -95,10 +126,17 @@ class WorkerOrders:
         return tuple(told)
 
     async def _unload(self, name: str, state: WorkerState) -> None:
+        # A request routed here just before the cordon may not have reached the worker yet: once the
+        # unload is in, the worker would refuse it as draining (and the coordinator re-route it).
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + UNLOAD_SETTLE_MAX_S
+        while self.unstarted(name) and loop.time() < deadline:
+            await asyncio.sleep(_SETTLE_POLL_S)
         try:
             report = await rollout.unload(name, state.info, self.registry, self.load_fn)
             log.info("rollout: %s unloaded (drained %.2f s); it is idle", name, report.drain_s)
         except Exception as exc:  # noqa: BLE001 - it keeps its range; routing still uses it while it serves
             log.warning("rollout: %s could not unload: %s: %s", name, type(exc).__name__, exc)
+            self.registry.uncordon(name)
         finally:
             self.unloading.discard(name)

@@ -57,8 +57,8 @@ def _capacities(workers: dict[str, WorkerState]) -> dict[str, int]:
 
 
 def synth_cluster(registry: Registry, name: str = "live") -> Cluster:
-    """A complete graph over the registered workers (used when no cluster file names them)."""
-    workers = registry.alive()
+    """A complete graph over the routable workers (used when no cluster file names them)."""
+    workers = registry.routable()
     nodes = tuple(Node(n, w.info.gpu_type) for n, w in sorted(workers.items()))
     links: list[Link] = []
     for a in nodes:
@@ -154,7 +154,10 @@ class Fleet:
             return
         self._built_version = self.registry.version
         workers = self.registry.alive()
-        placement = Placement(self.model.num_layers, {n: w.info.layers for n, w in workers.items()})
+        # Cordoned workers (draining before an unload or a range change) keep their KV booked for the
+        # requests they run, but no chain of new requests goes through them.
+        routable = self.registry.routable()
+        placement = Placement(self.model.num_layers, {n: w.info.layers for n, w in routable.items()})
         cluster = self._live_cluster()
         self.cluster = cluster
         self.plan = self._live_plan(cluster, placement)
@@ -188,7 +191,7 @@ class Fleet:
             self._new_book(workers)
 
     def _live_cluster(self) -> Cluster:
-        names = set(self.registry.names())
+        names = set(self.registry.routable())
         base = self.base_cluster
         if base is not None and names <= set(base.node_names):
             return base.without(set(base.node_names) - names)
@@ -241,7 +244,7 @@ class Fleet:
 
     def describe_gap(self, placement: Placement | None = None) -> str:
         placement = placement or self.plan.placement
-        runs = self.registry.uncovered()
+        runs = self.registry.uncovered(routable_only=True)
         total = self.model.num_layers
         if not self.registry.names():
             return f"no live worker: layers [0,{total}) are uncovered; start or restart workers"
@@ -255,7 +258,7 @@ class Fleet:
         return f"live workers hold every layer but no linked chain joins [0,{total}) ({held})"
 
     def uncovered(self) -> tuple[tuple[int, int], ...]:
-        return tuple(self.registry.uncovered())
+        return tuple(self.registry.uncovered(routable_only=True))
 
     # -- routing -------------------------------------------------------------------------------------
     def choose(self, req: RouteRequest) -> Chain | None:
@@ -267,7 +270,8 @@ class Fleet:
         self._follow_shares(workers)
         for name, w in workers.items():
             self.kv.correct(name, w.kv_used_tokens * w.info.layers.size)
-        view = LiveView(self.kv, {n: w.queue_depth for n, w in workers.items()})
+        routable = self.registry.routable()
+        view = LiveView(self.kv, {n: w.queue_depth for n, w in routable.items()})
         chain = self.policy.choose(req, view)
         if chain is None:
             return None

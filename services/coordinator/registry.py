@@ -57,8 +57,9 @@ FleetListener = Callable[[str, WorkerState], None]
 
 
 class Registry:
-    """name -> WorkerState for live workers. `subscribe` listeners fire after any join, leave or range
-    change; `watch` listeners get each join and loss with the worker's state (the rollout controller)."""
+    """name -> WorkerState for live workers. `subscribe` listeners fire after any join, leave, range change
+    or cordon; `watch` listeners get each join and loss with the worker's state (the rollout controller).
+    A cordoned worker is alive (its requests in flight run on) but routing gives it no new request."""
 
     def __init__(self, clock: Callable[[], float], *, expiry_s: float, num_layers: int) -> None:
         self._clock = clock
@@ -68,6 +69,7 @@ class Registry:
         self._listeners: list[Callable[[], None]] = []
         self._watchers: list[FleetListener] = []
         self._idle: dict[str, tuple[IdleWorker, float]] = {}  # name -> (info, last seen)
+        self._cordoned: set[str] = set()
         self.version = 0
 
     def subscribe(self, listener: Callable[[], None]) -> None:
@@ -88,6 +90,7 @@ class Registry:
     def register(self, info: WorkerInfo | IdleWorker) -> bool:
         """Adds or refreshes a worker; True when the fleet's shape changed."""
         if isinstance(info, IdleWorker):
+            self._cordoned.discard(info.name)
             was_serving = self._workers.pop(info.name, None) is not None
             is_new = info.name not in self._idle
             self._idle[info.name] = (info, self._clock())
@@ -113,6 +116,8 @@ class Registry:
         old = self._workers.get(info.name)
         self._workers[info.name] = WorkerState(info, registered_at_s=now, last_seen_s=now)
         changed = old is None or old.info != info
+        if old is not None and old.info.layers != info.layers:
+            self._cordoned.discard(info.name)  # it serves its new range: routable again
         if changed:
             self._changed()
         if old is None:
@@ -147,9 +152,32 @@ class Registry:
         old = self._workers.pop(name, None)
         if old is None:
             return False
+        self._cordoned.discard(name)
         self._changed()
         self._event(LOST, old)
         return True
+
+    def cordon(self, name: str) -> bool:
+        """New requests stop routing to this serving worker (it is about to unload or to drop its range);
+        the ones it runs finish there. Lasts until it registers another range, goes idle or leaves (or
+        `uncordon`). False when it is not serving or already cordoned."""
+        if name not in self._workers or name in self._cordoned:
+            return False
+        self._cordoned.add(name)
+        self._changed()
+        return True
+
+    def uncordon(self, name: str) -> None:
+        if name in self._cordoned:
+            self._cordoned.discard(name)
+            self._changed()
+
+    def cordoned(self) -> frozenset[str]:
+        return frozenset(self._cordoned)
+
+    def routable(self) -> dict[str, WorkerState]:
+        """The serving workers new requests may route to: `alive()` less the cordoned ones."""
+        return {n: w for n, w in self._workers.items() if n not in self._cordoned}
 
     def expire(self) -> list[str]:
         """Drops workers silent for longer than expiry_s; returns their names."""
@@ -159,6 +187,7 @@ class Registry:
             del self._idle[name]
         lost = [n for n, w in self._workers.items() if w.last_seen_s < cutoff]
         states = [self._workers.pop(name) for name in lost]
+        self._cordoned -= set(lost)
         if lost:
             self._changed()
         for state in states:
@@ -182,10 +211,10 @@ class Registry:
         w = self._workers.get(name)
         return w.info.address if w else None
 
-    def uncovered(self) -> list[tuple[int, int]]:
-        """Layer runs no live worker holds."""
+    def uncovered(self, *, routable_only: bool = False) -> list[tuple[int, int]]:
+        """Layer runs no live worker holds (`routable_only`: no worker new requests may route to)."""
         counts = [0] * self.num_layers
-        for w in self._workers.values():
+        for w in (self.routable() if routable_only else self._workers).values():
             for layer in range(w.info.layers.start, w.info.layers.end):
                 counts[layer] += 1
         runs: list[tuple[int, int]] = []

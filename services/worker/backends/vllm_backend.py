@@ -15,7 +15,7 @@ import os
 
 from planner.errors import InvalidInput
 from services.worker.backends.base import DTYPES, Backend, ShardSpec, Work, WorkOut
-from services.worker.backends.vllm_slice import VllmSlice, gpu_share
+from services.worker.backends.vllm_slice import VllmSlice, gpu_share, warm_up
 from services.worker.checkpoint import model_shape, read_config
 
 VLLM_VERSION = "0.32.0"
@@ -62,6 +62,8 @@ class VllmBackend(Backend):
         self._empty_kv_tokens = 0
         if not empty:
             self.slices.append(self._new_slice(spec.start, spec.end))
+        else:  # vLLM's one-time start-up now, not in the first Load (a controller is waiting on that)
+            warm_up(spec, self.max_len)
 
     def _new_slice(self, start: int, end: int) -> VllmSlice:
         spec = dataclasses.replace(self.spec, start=start, end=end)

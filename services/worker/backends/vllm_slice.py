@@ -11,8 +11,10 @@ A worker may hold two slices at once during a live Load (services/worker/backend
 from __future__ import annotations
 
 import contextlib
+import logging
 import socket
 import threading
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -27,6 +29,7 @@ from services.worker.checkpoint import load_tensors, shard_filter
 _GPU_HEADROOM_BYTES = 2 * 2**30
 # Model construction and weight loading patch module-level hooks of vLLM: one build at a time.
 _BUILD_LOCK = threading.Lock()
+log = logging.getLogger("brl.worker.vllm")
 
 
 class SliceGroup:
@@ -90,6 +93,52 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def engine_args(spec: ShardSpec, max_len: int, **extra: Any) -> Any:
+    """vLLM's EngineArgs for one shard: eager, our own sampling and KV sizing, no tokenizer."""
+    from vllm.engine.arg_utils import EngineArgs
+
+    return EngineArgs(
+        model=str(spec.model_dir),
+        dtype=spec.dtype,  # type: ignore[arg-type]  # one of DTYPES, checked by the backend
+        max_model_len=max_len,
+        enforce_eager=True,
+        seed=0,
+        max_num_seqs=256,
+        max_num_batched_tokens=max(spec.max_batch_tokens, max_len),
+        kv_cache_memory_bytes=spec.kv_cache_bytes,
+        skip_tokenizer_init=True,
+        load_format="safetensors",
+        enable_prefix_caching=False,
+        disable_log_stats=True,
+        # We sample ourselves; async scheduling (a GPU default) would feed the runner its own samples.
+        async_scheduling=False,
+        **extra,
+    )
+
+
+def warm_up(spec: ShardSpec, max_len: int) -> float:
+    """What a first runner would pay once per process, paid now (a worker started with no layers, at
+    start-up): importing vLLM's engine, config, platform, KV and worker modules (most of it: ~15 s on two
+    busy CPU cores), resolving the model's architecture in a throw-away engine config, loading the general
+    plugins and the platform's kernel overrides. Nothing is allocated on the device and no distributed group
+    is made, so the first Load only builds its runner. Returns the seconds it took."""
+    started = time.perf_counter()
+    with _BUILD_LOCK:
+        from vllm.platforms import current_platform
+        from vllm.plugins import load_general_plugins
+        from vllm.utils.import_utils import resolve_obj_by_qualname
+        from vllm.v1.attention.backends.utils import resolve_kv_cache_layout  # noqa: F401 - imported for its cost
+        from vllm.v1.core.kv_cache_utils import get_kv_cache_configs  # noqa: F401 - imported for its cost
+
+        config = engine_args(spec, max_len).create_engine_config()
+        load_general_plugins()
+        current_platform.register_triton_kernel_overrides()
+        resolve_obj_by_qualname(config.parallel_config.worker_cls)  # imports the worker and its model runner
+    took_s = time.perf_counter() - started
+    log.info("vLLM warmed up in %.2f s: the first Load builds only its runner", took_s)
+    return took_s
+
+
 def gpu_share(spec: ShardSpec) -> float:
     """The share of the GPU this shard asks vLLM for. vLLM refuses to start unless that share of the
     device is free, and its default (0.9) would let only one shard per GPU start; we size KV ourselves,
@@ -128,7 +177,6 @@ class VllmSlice:
     def _build(self, max_len: int) -> None:
         from vllm.config import set_current_vllm_config
         from vllm.distributed import parallel_state
-        from vllm.engine.arg_utils import EngineArgs
         from vllm.platforms import current_platform
         from vllm.plugins import load_general_plugins
         from vllm.utils.import_utils import resolve_obj_by_qualname
@@ -139,24 +187,7 @@ class VllmSlice:
         extra: dict[str, Any] = {}
         if current_platform.is_cuda_alike():
             extra["gpu_memory_utilization"] = gpu_share(spec)
-        args = EngineArgs(
-            model=str(spec.model_dir),
-            dtype=spec.dtype,  # type: ignore[arg-type]  # one of DTYPES, checked by the backend
-            max_model_len=max_len,
-            enforce_eager=True,
-            seed=0,
-            max_num_seqs=256,
-            max_num_batched_tokens=max(spec.max_batch_tokens, max_len),
-            kv_cache_memory_bytes=spec.kv_cache_bytes,
-            skip_tokenizer_init=True,
-            load_format="safetensors",
-            enable_prefix_caching=False,
-            disable_log_stats=True,
-            # We sample ourselves; async scheduling (a GPU default) would feed the runner its own samples.
-            async_scheduling=False,
-            **extra,
-        )
-        self.vllm_config = args.create_engine_config()
+        self.vllm_config = engine_args(spec, max_len, **extra).create_engine_config()
         self.block_size = int(self.vllm_config.cache_config.block_size)
         # What vLLM's worker wrapper does before building a worker (CPU fallbacks for Triton kernels).
         load_general_plugins()

@@ -111,3 +111,41 @@ def test_a_vllm_worker_loads_a_new_range_while_a_request_streams(vllm_worker: st
             await stop_all([a15, a10])
 
     assert asyncio.run(run()) == expected
+
+
+def test_an_empty_vllm_worker_warms_up_before_it_registers_and_then_loads(
+    smollm2_dir: Path, tmp_path: Path
+) -> None:
+    """Started without --layers: vLLM's one-time start-up is paid before the address line (so the first
+    Load builds only its runner); the worker holds nothing until a Load, then serves token-exact."""
+    log = tmp_path / "worker.log"
+    cmd = [sys.executable, "-m", "services.cli.main", "worker", "--backend", "vllm"]
+    cmd += ["--model", str(smollm2_dir), "--kv-cache-gib", "0.25"]
+    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=log.open("w"), text=True)
+    prompts = chat_prompt_ids(smollm2_dir)[:1]
+
+    async def run(address: str) -> list[list[int]]:
+        s = await client.stats(address)
+        assert (s.serving, s.held_layers) == ((), 0)
+        report = await client.load(address, LoadOrder(start_layer=0, end_layer=30))
+        assert report.mode == "beside" and report.layers_read == 30
+        conns = Connections()
+        try:
+            chain = ChainClient([HopAddress(address, 0, 30)], connections=conns)
+            return await generate([chain], prompts, NEW_TOKENS, request_prefix="empty")
+        finally:
+            await conns.close()
+
+    try:
+        assert proc.stdout is not None
+        address = proc.stdout.readline().strip()
+        assert address, log.read_text()[-3000:]
+        assert "vLLM warmed up" in log.read_text()  # before the address line, not in the first Load
+        assert asyncio.run(run(address)) == hf_greedy(smollm2_dir, prompts, NEW_TOKENS)
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
