@@ -4,7 +4,6 @@ fleet, and the baseline every fleet is judged against (the best paper-method lay
 
 from __future__ import annotations
 
-import math
 import random
 import re
 from collections.abc import Iterable, Mapping
@@ -12,22 +11,23 @@ from collections.abc import Iterable, Mapping
 from planner import bundled
 from planner.cluster import Cluster
 from planner.generate import single_region
+from simulator.score import (
+    MAX_WARMUP_S,
+    PAPER_INITIAL_QUERIES,
+    PAPER_NODES,
+    PAPER_WARMUP_S,
+    PAPER_WINDOW_S,
+    full_run_window,
+    initial_queries,
+)
 
 # A100 x4, V100 x6, L4 x8, L4x2 x4, T4 x10, T4x2 x6, T4x4 x4; full mesh, 1 Gbps / 1 ms (the paper's LAN).
 GENERATED: Mapping[str, Mapping[str, int]] = {
     "fleet42": {"A100": 4, "V100": 6, "L4": 8, "L4x2": 4, "T4": 10, "T4x2": 6, "T4x4": 4},
 }
 FLEET42_SEEDS = (0, 1, 2)
-# The paper starts max-flow runs with 20 queries on its 24-node fleets; bigger fleets get proportionally
-# more, or the ramp-up eats the window on big fleets and flatters nobody fairly.
-PAPER_INITIAL_QUERIES = 20
-PAPER_NODES = 24
-# The paper's offline run: a 60-s warm-up, then a 600-s window. Bigger fleets take longer to fill from
-# the initial feed (one more query per finished prompt, and deep pipelines answer prompts slowly): the
-# warm-up grows with the fleet so the window sees the fleet full (capped; the window stays 600 s).
-PAPER_WARMUP_S = 60.0
-PAPER_WINDOW_S = 600.0
-MAX_WARMUP_S = 180.0
+# The full run's feed and window (the paper's, scaled to the fleet) live with the scorer that must predict
+# them: simulator.score.
 # The paper's methods: their layouts, best of them by simulated decode, are the baseline `serve` must beat.
 PAPER_METHODS = ("petals", "swarm", "separate", "milp")
 
@@ -38,11 +38,6 @@ def load_cluster(name: str) -> Cluster:
     if found and found.group(1) in GENERATED:
         return single_region(GENERATED[found.group(1)], random.Random(int(found.group(2))), name=name)
     return bundled.cluster(name)
-
-
-def initial_queries(cluster: Cluster) -> int:
-    """Initial offline feed in proportion to the fleet (20 for the paper's 24 nodes)."""
-    return max(PAPER_INITIAL_QUERIES, math.ceil(PAPER_INITIAL_QUERIES * len(cluster.nodes) / PAPER_NODES))
 
 
 def best_baseline(
@@ -57,7 +52,17 @@ def best_baseline(
     return method, value
 
 
-def full_run_window(cluster: Cluster) -> tuple[float, float]:
-    """(warm-up, duration) in simulated seconds of a full offline run: (60, 660) up to 24 nodes."""
-    warmup_s = min(MAX_WARMUP_S, max(PAPER_WARMUP_S, PAPER_WARMUP_S * len(cluster.nodes) / PAPER_NODES))
-    return warmup_s, warmup_s + PAPER_WINDOW_S
+__all__ = [
+    "FLEET42_SEEDS",
+    "GENERATED",
+    "MAX_WARMUP_S",
+    "PAPER_INITIAL_QUERIES",
+    "PAPER_METHODS",
+    "PAPER_NODES",
+    "PAPER_WARMUP_S",
+    "PAPER_WINDOW_S",
+    "best_baseline",
+    "full_run_window",
+    "initial_queries",
+    "load_cluster",
+]

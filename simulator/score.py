@@ -1,10 +1,12 @@
 """Fast scoring of a candidate plan for the planner's search: the same workload (length distribution,
 feeding rule, routing policy, KV parameters) on a shorter horizon, starting from a warm fleet instead of
-the two-minute offline ramp-up, so one score costs about half a second. bench/simulator.py measures its
-rank agreement with the full run over the paper's stored layouts and the planner's candidates."""
+the two-minute offline ramp-up, so one score costs about half a second. Fleets with slow links between
+nodes are scored cold, as the full offline run (`full_run_config`) they are judged by: see
+planner.solvers.branches.slow_links."""
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from dataclasses import replace
 
@@ -12,6 +14,7 @@ from planner.cluster import Cluster
 from planner.model import ModelSpec
 from planner.plan import Plan
 from planner.profile import ProfileSet
+from planner.solvers.branches import slow_links
 from simulator.run import SimConfig, SimResult, simulate
 
 # Offline: a warm start (the fleet filled as in steady state, see OfflineFeeder), 20 s to settle, a 40-s
@@ -33,6 +36,42 @@ def score_window_s(base_window_s: float, max_flow_tok_per_s: float) -> float:
         return base_window_s
     wanted = SCORE_MIN_WINDOW_TOKENS / max_flow_tok_per_s
     return min(base_window_s * SCORE_MAX_WINDOW_STRETCH, max(base_window_s, wanted))
+
+
+# The paper's offline experiment: an empty fleet fed 20 queries (for its 24 nodes), a 60-s warm-up, then a
+# 600-s window. Bigger fleets get a proportionally bigger feed and a warm-up growing with the fleet (capped),
+# or the ramp-up eats the window and flatters nobody fairly.
+PAPER_INITIAL_QUERIES = 20
+PAPER_NODES = 24
+PAPER_WARMUP_S = 60.0
+PAPER_WINDOW_S = 600.0
+MAX_WARMUP_S = 180.0
+
+
+def initial_queries(cluster: Cluster) -> int:
+    """Initial offline feed in proportion to the fleet (20 for the paper's 24 nodes)."""
+    return max(PAPER_INITIAL_QUERIES, math.ceil(PAPER_INITIAL_QUERIES * len(cluster.nodes) / PAPER_NODES))
+
+
+def full_run_window(cluster: Cluster) -> tuple[float, float]:
+    """(warm-up, duration) in simulated seconds of a full offline run: (60, 660) up to 24 nodes."""
+    warmup_s = min(MAX_WARMUP_S, max(PAPER_WARMUP_S, PAPER_WARMUP_S * len(cluster.nodes) / PAPER_NODES))
+    return warmup_s, warmup_s + PAPER_WINDOW_S
+
+
+def full_run_config(cluster: Cluster, *, seed: int = 0, base: SimConfig | None = None) -> SimConfig:
+    """The full offline run a plan is judged by (bench.planner --full-sim): cold, fed and windowed as above."""
+    warmup_s, duration_s = full_run_window(cluster)
+    return replace(
+        base or SimConfig(),
+        mode="offline",
+        seed=seed,
+        initial_queries=initial_queries(cluster),
+        warmup_s=warmup_s,
+        duration_s=duration_s,
+        warm_start=False,
+        watch_interval_s=0,
+    )
 
 
 def score_config(base: SimConfig | None = None) -> SimConfig:
@@ -74,3 +113,6 @@ def score_plan(
         # A candidate with no flow serves nothing: score it zero rather than fail the planner's search.
         return SimResult.empty(plan, cfg)
     return simulate(cluster, model, profiles, plan, cfg)
+
+
+__all__ = ["full_run_config", "full_run_window", "initial_queries", "score_plan", "slow_links"]

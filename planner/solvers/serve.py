@@ -5,7 +5,9 @@ the KV cache of the fullest layer, and every hop adds a batch iteration (decodes
 each token's latency; decode tokens/s ~ queries in flight / per-token latency. Candidates are "stage
 layouts": nodes grouped by (region, GPU type); each group is cut into stages of `width` nodes that hold the
 same layers side by side, so width trades hops for parallel KV; stage sizes balance rate against KV per
-layer (`kv_weight`), and the order of the groups along the pipeline is varied too. A Little's-law proxy
+layer (`kv_weight`), and the order of the groups along the pipeline is varied too. On multi-region fleets
+"branch layouts" (planner.solvers.branches: a trunk region, the others parallel branches) cross one slow
+region boundary per request, and where links are slow they are ranked first. A Little's-law proxy
 ranks the candidates (and the paper's heuristics) in milliseconds; the injected `ctx.scorer` (the simulator,
 from outside the pure core) judges the most promising ones, and the plan that serves the most wins. Its plan
 carries the "balanced" flow split (planner.flow.balanced_split): replicas of a stage share its flow by
@@ -16,7 +18,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from planner.cluster import Cluster
@@ -25,6 +27,8 @@ from planner.flow import build_flow_graph, max_flow
 from planner.placement import Placement
 from planner.profile import ProfileSet
 from planner.solvers.base import SolveContext, SolveResult, register
+from planner.solvers.branches import branch_candidates, slow_links
+from planner.solvers.dense import dense_candidates
 from planner.solvers.search import Layout, heuristic_starts, to_placement
 from planner.solvers.stages import (
     Recipe,
@@ -50,6 +54,8 @@ class ServingEstimate:
     token_latency_s: float
     hops: float
     max_flow_tok_per_s: float
+    # Flow-weighted region crossings per token (node-to-node links between regions on the way).
+    crossings: float = 0.0
 
 
 # Calibrated against full offline runs of our simulator on cluster24/LLaMA-2 70B (ILP layout, the deep
@@ -110,6 +116,15 @@ class ProxyOracle:
         value, flow = max_flow(g)
         node_flows = {n: float(flow.get((n, "start"), {}).get((n, "end"), 0.0)) for n in layout}
         est = serving_proxy(ctx.cluster, ctx.profiles, layout, num_layers, float(value), node_flows)
+        region = {n: ctx.cluster.node(n).region for n in layout}
+        crossing = sum(
+            float(f)
+            for u in layout
+            for (v, _), f in flow.get((u, "out"), {}).items()
+            if v in region and region[v] != region[u]
+        )
+        if value > 0:
+            est = replace(est, crossings=crossing / float(value))
         self._cache[key] = est
         return est
 
@@ -131,6 +146,7 @@ CANDIDATE_SHARE = 0.2
 STRUCTURE_SHARE = 0.55
 ORDER_SHARE = 0.85
 FINAL_RESERVE_SHARE = 0.03
+SLOW_SCORE_MARGIN = 1.5
 
 
 def _key(lay: Mapping[str, tuple[int, int]]) -> tuple[tuple[str, int, int], ...]:
@@ -144,10 +160,15 @@ def ranked_candidates(
     When a fleet has too many GPU types for every width combination, a coordinate ascent on the proxy
     (one group's width or the KV weight at a time) refines the best sampled recipe while time remains."""
     pool: list[tuple[str, Layout]] = list(heuristic_starts(ctx, stages=False))
+    # Multi-region fleets: one trunk region, the others parallel branches (one region crossing per request);
+    # a few hundred at most, built and ranked before the many stage layouts.
+    now = ctx.now()
+    pool += branch_candidates(ctx, deadline=now + 0.2 * max(deadline - now, 0.0))
     # The proxy cannot tell stage orders apart in one region: orders are tried later, for the best only.
     # Building a layout costs about half of ranking it: leave ~60% of the remaining time for the proxy.
     now = ctx.now()
     pool += stage_candidates(ctx, recipes=recipes, deadline=now + 0.4 * max(deadline - now, 0.0))
+    pool += dense_candidates(ctx)  # one KV-balanced pipeline, on fleets with room for about one copy
     distinct: dict[tuple[tuple[str, int, int], ...], tuple[str, Layout]] = {}
     for name, lay in pool:
         if distinct and ctx.now() >= deadline:
@@ -173,6 +194,13 @@ def ranked_candidates(
                 if proxy.value(lay) > value * (1 + 1e-6):
                     current, value, improved = name, proxy.value(lay), True
                     break
+    if slow_links(ctx.cluster, ctx.model):
+        # The proxy knows nothing of slow links: on fleets that have them (planner.solvers.branches), fewer
+        # region crossings per token (to 0.1) come first, as prompts jam on each one while the fleet fills.
+        return sorted(
+            distinct.values(),
+            key=lambda nl: (round(proxy.estimate(nl[1]).crossings, 1), -proxy.value(nl[1]), nl[0]),
+        )
     return sorted(distinct.values(), key=lambda nl: (-proxy.value(nl[1]), nl[0]))
 
 
@@ -221,11 +249,15 @@ def solve_serve(ctx: SolveContext) -> SolveResult:
     max_scored = int(ctx.options.get("max_scored", 1 << 30))
     best = _Best()
     spent: list[float] = [0.0]
+    # Full-run scores (fleets with slow links) vary more in cost on busy cores: keep a wider margin.
+    margin = SLOW_SCORE_MARGIN if slow_links(ctx.cluster, ctx.model) else 1.0
 
     def judge(name: str, lay: Layout, until: float) -> bool:
         # The first candidate is always scored, so a plan comes back however short the time limit; later
         # ones only when a score (as long as the slowest so far) still ends before `until`.
-        if scores and (ctx.stopped() or ctx.now() + max(spent) >= until or len(scores) >= max_scored):
+        if scores and (
+            ctx.stopped() or ctx.now() + margin * max(spent) >= until or len(scores) >= max_scored
+        ):
             return False
         began = ctx.now()
         try:

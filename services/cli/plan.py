@@ -208,7 +208,7 @@ def plan(args: argparse.Namespace, cluster_arg: str) -> int:
     details = result.solver_stats.get("chosen_details") or {}
     if details and targets is None:
         print(
-            f"  simulated (short run): decode {details['decode_tok_per_s']:.1f} tokens/s, prompt latency "
+            f"  simulated ({details.get('run', 'short')} run): decode {details['decode_tok_per_s']:.1f} tokens/s, prompt latency "
             f"{details['prompt_latency_s']:.2f} s, decode latency {details['decode_latency_s']:.3f} s"
         )
     if targets is not None and "capacity_tok_per_s" in details:
@@ -260,7 +260,8 @@ def _with_provenance(result: Any, cluster_arg: str, args: argparse.Namespace) ->
 
 
 # The serve method's judge: a warm-started offline run with an 80-s window (~1-2 s of CPU on cluster24),
-# longer for plans of little max-flow (simulator.score.score_window_s). The simulator's own 40-s score
+# longer for plans of little max-flow (simulator.score.score_window_s); on fleets with slow links between
+# nodes (3cluster24) the full offline run itself, ~3 s of CPU. The simulator's own 40-s score
 # window ranked the stored ILP layout and our candidates too noisily to pick a winner.
 SERVE_SCORE_DURATION_S = 110.0
 SERVE_SCORE_WARMUP_S = 30.0
@@ -275,14 +276,21 @@ def simulator_scorer(
     from dataclasses import fields
 
     from simulator.run import SimConfig, simulate
-    from simulator.score import score_plan, score_window_s
+    from simulator.score import full_run_config, score_plan, score_window_s, slow_links
 
     table = typical_throughput(cluster, model, profiles, settings)
     warm = any(f.name == "warm_start" for f in fields(SimConfig))
+    # Fleets with slow links between nodes are judged by the full offline run itself (simulator.score).
+    cold = slow_links(cluster, model)
 
     def score(placement: Any) -> tuple[float, dict[str, Any]]:
         candidate = _candidate(cluster, model, profiles, placement, table)
-        if warm:
+        if cold:
+            base = SimConfig(throttle=dict(throttle) if throttle else None)
+            sim = simulate(
+                cluster, model, profiles, candidate, full_run_config(cluster, seed=seed, base=base)
+            )
+        elif warm:
             window_s = score_window_s(
                 SERVE_SCORE_DURATION_S - SERVE_SCORE_WARMUP_S, candidate.objective_tok_per_s
             )
@@ -303,6 +311,7 @@ def simulator_scorer(
             "decode_latency_s": float(sim.decode_latency_s.mean),
             "finished": int(sim.finished),
             "max_flow_tok_per_s": candidate.objective_tok_per_s,
+            "run": "full" if cold else "short",
         }
 
     return score

@@ -127,3 +127,4 @@ def test_scorer_truth_quick_reports_error_and_rank_correlation(capsys) -> None:
     # On the toy fleet the scorer ranks the candidates as their full runs do.
     assert fleet["spearman"] >= 0.5
     assert 0 <= fleet["chosen_rel_error"] < 0.5
+    assert fleet["score_is_full_run"] is False  # cluster10's links are fast: a short warm-started score

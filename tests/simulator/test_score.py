@@ -64,3 +64,39 @@ def test_slow_plans_are_scored_over_a_longer_window_up_to_a_cap() -> None:
     assert 80.0 < score_window_s(80.0, 287.0) < 80.0 * SCORE_MAX_WINDOW_STRETCH
     assert score_window_s(80.0, 10.0) == 80.0 * SCORE_MAX_WINDOW_STRETCH
     assert score_window_s(80.0, 0.0) == 80.0
+
+
+def test_the_full_run_is_the_papers_offline_experiment_fed_in_proportion() -> None:
+    from planner import bundled
+    from simulator.score import full_run_config, full_run_window, initial_queries
+
+    cluster24 = bundled.cluster("cluster24")
+    cfg = full_run_config(cluster24, seed=3)
+    assert (cfg.warmup_s, cfg.duration_s, cfg.initial_queries) == (60.0, 660.0, 20)
+    assert cfg.seed == 3 and not cfg.warm_start and cfg.mode == "offline"
+    cluster, _ = diamond()
+    assert initial_queries(cluster) == 20 and full_run_window(cluster) == (60.0, 660.0)
+
+
+def test_fleets_with_slow_links_are_scored_by_the_full_run() -> None:
+    # A 1 MB/s link between the nodes: a typical prompt's activations need ~12 s on it. The serve
+    # method's judge then runs the full offline experiment (cold start, the paper's feed and window) and
+    # its score is that run's decode; on a fast diamond it stays the short warm-started run.
+    from planner.flow import plan_from_placement
+    from planner.solvers.branches import slow_links
+    from services.cli.plan import simulator_scorer
+    from simulator.run import simulate
+    from simulator.score import full_run_config
+
+    model, profs = toy_model(), profiles()
+    fast, hand = diamond()
+    slow, _ = diamond(bandwidth=1e6)
+    assert slow_links(slow, model) and not slow_links(fast, model)
+    plan = plan_from_placement(
+        slow, model, profs, hand.placement, method="serve-candidate", partial=False, split="balanced"
+    )
+    full = simulate(slow, model, profs, plan, full_run_config(slow, seed=1))
+    value, details = simulator_scorer(slow, model, profs, seed=1)(hand.placement)
+    assert value == full.decode_tok_per_s > 0 and details["finished"] == full.finished
+    warm_value, _ = simulator_scorer(fast, model, profs, seed=1)(hand.placement)
+    assert warm_value > 0 and warm_value != value
