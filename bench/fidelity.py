@@ -17,7 +17,8 @@ Predictions, each the previous one plus one thing the simulator models (inputs m
              beyond the profile's compute (serialisation, hand-off), the gRPC hop (link latency), the
              coordinator's CPU per iteration (its turns)
   +host      every worker and the coordinator share this machine's cores (simulator.host), with the
-             other runnable threads measured during the replay (other tenants and the load client)
+             competitors measured during the replay (other tenants and the load client, one per session
+             where the kernel shares the cores per session: bench/fidelity_load.py)
 The last line is one JSON object with every figure.
 """
 
@@ -151,13 +152,16 @@ def step_overheads(
     layers: int,
     *,
     share: float,
+    measured_share: bool = False,
 ) -> dict[str, float]:
     """Per node: CPU seconds a step costs beyond the profile's compute, from the probe's lone steps (which
-    had `share` of a core each)."""
+    had `share` of a core each; with `measured_share`, the share the probe measured for that node's
+    worker where it has one)."""
     out = {}
     for node, (gpu_type, rng) in placement.items():
         compute = lone_decode_ms(profiles, gpu_type, rng.size, last=rng.end == layers)
-        out[node] = step_overhead_s(probe.step_ms[node], compute, speed=speeds[node], share=share)
+        had = probe.core_share.get(node, share) if measured_share else share
+        out[node] = step_overhead_s(probe.step_ms[node], compute, speed=speeds[node], share=had)
     return out
 
 
@@ -181,7 +185,7 @@ def ladder(
     }
     if probe is None:
         return out
-    # The probe's lone steps shared the cores with the other runnable threads of that moment. Without a host
+    # The probe's lone steps shared the cores with the competitors of that moment. Without a host
     # model that sharing is part of the machine's speed now; the host model applies sharing itself, so it
     # starts from steps with a core to themselves.
     at_probe = min(1.0, cores / (1.0 + probe.background))
@@ -313,7 +317,7 @@ def main(argv: list[str] | None = None) -> int:
             + ", ".join(f"{n} {ms:.1f} ms" for n, ms in found.step_ms.items())
             + f"; hop {found.hop_latency_s * 1e3:.2f} ms; coordinator CPU "
             f"{found.coordinator_cpu_s_per_iteration * 1e3:.2f} ms/iteration; during the replay "
-            f"{background:.2f} other runnable threads and {ours:.2f} of ours on {args.cores:g} cores"
+            f"{background:.2f} competitors and {ours:.2f} of ours on {args.cores:g} cores"
         )
     errors = {name: compare(p, meas) for name, p in predictions.items()} if meas else {}
     print_table(predictions, meas, errors)

@@ -5,15 +5,16 @@ against the OpenAI endpoint, and the figures measured the way simulator.metrics 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import os
 import random
-import threading
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from bench.fidelity_load import LoadSampler, core_shares, sched_times_ns
 from planner.placement import LayerRange
 from planner.plan import Plan
 
@@ -84,58 +85,6 @@ async def worker_stats(workers: dict[str, str]) -> dict[str, dict[str, float]]:
         return {n: asdict(await stats(a, connections=conns)) for n, a in workers.items()}
     finally:
         await conns.close()
-
-
-class LoadSampler:
-    """Runnable threads on this machine that are not the deployment's (a thread sampling every 0.1 s):
-    machine-wide (/proc/loadavg) minus those of the coordinator and workers (/proc/<pid>/task/*/stat, state
-    R). Other tenants and the load client itself compete for the same cores: the simulated host's
-    `background`, measured like a link's bandwidth would be."""
-
-    def __init__(self, pids: list[int]) -> None:
-        self.pids = pids
-        self.samples: list[float] = []
-        self.ours: list[float] = []
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="load sampler", daemon=True)
-
-    @staticmethod
-    def _running(pid: int) -> int:
-        n = 0
-        for task in Path(f"/proc/{pid}/task").glob("*/stat"):
-            try:
-                if task.read_text().rsplit(")", 1)[1].split()[0] == "R":
-                    n += 1
-            except (OSError, IndexError):
-                continue
-        return n
-
-    def _run(self) -> None:
-        while not self._stop.wait(0.1):
-            try:
-                running = int(Path("/proc/loadavg").read_text().split()[3].split("/")[0])
-            except (OSError, IndexError, ValueError):  # not Linux
-                return
-            ours = sum(self._running(pid) for pid in self.pids)
-            # The sampler's own thread is runnable while it reads: not load.
-            self.samples.append(max(0.0, running - ours - 1))
-            self.ours.append(float(ours))
-
-    def __enter__(self) -> LoadSampler:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join()
-
-    @property
-    def mean(self) -> float:
-        return sum(self.samples) / len(self.samples) if self.samples else 0.0
-
-    @property
-    def ours_mean(self) -> float:
-        return sum(self.ours) / len(self.ours) if self.ours else 0.0
 
 
 # ----------------------------------------------------------------------------------------------- replay
@@ -283,7 +232,11 @@ class Probe:
     step_ms: dict[str, float]  # each worker's lone-decode step, its own stats (throttle sleep included)
     hop_latency_s: float  # one gRPC hop there and back: the workers' streams' round trip minus service
     coordinator_cpu_s_per_iteration: float  # coordinator CPU seconds per iteration, through the HTTP API
-    background: float  # other runnable threads on the machine meanwhile (LoadSampler)
+    background: float  # competitors for the cores meanwhile (LoadSampler)
+    # Per worker, the share of a core its threads had during the lone steps (time on a core / time
+    # runnable, the kernel's schedstat): what brings a step back to a core of its own. Empty where the
+    # kernel keeps no such figures; the share then follows from `background`.
+    core_share: dict[str, float] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -356,7 +309,9 @@ def probe_fleet(
     """The serving terms of a running fleet (worker name -> gRPC address, process ids with the
     "coordinator"'s, its OpenAI root URL): lone steps through every chain of `plan`, then the coordinator."""
     with LoadSampler(list(pids.values())) as load:
+        first = {n: sched_times_ns(pids[n]) for n in workers}
         wstats = asyncio.run(direct_probe(workers, plan, rounds=rounds, seed=seed))
+        shares = core_shares(first, {n: sched_times_ns(pids[n]) for n in workers})
         coord = asyncio.run(
             coordinator_cpu_probe(base_url, model, pids["coordinator"], requests=rounds, seed=seed)
         )
@@ -366,6 +321,7 @@ def probe_fleet(
         hop_latency_s=links[len(links) // 2] / 1e3 if links else 0.0,
         coordinator_cpu_s_per_iteration=coord,
         background=load.mean,
+        core_share=shares,
     )
 
 
@@ -376,8 +332,8 @@ class RealRun:
 
     figures: dict[str, Any]
     probe: Probe
-    background: float  # other runnable threads during the replay
-    ours: float  # the deployment's runnable threads during the replay
+    background: float  # competitors for the cores during the replay (LoadSampler)
+    ours: float  # the deployment's processes with a runnable thread during the replay
     chains: dict[str, dict[str, float]]  # the coordinator's own decode step times per chain
     worker_stats: dict[str, dict[str, float]]
     replay_tokens: dict[str, float]  # tokens each worker processed during the replay (routing's split)
@@ -412,7 +368,7 @@ def real_run(
         dep.stop()
     return RealRun(
         figures=real_figures(obs, duration_s),
-        probe=Probe(found.step_ms, found.hop_latency_s, coord_cpu, found.background),
+        probe=dataclasses.replace(found, coordinator_cpu_s_per_iteration=coord_cpu),
         background=during.mean,
         ours=during.ours_mean,
         chains=chains,
@@ -430,4 +386,9 @@ def mean_probe(probes: list[Probe]) -> Probe:
         hop_latency_s=sum(p.hop_latency_s for p in probes) / n,
         coordinator_cpu_s_per_iteration=sum(p.coordinator_cpu_s_per_iteration for p in probes) / n,
         background=sum(p.background for p in probes) / n,
+        core_share={
+            k: sum(p.core_share[k] for p in probes) / n
+            for k in probes[0].core_share
+            if all(k in p.core_share for p in probes)
+        },
     )

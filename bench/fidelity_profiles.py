@@ -5,6 +5,7 @@ Also used by bench/replan_predict.py."""
 from __future__ import annotations
 
 import dataclasses
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -36,6 +37,9 @@ class Measured:
     measurement: Measurement
     head: HeadCost
     model: ModelSpec  # as the runtime loads it (float32)
+    # The share of a core the measuring thread had (its CPU time over the wall time of the timed steps):
+    # 1 on an idle machine; other runnable work on a busy one stretched every timing by 1 / share.
+    core_share: float = 1.0
 
 
 def measure_torch(*, quick: bool, decode_context: int | None = None) -> Measured:
@@ -68,10 +72,14 @@ def measure_torch(*, quick: bool, decode_context: int | None = None) -> Measured
     spec = ShardSpec(MODEL, ensure_model(MODEL), start, end, kv_capacity_tokens=1 << 16)
     backend = load_measuring_backend("torch", spec, cfg)
     try:
+        # torch runs one intra-op thread, this one: what it got of a core is its CPU time over the wall time.
+        wall0, cpu0 = time.perf_counter(), time.thread_time()
         m = measure_backend(backend, cfg)
+        share = (time.thread_time() - cpu0) / max(1e-9, time.perf_counter() - wall0)
     finally:
         backend.close()
-    return Measured(m, measure_head_of("torch", spec, model.num_layers, cfg), model)
+    head = measure_head_of("torch", spec, model.num_layers, cfg)
+    return Measured(m, head, model, core_share=min(1.0, max(1e-3, share)))
 
 
 def write_profiles(

@@ -12,7 +12,8 @@ worker processes on the bundled local-cpu4 fleet, each throttled to its GPU type
          decode at the workload's mean context, measured while the fleet idles), the serving overheads a
          probe of the fresh fleet measures (worker CPU per step, gRPC hop, coordinator CPU per iteration),
          the workers' throttles, and this machine's cores shared by the workers, the coordinator and the
-         other runnable threads measured during each window (simulator.host). The same workload: the
+         other sessions with runnable work measured during each window (simulator.host; bench/fidelity_load.py:
+         the kernel shares the cores per session). The same workload: the
          prompts' lengths, the same decodes, max-flow routing over the plan's flows with the clients'
          fixed concurrency (SimConfig.fixed_concurrency).
 
@@ -41,14 +42,13 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from bench.fidelity_live import (  # noqa: E402
-    LoadSampler,
-    Probe,  # noqa: E402
-    probe_fleet,
-)
+from bench.fidelity_live import Probe, probe_fleet, worker_stats  # noqa: E402
+from bench.fidelity_load import LoadSampler  # noqa: E402
 from bench.fidelity_profiles import Measured, measure_torch  # noqa: E402
 from bench.replan_clients import Window, closed_loop, references  # noqa: E402
 from bench.replan_predict import (  # noqa: E402
+    Predicted,
+    Ranges,
     Terms,
     Workload,
     on_own_core,
@@ -155,13 +155,12 @@ def run_live(quick: bool, *, workdir: Path | None = None, seed: int = 0) -> dict
         reference, prompt_tokens = asyncio.run(references(fleet.base_url, MODEL, max_tokens))
         # This machine's torch timings (brl profile's code, as fidelity measures them) with the decode steps
         # at this workload's mean context (prompt + half the decodes), on the idle fleet, brought back to a
-        # core of their own: the sampler counts itself out, and the measuring thread is ours.
+        # core of their own by the share of a core the measuring thread had (its CPU time / wall time).
         context = round(sum(prompt_tokens.values()) / len(prompt_tokens) + (max_tokens - 1) / 2)
-        with LoadSampler([]) as during_profile:  # everything runnable competes with the measurement
+        with LoadSampler([os.getpid()]) as during_profile:
             raw = measure_torch(quick=quick, decode_context=context)
-        profile_background = max(0.0, during_profile.mean - 1.0)
-        profile_share = min(1.0, cores / (1.0 + profile_background))
-        measured = on_own_core(raw, profile_share)
+        profile_background = during_profile.mean
+        measured = on_own_core(raw, raw.core_share)
         terms, found = measure_terms(
             fleet, measured, rounds=1 if quick else 3, seed=seed, workdir=workdir / "probe"
         )
@@ -170,6 +169,16 @@ def run_live(quick: bool, *, workdir: Path | None = None, seed: int = 0) -> dict
             return asyncio.run(
                 closed_loop(fleet.base_url, MODEL, clients, seconds, max_tokens, reference, warmup_s=warm_s)
             )
+
+        def measured_window(ranges: Ranges) -> tuple[Window, LoadSampler, dict[str, dict[str, float]]]:
+            """One window of the closed loop, the competing load meanwhile, and each serving worker's
+            steps per second and mean step time over it (its own Stats, read before and after)."""
+            addresses = {n: fleet.worker_address(n) for n in ranges}
+            first = asyncio.run(worker_stats(addresses))
+            with LoadSampler(fleet.pids()) as sampled:
+                window = load(window_s, warmup_s)
+            last = asyncio.run(worker_stats(addresses))
+            return window, sampled, step_figures(first, last, window_s)
 
         # -- loss: kill the sole holder of [0,10) under load -------------------------------------------
         async def loss() -> tuple[Window, float]:
@@ -191,21 +200,19 @@ def run_live(quick: bool, *, workdir: Path | None = None, seed: int = 0) -> dict
 
         # -- join: fast comes back with a range no chain uses -------------------------------------------
         ranges_before = fleet_ranges(fleet)
-        with LoadSampler(fleet.pids()) as sampled_before:
-            before = load(window_s, warmup_s)
+        before, sampled_before, steps_before = measured_window(ranges_before)
         fleet.start_workers([spec("fast", JOIN_RANGE)])
         t_join = time.monotonic()
         fleet.wait_workers([*START], timeout_s=240)
         joined = wait_rollouts(fleet, 2, 120)["last"]
         join_s = time.monotonic() - t_join
         ranges_after = fleet_ranges(fleet)
-        with LoadSampler(fleet.pids()) as sampled_after:
-            after = load(window_s, warmup_s)
+        after, sampled_after, steps_after = measured_window(ranges_after)
         health = fleet.health()
 
     workload = Workload(clients, tuple(prompt_tokens.values()), max_tokens - 1, window_s, warmup_s)
 
-    def predicted_for(ranges: dict[str, tuple[int, int]], background: float, tag: str) -> float:
+    def predicted_for(ranges: Ranges, background: float, tag: str) -> Predicted:
         return predict(
             CLUSTER,
             MODEL,
@@ -218,10 +225,13 @@ def run_live(quick: bool, *, workdir: Path | None = None, seed: int = 0) -> dict
             seed=seed,
         )
 
-    predicted = predicted_for(ranges_after, sampled_after.mean, "predict-after")
-    predicted_before = predicted_for(ranges_before, sampled_before.mean, "predict-before")
+    # Each window at the steady background that slows our jobs as its sampled load did (LoadSampler.effective).
+    load_after, load_before = sampled_after.effective(cores), sampled_before.effective(cores)
+    sim_after = predicted_for(ranges_after, load_after, "predict-after")
+    sim_before = predicted_for(ranges_before, load_before, "predict-before")
+    predicted, predicted_before = sim_after.decode_tok_per_s, sim_before.decode_tok_per_s
     # The plans' own difference: both at the after-window's load (the windows' loads differ by chance).
-    same_load = predicted_for(ranges_before, sampled_after.mean, "predict-before-same-load")
+    same_load = predicted_for(ranges_before, load_after, "predict-before-same-load").decode_tok_per_s
     measured_tps = after.decode_tok_per_s
     lost = during_loss.lost + before.lost + after.lost
     return {
@@ -249,11 +259,20 @@ def run_live(quick: bool, *, workdir: Path | None = None, seed: int = 0) -> dict
         "tok_per_s_before_join": round(before.decode_tok_per_s, 3),
         "tok_per_s_after_join": round(measured_tps, 3),
         "join_gain": round(measured_tps / before.decode_tok_per_s, 3) if before.decode_tok_per_s else None,
-        "background_threads": round(sampled_after.mean, 2),
-        "background_threads_before": round(sampled_before.mean, 2),
+        "background": round(sampled_after.mean, 2),
+        "background_before": round(sampled_before.mean, 2),
+        "background_effective": round(load_after, 2),
+        "background_effective_before": round(load_before, 2),
+        "background_threads": round(sampled_after.threads_mean, 2),
+        "background_threads_before": round(sampled_before.threads_mean, 2),
+        "ours_runnable": round(sampled_after.ours_mean, 2),
+        "ours_runnable_before": round(sampled_before.ours_mean, 2),
+        "steps_before_join": per_node(steps_before, sim_before),
+        "steps_after_join": per_node(steps_after, sim_after),
         "profile_decode_context": context,
-        "profile_background_threads": round(profile_background, 2),
-        "profile_core_share": round(profile_share, 3),
+        "profile_background": round(profile_background, 2),
+        "profile_core_share": round(raw.core_share, 3),
+        "profile_core_share_from_load": round(min(1.0, cores / (1.0 + profile_background)), 3),
         "probe": found.to_dict(),
         "step_overhead_ms": {n: round(v * 1e3, 3) for n, v in terms.step_overhead_s.items()},
         "predicted_tok_per_s_before_join": round(predicted_before, 3),
@@ -263,6 +282,31 @@ def run_live(quick: bool, *, workdir: Path | None = None, seed: int = 0) -> dict
         "measured_vs_predicted": rel_err(measured_tps, predicted),
         "covered_after": held_everywhere(health),
         "goals": {"recover_s": GOAL_RECOVER_S, "lost": 0, "measured_vs_predicted": GOAL_REL_ERR},
+    }
+
+
+def step_figures(
+    first: dict[str, dict[str, float]], last: dict[str, dict[str, float]], window_s: float
+) -> dict[str, dict[str, float]]:
+    """Per worker over a window: steps per second, and the mean step time of its last steps (Stats keeps
+    the last 2048 step times: at most the window's own)."""
+    out = {}
+    for n, st in last.items():
+        steps = st["steps"] - first.get(n, {}).get("steps", 0.0)
+        out[n] = {"steps_per_s": steps / window_s, "step_ms": float(st["step_ms_mean"])}
+    return out
+
+
+def per_node(measured: dict[str, dict[str, float]], sim: Predicted) -> dict[str, dict[str, float]]:
+    """Measured beside simulated, per worker: steps per second and mean step time."""
+    return {
+        n: {
+            "steps_per_s": round(m["steps_per_s"], 3),
+            "sim_steps_per_s": round(sim.steps_per_s.get(n, 0.0), 3),
+            "step_ms": round(m["step_ms"], 2),
+            "sim_step_ms": round(sim.step_ms.get(n, 0.0), 2),
+        }
+        for n, m in measured.items()
     }
 
 
@@ -288,8 +332,9 @@ def print_table(f: dict[str, Any]) -> None:
         ),
         ("measured_vs_predicted before the join (sanity)", f["measured_vs_predicted_before_join"], ""),
         (
-            "other tenants' runnable threads (before, after)",
-            f"{f['background_threads_before']}, {f['background_threads']}",
+            "competing sessions, mean (effective): before, after",
+            f"{f['background_before']} ({f['background_effective_before']}), "
+            f"{f['background']} ({f['background_effective']})",
             "",
         ),
         ("measured_vs_predicted", f["measured_vs_predicted"], f"<= {GOAL_REL_ERR}"),

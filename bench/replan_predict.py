@@ -43,6 +43,16 @@ class Workload:
 
 
 @dataclass(frozen=True)
+class Predicted:
+    """The simulator's figures for one window: decode tokens/s, and per node its steps per second and
+    mean step time (throttle included), to set beside what each worker's own Stats report."""
+
+    decode_tok_per_s: float
+    steps_per_s: dict[str, float]
+    step_ms: dict[str, float]
+
+
+@dataclass(frozen=True)
 class Terms:
     """What the prediction takes from this machine: the torch timings, and per node the CPU seconds a step
     costs beyond them (from a lone-step probe), the gRPC hop and the coordinator's CPU per iteration."""
@@ -56,7 +66,7 @@ class Terms:
 
 def on_own_core(measured: Measured, share: float) -> Measured:
     """`measured` as a core of its own would have timed it: the profiling run's one torch thread had
-    `share` of a core (other runnable threads took the rest). The host model applies sharing itself, so it
+    `share` of a core (other runnable work took the rest). The host model applies sharing itself, so it
     starts from unshared tables, as the probe's steps are brought back to a core of their own."""
     m = measured.measurement
 
@@ -102,12 +112,15 @@ def probe_terms(
     cores: float,
     workdir: Path,
 ) -> Terms:
-    """The probe (lone steps on the fleet holding `ranges`) turned into per-node step overheads, with each
-    step brought back to a core of its own as bench/fidelity.py's host rung does."""
+    """The probe (lone steps on the fleet holding `ranges`) turned into per-node step overheads, each step
+    brought back to a core of its own by the share of a core its worker had meanwhile (schedstat: the
+    probe's `core_share`; where the kernel keeps none, estimated from the competitors counted)."""
     placement = {n: (node_type(n), LayerRange(*r)) for n, r in ranges.items()}
     profiles = write_profiles(workdir, measured, placement)
     share = min(1.0, cores / (1.0 + probe.background))
-    overheads = step_overheads(profiles, placement, speeds, probe, measured.model.num_layers, share=share)
+    overheads = step_overheads(
+        profiles, placement, speeds, probe, measured.model.num_layers, share=share, measured_share=True
+    )
     return Terms(measured, overheads, probe.hop_latency_s, probe.coordinator_cpu_s_per_iteration, cores)
 
 
@@ -122,9 +135,9 @@ def predict(
     background: float,
     workdir: Path,
     seed: int = 0,
-) -> float:
-    """Decode tokens/s the simulator predicts for the plan in force (`ranges`) under the closed loop, with
-    `background` other runnable threads on this machine. The coordinator routes with max-flow over the
+) -> Predicted:
+    """What the simulator predicts for the plan in force (`ranges`) under the closed loop, with
+    `background` competitors for this machine's cores (bench/fidelity_load.py). The coordinator routes with max-flow over the
     plan's flows; the offline feeder holds `clients` queries in flight (a finished one is replaced)."""
     workdir.mkdir(parents=True, exist_ok=True)
     placement = {n: (node_type(n), LayerRange(*r)) for n, r in ranges.items()}
@@ -157,4 +170,10 @@ def predict(
     cluster = with_hop_latency(per_node_cluster(bundled.cluster(cluster_name)), terms.hop_latency_s)
     model = bundled.model(model_name)
     result = simulate(cluster, model, profiles, routing_plan(cluster_name, model_name, ranges), cfg)
-    return float(result.decode_tok_per_s)
+    span_s = max(1e-9, result.end_s - result.start_s)
+    nodes = result.nodes
+    return Predicted(
+        float(result.decode_tok_per_s),
+        {n: float(v["steps"]) / span_s for n, v in nodes.items()},
+        {n: 1e3 * float(v["busy_s"]) / max(1, int(v["steps"])) for n, v in nodes.items()},
+    )

@@ -2,8 +2,9 @@
 workers that are deployed side by side, as the local fleet's three workers and its coordinator are.
 
 Each process runs one CPU job at a time (a worker's step, the coordinator's turn of an iteration). While n
-jobs are runnable on a host of C cores, with B runnable threads of other tenants, each job progresses at
-min(1, C / (n + B)) of its lone speed: the kernel's fair scheduler gives every runnable thread an equal
+jobs are runnable on a host of C cores, with B other competitors (runnable threads of other tenants, or their
+sessions where the kernel shares per session, as Linux's autogroup does), each job progresses at
+min(1, C / (n + B)) of its lone speed: the kernel's fair scheduler gives every competitor an equal
 share, and a job never runs faster than on a core of its own. A GPU node has a host of its own in effect
 (its kernels do not share a GPU with another worker), which is why hosts are optional.
 """
@@ -23,7 +24,7 @@ _DONE_S = 1e-12
 @dataclass(frozen=True)
 class HostSpec:
     """Nodes (and maybe the coordinator) on one machine of `cores` CPU cores; `background` is the mean
-    number of other tenants' runnable threads there, measured (it takes a share like our own jobs do)."""
+    number of other competitors for its cores, measured (each takes a share like one of our jobs does)."""
 
     name: str
     cores: float

@@ -41,5 +41,28 @@ def test_bench_replan_live_quick_recovers_gains_on_join_and_loses_nothing(tmp_pa
     # and the fleet served in both windows; its rise is a figure of the bench, not a test assertion.
     assert f["tok_per_s_before_join"] > 0 and f["tok_per_s_after_join"] > 0
     assert f["measured_vs_predicted"] >= 0 and f["measured_vs_predicted_before_join"] >= 0
+    # The profile is brought back to a core of its own by the share its thread had; competing load is
+    # counted per session where the kernel shares per session, so never above the per-thread count.
+    assert 0 < f["profile_core_share"] <= 1
+    assert 0 <= f["background"] <= f["background_threads"] + 1e-9
+    # Each serving worker's own step figures beside the simulator's, per window.
+    assert set(f["steps_before_join"]) == {"fast2", "mid", "slow"}
+    assert set(f["steps_after_join"]) == set(f["plan_after_join"])
+    for row in [*f["steps_before_join"].values(), *f["steps_after_join"].values()]:
+        assert row["sim_steps_per_s"] > 0 and row["sim_step_ms"] > 0
     for word in ("recover_s", "lost", "measured_vs_predicted"):
         assert word in out.stdout
+
+
+def test_step_figures_are_per_window_rates_and_sit_beside_the_simulators() -> None:
+    from bench.replan_live import per_node, step_figures
+    from bench.replan_predict import Predicted
+
+    first = {"a": {"steps": 100.0, "step_ms_mean": 50.0}}
+    last = {"a": {"steps": 160.0, "step_ms_mean": 40.0}, "b": {"steps": 30.0, "step_ms_mean": 90.0}}
+    got = step_figures(first, last, 60.0)
+    assert got == {"a": {"steps_per_s": 1.0, "step_ms": 40.0}, "b": {"steps_per_s": 0.5, "step_ms": 90.0}}
+    sim = Predicted(10.0, {"a": 1.25}, {"a": 32.0})
+    rows = per_node(got, sim)
+    assert rows["a"] == {"steps_per_s": 1.0, "sim_steps_per_s": 1.25, "step_ms": 40.0, "sim_step_ms": 32.0}
+    assert rows["b"]["sim_steps_per_s"] == 0.0  # a worker the simulation did not run
