@@ -2,10 +2,12 @@
 mix), one region or several. Per size: plan time, peak memory (a fresh child process per job, its
 ru_maxrss), max-flow, coverage bound; where asked, the full offline run (660 simulated seconds) of the
 `scale` plan and of petals / swarm / separate, every plan fed in proportion to the fleet, with the run's own
-time and memory, and the ratio to the best heuristic. Last line: one JSON object.
+time and memory, and the ratio to the best heuristic. The full run's warm-up grows with the fleet as in
+bench.planner (up to 180 s: a 200-GPU fleet is still filling at 60 s, and a window that opens on the ramp
+favours plans that fill fast over plans that serve more). Last line: one JSON object.
 
     .venv/bin/python -m bench.planner --scale [--sizes 50,100,200,500,1000] [--simulate 200,1000]
-        [--regions 1,3] [--time-limit 240] [--duration 660] [--quick]
+        [--regions 1,3] [--time-limit 240] [--window 600] [--warmup S] [--quick]
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ import sys
 import time
 from typing import Any
 
-from bench.planner_fleets import initial_queries
+from bench.planner_fleets import full_run_window, initial_queries
 from planner.cluster import Cluster
 from planner.generate import multi_region, single_region
 
@@ -91,16 +93,21 @@ def _plan_job(
         "max_flow": round(plan.objective_tok_per_s, 1),
         "bound": round(float(plan.metrics.get("coverage_bound_tok_per_s") or 0.0), 1),
         "placed": len(plan.placement.ranges),
-        "stats": {k: v for k, v in plan.solver_stats.items() if k in ("tiles", "per_tile_nodes", "left_out")},
+        "stats": {
+            k: v
+            for k, v in plan.solver_stats.items()
+            if k in ("tiles", "per_tile_nodes", "left_out", "regions")
+        },
         # Without the fleet (a million links at 1,000 GPUs): the simulating child builds it again.
         "plan": {k: v for k, v in plan_to_dict(plan).items() if k != "cluster"},
     }
 
 
 def _sim_job(
-    nodes: int, regions: int, plan_doc: dict[str, Any], duration_s: float, seed: int
+    nodes: int, regions: int, plan_doc: dict[str, Any], window_s: float, warmup_s: float | None, seed: int
 ) -> dict[str, Any]:
-    """In a fresh process: the full offline run of a plan, fed in proportion to the fleet."""
+    """In a fresh process: the full offline run of a plan, fed in proportion to the fleet: `warmup_s`
+    (None: bench.planner's, growing with the fleet) then a `window_s` measured window."""
     from planner import bundled
     from planner.formats.plan_json import plan_from_dict
     from simulator.run import SimConfig, simulate
@@ -110,14 +117,20 @@ def _sim_job(
     profiles = bundled.profiles(model)
     plan = plan_from_dict(plan_doc)
     began = time.perf_counter()
+    warm = full_run_window(cluster)[0] if warmup_s is None else warmup_s
     cfg = SimConfig(
-        seed=seed, initial_queries=initial_queries(cluster), duration_s=duration_s, watch_interval_s=0
+        seed=seed,
+        initial_queries=initial_queries(cluster),
+        warmup_s=warm,
+        duration_s=warm + window_s,
+        watch_interval_s=0,
     )
     sim = simulate(cluster, model, profiles, plan, cfg)
     return {
         "sim_s": round(time.perf_counter() - began, 2),
         "cpu_s": round(time.process_time(), 2),
         "peak_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+        "warmup_s": warm,
         "events": sim.events,
         "decode_tok_per_s": round(sim.decode_tok_per_s, 1),
         "all_tok_per_s": round(sim.all_tok_per_s, 1),
@@ -138,7 +151,8 @@ def run(
     regions_list: list[int],
     *,
     time_limit_s: float,
-    duration_s: float,
+    window_s: float,
+    warmup_s: float | None,
     tile_nodes: int,
     seed: int,
 ) -> dict[str, Any]:
@@ -156,6 +170,8 @@ def run(
                 f"bound {row['bound']:9.1f}, tiles {row['stats'].get('tiles')}",
                 flush=True,
             )
+            for region, r in sorted(row["stats"].get("regions", {}).items()):
+                print(f"  {region}: chose {r.get('chosen')} of {r.get('scores')}", flush=True)
             if nodes not in simulate_sizes:
                 continue
             decode: dict[str, float] = {}
@@ -165,11 +181,12 @@ def run(
                 base = in_child(_plan_job, nodes, regions, method, time_limit_s, tile_nodes, seed)
                 plans[method] = base.pop("plan")
             for method, plan_doc in plans.items():
-                sims[method] = in_child(_sim_job, nodes, regions, plan_doc, duration_s, seed)
+                sims[method] = in_child(_sim_job, nodes, regions, plan_doc, window_s, warmup_s, seed)
                 decode[method] = sims[method]["decode_tok_per_s"]
                 s = sims[method]
                 print(
-                    f"  sim {method:9s} decode {s['decode_tok_per_s']:9.1f} tok/s, {s['events']} events, "
+                    f"  sim {method:9s} decode {s['decode_tok_per_s']:9.1f} tok/s (warm-up {s['warmup_s']:.0f} s), "
+                    f"{s['events']} events, "
                     f"{s['sim_s']:.1f} s wall ({s['cpu_s']:.1f} s CPU), peak {s['peak_mb']:.1f} MB",
                     flush=True,
                 )
@@ -190,7 +207,7 @@ def run(
                     "sims": sims,
                 }
             )
-    return {"curve": curve, "runs": runs, "time_limit_s": time_limit_s, "duration_s": duration_s}
+    return {"curve": curve, "runs": runs, "time_limit_s": time_limit_s, "window_s": window_s}
 
 
 FULL: dict[str, Any] = {
@@ -198,7 +215,7 @@ FULL: dict[str, Any] = {
     "simulate": "200,1000",
     "regions": "1,3",
     "time_limit": 240.0,
-    "duration": 660.0,
+    "window": 600.0,
     "tile_nodes": 40,
 }
 QUICK: dict[str, Any] = {
@@ -206,7 +223,8 @@ QUICK: dict[str, Any] = {
     "simulate": "48",
     "regions": "1",
     "time_limit": 10.0,
-    "duration": 40.0,
+    "window": 20.0,
+    "warmup": 20.0,
     "tile_nodes": 24,
 }
 
@@ -221,7 +239,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--simulate", help="sizes to simulate, scale vs the heuristics (default 200,1000)")
     parser.add_argument("--regions", help="region counts, 1 = one region (default 1,3)")
     parser.add_argument("--time-limit", type=float, help="plan time limit, wall-clock s (default 240)")
-    parser.add_argument("--duration", type=float, help="simulated seconds per offline run (default 660)")
+    parser.add_argument(
+        "--window", type=float, help="measured simulated seconds per offline run (default 600)"
+    )
+    parser.add_argument(
+        "--warmup", type=float, help="simulated warm-up seconds (default: grows with the fleet, 60-180)"
+    )
     parser.add_argument("--tile-nodes", type=int, help="nodes per tile of the scale method (default 40)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--quick", action="store_true", help="toy sizes (for the tests)")
@@ -236,7 +259,8 @@ def main(argv: list[str] | None = None) -> int:
         _ints(args.simulate),
         _ints(args.regions),
         time_limit_s=args.time_limit,
-        duration_s=args.duration,
+        window_s=args.window,
+        warmup_s=args.warmup,
         tile_nodes=args.tile_nodes,
         seed=args.seed,
     )

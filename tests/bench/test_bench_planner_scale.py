@@ -18,9 +18,14 @@ def test_quick_scale_run_prints_the_curve_and_json(capsys) -> None:
     assert point["nodes"] == 24 and point["placed"] == 24
     assert point["peak_mb"] > 0 and point["plan_s"] > 0
     assert 0 < point["max_flow"] <= point["bound"] * (1 + 1e-6)
+    # Which candidate won the region's contest, among those judged.
+    (region,) = point["stats"]["regions"].values()
+    assert region["chosen"] in region["scores"]
+    assert any(line.strip().startswith("default: chose ") for line in lines)
     (run,) = result["runs"]
     assert set(run["decode_tok_per_s"]) == {"scale", "petals", "swarm", "separate"}
     assert run["decode_tok_per_s"]["scale"] > 0
+    assert all(sim["warmup_s"] == 20.0 for sim in run["sims"].values())
     best = run["decode_tok_per_s"][run["best_heuristic"]]
     assert best == max(run["decode_tok_per_s"][m] for m in ("petals", "swarm", "separate"))
     assert run["ratio"] == pytest.approx(run["decode_tok_per_s"]["scale"] / best, abs=1e-3)

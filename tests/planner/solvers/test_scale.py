@@ -1,5 +1,6 @@
 """planner/solvers/scale.py: tiles are proportional samples, the tile's layout is repeated on every tile,
-and the whole fleet's plan covers the model (proxy-judged tiles, logical clock: reproducible)."""
+type stages generalise swarm, the judge picks the best candidate on a sample of the region, and the whole
+fleet's plan covers the model (proxy-judged tiles, logical clock: reproducible)."""
 
 from __future__ import annotations
 
@@ -10,8 +11,16 @@ import pytest
 from planner import bundled
 from planner.errors import InvalidInput
 from planner.generate import multi_region, single_region
-from planner.solvers import solve
-from planner.solvers.scale import repeat_layout, split_tiles, sub_cluster
+from planner.solvers import scale, solve
+from planner.solvers.scale import (
+    repeat_layout,
+    split_tiles,
+    sub_cluster,
+    type_stage_layout,
+    type_stage_recipes,
+)
+from planner.solvers.search import to_placement
+from planner.throughput import typical_throughput
 
 
 def test_split_tiles_is_proportional_and_loses_no_node() -> None:
@@ -67,6 +76,11 @@ def test_scale_plans_every_tile_the_same_way(llama) -> None:
     stats = plan.solver_stats
     assert stats["tiles"] == 2
     assert stats["left_out"] == []
+    # The proxy prefers the repeated tile to every type-stage layout on this fleet.
+    region = stats["regions"]["default"]
+    assert region["chosen"] == "tiles" and region["judged_on_nodes"] == 48
+    assert region["scores"]["tiles"] == max(region["scores"].values())
+    assert "typesA100:4-L4:4-T4:4" in region["scores"]
     assert len(plan.placement.ranges) == 48
     assert plan.placement.has_full_chain()
     assert plan.provenance["flow_split"] == "balanced"
@@ -110,3 +124,73 @@ def test_bad_tile_size_names_the_field(llama) -> None:
     with pytest.raises(InvalidInput) as err:
         solve("scale", cluster, model, profiles, settings=settings, options={"tile_nodes": 0})
     assert err.value.field == "tile_nodes"
+
+
+def _by_type(cluster) -> dict[str, list[str]]:
+    out: dict[str, list[str]] = {}
+    for n in cluster.nodes:
+        out.setdefault(n.gpu_type, []).append(n.name)
+    return out
+
+
+def test_type_stages_generalise_swarm(llama) -> None:
+    model, profiles, settings = llama
+    cluster = single_region({"A100": 8, "L4": 12, "T4": 20}, random.Random(0))
+    tp = typical_throughput(cluster, model, profiles, settings)
+    names = [n.name for n in cluster.nodes]
+    recipes = type_stage_recipes(cluster, tp, names, model.num_layers)
+    # 70B on T4s: swarm's stage is 4 layers; an A100 may hold 2 or 3 of them, L4 (7 layers) and T4 one.
+    assert recipes[0] == {"A100": 4, "L4": 4, "T4": 4}
+    assert {r["A100"] for r in recipes} == {4, 8, 12}
+    assert all(r["L4"] == 4 and r["T4"] == 4 for r in recipes)
+    layout = type_stage_layout(cluster, tp, names, model.num_layers, {"A100": 8, "L4": 4, "T4": 4})
+    assert sorted(layout) == sorted(names)
+    for name, (start, size) in layout.items():
+        assert start % size == 0 and start + size <= model.num_layers
+        assert size == (8 if cluster.node(name).gpu_type == "A100" else 4)
+    placement = to_placement(layout, model.num_layers)
+    assert placement.has_full_chain()
+    # Balanced: every layer's capacity within one node's share of the mean.
+    cap = [0.0] * model.num_layers
+    for name, (start, size) in layout.items():
+        for layer in range(start, start + size):
+            cap[layer] += tp.capacity(cluster.node(name).gpu_type, size)
+    assert max(cap) - min(cap) <= tp.capacity("A100", 8) + 1e-9
+    # A layer count that is not a multiple of the stage, or more than the GPU holds: no layout.
+    assert type_stage_layout(cluster, tp, names, model.num_layers, {"A100": 6, "L4": 4, "T4": 4}) == {}
+    assert type_stage_layout(cluster, tp, names, model.num_layers, {"A100": 4, "L4": 8, "T4": 4}) == {}
+
+
+def test_the_judge_picks_the_best_candidate_and_builds_it_on_the_whole_region(llama, monkeypatch) -> None:
+    model, profiles, settings = llama
+    cluster = single_region({"A100": 10, "L4": 14, "T4": 24}, random.Random(0))
+    # Judged on a sample (one of two tiles) when the region is bigger than JUDGE_NODES.
+    monkeypatch.setattr(scale, "JUDGE_NODES", 24)
+    judged: list[int] = []
+
+    def scorer_for(sub):
+        def score(placement):
+            judged.append(len(sub.nodes))
+            # A judge that likes one layout best: A100s holding 12 layers, every other node 4.
+            sizes = {(sub.node(n).gpu_type, r.size) for n, r in placement.ranges.items()}
+            return (2.0 if sizes == {("A100", 12), ("L4", 4), ("T4", 4)} else 1.0), {}
+
+        return score
+
+    plan = solve(
+        "scale",
+        cluster,
+        model,
+        profiles,
+        settings=settings,
+        time_limit_s=30.0,
+        options={"tile_nodes": 24, "scorer_for": scorer_for},
+    )
+    region = plan.solver_stats["regions"]["default"]
+    assert region["tiles"] == 2 and region["judged_on_nodes"] == 24
+    assert region["chosen"] == max(region["scores"], key=lambda k: (region["scores"][k], k == "tiles"))
+    assert region["chosen"] == "typesA100:12-L4:4-T4:4"
+    assert len(plan.placement.ranges) == 48 and plan.placement.has_full_chain()
+    assert {plan.placement.ranges[n].size for n in _by_type(cluster)["A100"]} == {12}
+    # Every score ran on a 24-node sub-fleet (the tile, then the sample), never on the whole fleet.
+    assert judged and set(judged) == {24}
