@@ -285,15 +285,27 @@ def run_live(quick: bool, *, workdir: Path | None = None, seed: int = 0) -> dict
     }
 
 
+STATS_STEP_WINDOW = 2048  # Stats' step_ms_mean covers a worker's last 2048 steps (services/worker/batcher.py)
+
+
 def step_figures(
     first: dict[str, dict[str, float]], last: dict[str, dict[str, float]], window_s: float
 ) -> dict[str, dict[str, float]]:
-    """Per worker over a window: steps per second, and the mean step time of its last steps (Stats keeps
-    the last 2048 step times: at most the window's own)."""
+    """Per worker over a window: steps per second, and the mean time of the steps taken in it. Stats' mean
+    covers the worker's last 2048 steps over its whole life, so a worker that ran before the window would
+    mix its earlier (differently loaded) steps in; while it has taken no more than 2048 steps, the window's
+    own mean is the difference of the two running sums. Past that, the last 2048 steps' mean is all there is."""
     out = {}
     for n, st in last.items():
-        steps = st["steps"] - first.get(n, {}).get("steps", 0.0)
-        out[n] = {"steps_per_s": steps / window_s, "step_ms": float(st["step_ms_mean"])}
+        before = first.get(n, {})
+        steps = st["steps"] - before.get("steps", 0.0)
+        step_ms = float(st["step_ms_mean"])
+        if 0 < steps and st["steps"] <= STATS_STEP_WINDOW:
+            total_ms = st["step_ms_mean"] * st["steps"] - before.get("step_ms_mean", 0.0) * before.get(
+                "steps", 0.0
+            )
+            step_ms = float(total_ms / steps)
+        out[n] = {"steps_per_s": steps / window_s, "step_ms": step_ms}
     return out
 
 

@@ -58,11 +58,19 @@ def test_step_figures_are_per_window_rates_and_sit_beside_the_simulators() -> No
     from bench.replan_live import per_node, step_figures
     from bench.replan_predict import Predicted
 
-    first = {"a": {"steps": 100.0, "step_ms_mean": 50.0}}
-    last = {"a": {"steps": 160.0, "step_ms_mean": 40.0}, "b": {"steps": 30.0, "step_ms_mean": 90.0}}
+    # a: 100 steps of 50 ms before the window, 60 of 25 ms in it (lifetime mean 40.6 ms); b: new in the window;
+    # c: past Stats' 2048-step memory, so only the last steps' mean is known.
+    first = {"a": {"steps": 100.0, "step_ms_mean": 50.0}, "c": {"steps": 3000.0, "step_ms_mean": 10.0}}
+    last = {
+        "a": {"steps": 160.0, "step_ms_mean": (100 * 50.0 + 60 * 25.0) / 160},
+        "b": {"steps": 30.0, "step_ms_mean": 90.0},
+        "c": {"steps": 3120.0, "step_ms_mean": 12.0},
+    }
     got = step_figures(first, last, 60.0)
-    assert got == {"a": {"steps_per_s": 1.0, "step_ms": 40.0}, "b": {"steps_per_s": 0.5, "step_ms": 90.0}}
+    assert got["a"]["steps_per_s"] == 1.0 and abs(got["a"]["step_ms"] - 25.0) < 1e-9
+    assert got["b"] == {"steps_per_s": 0.5, "step_ms": 90.0}
+    assert got["c"] == {"steps_per_s": 2.0, "step_ms": 12.0}
     sim = Predicted(10.0, {"a": 1.25}, {"a": 32.0})
     rows = per_node(got, sim)
-    assert rows["a"] == {"steps_per_s": 1.0, "sim_steps_per_s": 1.25, "step_ms": 40.0, "sim_step_ms": 32.0}
+    assert rows["a"] == {"steps_per_s": 1.0, "sim_steps_per_s": 1.25, "step_ms": 25.0, "sim_step_ms": 32.0}
     assert rows["b"]["sim_steps_per_s"] == 0.0  # a worker the simulation did not run
