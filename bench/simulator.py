@@ -4,6 +4,7 @@ fast score's rank agreement with full runs over the paper's stored layouts and t
 
     .venv/bin/python bench/simulator.py          # full (~1-2 minutes)
     .venv/bin/python bench/simulator.py --toy    # seconds; run by tests/bench/test_bench_simulator.py
+    .venv/bin/python bench/simulator.py --scale 1000   # CPU and memory at 1,000 GPUs (bench/simulator_scale.py)
 
 The last line is one JSON object with every figure.
 """
@@ -169,7 +170,18 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="also rerun the paper's baselines offline and its online runs (about a minute more)",
     )
+    ap.add_argument(
+        "--scale",
+        type=int,
+        metavar="NODES",
+        help="instead: the simulator's CPU time and memory on a generated fleet of NODES GPUs "
+        "(bench/simulator_scale.py, which takes more flags)",
+    )
     args = ap.parse_args(argv)
+    if args.scale is not None:
+        from bench.simulator_scale import main as scale_main
+
+        return scale_main(["--nodes", str(args.scale)])
     toy = args.toy
     full_cfg = SimConfig(duration_s=40.0, warmup_s=10.0, watch_interval_s=10) if toy else SimConfig()
 

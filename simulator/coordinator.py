@@ -197,9 +197,12 @@ class SimCoordinator:
         act = self.model.activation_bytes_per_token + token
         links: dict[tuple[str, str], SimLink] = {}
         for u, vs in succ.items():
-            for v in vs:
-                lk = self.cluster.link(u, v)
-                if lk is None:
+            wanted = set(vs)
+            # The sender's own links, in the same (link) order as `vs`: no (src, dst) index of the whole
+            # mesh is built (a million entries at a thousand GPUs).
+            for lk in self.cluster.out_links(u):
+                v = lk.dst
+                if v not in wanted:
                     continue
                 bw = lk.bandwidth_bytes_per_s
                 f = flows.get((u, v), 0.0)
@@ -358,6 +361,9 @@ class SimCoordinator:
         if worker is None:
             return
         self.failed_nodes.append(name)
+        # Queries on chains through it die; every worker that may hold one checks arrivals from now on.
+        for w in (*self.workers.values(), *self.all_workers.values(), *self.retired_workers):
+            w.reaping = True
         for q in self.live.values():
             if any(h.node == name for h in q.chain):
                 q.dead = True

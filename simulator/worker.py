@@ -44,6 +44,52 @@ class SimWorker:
     can join a batch, so a batch runs each stretch of layers as one event; the timing equals the paper's
     layer-by-layer loop (each layer costs the same for the same batch)."""
 
+    # Slots: a fleet has a thousand of these, read on every event.
+    __slots__ = (
+        "_dcache",
+        "_hcache",
+        "_lone_decode",
+        "_pcache",
+        "batch",
+        "batch_mix",
+        "batch_seg",
+        "batch_tokens",
+        "busy",
+        "busy_s",
+        "cpu_s_per_token",
+        "cpu_tokens",
+        "decode_max_context",
+        "decode_max_seqs",
+        "decode_seqs",
+        "depart",
+        "drop",
+        "entries",
+        "entry_index",
+        "failed",
+        "head",
+        "host",
+        "kv_capacity",
+        "kv_real",
+        "kv_real_peak",
+        "layers",
+        "loop",
+        "name",
+        "observer",
+        "pending",
+        "pointer",
+        "profile",
+        "prompt_max_requests",
+        "prompt_max_tokens",
+        "prompt_tokens",
+        "queues",
+        "reaping",
+        "seg_layers",
+        "speed",
+        "step_overhead_s",
+        "steps",
+        "wake_at",
+    )
+
     def __init__(
         self,
         name: str,
@@ -106,6 +152,8 @@ class SimWorker:
         self.observer: Callable[[str, str, float], None] | None = None
         self.failed = False
         self.drop: Drop | None = None
+        # Set once some query may be dead (a node failed): only then does an arrival need the check.
+        self.reaping = False
 
     # -- arrivals ------------------------------------------------------------------------------------
     def arrive(self, t: float, q: Query, entry: int) -> None:
@@ -155,21 +203,23 @@ class SimWorker:
         queues = self.queues
         if pending and pending[0][0] <= now:
             cpu_tokens = self.cpu_tokens
-            if len(queues) == 1:
-                queue0 = queues[0]
-                while pending and pending[0][0] <= now:
-                    q = heappop(pending)[2]
-                    if q.dead and self.drop is not None:
-                        self.drop(q, self.entries[0])
-                        continue
-                    queue0.append(q)
-                    cpu_tokens += q.seq_len
-            else:
+            if self.reaping:
                 while pending and pending[0][0] <= now:
                     _, _, q, entry = heappop(pending)
                     if q.dead and self.drop is not None:
                         self.drop(q, self.entries[entry])
                         continue
+                    queues[entry].append(q)
+                    cpu_tokens += q.seq_len
+            elif len(queues) == 1:
+                append = queues[0].append
+                while pending and pending[0][0] <= now:
+                    q = heappop(pending)[2]
+                    append(q)
+                    cpu_tokens += q.seq_len
+            else:
+                while pending and pending[0][0] <= now:
+                    _, _, q, entry = heappop(pending)
                     queues[entry].append(q)
                     cpu_tokens += q.seq_len
             self.cpu_tokens = cpu_tokens
@@ -265,15 +315,18 @@ class SimWorker:
             self.steps += 1
             self.prompt_tokens += self.batch_mix[0]
             self.decode_seqs += self.batch_mix[1]
-            if self.observer is not None:
+            observed = self.observer is not None
+            if observed:
                 self._observe(batch, now)
             depart = self.depart
+            push = heappush
             for q in batch:
                 # Forward to the next stage: SimLink.send and SimWorker.arrive inlined (the hot path of the
                 # whole simulation: once per query per hop).
                 hop = q.hop_i + 1
                 q.hop_i = hop
-                q.t_left = now
+                if observed:  # only the policy's hop-time feedback reads it
+                    q.t_left = now
                 route = q.route
                 if hop < len(route):
                     w, entry, link = route[hop]
@@ -284,7 +337,7 @@ class SimWorker:
                     if w.failed:
                         w.arrive(t, q, entry)
                         continue
-                    heappush(w.pending, (t, q.qid, q, entry))
+                    push(w.pending, (t, q.qid, q, entry))
                     if not w.busy:
                         wake = w.wake_at
                         if wake is None or t < wake:

@@ -97,15 +97,26 @@ def next_layers(placement: Placement, at: str, nxt: str) -> LayerRange | None:
 def successors(plan: Plan, cluster: Cluster, at: str) -> tuple[str, ...]:
     """Nodes (or the sink) a request at `at` may go to next, in the cluster's link order: the link must
     exist, and the next node must continue the layers (the sink only after the last layer)."""
-    placement = plan.placement
+    ranges = plan.placement.ranges
+    # `next_layers` inlined: a full mesh of a thousand GPUs has a million links to test.
+    if at == SOURCE:
+        reached = 0
+    else:
+        cur = ranges.get(at)
+        if cur is None:
+            return ()
+        reached = cur.end
+    last = at != SOURCE and reached == plan.placement.num_layers
     out: list[str] = []
     for link in cluster.out_links(at):
-        if link.dst == SINK:
-            cur = placement.get(at)
-            if cur is not None and cur.end == placement.num_layers:
+        dst = link.dst
+        if dst == SINK:
+            if last:
                 out.append(SINK)
-        elif next_layers(placement, at, link.dst) is not None:
-            out.append(link.dst)
+            continue
+        rng = ranges.get(dst)
+        if rng is not None and rng.start <= reached < rng.end:
+            out.append(dst)
     return tuple(out)
 
 

@@ -64,6 +64,7 @@ class KVBook:
         self._real: dict[str, float] = {}
         self._charges: dict[str, tuple[tuple[str, int], ...]] = {}
         self._groups: list[tuple[tuple[tuple[str, float, float], ...], float]] | None = None
+        self._tally: _UsageTally | None = None
 
     # -- sizes ---------------------------------------------------------------------------------------
     @property
@@ -125,6 +126,8 @@ class KVBook:
         expected = self._expected
         for node, amount in booked:
             expected[node] += amount
+        if self._tally is not None:
+            self._tally.add(booked)
         self._charges[req.request_id] = booked
 
     def release(self, request_id: str) -> bool:
@@ -132,9 +135,14 @@ class KVBook:
         booked = self._charges.pop(request_id, None)
         if booked is None:
             return False
+        expected = self._expected
+        tally = self._tally
         for node, amount in booked:
-            if node in self._expected:  # a removed node has no book left
-                self._expected[node] = max(0, self._expected[node] - amount)
+            old = expected.get(node)
+            if old is not None:  # a removed node has no book left
+                new = expected[node] = max(0, old - amount)
+                if tally is not None:
+                    tally.add(((node, new - old),))
         return True
 
     def correct(self, node: str, real_used_tokens: float) -> None:
@@ -152,6 +160,7 @@ class KVBook:
         self._held_layers.pop(node, None)
         self._slack.pop(node, None)
         self._groups = None
+        self._tally = None
 
     def forget_node(self, node: str) -> None:
         """Drop the reported real use of a node (after it restarted or left)."""
@@ -202,6 +211,11 @@ class KVBook:
         """Paper's bottleneck: split each node's capacity and use evenly over its layers; per layer sum free
         and total over its holders; usage = 1 - free/total = used/total; the maximum over layers. Without
         `ranges`, the fullest node."""
+        if used_by_node is None and self._ranges:
+            # The feeder asks after every finished prompt and query: kept as running sums, not rescanned.
+            if self._tally is None:
+                self._tally = _UsageTally(self._layer_groups(), self._ranges, self._expected)
+            return self._tally.usage()
         used = self._expected if used_by_node is None else used_by_node
         if not self._ranges:
             return max((used.get(n, 0.0) / c for n, c in self._capacity.items() if c > 0), default=0.0)
@@ -211,4 +225,50 @@ class KVBook:
                 u = sum(used.get(n, 0.0) * inv for n, _, inv in parts) / total
                 if u > best:
                     best = u
+        return best
+
+
+class _UsageTally:
+    """Bottleneck usage kept up to date as books change. Per run of layers, the expected use of its holders
+    summed per layer count (the use is an integer, so the sums are exact and never drift); a run's usage is
+    sum(use / layers) / capacity per layer, the same quantity `bottleneck_usage` sums holder by holder.
+    A charge then touches only the runs its nodes hold, and a reading costs one pass over runs x sizes."""
+
+    def __init__(
+        self,
+        groups: list[tuple[tuple[tuple[str, float, float], ...], float]],
+        ranges: Mapping[str, LayerRange],
+        expected: Mapping[str, int],
+    ) -> None:
+        self.sums: list[int] = []
+        # Per run with capacity: its total capacity per layer and (index into sums, 1 / layers) per size.
+        self.runs: list[tuple[float, tuple[tuple[int, float], ...]]] = []
+        slots_of: dict[str, list[int]] = {}
+        for parts, total in groups:
+            by_size: dict[int, int] = {}
+            for node, _, _ in parts:
+                size = ranges[node].size
+                if size not in by_size:
+                    by_size[size] = len(self.sums)
+                    self.sums.append(0)
+                slot = by_size[size]
+                self.sums[slot] += expected.get(node, 0)
+                slots_of.setdefault(node, []).append(slot)
+            if total > 0:
+                self.runs.append((total, tuple((slot, 1.0 / size) for size, slot in by_size.items())))
+        self.slots = {n: tuple(s) for n, s in slots_of.items()}
+
+    def add(self, deltas: Iterable[tuple[str, int]]) -> None:
+        sums = self.sums
+        for node, delta in deltas:
+            for slot in self.slots.get(node, ()):
+                sums[slot] += delta
+
+    def usage(self) -> float:
+        sums = self.sums
+        best = 0.0
+        for total, parts in self.runs:
+            u = sum(sums[slot] * inv for slot, inv in parts) / total
+            if u > best:
+                best = u
         return best

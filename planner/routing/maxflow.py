@@ -4,7 +4,7 @@ with the plan's edge flows as weights; admission per hop checks flow share, prom
 from __future__ import annotations
 
 import random
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 
 from planner.cluster import SINK, SOURCE, Cluster
 from planner.plan import Plan
@@ -21,6 +21,11 @@ from planner.routing.registry import register
 
 # One successor of a node as the router visits it: (IWRR index, name, Hop or None for the sink, layers).
 Step = tuple[int, str, Hop | None, int]
+
+# What a visited successor's IWRR value becomes while the router looks for the next least one, and how
+# many times it takes a min before it sorts the rest (KV-full fleets mask many successors).
+_MASKED = float("inf")
+_MIN_PASSES = 3
 
 # Successors carrying less than this share of a node's planned outflow are skipped ("Fail-Flow").
 MIN_FLOW_SHARE = 0.05
@@ -68,6 +73,18 @@ class Iwrr:
         return 0.0 if j is None else self.weights[j] / sum(self.weights)
 
 
+def _visit_order(indices: range, pick: Callable[[int], float], values: list[float]) -> Iterator[int]:
+    """Indices by ascending value, ties by index (a stable sort's order), produced lazily: the caller
+    usually takes the first. A visited index is masked in `values` so the next min skips it."""
+    for _ in range(min(_MIN_PASSES, len(indices))):
+        i = min(indices, key=pick)
+        if values[i] == _MASKED:
+            return
+        yield i
+        values[i] = _MASKED
+    yield from (i for i in sorted(indices, key=pick) if values[i] != _MASKED)
+
+
 @register("maxflow")
 class MaxFlowPolicy(RoutingPolicy):
     """Routes hop by hop from the source. At each node a successor is masked when its planned flow is under
@@ -87,6 +104,11 @@ class MaxFlowPolicy(RoutingPolicy):
         super().__init__(plan, cluster, rng=rng, prompt_max_tokens=prompt_max_tokens)
         self.min_share = min_share
         self.iwrr: dict[str, Iwrr] = {}
+        # Planned flows > 0 by sender, so finding a node's successors tests a name per link, not a pair.
+        self._flows_from: dict[str, dict[str, float]] = {}
+        for (u, v), f in plan.edge_flows.items():
+            if float(f) > 0:
+                self._flows_from.setdefault(u, {})[v] = float(f)
         nodes = (SOURCE, *plan.placement.ranges)
         for at in nodes:
             flows = self._planned_successors(at)
@@ -102,12 +124,14 @@ class MaxFlowPolicy(RoutingPolicy):
         """(successor, planned flow) for `at`'s successors with flow > 0, in the cluster's link order: the
         flows of `successors(at)`, but the links without flow (most of a full mesh) are dropped before their
         layers are checked, so building a policy after a loss stays cheap on big fleets."""
-        flow = self.plan.edge_flows
+        flows = self._flows_from.get(at)
+        if not flows:
+            return []
         placement = self.plan.placement
         out: list[tuple[str, float]] = []
         for link in self.cluster.out_links(at):
-            f = float(flow.get((at, link.dst), 0.0))
-            if f <= 0:
+            f = flows.get(link.dst)
+            if f is None:
                 continue
             if link.dst == SINK:
                 cur = placement.get(at)
@@ -137,7 +161,7 @@ class MaxFlowPolicy(RoutingPolicy):
     def choose(self, request: RouteRequest, view: RoutingView) -> Chain | None:
         # RoutingPolicy._walk fused with Iwrr.choose, because this runs once per request and is the
         # coordinator's hottest loop (bench/coordinator.py). The masks are tested lazily: successors are
-        # visited by their IWRR value (a stable sort, so the first index still wins ties) and the first
+        # visited by their IWRR value (ties by index, as a stable sort: `_visit_order`) and the first
         # admissible one is taken, which is the least-valued admissible one Iwrr.choose would take; most
         # hops then test one successor instead of all. Loads move by the same arithmetic as Iwrr's.
         work = float(request.input_len)
@@ -146,6 +170,16 @@ class MaxFlowPolicy(RoutingPolicy):
         alive = view.alive
         limits = self.prompt_max_tokens
         steps_of = self._steps
+
+        def admissible(nxt: str, size: int) -> bool:
+            if not alive(nxt):
+                return False
+            if limits:
+                limit = limits.get(nxt)
+                if limit is not None and request.input_len > limit:
+                    return False
+            return kv is None or kv.admits(nxt, tokens, size)
+
         hops: list[Hop] = []
         taken: list[tuple[Iwrr, int]] = []
         at = SOURCE
@@ -156,23 +190,24 @@ class MaxFlowPolicy(RoutingPolicy):
             table, steps = entry
             loads = table.loads
             weights = table.weights
-            order = (
-                sorted(steps, key=lambda s: loads[s[0]] + work / weights[s[0]]) if len(steps) > 1 else steps
-            )
             best = -1
             best_hop: Hop | None = None
-            for j, nxt, hop, size in order:
-                if hop is not None:
-                    if not alive(nxt):
-                        continue
-                    if limits:
-                        limit = limits.get(nxt)
-                        if limit is not None and request.input_len > limit:
-                            continue
-                    if kv is not None and not kv.admits(nxt, tokens, size):
-                        continue
-                best, best_hop = j, hop
-                break
+            if len(steps) > 1:
+                # Successors by IWRR value without sorting them all (a big fleet's source has hundreds):
+                # the least first (min keeps the first of equals, as a stable sort does), the next least
+                # only if that one is masked; after a few masked ones, the rest in sorted order.
+                values = [loads[s[0]] + work / weights[s[0]] for s in steps]
+                pick = values.__getitem__
+                indices = range(len(values))
+                for i in _visit_order(indices, pick, values):
+                    j, nxt, hop, size = steps[i]
+                    if hop is None or admissible(nxt, size):
+                        best, best_hop = j, hop
+                        break
+            elif steps:
+                j, nxt, hop, size = steps[0]
+                if hop is None or admissible(nxt, size):
+                    best, best_hop = j, hop
             if best < 0:
                 break
             loads[best] += work / weights[best]

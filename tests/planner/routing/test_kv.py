@@ -79,6 +79,46 @@ def test_bottleneck_usage_is_the_fullest_layer() -> None:
     assert book.bottleneck_usage() == pytest.approx(0.4)
 
 
+def test_bottleneck_usage_kept_as_running_sums_equals_a_fresh_scan() -> None:
+    """The running sums the feeder reads agree with the holder-by-holder scan (given the same books as an
+    explicit mapping) after every charge, release, re-charge and node removal of a random sequence."""
+    rng = random.Random(11)
+    ranges: dict[str, LayerRange] = {}
+    for i in range(30):
+        start = rng.randrange(0, 36)
+        ranges[f"n{i}"] = LayerRange(start, min(40, start + rng.randint(1, 12)))
+    caps = {n: rng.choice([0, 5_000, 80_000, 1_000_000]) for n in ranges}
+    book = KVBook(caps, output_ratio=1.0, ranges=ranges)
+    assert book.bottleneck_usage() == 0.0
+    live: list[str] = []
+    peak = 0.0
+    for i in range(600):
+        action = rng.random()
+        if action < 0.55 or not live:
+            nodes = rng.sample(sorted(book.nodes()), rng.randint(1, 4))
+            chain = tuple(Hop(n, ranges[n]) for n in nodes)
+            rid = rng.choice(live) if live and action < 0.1 else f"r{i}"  # sometimes a re-route
+            book.charge(chain, RouteRequest(rid, rng.randint(1, 900), rng.randint(0, 300)))
+            if rid not in live:
+                live.append(rid)
+        elif action < 0.98:
+            book.release(live.pop(rng.randrange(len(live))))
+        else:
+            gone = rng.choice(sorted(book.nodes()))
+            for rid in list(live):
+                if any(node == gone for node, _ in book.charged(rid)):
+                    book.release(rid)
+                    live.remove(rid)
+            book.remove_node(gone)
+        fresh = book.bottleneck_usage({n: book.used(n) for n in book.nodes()})
+        assert book.bottleneck_usage() == pytest.approx(fresh, rel=1e-12, abs=1e-15)
+        peak = max(peak, fresh)
+    assert peak > 0.5  # the books were really filled
+    for rid in live:
+        book.release(rid)
+    assert book.bottleneck_usage() == 0.0
+
+
 def test_without_nodes_drops_flows_and_detects_lost_layers() -> None:
     plan, _ = diamond()
     reduced = without_nodes(plan, ["b"])
