@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import networkx as nx
@@ -262,15 +262,24 @@ def coverage_bound(cluster: Cluster, throughput: ThroughputTable, *, rel_tol: fl
 
 
 def balanced_split(
-    cluster: Cluster, model: ModelSpec, placement: Placement, result: FlowResult
+    cluster: Cluster,
+    model: ModelSpec,
+    placement: Placement,
+    result: FlowResult,
+    *,
+    by_region: bool = False,
 ) -> dict[Edge, float] | None:
     """The same max-flow with every group of nodes holding an identical range sharing the group's flow in
     proportion to capacity, edge by edge (u in group a, v in group b: flow(a->b) x share(u) x share(v)).
     Conservation and node capacities hold by construction; returns None when a link would be overloaded.
     Preflow-push often piles a stage's flow on one replica (e.g. 758/530/188 over three equal T4s); as the
-    router's weights come from the split, that replica's KV fills first while the others idle."""
-    group_of: dict[str, tuple[int, int]] = {n: (r.start, r.end) for n, r in placement.ranges.items()}
-    members: dict[tuple[int, int], list[str]] = {}
+    router's weights come from the split, that replica's KV fills first while the others idle.
+    `by_region`: a group is an identical range within one region (a flow kept inside regions stays so)."""
+    region = {n.name: n.region for n in cluster.nodes} if by_region else {}
+    group_of: dict[str, tuple[int, int, str]] = {
+        n: (r.start, r.end, region.get(n, "")) for n, r in placement.ranges.items()
+    }
+    members: dict[tuple[int, int, str], list[str]] = {}
     for name, key in group_of.items():
         members.setdefault(key, []).append(name)
     caps = result.node_capacity_tok_per_s
@@ -282,7 +291,7 @@ def balanced_split(
     between: dict[tuple[str, str], float] = {}
 
     def label(x: str) -> str:
-        return x if x in (SOURCE, SINK) else "{}:{}".format(*group_of[x])
+        return x if x in (SOURCE, SINK) else "{}:{}:{}".format(*group_of[x])
 
     for (u, v), f in result.edge_flows.items():
         pair = (label(u), label(v))
@@ -291,8 +300,8 @@ def balanced_split(
     def nodes_of(lab: str) -> list[str]:
         if lab in (SOURCE, SINK):
             return [lab]
-        a, b = lab.split(":")
-        return members[(int(a), int(b))]
+        a, b, where = lab.split(":", 2)
+        return members[(int(a), int(b), where)]
 
     out: dict[Edge, float] = {}
     for (a, b), f in between.items():
@@ -340,16 +349,22 @@ def plan_from_placement(
     solver_stats: Mapping[str, Any] | None = None,
     provenance: Mapping[str, Any] | None = None,
     metrics: Mapping[str, Any] | None = None,
+    within_regions: bool = False,
 ) -> Plan:
     """A Plan for `placement`: its max-flow edge split (routing weights), objective and bounds. `split`:
     "preflow" (networkx's split, as the paper's scheduler uses) or "balanced" (see `balanced_split`;
     falls back to preflow where links would be overloaded). `partial`: True routes over arcs into
     overlapping ranges too, False over exact joins only, None (the default) chooses as `choose_partial`,
     so a layout gets the same plan whichever path (`brl simulate --placement`, `brl plan evaluate`, this
-    function) made it; the choice is recorded in provenance["partial_inference"]."""
+    function) made it; the choice is recorded in provenance["partial_inference"]. `within_regions`: flow
+    only over links inside a region (and to and from the coordinator), for layouts planned region by region
+    (`scale`); the plan still embeds the whole fleet."""
     if split not in ("preflow", "balanced"):
         raise InvalidInput(f"unknown flow split {split!r}; expected preflow or balanced", field="split")
     tp = throughput or typical_throughput(cluster, model, profiles, settings)
+    whole = cluster
+    if within_regions:
+        cluster = region_local(cluster)
     if partial is None:
         partial, result = choose_partial(cluster, model, profiles, placement, tp)
     else:
@@ -357,7 +372,7 @@ def plan_from_placement(
     edge_flows: Mapping[Edge, float] = result.edge_flows
     used_split = "preflow"
     if split == "balanced":
-        balanced = balanced_split(cluster, model, placement, result)
+        balanced = balanced_split(cluster, model, placement, result, by_region=within_regions)
         if balanced is not None:
             edge_flows, used_split = balanced, "balanced"
     bound = min(compute_bound(cluster, tp), coverage_bound(cluster, tp))
@@ -375,9 +390,11 @@ def plan_from_placement(
         all_metrics[key] = ceiling if math.isfinite(ceiling) else None
     all_metrics.update(metrics or {})
     prov: dict[str, Any] = {"partial_inference": partial, "flow_split": used_split}
+    if within_regions:
+        prov["flow_within_regions"] = True
     prov.update(provenance or {})
     return Plan(
-        cluster_name=cluster.name,
+        cluster_name=whole.name,
         model_name=model.name,
         method=method,
         placement=placement,
@@ -387,10 +404,23 @@ def plan_from_placement(
         solver_stats=dict(solver_stats or {}),
         provenance=prov,
         metrics=all_metrics,
-        cluster=cluster,
+        cluster=whole,
         model=model,
         profiles_name=profiles.model_name,
     )
+
+
+def region_local(cluster: Cluster) -> Cluster:
+    """`cluster` without the links between nodes of different regions. A layout planned region by region
+    repeats the same ranges in every region; a balanced split shares each range's flow over all its
+    holders, so two thirds of a three-region fleet's hops would cross slow links its plan never meant."""
+    region = {n.name: n.region for n in cluster.nodes}
+    links = tuple(
+        lk
+        for lk in cluster.links
+        if lk.src not in region or lk.dst not in region or region[lk.src] == region[lk.dst]
+    )
+    return replace(cluster, links=links)
 
 
 def peak_flow_bound(

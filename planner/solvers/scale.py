@@ -322,7 +322,13 @@ def solve_scale(ctx: SolveContext) -> SolveResult:
     stats["plan_s"] = round(ctx.now() - started, 3)
     stats["tiles"] = sum(r["tiles"] for r in stats["regions"].values())
     stats["per_tile_nodes"] = math.ceil(total / max(1, stats["tiles"]))
-    return SolveResult(to_placement(layout, num_layers), partial=False, stats=stats, split="balanced")
+    return SolveResult(
+        to_placement(layout, num_layers),
+        partial=False,
+        stats=stats,
+        split="balanced",
+        within_regions=len(regions) > 1,
+    )
 
 
 def _recipe_name(layers_of: Mapping[str, int]) -> str:

@@ -161,6 +161,47 @@ def test_balanced_split_keeps_the_flow_and_spreads_replicas(fleet70) -> None:
         assert max(through) == pytest.approx(min(through))
 
 
+def test_a_layout_planned_per_region_routes_inside_its_regions() -> None:
+    """Two regions, each holding the model as the same eight stages: the balanced split over the whole fleet
+    sends half of every hop across the slow link between them; kept within regions, none crosses, the flow
+    is conserved node by node, and the plan still embeds the whole fleet (its cross-region links too)."""
+    import random
+
+    from planner.generate import multi_region
+
+    model = bundled.model("llama2-70b")
+    profiles = bundled.profiles(model)
+    cluster = multi_region({"r0": {"A100": 8}, "r1": {"A100": 8}}, random.Random(0), coordinator_region="r0")
+    table = typical_throughput(cluster, model, profiles, bundled.helix_settings(model))
+    region = {n.name: n.region for n in cluster.nodes}
+    ranges = {}
+    for r in ("r0", "r1"):
+        names = [n for n in region if region[n] == r]
+        for i, n in enumerate(names):
+            ranges[n] = LayerRange(10 * i, 10 * i + 10)
+    placement = Placement(80, ranges)
+
+    def crossing(plan) -> float:
+        return sum(
+            f
+            for (u, v), f in plan.edge_flows.items()
+            if u in region and v in region and region[u] != region[v]
+        )
+
+    kwargs = {"method": "x", "throughput": table, "partial": False, "split": "balanced"}
+    whole = plan_from_placement(cluster, model, profiles, placement, **kwargs)
+    local = plan_from_placement(cluster, model, profiles, placement, within_regions=True, **kwargs)
+    assert crossing(whole) > 0.1 * whole.objective_tok_per_s
+    assert crossing(local) == 0.0
+    assert local.provenance["flow_split"] == "balanced" and local.provenance["flow_within_regions"] is True
+    assert sum(local.out_flows(SOURCE).values()) == pytest.approx(local.objective_tok_per_s)
+    for name in placement:
+        inflow = sum(f for (_, v), f in local.edge_flows.items() if v == name)
+        outflow = sum(f for (u, _), f in local.edge_flows.items() if u == name)
+        assert inflow == pytest.approx(outflow) and inflow > 0
+    assert local.cluster == cluster
+
+
 def test_unknown_split_is_an_input_error(fleet70) -> None:
     from planner.errors import InvalidInput
 

@@ -39,12 +39,16 @@ def vllm_worker(smollm2_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> 
             pytest.fail(f"vLLM worker exited {proc.returncode}:\n{log.read_text()[-3000:]}")
         yield address
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        _stop(proc)
+
+
+def _stop(proc: subprocess.Popen[str]) -> None:
+    proc.terminate()
+    try:
+        proc.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
 
 
 def _wanted_names(model_dir: Path, start: int, end: int) -> set[str]:
@@ -143,9 +147,4 @@ def test_an_empty_vllm_worker_warms_up_before_it_registers_and_then_loads(
         assert "vLLM warmed up" in log.read_text()  # before the address line, not in the first Load
         assert asyncio.run(run(address)) == hf_greedy(smollm2_dir, prompts, NEW_TOKENS)
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        _stop(proc)
