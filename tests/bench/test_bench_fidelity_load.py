@@ -3,6 +3,7 @@ takes one share whatever its thread count, so a session of several busy processe
 processes are never competitors."""
 
 import os
+import signal
 import subprocess
 import sys
 import threading
@@ -41,7 +42,9 @@ def test_count_shares_per_session_or_per_thread_and_leaves_ours_out() -> None:
 
 def test_a_session_of_busy_processes_is_runnable_with_one_session_id() -> None:
     # Three spinning processes in one new session (bash's children inherit it).
-    cmd = " & ".join([f"{sys.executable} -c {SPIN.format(s=3)!r}"] * 3) + " & wait"
+    # One line (bash would pass SPIN's newlines as backslash-n); 20 s, killed as a group at the end.
+    spin = "import time; t = time.time(); [0 for _ in iter(lambda: time.time() - t < 20, False)]"
+    cmd = " & ".join([f'{sys.executable} -c "{spin}"'] * 3) + " & wait"
     proc = subprocess.Popen(["bash", "-c", cmd], start_new_session=True)
     try:
         seen: list[Task] = []
@@ -59,7 +62,7 @@ def test_a_session_of_busy_processes_is_runnable_with_one_session_id() -> None:
         assert count(seen, set(), by_session=False).competitors == 3
         assert count(seen, spinners, by_session=True) == Count(0, 3, 0)
     finally:
-        proc.kill()
+        os.killpg(proc.pid, signal.SIGKILL)
         proc.wait()
 
 
