@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Any
 
 import networkx as nx
@@ -131,25 +131,45 @@ def build_flow_graph(
 
 
 def max_flow(g: nx.DiGraph, *, value_only: bool = False) -> tuple[float, dict[Any, dict[Any, float]]]:
-    """networkx's default preflow-push (the split the paper's router uses). Its implementation can raise
-    IndexError on graphs with dead-end parts; those carry no flow, so retry on the part that lies on some
-    source-sink path, and fall back to Edmonds-Karp only if that fails too."""
+    """networkx's default preflow-push (the split the paper's router uses), on a copy of `g` whose nodes
+    are numbered in `g`'s build order. Preflow-push discharges "an arbitrary element" of a set of active
+    nodes; with string and tuple names that set's order follows the per-process hash salt
+    (PYTHONHASHSEED), so one placement got another split (and a max-flow differing in its last bits) in
+    every process. Integers hash to themselves, so numbered nodes take the same path in every run."""
     if SOURCE not in g or SINK not in g:
         return 0.0, {}
+    names = list(g)
+    index = {n: i for i, n in enumerate(names)}
+    numbered = nx.DiGraph()
+    numbered.add_nodes_from(range(len(names)))
+    numbered.add_edges_from((index[u], index[v], data) for u, v, data in g.edges(data=True))
+    value, flow = _numbered_max_flow(numbered, index[SOURCE], index[SINK], value_only)
+    named = {names[u]: {names[v]: f for v, f in row.items()} for u, row in flow.items()}
+    return value, named
+
+
+def _numbered_max_flow(
+    g: nx.DiGraph, source: int, sink: int, value_only: bool
+) -> tuple[float, dict[int, dict[int, float]]]:
+    """Preflow-push can raise IndexError on graphs with dead-end parts; those carry no flow, so retry on
+    the part that lies on some source-sink path, and fall back to Edmonds-Karp only if that fails too."""
     try:
         if value_only:
-            return float(nx.maximum_flow_value(g, SOURCE, SINK)), {}
-        value, flow = nx.maximum_flow(g, SOURCE, SINK)
+            return float(nx.maximum_flow_value(g, source, sink)), {}
+        value, flow = nx.maximum_flow(g, source, sink)
         return float(value), flow
     except IndexError:
         pass
-    useful = nx.descendants(g, SOURCE) & nx.ancestors(g, SINK) | {SOURCE, SINK}
-    sub = g.subgraph([n for n in g if n in useful]).copy()
-    full: dict[Any, dict[Any, float]] = {u: dict.fromkeys(g[u], 0.0) for u in g}
+    useful = nx.descendants(g, source) & nx.ancestors(g, sink) | {source, sink}
+    # Built in g's order, not from `useful` (a set): a subgraph view iterates its node set when small.
+    sub = nx.DiGraph()
+    sub.add_nodes_from(n for n in g if n in useful)
+    sub.add_edges_from((u, v, d) for u, v, d in g.edges(data=True) if u in useful and v in useful)
+    full: dict[int, dict[int, float]] = {u: dict.fromkeys(g[u], 0.0) for u in g}
     try:
-        value, flow = nx.maximum_flow(sub, SOURCE, SINK)
+        value, flow = nx.maximum_flow(sub, source, sink)
     except IndexError:
-        value, flow = nx.maximum_flow(sub, SOURCE, SINK, flow_func=nx.algorithms.flow.edmonds_karp)
+        value, flow = nx.maximum_flow(sub, source, sink, flow_func=nx.algorithms.flow.edmonds_karp)
     for u, row in flow.items():
         full[u].update(row)
     return float(value), full
@@ -261,62 +281,6 @@ def coverage_bound(cluster: Cluster, throughput: ThroughputTable, *, rel_tol: fl
     return lo
 
 
-def balanced_split(
-    cluster: Cluster,
-    model: ModelSpec,
-    placement: Placement,
-    result: FlowResult,
-    *,
-    by_region: bool = False,
-) -> dict[Edge, float] | None:
-    """The same max-flow with every group of nodes holding an identical range sharing the group's flow in
-    proportion to capacity, edge by edge (u in group a, v in group b: flow(a->b) x share(u) x share(v)).
-    Conservation and node capacities hold by construction; returns None when a link would be overloaded.
-    Preflow-push often piles a stage's flow on one replica (e.g. 758/530/188 over three equal T4s); as the
-    router's weights come from the split, that replica's KV fills first while the others idle.
-    `by_region`: a group is an identical range within one region (a flow kept inside regions stays so)."""
-    region = {n.name: n.region for n in cluster.nodes} if by_region else {}
-    group_of: dict[str, tuple[int, int, str]] = {
-        n: (r.start, r.end, region.get(n, "")) for n, r in placement.ranges.items()
-    }
-    members: dict[tuple[int, int, str], list[str]] = {}
-    for name, key in group_of.items():
-        members.setdefault(key, []).append(name)
-    caps = result.node_capacity_tok_per_s
-    share: dict[str, float] = {}
-    for names in members.values():
-        total = sum(caps[n] for n in names)
-        for n in names:
-            share[n] = caps[n] / total if total > 0 else 1.0 / len(names)
-    between: dict[tuple[str, str], float] = {}
-
-    def label(x: str) -> str:
-        return x if x in (SOURCE, SINK) else "{}:{}:{}".format(*group_of[x])
-
-    for (u, v), f in result.edge_flows.items():
-        pair = (label(u), label(v))
-        between[pair] = between.get(pair, 0.0) + f
-
-    def nodes_of(lab: str) -> list[str]:
-        if lab in (SOURCE, SINK):
-            return [lab]
-        a, b, where = lab.split(":", 2)
-        return members[(int(a), int(b), where)]
-
-    out: dict[Edge, float] = {}
-    for (a, b), f in between.items():
-        for u in nodes_of(a):
-            for v in nodes_of(b):
-                flow = f * share.get(u, 1.0) * share.get(v, 1.0)
-                if flow <= 0:
-                    continue
-                link = cluster.link(u, v)
-                if link is None or flow > link_tok_per_s(link, model) * (1 + 1e-9):
-                    return None
-                out[(u, v)] = flow
-    return out
-
-
 def choose_partial(
     cluster: Cluster,
     model: ModelSpec,
@@ -352,13 +316,16 @@ def plan_from_placement(
     within_regions: bool = False,
 ) -> Plan:
     """A Plan for `placement`: its max-flow edge split (routing weights), objective and bounds. `split`:
-    "preflow" (networkx's split, as the paper's scheduler uses) or "balanced" (see `balanced_split`;
+    "preflow" (networkx's split, as the paper's scheduler uses) or "balanced" (see `flow_split.balanced_split`;
     falls back to preflow where links would be overloaded). `partial`: True routes over arcs into
     overlapping ranges too, False over exact joins only, None (the default) chooses as `choose_partial`,
     so a layout gets the same plan whichever path (`brl simulate --placement`, `brl plan evaluate`, this
     function) made it; the choice is recorded in provenance["partial_inference"]. `within_regions`: flow
     only over links inside a region (and to and from the coordinator), for layouts planned region by region
     (`scale`); the plan still embeds the whole fleet."""
+    # Imported here: planner.flow_split builds on this module's FlowResult and link capacities.
+    from planner.flow_split import balanced_split, region_local
+
     if split not in ("preflow", "balanced"):
         raise InvalidInput(f"unknown flow split {split!r}; expected preflow or balanced", field="split")
     tp = throughput or typical_throughput(cluster, model, profiles, settings)
@@ -408,19 +375,6 @@ def plan_from_placement(
         model=model,
         profiles_name=profiles.model_name,
     )
-
-
-def region_local(cluster: Cluster) -> Cluster:
-    """`cluster` without the links between nodes of different regions. A layout planned region by region
-    repeats the same ranges in every region; a balanced split shares each range's flow over all its
-    holders, so two thirds of a three-region fleet's hops would cross slow links its plan never meant."""
-    region = {n.name: n.region for n in cluster.nodes}
-    links = tuple(
-        lk
-        for lk in cluster.links
-        if lk.src not in region or lk.dst not in region or region[lk.src] == region[lk.dst]
-    )
-    return replace(cluster, links=links)
 
 
 def peak_flow_bound(

@@ -1,23 +1,12 @@
 """The chaos benchmark's toy run: real worker processes killed and restarted under load; nothing lost."""
 
-import json
-import subprocess
-import sys
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[2]
+from tests.bench.bench_run import bench_figures
 
 
 def test_bench_chaos_quick_loses_nothing_and_prints_json_last(tmp_path: Path) -> None:
-    out = subprocess.run(
-        [sys.executable, str(ROOT / "bench" / "chaos.py"), "--quick", "--workdir", str(tmp_path)],
-        capture_output=True,
-        text=True,
-        cwd=ROOT,
-        timeout=400,
-    )
-    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
-    figures = json.loads(out.stdout.strip().splitlines()[-1])
+    figures, stdout = bench_figures("chaos.py", "--quick", "--workdir", str(tmp_path), timeout_s=400)
     assert figures["bench"] == "chaos" and figures["quick"] is True
     assert figures["kills"] >= 1 and figures["restarts"] >= 1
     assert figures["workers_lost"] >= 1  # the coordinator noticed the kills
@@ -26,21 +15,13 @@ def test_bench_chaos_quick_loses_nothing_and_prints_json_last(tmp_path: Path) ->
     assert figures["kv_left_tokens"] == 0 and figures["running_after"] == 0 and figures["waiting_after"] == 0
     assert figures["ratio_chaos_vs_calm"] > 0
     for word in ("completed", "retried", "failed", "lost"):
-        assert word in out.stdout
+        assert word in stdout
 
 
 def test_bench_chaos_quick_with_permanent_losses_and_joins_loses_nothing(tmp_path: Path) -> None:
     # Kills every 2-3 s so that the short run draws a permanent loss and a join as well as restarts.
     args = ["--quick", "--auto-replan", "--permanent", "--joins", "--kill-every-s", "2", "3", "--seed", "1"]
-    out = subprocess.run(
-        [sys.executable, str(ROOT / "bench" / "chaos.py"), *args, "--workdir", str(tmp_path)],
-        capture_output=True,
-        text=True,
-        cwd=ROOT,
-        timeout=500,
-    )
-    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
-    figures = json.loads(out.stdout.strip().splitlines()[-1])
+    figures, _ = bench_figures("chaos.py", *args, "--workdir", str(tmp_path), timeout_s=500)
     assert figures["auto_replan"] is True and figures["kills"] >= 1
     assert figures["permanent_losses"] + figures["joins"] >= 1, figures
     assert figures["lost"] == 0

@@ -1,11 +1,7 @@
 """The coordinator overhead bench's toy run (real coordinator processes, stub gRPC workers), and its
 routing half checked against the walk it replaced."""
 
-import json
 import random
-import subprocess
-import sys
-from pathlib import Path
 
 from bench.coordinator_routing import (
     FLEET42,
@@ -20,20 +16,11 @@ from planner.generate import single_region
 from planner.routing import make_policy, reflow_without, replan_without
 from planner.routing.maxflow import MaxFlowPolicy
 from planner.solvers import solve
-
-ROOT = Path(__file__).resolve().parents[2]
+from tests.bench.bench_run import bench_figures
 
 
 def test_bench_coordinator_quick_prints_json_last() -> None:
-    out = subprocess.run(
-        [sys.executable, str(ROOT / "bench" / "coordinator.py"), "--quick"],
-        capture_output=True,
-        text=True,
-        check=True,
-        cwd=ROOT,
-        timeout=300,
-    )
-    figures = json.loads(out.stdout.strip().splitlines()[-1])
+    figures, _ = bench_figures("coordinator.py", "--quick")
     assert figures["quick"] is True
     assert figures["routing.nodes24.decisions_per_s"] > 0
     assert figures["routing.nodes24.speedup"] > 0

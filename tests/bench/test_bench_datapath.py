@@ -1,28 +1,17 @@
 """The data-path benchmark's toy run: three real worker processes, figures and JSON last."""
 
-import json
 import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
+from tests.bench.bench_run import bench_figures, run_bench
 from tests.services.worker.conftest import save_tiny_llama
-
-ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_bench_datapath_quick_prints_json_last() -> None:
-    out = subprocess.run(
-        [sys.executable, str(ROOT / "bench" / "datapath.py"), "--quick"],
-        capture_output=True,
-        text=True,
-        check=True,
-        cwd=ROOT,
-        timeout=300,
-    )
-    figures = json.loads(out.stdout.strip().splitlines()[-1])
+    figures, _ = bench_figures("datapath.py", "--quick")
     assert figures["bench"] == "datapath" and figures["quick"] is True
     assert (figures["backend"], figures["device"], figures["dtype"]) == ("torch", "cpu", "float32")
     assert figures["layers"] == [[0, 7], [7, 19], [19, 30]]
@@ -34,14 +23,7 @@ def test_bench_datapath_quick_prints_json_last() -> None:
 
 
 def _bench(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, str(ROOT / "bench" / "datapath.py"), *args],
-        capture_output=True,
-        text=True,
-        cwd=ROOT,
-        timeout=600,
-        env=env,
-    )
+    return run_bench("datapath.py", *args, timeout_s=600, env=env)
 
 
 def test_cuda_without_a_device_says_so_in_one_line_and_exits_2() -> None:
@@ -65,9 +47,8 @@ def test_cuda_needs_the_vllm_backend() -> None:
 def test_bench_datapath_vllm_on_cpu_at_toy_size(tmp_path: Path) -> None:
     """One vLLM engine in the bench process against three `brl worker --backend vllm` processes."""
     model = save_tiny_llama(tmp_path / "tiny")
-    out = _bench("--backend", "vllm", "--device", "cpu", "--quick", "--model", str(model))
-    assert out.returncode == 0, out.stderr[-3000:]
-    figures = json.loads(out.stdout.strip().splitlines()[-1])
+    args = ("--backend", "vllm", "--device", "cpu", "--quick", "--model", str(model))
+    figures, _ = bench_figures("datapath.py", *args, timeout_s=600)
     assert (figures["backend"], figures["device"], figures["dtype"]) == ("vllm", "cpu", "float32")
     assert figures["layers"] == [[0, 1], [1, 4], [4, 6]]
     assert set(figures["batches"]) == {"1", "8"}

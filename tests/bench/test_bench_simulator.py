@@ -1,21 +1,8 @@
-import json
-import subprocess
-import sys
-from pathlib import Path
-
-ROOT = Path(__file__).resolve().parents[2]
+from tests.bench.bench_run import bench_figures
 
 
 def test_bench_simulator_toy_prints_json_last() -> None:
-    out = subprocess.run(
-        [sys.executable, str(ROOT / "bench" / "simulator.py"), "--toy", "--no-candidates"],
-        capture_output=True,
-        text=True,
-        check=True,
-        cwd=ROOT,
-        timeout=300,
-    )
-    figures = json.loads(out.stdout.strip().splitlines()[-1])
+    figures, _ = bench_figures("simulator.py", "--toy", "--no-candidates")
     assert figures["bench"] == "simulator" and figures["toy"] is True
     assert figures["events"] > 0 and figures["events_per_s"] > 0 and figures["peak_rss_bytes"] > 0
     assert -1.0 <= figures["score_rank_correlation"] <= 1.0

@@ -16,18 +16,8 @@ from planner.flow import (
     solve_max_flow,
 )
 from planner.placement import LayerRange, Placement
-from planner.throughput import typical_throughput
 
 PAPER_70B = {"ilp": 1289.56, "petals": 952.11, "swarm": 757.85, "homogeneous": 531.70}
-
-
-@pytest.fixture(scope="module")
-def fleet70():
-    cluster = bundled.cluster("cluster24")
-    model = bundled.model("llama2-70b")
-    profiles = bundled.profiles(model)
-    table = typical_throughput(cluster, model, profiles, bundled.helix_settings(model))
-    return cluster, model, profiles, table
 
 
 @pytest.mark.parametrize(("layout", "value"), sorted(PAPER_70B.items()))
@@ -124,82 +114,6 @@ def test_plan_from_placement_records_flows_and_bound(fleet70) -> None:
     assert plan.bound_tok_per_s is not None and plan.bound_tok_per_s >= plan.objective_tok_per_s
     assert sum(plan.out_flows(SOURCE).values()) == pytest.approx(plan.objective_tok_per_s)
     assert plan.metrics["compute_bound_tok_per_s"] == pytest.approx(2803.86, rel=1e-3)
-
-
-def test_balanced_split_keeps_the_flow_and_spreads_replicas(fleet70) -> None:
-    """Three T4s holding the same range share its flow by capacity; value, conservation, capacities hold."""
-    cluster, model, profiles, table = fleet70
-    types = {n.name: n.gpu_type for n in cluster.nodes}
-    a100 = [n for n, t in types.items() if t == "A100"]
-    t4 = [n for n, t in types.items() if t == "T4"][:9]
-    l4 = [n for n, t in types.items() if t == "L4"]
-    ranges = {}
-    for i, n in enumerate(a100):
-        ranges[n] = LayerRange(9 * i, 9 * i + 9)
-    for i in range(3):
-        for n in t4[3 * i : 3 * i + 3]:
-            ranges[n] = LayerRange(36 + 4 * i, 40 + 4 * i)
-    for i, n in enumerate(l4):
-        ranges[n] = LayerRange(48 + 4 * i, 52 + 4 * i)
-    placement = Placement(80, ranges)
-    pre = plan_from_placement(
-        cluster, model, profiles, placement, method="x", throughput=table, partial=False
-    )
-    bal = plan_from_placement(
-        cluster, model, profiles, placement, method="x", throughput=table, partial=False, split="balanced"
-    )
-    assert bal.provenance["flow_split"] == "balanced"
-    assert bal.objective_tok_per_s == pre.objective_tok_per_s
-    assert sum(bal.out_flows(SOURCE).values()) == pytest.approx(bal.objective_tok_per_s)
-    for name in placement:
-        inflow = sum(f for (_, v), f in bal.edge_flows.items() if v == name)
-        outflow = sum(f for (u, _), f in bal.edge_flows.items() if u == name)
-        assert inflow == pytest.approx(outflow)
-        assert inflow <= table.tp(types[name], ranges[name].size) * (1 + 1e-9)
-    for i in range(3):
-        through = [sum(f for (_, v), f in bal.edge_flows.items() if v == n) for n in t4[3 * i : 3 * i + 3]]
-        assert max(through) == pytest.approx(min(through))
-
-
-def test_a_layout_planned_per_region_routes_inside_its_regions() -> None:
-    """Two regions, each holding the model as the same eight stages: the balanced split over the whole fleet
-    sends half of every hop across the slow link between them; kept within regions, none crosses, the flow
-    is conserved node by node, and the plan still embeds the whole fleet (its cross-region links too)."""
-    import random
-
-    from planner.generate import multi_region
-
-    model = bundled.model("llama2-70b")
-    profiles = bundled.profiles(model)
-    cluster = multi_region({"r0": {"A100": 8}, "r1": {"A100": 8}}, random.Random(0), coordinator_region="r0")
-    table = typical_throughput(cluster, model, profiles, bundled.helix_settings(model))
-    region = {n.name: n.region for n in cluster.nodes}
-    ranges = {}
-    for r in ("r0", "r1"):
-        names = [n for n in region if region[n] == r]
-        for i, n in enumerate(names):
-            ranges[n] = LayerRange(10 * i, 10 * i + 10)
-    placement = Placement(80, ranges)
-
-    def crossing(plan) -> float:
-        return sum(
-            f
-            for (u, v), f in plan.edge_flows.items()
-            if u in region and v in region and region[u] != region[v]
-        )
-
-    kwargs = {"method": "x", "throughput": table, "partial": False, "split": "balanced"}
-    whole = plan_from_placement(cluster, model, profiles, placement, **kwargs)
-    local = plan_from_placement(cluster, model, profiles, placement, within_regions=True, **kwargs)
-    assert crossing(whole) > 0.1 * whole.objective_tok_per_s
-    assert crossing(local) == 0.0
-    assert local.provenance["flow_split"] == "balanced" and local.provenance["flow_within_regions"] is True
-    assert sum(local.out_flows(SOURCE).values()) == pytest.approx(local.objective_tok_per_s)
-    for name in placement:
-        inflow = sum(f for (_, v), f in local.edge_flows.items() if v == name)
-        outflow = sum(f for (u, _), f in local.edge_flows.items() if u == name)
-        assert inflow == pytest.approx(outflow) and inflow > 0
-    assert local.cluster == cluster
 
 
 def test_unknown_split_is_an_input_error(fleet70) -> None:

@@ -44,6 +44,16 @@ def test_round_trip(tmp_path: Path) -> None:
     assert plan_from_dict(plan_to_dict(back)) == back
 
 
+def assert_load_fails(f: Path, data: dict[str, Any], field: str, expected: str) -> None:
+    """`data` written to `f` is refused on load, naming the file and the field."""
+    f.write_text(json.dumps(data))
+    with pytest.raises(InvalidInput) as err:
+        load_plan(f)
+    assert err.value.source == str(f)
+    assert err.value.field == field
+    assert expected in str(err.value)
+
+
 @pytest.mark.parametrize(
     ("mutate", "field", "expected"),
     [
@@ -70,13 +80,7 @@ def test_round_trip(tmp_path: Path) -> None:
 def test_malformed_plan(tmp_path: Path, mutate: object, field: str, expected: str) -> None:
     data = plan_to_dict(_plan())
     mutate(data)  # type: ignore[operator]
-    f = tmp_path / "plan.json"
-    f.write_text(json.dumps(data))
-    with pytest.raises(InvalidInput) as err:
-        load_plan(f)
-    assert err.value.source == str(f)
-    assert err.value.field == field
-    assert expected in str(err.value)
+    assert_load_fails(tmp_path / "plan.json", data, field, expected)
 
 
 @pytest.mark.parametrize("text", ["", '{"cluster_name": ', "[1, 2]"])
@@ -167,10 +171,4 @@ def test_an_embedded_fleet_that_disagrees_names_file_and_field(
     data = plan_to_dict(_planned())
     assert "n0" in data["placement"]
     mutate(data)  # type: ignore[operator]
-    f = tmp_path / "plan.json"
-    f.write_text(json.dumps(data))
-    with pytest.raises(InvalidInput) as err:
-        load_plan(f)
-    assert err.value.source == str(f)
-    assert err.value.field == field
-    assert expected in str(err.value)
+    assert_load_fails(tmp_path / "plan.json", data, field, expected)

@@ -13,14 +13,10 @@ from typing import Any
 
 import httpx
 
-from planner import bundled
-from planner.flow import plan_from_placement
-from planner.formats.plan_json import save_plan
-from planner.placement import LayerRange, Placement
 from services.coordinator.settings import from_env
+from tests.services.controller.replan_fleet import replan_fleet, rollout_status
 from tests.services.coordinator.fleet_procs import MODEL, ProcFleet, WorkerSpec, stream_completion
 
-ADMIN_KEY = "admin-test-key"
 SPECS = (
     WorkerSpec("fast", 0, 10, gpu_type="cpu-fast"),
     WorkerSpec("mid", 10, 20, gpu_type="cpu-mid"),
@@ -29,22 +25,6 @@ SPECS = (
 )
 PROMPTS = ("The capital of France is", "One, two, three,", "The sky is", "Water boils at")
 MAX_TOKENS = 12
-
-
-def write_plan(path: Path) -> None:
-    model = bundled.model(MODEL)
-    placement = Placement(model.num_layers, {s.name: LayerRange(s.start, s.end) for s in SPECS})
-    cluster = bundled.cluster("local-cpu4")
-    save_plan(plan_from_placement(cluster, model, bundled.profiles(model), placement, method="test"), path)
-
-
-def rollout_status(fleet: ProcFleet) -> dict[str, Any]:
-    resp = httpx.get(
-        f"{fleet.base_url}/admin/rollout", headers={"Authorization": f"Bearer {ADMIN_KEY}"}, timeout=5
-    )
-    resp.raise_for_status()
-    body: dict[str, Any] = resp.json()
-    return body
 
 
 async def complete(client: httpx.AsyncClient, base_url: str, prompt: str) -> tuple[int, str]:
@@ -94,7 +74,7 @@ async def scenario(fleet: ProcFleet) -> None:
     # Token-exact (greedy) against the answers of the old fleet.
     assert after == reference
 
-    figures = rollout_status(fleet)
+    figures = rollout_status(fleet, timeout_s=5)
     last = figures["last"]
     assert figures["enabled"] is True and last["outcome"] == "rolled_out", figures
     assert last["lost"] == ["fast"] and last["uncovered_before"] == [[0, 10]]
@@ -115,16 +95,6 @@ async def scenario(fleet: ProcFleet) -> None:
 
 
 def test_kill_sole_holder_rolls_out_new_plan_and_loses_nothing(tmp_path: Path) -> None:
-    plan_path = tmp_path / "plan.json"
-    write_plan(plan_path)
-    with ProcFleet(
-        tmp_path,
-        coordinator_args=["--plan", str(plan_path), "--cluster", "local-cpu4"],
-        coordinator_env={"BRL_AUTO_REPLAN": "1", "BRL_ADMIN_API_KEY": ADMIN_KEY},
-    ) as fleet:
-        fleet.start_coordinator()
-        fleet.start_workers(SPECS)
-        fleet.wait_workers([s.name for s in SPECS], timeout_s=180)
-        assert rollout_status(fleet)["last"] is None
+    with replan_fleet(tmp_path, SPECS, wait_s=180) as fleet:
+        assert rollout_status(fleet, timeout_s=5)["last"] is None
         asyncio.run(scenario(fleet))
-    assert fleet.pids() == []

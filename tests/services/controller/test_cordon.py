@@ -17,8 +17,8 @@ from planner.routing import RouteRequest
 from services.controller.controller import Controller
 from services.coordinator.fleet import Fleet
 from services.worker.records import LoadOrder, LoadReport
-from tests.services.controller.test_idle_workers import PLAN4, plan_of
-from tests.services.controller.test_rollout_steps import FakeLoads, make_coord
+from tests.services.controller.fake_coord import FakeLoads, fake_controller, make_coord, plan_of
+from tests.services.controller.test_idle_workers import PLAN4
 
 pytestmark = pytest.mark.anyio
 
@@ -44,7 +44,7 @@ class Watching(FakeLoads):
 
 
 def controller(coord: Any, loads: FakeLoads) -> Controller:
-    return Controller(coord, load_fn=loads, scorer_factory=lambda c: None, replan_time_limit_s=0.5).attach()
+    return fake_controller(coord, loads)
 
 
 async def test_a_node_told_to_unload_takes_no_new_request_while_it_drains() -> None:

@@ -7,40 +7,19 @@ no news."""
 from __future__ import annotations
 
 import asyncio
-import time
 from types import SimpleNamespace
 from typing import Any
 
 import pytest
 
-from planner.flow import plan_from_placement
-from planner.placement import LayerRange, Placement
-from planner.plan import Plan
+from planner.placement import LayerRange
 from services.controller import rollout
 from services.controller.controller import Controller
-from services.coordinator.fleet import Fleet
-from services.coordinator.registry import IdleWorker, Registry, WorkerInfo
-from tests.services.controller.test_rollout_steps import CLUSTER, MODEL, PROFILES, TYPES, FakeLoads
+from services.coordinator.registry import IdleWorker, WorkerInfo
+from tests.services.controller.fake_coord import TYPES, FakeLoads, fake_controller, make_coord, plan_of
 
 pytestmark = pytest.mark.anyio
 PLAN4 = {"fast": (0, 10), "mid": (10, 20), "slow": (20, 30), "fast2": (10, 30)}
-
-
-def plan_of(ranges: dict[str, tuple[int, int]]) -> Plan:
-    placement = Placement(MODEL.num_layers, {n: LayerRange(*r) for n, r in ranges.items()})
-    return plan_from_placement(CLUSTER, MODEL, PROFILES, placement, method="test")
-
-
-def empty_coord(ranges: dict[str, tuple[int, int]]) -> tuple[Any, Registry, Plan]:
-    """A coordinator with a plan and no worker registered yet (a fresh deployment)."""
-    plan = plan_of(ranges)
-    registry = Registry(time.monotonic, expiry_s=60.0, num_layers=MODEL.num_layers)
-    fleet = Fleet(registry, MODEL, plan=plan, cluster=CLUSTER, profiles=PROFILES)
-    engine = SimpleNamespace(running={}, plan_swapped=lambda: None)
-    coord = SimpleNamespace(
-        fleet=fleet, registry=registry, engine=engine, settings=SimpleNamespace(seed=0), plan_origin={}
-    )
-    return coord, registry, plan
 
 
 def idle(name: str, gpu_type: str | None = None) -> IdleWorker:
@@ -48,18 +27,11 @@ def idle(name: str, gpu_type: str | None = None) -> IdleWorker:
 
 
 def controller(coord: Any, loads: FakeLoads) -> Controller:
-    return Controller(
-        coord,
-        load_fn=loads,
-        scorer_factory=lambda c: None,
-        replan_time_limit_s=0.5,
-        loss_debounce_s=0.05,
-        join_debounce_s=0.1,
-    ).attach()
+    return fake_controller(coord, loads, loss_debounce_s=0.05, join_debounce_s=0.1)
 
 
 async def test_idle_workers_the_plan_names_get_their_ranges_in_one_batch_without_a_replan() -> None:
-    coord, registry, plan = empty_coord(PLAN4)
+    coord, registry, plan = make_coord(PLAN4, registered=False)
     loads = FakeLoads()
     ctl = controller(coord, loads)
     assert not coord.fleet.routable  # nothing holds a layer: the coordinator answers 503
@@ -85,7 +57,7 @@ async def test_idle_workers_the_plan_names_get_their_ranges_in_one_batch_without
 
 
 async def test_an_idle_worker_the_plan_does_not_name_is_a_join_that_gets_layers() -> None:
-    coord, registry, plan = empty_coord({"fast": (0, 10), "mid": (10, 20), "slow": (20, 30)})
+    coord, registry, plan = make_coord({"fast": (0, 10), "mid": (10, 20), "slow": (20, 30)}, registered=False)
     loads = FakeLoads()
     ctl = controller(coord, loads)
     for name in ("fast", "mid", "slow"):
@@ -106,7 +78,7 @@ async def test_an_idle_worker_the_plan_does_not_name_is_a_join_that_gets_layers(
 
 
 async def test_an_idle_worker_of_another_gpu_type_is_not_given_the_planned_range() -> None:
-    coord, registry, _ = empty_coord({"fast": (0, 30)})
+    coord, registry, _ = make_coord({"fast": (0, 30)}, registered=False)
     loads = FakeLoads()
     ctl = controller(coord, loads)
     registry.register(idle("fast", gpu_type="cpu-slow"))  # holds at most 12 layers: [0,30) would not fit
@@ -115,7 +87,7 @@ async def test_an_idle_worker_of_another_gpu_type_is_not_given_the_planned_range
 
 
 async def test_workers_registering_with_their_planned_ranges_cause_no_rollout() -> None:
-    coord, registry, plan = empty_coord(PLAN4)
+    coord, registry, plan = make_coord(PLAN4, registered=False)
     ctl = controller(coord, FakeLoads())
     for name, (a, b) in PLAN4.items():  # workers started with --layers (brl run): the plan fits them
         registry.register(WorkerInfo(name, f"addr-{name}", LayerRange(a, b), TYPES[name], 2048))
@@ -125,7 +97,7 @@ async def test_workers_registering_with_their_planned_ranges_cause_no_rollout() 
 
 
 async def test_an_operator_plan_is_loaded_swapped_and_the_node_it_leaves_out_unloaded() -> None:
-    coord, registry, _ = empty_coord(PLAN4)
+    coord, registry, _ = make_coord(PLAN4, registered=False)
     loads = FakeLoads()
     ctl = controller(coord, loads)
     for name, (a, b) in PLAN4.items():
@@ -155,16 +127,11 @@ def test_dropped_nodes_are_the_planned_or_joined_serving_workers_the_new_plan_le
 
 
 async def test_a_planned_node_not_registered_yet_is_awaited_then_counted_lost() -> None:
-    coord, registry, plan = empty_coord({"fast": (0, 10), "mid": (10, 20), "fast2": (10, 30)})
+    coord, registry, plan = make_coord(
+        {"fast": (0, 10), "mid": (10, 20), "fast2": (10, 30)}, registered=False
+    )
     loads = FakeLoads()
-    ctl = Controller(
-        coord,
-        load_fn=loads,
-        scorer_factory=lambda c: None,
-        replan_time_limit_s=0.5,
-        loss_debounce_s=0.05,
-        await_planned_s=600.0,
-    ).attach()
+    ctl = fake_controller(coord, loads, loss_debounce_s=0.05, await_planned_s=600.0)
     registry.register(idle("mid"))
     registry.register(idle("fast2"))
     await ctl.wait_idle()
@@ -173,9 +140,7 @@ async def test_a_planned_node_not_registered_yet_is_awaited_then_counted_lost() 
     assert coord.fleet.base_plan is plan and registry.uncovered() == [(0, 10)]
     await ctl.close()
 
-    late = Controller(
-        coord, load_fn=loads, scorer_factory=lambda c: None, replan_time_limit_s=0.5, await_planned_s=0.05
-    ).attach()
+    late = fake_controller(coord, loads, await_planned_s=0.05)
     await asyncio.wait_for(until_rollout(late), 60)
     await late.wait_idle()
     last = late.status()["last"]

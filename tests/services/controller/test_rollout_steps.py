@@ -7,75 +7,20 @@ make one re-plan, and a loss during a rollout is re-planned right after, from th
 from __future__ import annotations
 
 import asyncio
-import time
-from types import SimpleNamespace
 from typing import Any
 
 import pytest
 
-from planner import bundled
-from planner.flow import plan_from_placement
 from planner.placement import LayerRange, Placement
-from planner.plan import Plan
 from services.controller.controller import Controller
-from services.coordinator.fleet import Fleet
-from services.coordinator.registry import Registry, WorkerInfo
-from services.worker.records import LOAD_BESIDE, LoadOrder, LoadReport
-from services.worker.records import WorkerInfo as WorkerRecord
+from services.coordinator.registry import WorkerInfo
+from tests.services.controller.fake_coord import FakeLoads, fake_controller, make_coord
 
 pytestmark = pytest.mark.anyio
 
-MODEL = bundled.model("smollm2-135m")
-PROFILES = bundled.profiles(MODEL)
-CLUSTER = bundled.cluster("local-cpu4")
-TYPES = {n.name: n.gpu_type for n in CLUSTER.nodes}
-
-
-def make_coord(ranges: dict[str, tuple[int, int]]) -> tuple[Any, Registry, Plan]:
-    placement = Placement(MODEL.num_layers, {n: LayerRange(*r) for n, r in ranges.items()})
-    plan = plan_from_placement(CLUSTER, MODEL, PROFILES, placement, method="test")
-    registry = Registry(time.monotonic, expiry_s=60.0, num_layers=MODEL.num_layers)
-    for name, (a, b) in ranges.items():
-        registry.register(WorkerInfo(name, f"addr-{name}", LayerRange(a, b), TYPES[name], 4096))
-    fleet = Fleet(registry, MODEL, plan=plan, cluster=CLUSTER, profiles=PROFILES)
-    swaps: list[int] = []
-    engine = SimpleNamespace(running={}, plan_swapped=lambda: swaps.append(1))
-    coord = SimpleNamespace(
-        fleet=fleet, registry=registry, engine=engine, settings=SimpleNamespace(seed=0), plan_origin={}
-    )
-    return coord, registry, plan
-
-
-class FakeLoads:
-    def __init__(self, fail: bool = False, gate: asyncio.Event | None = None) -> None:
-        self.orders: dict[str, LoadOrder] = {}
-        self.fail = fail
-        self.gate = gate
-        self.started = asyncio.Event()
-
-    async def __call__(self, address: str, order: LoadOrder) -> LoadReport:
-        self.started.set()
-        if self.gate is not None:
-            await self.gate.wait()
-        if self.fail:
-            raise RuntimeError(f"{address}: out of memory")
-        self.orders[address] = order
-        info = WorkerRecord(
-            MODEL.name, 30, order.start_layer, order.end_layer, 576, 49152, "float32", "torch", address, 4096
-        )
-        return LoadReport(info, LOAD_BESIDE, layers_read=order.end_layer - order.start_layer, load_s=0.01)
-
 
 def controller(coord: Any, loads: FakeLoads) -> Controller:
-    # No simulator scorer: these tests are about the staging, the dry run's judge is tested elsewhere.
-    return Controller(
-        coord,
-        load_fn=loads,
-        scorer_factory=lambda c: None,
-        replan_time_limit_s=0.5,
-        loss_debounce_s=0.01,
-        join_debounce_s=0.05,
-    ).attach()
+    return fake_controller(coord, loads, loss_debounce_s=0.01, join_debounce_s=0.05)
 
 
 async def test_losing_a_sole_holder_loads_new_ranges_then_swaps_the_plan() -> None:
@@ -114,9 +59,7 @@ async def test_the_dry_run_refuses_a_plan_the_simulator_says_serves_less() -> No
         return (100.0 if placement == survivors else 50.0), {}
 
     loads = FakeLoads()
-    ctl = Controller(
-        coord, load_fn=loads, scorer_factory=lambda c: judge, replan_time_limit_s=0.5, loss_debounce_s=0.01
-    ).attach()
+    ctl = fake_controller(coord, loads, judge=judge, loss_debounce_s=0.01)
     registry.remove("slow")
     await ctl.wait_idle()
     last = ctl.status()["last"]
@@ -186,13 +129,8 @@ async def test_a_joiner_outside_the_fleet_file_joins_it_with_copied_links() -> N
 async def test_a_join_without_a_simulated_gain_moves_nothing() -> None:
     coord, registry, plan = make_coord({"fast": (0, 30), "fast2": (0, 30)})
     loads = FakeLoads()
-    ctl = Controller(
-        coord,
-        load_fn=loads,
-        scorer_factory=lambda c: lambda placement: (100.0, {}),  # the judge sees no difference
-        replan_time_limit_s=0.5,
-        join_debounce_s=0.05,
-    ).attach()
+    # The judge sees no difference.
+    ctl = fake_controller(coord, loads, judge=lambda placement: (100.0, {}), join_debounce_s=0.05)
     registry.register(WorkerInfo("slow", "addr-slow", LayerRange(0, 12), "cpu-slow", 4096))
     await ctl.wait_idle()
     last = ctl.status()["last"]
@@ -214,13 +152,7 @@ async def test_a_node_that_flaps_within_the_window_causes_no_move() -> None:
 async def test_a_loss_and_a_join_in_one_window_make_one_replan() -> None:
     coord, registry, _ = make_coord({"fast": (0, 10), "mid": (10, 20), "slow": (20, 30)})
     loads = FakeLoads()
-    ctl = Controller(
-        coord,
-        load_fn=loads,
-        scorer_factory=lambda c: None,
-        replan_time_limit_s=0.5,
-        loss_debounce_s=0.3,
-    ).attach()
+    ctl = fake_controller(coord, loads, loss_debounce_s=0.3)
     registry.remove("slow")
     registry.register(WorkerInfo("fast2", "addr-fast2", LayerRange(25, 26), "cpu-fast", 4096))
     await ctl.wait_idle()

@@ -15,40 +15,27 @@ from typing import Any
 import httpx
 import pytest
 
-from planner import bundled
-from planner.flow import plan_from_placement
-from planner.formats.plan_json import plan_to_dict, save_plan
-from planner.placement import LayerRange, Placement
-from planner.plan import Plan
+from planner.formats.plan_json import plan_to_dict
 from services.worker.client import stats
+from tests.services.controller.replan_fleet import (
+    TIMEOUT_S,
+    admin,
+    plan_of,
+    replan_fleet,
+    rollout_status,
+    settled,
+)
 from tests.services.coordinator.fleet_procs import MODEL, ProcFleet, WorkerSpec
 from tests.services.coordinator.test_api import Reference
 
-ADMIN_KEY = "admin-test-key"
 PLAN = {"fast": (0, 10), "mid": (10, 20), "slow": (20, 30)}
 TYPES = {"fast": "cpu-fast", "fast2": "cpu-fast", "mid": "cpu-mid", "slow": "cpu-slow"}
 PROMPT = "The capital of France is"
 MAX_TOKENS = 8
-TIMEOUT_S = 240.0  # slack for a machine shared with other test runs; never a measured figure
-
-
-def plan_of(ranges: dict[str, tuple[int, int]]) -> Plan:
-    model = bundled.model(MODEL)
-    placement = Placement(model.num_layers, {n: LayerRange(*r) for n, r in ranges.items()})
-    return plan_from_placement(
-        bundled.cluster("local-cpu4"), model, bundled.profiles(model), placement, method="test"
-    )
 
 
 def idle_spec(name: str) -> WorkerSpec:
     return WorkerSpec(name, 0, 0, gpu_type=TYPES[name])  # --layers 0:0: no layers until a Load
-
-
-def admin(fleet: ProcFleet, method: str, path: str, body: dict[str, Any] | None = None) -> httpx.Response:
-    headers = {"Authorization": f"Bearer {ADMIN_KEY}"}
-    return httpx.request(
-        method, f"{fleet.base_url}/admin/{path}", headers=headers, json=body, timeout=TIMEOUT_S
-    )
 
 
 def complete(fleet: ProcFleet) -> tuple[int, str]:
@@ -65,31 +52,10 @@ def wait_for(cond: Any, what: str) -> None:
         time.sleep(0.1)
 
 
-def rollout_status(fleet: ProcFleet) -> dict[str, Any]:
-    resp = admin(fleet, "GET", "rollout")
-    resp.raise_for_status()
-    body: dict[str, Any] = resp.json()
-    return body
-
-
-def settled(fleet: ProcFleet) -> dict[str, Any] | None:
-    s = rollout_status(fleet)
-    busy = s["running"] or any(s["pending"].values()) or s["unloading"]
-    return None if busy else s
-
-
 @pytest.fixture(scope="module")
 def fleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ProcFleet]:
-    workdir = tmp_path_factory.mktemp("run-time-layers")
-    save_plan(plan_of(PLAN), workdir / "plan.json")
-    with ProcFleet(
-        workdir,
-        coordinator_args=["--plan", str(workdir / "plan.json"), "--cluster", "local-cpu4"],
-        coordinator_env={"BRL_AUTO_REPLAN": "1", "BRL_ADMIN_API_KEY": ADMIN_KEY},
-    ) as f:
-        f.start_coordinator()
+    with replan_fleet(tmp_path_factory.mktemp("run-time-layers"), plan=PLAN) as f:  # no worker yet
         yield f
-    assert f.pids() == []
 
 
 @pytest.fixture(scope="module")

@@ -10,9 +10,9 @@ from pathlib import Path
 
 import httpx
 
-from planner.formats.plan_json import plan_to_dict, save_plan
+from planner.formats.plan_json import plan_to_dict
 from services.worker.client import stats
-from tests.services.controller.test_run_time_layers import ADMIN_KEY, TIMEOUT_S, plan_of
+from tests.services.controller.replan_fleet import ADMIN_KEY, TIMEOUT_S, plan_of, replan_fleet
 from tests.services.coordinator.fleet_procs import MODEL, ProcFleet, WorkerSpec, stream_completion
 
 SPECS = (WorkerSpec("fast", 0, 30, gpu_type="cpu-fast"), WorkerSpec("fast2", 0, 30, gpu_type="cpu-fast"))
@@ -62,14 +62,5 @@ async def scenario(fleet: ProcFleet) -> None:
 
 
 def test_new_requests_avoid_a_node_that_drains_before_its_unload(tmp_path: Path) -> None:
-    save_plan(plan_of({s.name: (s.start, s.end) for s in SPECS}), tmp_path / "plan.json")
-    with ProcFleet(
-        tmp_path,
-        coordinator_args=["--plan", str(tmp_path / "plan.json"), "--cluster", "local-cpu4"],
-        coordinator_env={"BRL_AUTO_REPLAN": "1", "BRL_ADMIN_API_KEY": ADMIN_KEY},
-    ) as fleet:
-        fleet.start_coordinator()
-        fleet.start_workers(SPECS)
-        fleet.wait_workers([s.name for s in SPECS], timeout_s=TIMEOUT_S)
+    with replan_fleet(tmp_path, SPECS) as fleet:
         asyncio.run(scenario(fleet))
-    assert fleet.pids() == []

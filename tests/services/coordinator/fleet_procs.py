@@ -332,8 +332,8 @@ class ProcFleet:
                 total += float(m.group(1))
         return total
 
-    async def kv_used(self, names: Iterable[str] | None = None) -> dict[str, int]:
-        """Each live worker's real KV use (tokens), asked of the worker itself over its Stats RPC."""
+    async def worker_stats(self, names: Iterable[str] | None = None) -> dict[str, Any]:
+        """Each worker's Stats (KV in use and capacity among them), asked of the worker itself."""
         from services.worker.client import Connections, stats
 
         chosen = list(self.workers) if names is None else list(names)
@@ -344,7 +344,11 @@ class ProcFleet:
             )
         finally:
             await conns.close()
-        return {n: s.kv_used_tokens for n, s in zip(chosen, found, strict=True)}
+        return dict(zip(chosen, found, strict=True))
+
+    async def kv_used(self, names: Iterable[str] | None = None) -> dict[str, int]:
+        """Each live worker's real KV use (tokens), asked of the worker itself over its Stats RPC."""
+        return {n: s.kv_used_tokens for n, s in (await self.worker_stats(names)).items()}
 
     async def wait_kv_zero(
         self, names: Iterable[str] | None = None, timeout_s: float = 15.0

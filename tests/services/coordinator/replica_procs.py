@@ -4,7 +4,6 @@ workers that register with every replica (`brl worker --coordinator A,B,...`).""
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import json
 import signal
@@ -97,20 +96,6 @@ class ReplicaFleet(ProcFleet):
         """Ids of the requests replica `index` logged (its requests.jsonl)."""
         path = self.replica_log_dir(index) / REQUESTS_FILE
         return [str(r["id"]) for r in read_jsonl(path)] if path.exists() else []
-
-    async def worker_stats(self, names: Iterable[str] | None = None) -> dict[str, Any]:
-        """Each worker's Stats (KV in use and capacity among them), asked of the worker itself."""
-        from services.worker.client import Connections, stats
-
-        chosen = list(self.workers) if names is None else list(names)
-        conns = Connections()
-        try:
-            found = await asyncio.gather(
-                *(stats(self.worker_address(n), connections=conns, timeout_s=5) for n in chosen)
-            )
-        finally:
-            await conns.close()
-        return dict(zip(chosen, found, strict=True))
 
     def __enter__(self) -> ReplicaFleet:
         return self

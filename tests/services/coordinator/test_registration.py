@@ -7,14 +7,12 @@ import asyncio
 import time
 from dataclasses import dataclass
 
-import grpc
 import pytest
 
 from planner.placement import LayerRange
-from protos import coordinator_pb2_grpc
 from services.coordinator.registry import Registry
-from services.coordinator.servicer import ControlServicer
 from services.worker.registration import WorkerInfo, keep_registered
+from tests.services.coordinator.control_server import start_control, until
 
 pytestmark = pytest.mark.anyio
 
@@ -26,26 +24,9 @@ class Stats:
     queue_depth: int = 0
 
 
-async def start(registry: Registry, port: int, cid: str) -> tuple[grpc.aio.Server, int]:
-    server = grpc.aio.server()
-    coordinator_pb2_grpc.add_CoordinatorServicer_to_server(
-        ControlServicer(registry, coordinator_id=cid, heartbeat_interval_s=0.05), server
-    )
-    bound = server.add_insecure_port(f"127.0.0.1:{port}")
-    await server.start()
-    return server, bound
-
-
-async def until(cond, timeout_s: float = 10.0) -> None:  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + timeout_s
-    while not cond():
-        assert time.monotonic() < deadline, "condition not met in time"
-        await asyncio.sleep(0.02)
-
-
 async def test_register_heartbeat_restart_deregister() -> None:
     reg1 = Registry(time.monotonic, expiry_s=5.0, num_layers=30)
-    server, port = await start(reg1, 0, "first")
+    server, port = await start_control(reg1, "first")
     stats = Stats()
     info = WorkerInfo("w0", "127.0.0.1:1234", LayerRange(0, 10), "cpu", 1000, model="m", backend="torch")
     task = asyncio.create_task(keep_registered(f"127.0.0.1:{port}", info, lambda: stats, retry_s=0.05))
@@ -58,7 +39,7 @@ async def test_register_heartbeat_restart_deregister() -> None:
 
         await server.stop(grace=None)  # the coordinator "crashes" and comes back empty, with a new id
         reg2 = Registry(time.monotonic, expiry_s=5.0, num_layers=30)
-        server, _ = await start(reg2, port, "second")
+        server, _ = await start_control(reg2, "second", port)
         await until(lambda: reg2.names() == ["w0"])
     finally:
         task.cancel()
@@ -70,7 +51,7 @@ async def test_register_heartbeat_restart_deregister() -> None:
 
 async def test_refused_registration_keeps_retrying_without_crashing() -> None:
     reg = Registry(time.monotonic, expiry_s=5.0, num_layers=4)
-    server, port = await start(reg, 0, "c")
+    server, port = await start_control(reg, "c")
     bad = WorkerInfo("w0", "127.0.0.1:1", LayerRange(0, 10), "cpu", 1000)  # beyond the model's 4 layers
     task = asyncio.create_task(keep_registered(f"127.0.0.1:{port}", bad, Stats, retry_s=0.05))
     await asyncio.sleep(0.3)

@@ -7,16 +7,14 @@ import asyncio
 import time
 from dataclasses import dataclass, field
 
-import grpc
 import pytest
 
 from planner.errors import InvalidInput
 from planner.placement import LayerRange
-from protos import coordinator_pb2_grpc
 from services.coordinator.registry import Registry
-from services.coordinator.servicer import ControlServicer
 from services.worker.registration import WorkerInfo, keep_registered, parse_coordinators
 from services.worker.settings import from_env as worker_settings
+from tests.services.coordinator.control_server import start_control, until
 
 pytestmark = pytest.mark.anyio
 
@@ -49,24 +47,6 @@ class Shard:
             self.tokens.pop(r, None)
 
 
-async def start(registry: Registry, cid: str) -> tuple[grpc.aio.Server, int]:
-    server = grpc.aio.server()
-    coordinator_pb2_grpc.add_CoordinatorServicer_to_server(
-        ControlServicer(registry, coordinator_id=cid, heartbeat_interval_s=0.05), server
-    )
-    port = server.add_insecure_port("127.0.0.1:0")
-    await server.start()
-    return server, port
-
-
-async def until(cond, timeout_s: float = 10.0) -> float:  # type: ignore[no-untyped-def]
-    t0 = time.monotonic()
-    while not cond():
-        assert time.monotonic() - t0 < timeout_s, "condition not met in time"
-        await asyncio.sleep(0.02)
-    return time.monotonic() - t0
-
-
 def seen(reg: Registry) -> tuple[int, int] | None:
     w = reg.get("w0")
     return (w.info.kv_capacity_tokens, w.kv_used_tokens) if w else None
@@ -74,7 +54,7 @@ def seen(reg: Registry) -> tuple[int, int] | None:
 
 async def test_two_replicas_share_the_cache_and_the_survivor_gets_it_back() -> None:
     regs = [Registry(time.monotonic, expiry_s=5.0, num_layers=30) for _ in range(2)]
-    (s0, p0), (s1, p1) = await start(regs[0], "r0.aaaa"), await start(regs[1], "r1.bbbb")
+    (s0, p0), (s1, p1) = await start_control(regs[0], "r0.aaaa"), await start_control(regs[1], "r1.bbbb")
     shard = Shard(tokens={"req-r0.aaaa-1": 40, "req-r0.aaaa-2.1": 2, "req-r1.bbbb-1": 30})
     info = WorkerInfo("w0", "127.0.0.1:1234", LayerRange(0, 10), "cpu", 1000)
     task = asyncio.create_task(
@@ -116,7 +96,7 @@ def test_coordinator_lists_parse() -> None:
 async def test_dns_name_registers_with_every_address_it_resolves_to() -> None:
     """`dns:NAME:PORT` (a headless Service in Kubernetes): here `localhost` resolves to 127.0.0.1."""
     reg = Registry(time.monotonic, expiry_s=5.0, num_layers=30)
-    server, port = await start(reg, "r0.cccc")
+    server, port = await start_control(reg, "r0.cccc")
     shard = Shard()
     info = WorkerInfo("w0", "127.0.0.1:1234", LayerRange(0, 10), "cpu", 1000)
     task = asyncio.create_task(keep_registered(f"dns:localhost:{port}", info, lambda: shard, retry_s=0.05))

@@ -8,16 +8,14 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import grpc
 import pytest
 
 from planner.placement import LayerRange
-from protos import coordinator_pb2_grpc
 from services.coordinator.registry import Registry
-from services.coordinator.servicer import ControlServicer
 from services.worker.client import StepInput
 from services.worker.main import _keep_registered
 from services.worker.registration import CHANNEL_OPTIONS, WorkerInfo, keep_registered
+from tests.services.coordinator.control_server import start_control, until
 from tests.services.worker.conftest import TINY_LAYERS, chain_of, start_workers, stop_all
 
 pytestmark = pytest.mark.anyio
@@ -49,23 +47,6 @@ class FakeShard:
         self.held -= ids
 
 
-async def start(registry: Registry, port: int, cid: str) -> tuple[grpc.aio.Server, int]:
-    server = grpc.aio.server()
-    coordinator_pb2_grpc.add_CoordinatorServicer_to_server(
-        ControlServicer(registry, coordinator_id=cid, heartbeat_interval_s=0.05), server
-    )
-    bound = server.add_insecure_port(f"127.0.0.1:{port}")
-    await server.start()
-    return server, bound
-
-
-async def until(cond, timeout_s: float = 10.0) -> None:  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + timeout_s
-    while not cond():
-        assert time.monotonic() < deadline, "condition not met in time"
-        await asyncio.sleep(0.02)
-
-
 def run_worker(port: int, shard: FakeShard) -> asyncio.Task[None]:
     info = WorkerInfo("w0", "127.0.0.1:1234", LayerRange(0, 10), "cpu", 1000)
     return asyncio.create_task(
@@ -88,7 +69,7 @@ async def stop(task: asyncio.Task[None]) -> None:
 
 async def test_new_coordinator_frees_what_the_old_one_left() -> None:
     reg1 = Registry(time.monotonic, expiry_s=5.0, num_layers=30)
-    server, port = await start(reg1, 0, "first")
+    server, port = await start_control(reg1, "first")
     shard = FakeShard(held={"old-a", "old-b"})
     task = run_worker(port, shard)
     try:
@@ -98,7 +79,7 @@ async def test_new_coordinator_frees_what_the_old_one_left() -> None:
 
         await server.stop(grace=None)  # crash: the new incarnation has a new id and knows no request
         reg2 = Registry(time.monotonic, expiry_s=5.0, num_layers=30)
-        server, _ = await start(reg2, port, "second")
+        server, _ = await start_control(reg2, "second", port)
         await until(lambda: reg2.names() == ["w0"])
         await until(lambda: shard.resets != [])
         assert shard.resets == [frozenset({"old-a", "old-b"})]
@@ -115,14 +96,14 @@ async def test_new_coordinator_frees_what_the_old_one_left() -> None:
 
 async def test_same_coordinator_after_a_blip_keeps_requests() -> None:
     reg = Registry(time.monotonic, expiry_s=5.0, num_layers=30)
-    server, port = await start(reg, 0, "same")
+    server, port = await start_control(reg, "same")
     shard = FakeShard(held={"live-a"})
     task = run_worker(port, shard)
     try:
         await until(lambda: reg.names() == ["w0"])
         await server.stop(grace=None)  # unreachable for a moment; it comes back with the same id and state
         await asyncio.sleep(0.3)  # a few heartbeats fail meanwhile
-        server, _ = await start(reg, port, "same")
+        server, _ = await start_control(reg, "same", port)
         before = (reg.get("w0") or reg.get("none")).registered_at_s  # type: ignore[union-attr]
         await until(lambda: (reg.get("w0") or reg.get("none")).registered_at_s > before)  # type: ignore[union-attr]
         await asyncio.sleep(0.2)
@@ -135,7 +116,7 @@ async def test_same_coordinator_after_a_blip_keeps_requests() -> None:
 async def test_dropped_by_the_coordinator_frees_what_it_held() -> None:
     """Declared lost (missed heartbeats), the worker's requests were re-routed elsewhere: free them."""
     reg = Registry(time.monotonic, expiry_s=5.0, num_layers=30)
-    server, port = await start(reg, 0, "c")
+    server, port = await start_control(reg, "c")
     shard = FakeShard(held={"moved-a"})
     task = run_worker(port, shard)
     try:
@@ -158,7 +139,7 @@ async def test_real_worker_frees_a_crashed_coordinators_kv(tiny_dir: Path) -> No
     """`brl worker --coordinator`: KV held for a dead coordinator's requests goes back to 0 once the worker
     meets the new one; a request of the new coordinator started afterwards keeps its KV."""
     reg1 = Registry(time.monotonic, expiry_s=5.0, num_layers=TINY_LAYERS)
-    server, port = await start(reg1, 0, "first")
+    server, port = await start_control(reg1, "first")
     (worker,) = await start_workers(tiny_dir, [(0, TINY_LAYERS)], coordinator=f"127.0.0.1:{port}", name="w0")
     stop_event = asyncio.Event()
     registration = asyncio.create_task(_keep_registered(worker, stop_event))
@@ -170,7 +151,7 @@ async def test_real_worker_frees_a_crashed_coordinators_kv(tiny_dir: Path) -> No
 
         await server.stop(grace=None)
         reg2 = Registry(time.monotonic, expiry_s=5.0, num_layers=TINY_LAYERS)
-        server, _ = await start(reg2, port, "second")
+        server, _ = await start_control(reg2, "second", port)
         await until(lambda: reg2.names() == ["w0"])
         await until(lambda: worker.batcher.backend.kv_used_tokens() == 0)
         await chain.step([StepInput("new-1", [1, 2], 0)])

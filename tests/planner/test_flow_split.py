@@ -1,0 +1,113 @@
+"""planner.flow_split: the balanced split of a max-flow over the replicas of a range, and flow kept inside
+regions for layouts planned region by region (both reached through plan_from_placement, as callers do)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from planner import bundled
+from planner.cluster import SOURCE
+from planner.flow import plan_from_placement
+from planner.placement import LayerRange, Placement
+from planner.throughput import typical_throughput
+
+
+def test_balanced_split_keeps_the_flow_and_spreads_replicas(fleet70) -> None:
+    """Three T4s holding the same range share its flow by capacity; value, conservation, capacities hold."""
+    cluster, model, profiles, table = fleet70
+    types = {n.name: n.gpu_type for n in cluster.nodes}
+    a100 = [n for n, t in types.items() if t == "A100"]
+    t4 = [n for n, t in types.items() if t == "T4"][:9]
+    l4 = [n for n, t in types.items() if t == "L4"]
+    ranges = {}
+    for i, n in enumerate(a100):
+        ranges[n] = LayerRange(9 * i, 9 * i + 9)
+    for i in range(3):
+        for n in t4[3 * i : 3 * i + 3]:
+            ranges[n] = LayerRange(36 + 4 * i, 40 + 4 * i)
+    for i, n in enumerate(l4):
+        ranges[n] = LayerRange(48 + 4 * i, 52 + 4 * i)
+    placement = Placement(80, ranges)
+    pre = plan_from_placement(
+        cluster, model, profiles, placement, method="x", throughput=table, partial=False
+    )
+    bal = plan_from_placement(
+        cluster, model, profiles, placement, method="x", throughput=table, partial=False, split="balanced"
+    )
+    assert bal.provenance["flow_split"] == "balanced"
+    assert bal.objective_tok_per_s == pre.objective_tok_per_s
+    assert sum(bal.out_flows(SOURCE).values()) == pytest.approx(bal.objective_tok_per_s)
+    for name in placement:
+        inflow = sum(f for (_, v), f in bal.edge_flows.items() if v == name)
+        outflow = sum(f for (u, _), f in bal.edge_flows.items() if u == name)
+        assert inflow == pytest.approx(outflow)
+        assert inflow <= table.tp(types[name], ranges[name].size) * (1 + 1e-9)
+    for i in range(3):
+        through = [sum(f for (_, v), f in bal.edge_flows.items() if v == n) for n in t4[3 * i : 3 * i + 3]]
+        assert max(through) == pytest.approx(min(through))
+
+
+def test_a_layout_planned_per_region_routes_inside_its_regions() -> None:
+    """Two regions, each holding the model as the same eight stages: the balanced split over the whole fleet
+    sends half of every hop across the slow link between them; kept within regions, none crosses, the flow
+    is conserved node by node, and the plan still embeds the whole fleet (its cross-region links too)."""
+    import random
+
+    from planner.generate import multi_region
+
+    model = bundled.model("llama2-70b")
+    profiles = bundled.profiles(model)
+    cluster = multi_region({"r0": {"A100": 8}, "r1": {"A100": 8}}, random.Random(0), coordinator_region="r0")
+    table = typical_throughput(cluster, model, profiles, bundled.helix_settings(model))
+    region = {n.name: n.region for n in cluster.nodes}
+    ranges = {}
+    for r in ("r0", "r1"):
+        names = [n for n in region if region[n] == r]
+        for i, n in enumerate(names):
+            ranges[n] = LayerRange(10 * i, 10 * i + 10)
+    placement = Placement(80, ranges)
+
+    def crossing(plan) -> float:
+        return sum(
+            f
+            for (u, v), f in plan.edge_flows.items()
+            if u in region and v in region and region[u] != region[v]
+        )
+
+    kwargs: dict[str, Any] = {"method": "x", "throughput": table, "partial": False, "split": "balanced"}
+    whole = plan_from_placement(cluster, model, profiles, placement, **kwargs)
+    local = plan_from_placement(cluster, model, profiles, placement, within_regions=True, **kwargs)
+    assert crossing(whole) > 0.1 * whole.objective_tok_per_s
+    assert crossing(local) == 0.0
+    assert local.provenance["flow_split"] == "balanced" and local.provenance["flow_within_regions"] is True
+    assert sum(local.out_flows(SOURCE).values()) == pytest.approx(local.objective_tok_per_s)
+    for name in placement:
+        inflow = sum(f for (_, v), f in local.edge_flows.items() if v == name)
+        outflow = sum(f for (u, _), f in local.edge_flows.items() if u == name)
+        assert inflow == pytest.approx(outflow) and inflow > 0
+    assert local.cluster == cluster
+
+
+def test_region_local_drops_only_the_links_between_regions() -> None:
+    import random
+
+    from planner.cluster import SINK
+    from planner.flow_split import region_local
+    from planner.generate import multi_region
+
+    cluster = multi_region({"r0": {"A100": 3}, "r1": {"T4": 2}}, random.Random(1))
+    region = {n.name: n.region for n in cluster.nodes}
+    local = region_local(cluster)
+    between = [
+        lk
+        for lk in cluster.links
+        if lk.src in region and lk.dst in region and region[lk.src] != region[lk.dst]
+    ]
+    assert between  # the fleet has cross-region links to drop
+    assert set(local.links) == set(cluster.links) - set(between)
+    # The coordinator sits in a region of its own: its links to every node stay.
+    assert {lk.dst for lk in local.links if lk.src == SOURCE} == set(region)
+    assert {lk.src for lk in local.links if lk.dst == SINK} == set(region)
+    assert local.nodes == cluster.nodes
