@@ -7,7 +7,12 @@ bench.planner (up to 180 s: a 200-GPU fleet is still filling at 60 s, and a wind
 favours plans that fill fast over plans that serve more). Last line: one JSON object.
 
     .venv/bin/python -m bench.planner --scale [--sizes 50,100,200,500,1000] [--simulate 200,1000]
-        [--regions 1,3] [--time-limit 240] [--window 600] [--warmup S] [--quick]
+        [--regions 1,3] [--time-limit 240] [--window 600] [--warmup S] [--methods scale,swarm]
+        [--plans-dir DIR] [--quick]
+
+A full run at 1,000 GPUs takes many CPU minutes per method: `--plans-dir` keeps every plan (with its
+planning figures) as DIR/<method>-n<nodes>-r<regions>-s<seed>.json and reuses the ones already there, and
+`--methods` names the methods to run, so each method's run can be its own invocation.
 """
 
 from __future__ import annotations
@@ -20,6 +25,7 @@ import random
 import resource
 import sys
 import time
+from pathlib import Path
 from typing import Any
 
 from bench.planner_fleets import full_run_window, initial_queries
@@ -145,6 +151,27 @@ def in_child(fn: Any, *args: Any) -> dict[str, Any]:
     return result
 
 
+def _planned(
+    plans_dir: Path | None,
+    nodes: int,
+    regions: int,
+    method: str,
+    time_limit_s: float,
+    tile_nodes: int,
+    seed: int,
+) -> dict[str, Any]:
+    """_plan_job's result (plan included), read from `plans_dir` when an earlier run kept it there."""
+    path = None if plans_dir is None else plans_dir / f"{method}-n{nodes}-r{regions}-s{seed}.json"
+    if path is not None and path.exists():
+        kept: dict[str, Any] = json.loads(path.read_text())
+        return kept
+    job = in_child(_plan_job, nodes, regions, method, time_limit_s, tile_nodes, seed)
+    if path is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(job))
+    return job
+
+
 def run(
     sizes: list[int],
     simulate_sizes: list[int],
@@ -155,12 +182,14 @@ def run(
     warmup_s: float | None,
     tile_nodes: int,
     seed: int,
+    methods: tuple[str, ...] = ("scale", *HEURISTICS),
+    plans_dir: Path | None = None,
 ) -> dict[str, Any]:
     curve: list[dict[str, Any]] = []
     runs: list[dict[str, Any]] = []
     for regions in regions_list:
         for nodes in sizes:
-            planned = in_child(_plan_job, nodes, regions, "scale", time_limit_s, tile_nodes, seed)
+            planned = dict(_planned(plans_dir, nodes, regions, "scale", time_limit_s, tile_nodes, seed))
             doc = planned.pop("plan")
             row = {"nodes": nodes, "regions": regions, **planned}
             curve.append(row)
@@ -176,10 +205,12 @@ def run(
                 continue
             decode: dict[str, float] = {}
             sims: dict[str, Any] = {}
-            plans = {"scale": doc}
+            plans = {"scale": doc} if "scale" in methods else {}
             for method in HEURISTICS:
-                base = in_child(_plan_job, nodes, regions, method, time_limit_s, tile_nodes, seed)
-                plans[method] = base.pop("plan")
+                if method in methods:
+                    plans[method] = _planned(
+                        plans_dir, nodes, regions, method, time_limit_s, tile_nodes, seed
+                    )["plan"]
             for method, plan_doc in plans.items():
                 sims[method] = in_child(_sim_job, nodes, regions, plan_doc, window_s, warmup_s, seed)
                 decode[method] = sims[method]["decode_tok_per_s"]
@@ -190,9 +221,12 @@ def run(
                     f"{s['sim_s']:.1f} s wall ({s['cpu_s']:.1f} s CPU), peak {s['peak_mb']:.1f} MB",
                     flush=True,
                 )
-            best = max(HEURISTICS, key=lambda m: decode[m])
-            ratio = decode["scale"] / decode[best] if decode[best] > 0 else math.inf
-            print(f"  scale / best heuristic ({best}): {ratio:.2f}x", flush=True)
+            ran = [m for m in HEURISTICS if m in decode]
+            best = max(ran, key=lambda m: decode[m]) if ran else None
+            ratio: float | None = None
+            if best is not None and "scale" in decode:
+                ratio = decode["scale"] / decode[best] if decode[best] > 0 else math.inf
+                print(f"  scale / best heuristic run ({best}): {ratio:.2f}x", flush=True)
             runs.append(
                 {
                     "nodes": nodes,
@@ -203,7 +237,7 @@ def run(
                     "bound": row["bound"],
                     "decode_tok_per_s": decode,
                     "best_heuristic": best,
-                    "ratio": round(ratio, 3),
+                    "ratio": None if ratio is None else round(ratio, 3),
                     "sims": sims,
                 }
             )
@@ -247,6 +281,10 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--tile-nodes", type=int, help="nodes per tile of the scale method (default 40)")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--methods", default="scale," + ",".join(HEURISTICS), help="methods to simulate (default all four)"
+    )
+    parser.add_argument("--plans-dir", type=Path, help="keep plans here and reuse those already kept")
     parser.add_argument("--quick", action="store_true", help="toy sizes (for the tests)")
     args = parser.parse_args(argv)
     # Flags given win over both sets of defaults.
@@ -263,6 +301,8 @@ def main(argv: list[str] | None = None) -> int:
         warmup_s=args.warmup,
         tile_nodes=args.tile_nodes,
         seed=args.seed,
+        methods=tuple(m.strip() for m in args.methods.split(",") if m.strip()),
+        plans_dir=args.plans_dir,
     )
     print(json.dumps(out, sort_keys=True))
     return 0

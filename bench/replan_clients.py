@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import threading
 import time
 from dataclasses import dataclass, field
 
@@ -25,6 +26,8 @@ class Window:
     lost: int = 0
     refused: int = 0
     examples: list[str] = field(default_factory=list)
+    # When each counted decode token's event landed (s since the window began): a window's rate over time.
+    decode_times: list[float] = field(default_factory=list)
 
     @property
     def decode_tok_per_s(self) -> float:
@@ -112,7 +115,9 @@ async def closed_loop(
                 continue
             if out.error is None and out.finish_reason is not None and out.text == reference[prompt]:
                 win.completed += 1
-                win.decode_tokens += sum(1 for t in out.token_times[1:] if warmup_s <= t - t0 <= seconds)
+                landed = [t - t0 for t in out.token_times[1:] if warmup_s <= t - t0 <= seconds]
+                win.decode_tokens += len(landed)
+                win.decode_times.extend(landed)
             else:
                 win.lost += 1
                 if len(win.examples) < 3:
@@ -121,6 +126,86 @@ async def closed_loop(
     async with httpx.AsyncClient(limits=httpx.Limits(max_connections=clients + 2)) as http:
         await asyncio.gather(*(one(http, i) for i in range(clients)))
     return win
+
+
+class SteadyLoop:
+    """The closed loop of `closed_loop`, kept running in a thread of its own until stopped, so that windows
+    are cut afterwards from one steady load (`window`) instead of each starting with every client at once
+    (an empty pipeline, clients in lock step). Every answer is checked against its reference as there;
+    `lost`, `refused` and `examples` cover the whole run."""
+
+    def __init__(
+        self,
+        base_url: str,
+        model: str,
+        clients: int,
+        max_tokens: int,
+        reference: dict[str, str],
+        *,
+        stagger_s: float = 0.0,
+    ) -> None:
+        self.base_url, self.model, self.clients = base_url, model, clients
+        self.max_tokens, self.reference = max_tokens, reference
+        # Client i sends its first request i * stagger_s after the first: clients that start together stay
+        # in one batch (a chain's runner batches every ready request), so one micro-batch of its pipeline
+        # would carry them all and the other would idle.
+        self.stagger_s = stagger_s
+        self.decode_times: list[float] = []  # monotonic s of every decode token of a correct answer
+        self.done_times: list[float] = []  # monotonic s of every correct answer's end
+        self.lost = 0
+        self.refused = 0
+        self.examples: list[str] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(
+            target=lambda: asyncio.run(self._run()), name="steady loop", daemon=True
+        )
+
+    async def _run(self) -> None:
+        async def one(http: httpx.AsyncClient, i: int) -> None:
+            k = i
+            await asyncio.sleep(i * self.stagger_s)
+            while not self._stop.is_set():
+                prompt = PROMPTS[k % len(PROMPTS)]
+                k += self.clients
+                out = await stream_timed(http, self.base_url, self.model, prompt, self.max_tokens)
+                if out.status in (429, 503):
+                    self.refused += 1
+                    await asyncio.sleep(0.2)
+                elif (
+                    out.error is None and out.finish_reason is not None and out.text == self.reference[prompt]
+                ):
+                    self.decode_times.extend(out.token_times[1:])
+                    self.done_times.append(time.monotonic())
+                else:
+                    self.lost += 1
+                    if len(self.examples) < 3:
+                        self.examples.append(f"{prompt!r}: {out.error or out.text!r}")
+
+        async with httpx.AsyncClient(limits=httpx.Limits(max_connections=self.clients + 2)) as http:
+            await asyncio.gather(*(one(http, i) for i in range(self.clients)))
+
+    def __enter__(self) -> SteadyLoop:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        """Stops starting requests and waits for the ones under way to end (each is checked)."""
+        self._stop.set()
+        self._thread.join()
+
+    def window(self, start: float, end: float) -> Window:
+        """Decode tokens and answers that landed in [start, end] (monotonic s) as a Window of that length.
+        Only once stopped: an answer's tokens are kept when it ends and checks, so a window cut while the loop
+        runs would miss those of the answers under way."""
+        if self._thread.is_alive():
+            raise RuntimeError(
+                "cut windows once the loop has stopped (answers under way are not counted yet)"
+            )
+        win = Window(end - start, 0.0, lost=self.lost, refused=self.refused, examples=list(self.examples))
+        win.decode_times = [t - start for t in list(self.decode_times) if start <= t <= end]
+        win.decode_tokens = len(win.decode_times)
+        win.completed = sum(1 for t in list(self.done_times) if start <= t <= end)
+        return win
 
 
 async def references(base_url: str, model: str, max_tokens: int) -> tuple[dict[str, str], dict[str, int]]:

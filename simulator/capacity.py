@@ -119,17 +119,25 @@ def find_capacity(
     tolerance: float = DEFAULT_TOLERANCE,
     min_tok_per_s: float | None = None,
     max_tok_per_s: float | None = None,
+    growth: float = 2.0,
+    stop_if_start_fails: bool = False,
+    should_stop: Callable[[], bool] | None = None,
 ) -> Capacity:
-    """Search the rate `run(rate)` meets `targets` at: from `start_tok_per_s`, double while it meets (up to
-    `max_tok_per_s`) or halve while it fails (down to `min_tok_per_s`, default start / 1024), then bisect
-    (geometrically) until the failing rate is within `tolerance` of the meeting one. Assumes latency grows
-    with load; a run that is not monotone still yields a meeting rate with a failing one just above it."""
+    """Search the rate `run(rate)` meets `targets` at: from `start_tok_per_s`, grow by `growth` while it
+    meets (up to `max_tok_per_s`) or halve while it fails (down to `min_tok_per_s`, default start / 1024),
+    then bisect (geometrically) until the failing rate is within `tolerance` of the meeting one. Assumes
+    latency grows with load; a run that is not monotone still yields a meeting rate with a failing one just
+    above it. `stop_if_start_fails`: one run answers "below the start rate" (capacity 0, `first_failing`
+    the start), for a caller that only needs to know whether a plan beats a known rate. `should_stop`: asked
+    before every run after the first; once true the search ends with what it has (a caller out of time)."""
     if not (math.isfinite(start_tok_per_s) and start_tok_per_s > 0):
         raise InvalidInput(f"start rate must be > 0 tokens/s, got {start_tok_per_s}", field="start_tok_per_s")
     if not 0 < tolerance < 1:
         raise InvalidInput(f"tolerance must be in (0, 1), got {tolerance}", field="tolerance")
     if not tokens_per_request > 0:
         raise InvalidInput(f"must be > 0, got {tokens_per_request}", field="tokens_per_request")
+    if not (math.isfinite(growth) and growth > 1 + tolerance):
+        raise InvalidInput(f"growth must exceed 1 + tolerance, got {growth}", field="growth")
     floor = min_tok_per_s if min_tok_per_s is not None else start_tok_per_s / 1024
     cap = max_tok_per_s if max_tok_per_s is not None else math.inf
     if not 0 < floor <= start_tok_per_s <= cap:
@@ -137,6 +145,9 @@ def find_capacity(
             f"need 0 < min {floor} <= start {start_tok_per_s} <= max {cap} tokens/s", field="start_tok_per_s"
         )
     probes: list[Probe] = []
+
+    def more() -> bool:
+        return len(probes) < MAX_PROBES and not (should_stop is not None and should_stop())
 
     def probe(rate: float) -> Probe:
         p = run(rate)
@@ -148,22 +159,22 @@ def find_capacity(
     first = probe(start_tok_per_s)
     if first.meets(targets):
         good = first
-        while good.rate_tok_per_s < cap and len(probes) < MAX_PROBES:
-            p = probe(min(cap, 2 * good.rate_tok_per_s))
+        while good.rate_tok_per_s < cap and more():
+            p = probe(min(cap, growth * good.rate_tok_per_s))
             if not p.meets(targets):
                 bad = p
                 break
             good = p
     else:
         bad = first
-        while bad.rate_tok_per_s > floor and len(probes) < MAX_PROBES:
+        while not stop_if_start_fails and bad.rate_tok_per_s > floor and more():
             p = probe(max(floor, bad.rate_tok_per_s / 2))
             if p.meets(targets):
                 good = p
                 break
             bad = p
     if good is not None and bad is not None:
-        while bad.rate_tok_per_s > good.rate_tok_per_s * (1 + tolerance) and len(probes) < MAX_PROBES:
+        while bad.rate_tok_per_s > good.rate_tok_per_s * (1 + tolerance) and more():
             p = probe(math.sqrt(good.rate_tok_per_s * bad.rate_tok_per_s))
             if p.meets(targets):
                 good = p
@@ -178,7 +189,7 @@ def find_capacity(
         first_failing=bad,
         simulations=len(probes),
         tolerance=tolerance,
-        capped=bad is None,
+        capped=bad is None and good is not None and good.rate_tok_per_s >= cap,
         probes=tuple(probes),
     )
 
@@ -213,10 +224,14 @@ def plan_capacity(
     tolerance: float = DEFAULT_TOLERANCE,
     start_tok_per_s: float | None = None,
     max_tok_per_s: float | None = None,
+    growth: float = 2.0,
+    stop_if_start_fails: bool = False,
+    should_stop: Callable[[], bool] | None = None,
 ) -> Capacity:
     """The capacity search on the simulator: online runs of `plan` (same seed, workload and policy as
     `base`), starting at half the plan's max-flow estimate. Rates whose run would see fewer than about
-    1.5 x MIN_ARRIVALS arrivals are not tried (they cannot pass): capacity 0 means "none above that floor"."""
+    1.5 x MIN_ARRIVALS arrivals are not tried (they cannot pass): capacity 0 means "none above that floor".
+    `growth`, `stop_if_start_fails`, `should_stop`: as `find_capacity`."""
     cfg = online_config(base, duration_s)
     tokens_per_request = load_lengths(cfg.lengths).mean_total
     floor = 1.5 * MIN_ARRIVALS * tokens_per_request / duration_s
@@ -234,4 +249,7 @@ def plan_capacity(
         min_tok_per_s=floor,
         # No plan sustains much beyond its max-flow estimate (all tokens at typical batches).
         max_tok_per_s=max(start, max_tok_per_s or 4 * plan.objective_tok_per_s),
+        growth=growth,
+        stop_if_start_fails=stop_if_start_fails,
+        should_stop=should_stop,
     )

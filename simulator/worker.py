@@ -47,15 +47,19 @@ class SimWorker:
     # Slots: a fleet has a thousand of these, read on every event.
     __slots__ = (
         "_dcache",
+        "_finish_cb",
         "_hcache",
         "_lone_decode",
         "_pcache",
         "batch",
-        "batch_mix",
+        "batch_ctx",
+        "batch_np",
+        "batch_pt",
         "batch_seg",
         "batch_tokens",
         "busy",
         "busy_s",
+        "carried",
         "cpu_s_per_token",
         "cpu_tokens",
         "decode_max_context",
@@ -88,6 +92,7 @@ class SimWorker:
         "step_overhead_s",
         "steps",
         "wake_at",
+        "wake_cb",
     )
 
     def __init__(
@@ -130,7 +135,11 @@ class SimWorker:
         self.batch: list[Query] = []
         self.batch_seg = 0
         self.batch_tokens = 0
-        self.batch_mix = (0, 0)
+        self.batch_pt = 0
+        self.batch_np = 0
+        self.batch_ctx = 0
+        # Queries at the head of the current queue that are the previous segment's batch (see _start).
+        self.carried = 0
         self.pending: list[tuple[float, int, Query, int]] = []
         self.wake_at: float | None = None
         self.cpu_tokens = 0
@@ -154,6 +163,9 @@ class SimWorker:
         self.drop: Drop | None = None
         # Set once some query may be dead (a node failed): only then does an arrival need the check.
         self.reaping = False
+        # Bound once: the hot paths schedule these on every step and every wake-up.
+        self._finish_cb = self._finish
+        self.wake_cb = self._wake
 
     # -- arrivals ------------------------------------------------------------------------------------
     def arrive(self, t: float, q: Query, entry: int) -> None:
@@ -234,16 +246,30 @@ class SimWorker:
                 self.busy = False
                 if pending and (self.wake_at is None or pending[0][0] < self.wake_at):
                     self.wake_at = pending[0][0]
-                    self.loop.schedule(self.wake_at, self._wake, self.wake_at)
+                    self.loop.schedule(self.wake_at, self.wake_cb, self.wake_at)
                 return
         self.pointer = p
         queue = queues[p]
-        np_ = pt = nd = ctx = 0
         pmax_r, pmax_t = self.prompt_max_requests, self.prompt_max_tokens
         dmax_s, dmax_c = self.decode_max_seqs, self.decode_max_context
-        batch: list[Query] = []
+        carried = self.carried
+        batch: list[Query]
+        rest: list[Query]
+        if carried:
+            # The batch of the previous segment heads this queue (_finish found it empty): under the same
+            # limits it is taken whole again, as the loop below would take it query by query.
+            self.carried = 0
+            np_, pt, ctx = self.batch_np, self.batch_pt, self.batch_ctx
+            nd = self.batch_tokens - pt
+            if len(queue) == carried:
+                batch, rest = queue, []
+            else:
+                batch, rest = queue[:carried], queue[carried:]
+        else:
+            np_ = pt = nd = ctx = 0
+            batch, rest = [], queue
         left: list[Query] = []
-        for q in queue:
+        for q in rest:
             if q.iteration == 0:
                 # A prompt longer than the limit still runs, alone, rather than waiting forever.
                 if np_ < pmax_r and (pt + q.input_len <= pmax_t or (np_ == 0 and nd == 0 and not batch)):
@@ -259,10 +285,14 @@ class SimWorker:
             left.append(q)
         queues[p] = left
         layers = self.seg_layers[p]
-        # The step-time caches inlined (_step_s fills them on a miss): once per step, a hot path too.
-        p_s = self._pcache.get(pt)
+        # The step-time caches inlined (_step_s fills them on a miss): once per step, a hot path too. A
+        # decode-only step skips the prompt cache: its entry for 0 tokens is 0.0, and 0.0 + d is d exactly.
         d_s = self._dcache.get(nd)
-        duration = layers * (p_s + d_s if p_s is not None and d_s is not None else self._step_s(pt, nd))
+        if pt:
+            p_s = self._pcache.get(pt)
+            duration = layers * (p_s + d_s if p_s is not None and d_s is not None else self._step_s(pt, nd))
+        else:
+            duration = layers * (d_s if d_s is not None else self._step_s(0, nd))
         if p == 0 and self.cpu_tokens:
             # First-layer CPU overhead charges every buffered arrival, batched or not (paper quirk).
             duration += self.cpu_tokens * self.cpu_s_per_token
@@ -275,15 +305,22 @@ class SimWorker:
         self.batch = batch
         self.batch_seg = p
         self.batch_tokens = pt + nd
-        self.batch_mix = (pt, nd)
+        self.batch_pt = pt
+        self.batch_np = np_
+        self.batch_ctx = ctx
         if self.host is not None:
             self.host.run(duration, lambda: self._computed(now))
         elif self.speed != 1.0:
             self.busy_s += duration / self.speed
-            self.loop.schedule(now + duration / self.speed, self._finish)
-        else:
+            self.loop.schedule(now + duration / self.speed, self._finish_cb)
+        elif duration >= 0.0:
             self.busy_s += duration
-            self.loop.schedule(now + duration, self._finish)
+            # EventLoop.schedule inlined (once per step): the same sequence number, the same heap entry.
+            loop = self.loop
+            seq = loop._seq = loop._seq + 1
+            heappush(loop._heap, (now + duration, seq, self._finish_cb, ()))
+        else:  # NaN or negative: schedule() raises
+            self.loop.schedule(now + duration, self._finish_cb)
 
     def _computed(self, started: float) -> None:
         """The step's compute is through on a shared host; a throttled worker then sleeps as long again
@@ -302,19 +339,25 @@ class SimWorker:
         now = self.loop.now
         p = self.batch_seg
         batch = self.batch
-        self.kv_real += self.seg_layers[p] * self.batch_tokens
-        if self.kv_real > self.kv_real_peak:
-            self.kv_real_peak = self.kv_real
-        if p + 1 < len(self.queues):
-            self.queues[p + 1].extend(batch)
+        kv = self.kv_real = self.kv_real + self.seg_layers[p] * self.batch_tokens
+        if kv > self.kv_real_peak:
+            self.kv_real_peak = kv
+        queues = self.queues
+        if p + 1 < len(queues):
+            following = queues[p + 1]
+            if following:
+                following.extend(batch)
+            else:
+                queues[p + 1] = batch
+                self.carried = len(batch)
             self.pointer = p + 1
         else:
             # Every query leaves through the last segment, once per step: count steps and tokens here (a
             # worker entered partway runs one real step as several segment events).
             self.pointer = 0
             self.steps += 1
-            self.prompt_tokens += self.batch_mix[0]
-            self.decode_seqs += self.batch_mix[1]
+            self.prompt_tokens += self.batch_pt
+            self.decode_seqs += self.batch_tokens - self.batch_pt
             observed = self.observer is not None
             if observed:
                 self._observe(batch, now)
@@ -342,7 +385,10 @@ class SimWorker:
                         wake = w.wake_at
                         if wake is None or t < wake:
                             w.wake_at = t
-                            w.loop.schedule(t, w._wake, t)
+                            # EventLoop.schedule inlined (t >= now: a link never delivers early).
+                            wl = w.loop
+                            seq = wl._seq = wl._seq + 1
+                            push(wl._heap, (t, seq, w.wake_cb, (t,)))
                 else:
                     depart(q, now)
         self.batch = []
@@ -365,6 +411,7 @@ class SimWorker:
         self.queues = [[] for _ in self.entries]
         self.pending = []
         self.batch = []
+        self.carried = 0
         return held
 
     def release_kv(self, tokens: int, layers: int) -> None:

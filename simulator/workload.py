@@ -149,6 +149,10 @@ class OfflineFeeder:
         # Queries aborted by a worker failure that no chain admitted yet: retried first when one finishes.
         self.backlog: deque[tuple[int, int]] = deque()
         if warm is not None:
+            # The fill draws from a stream of its own: however many queries a plan's caches take, the
+            # queries launched afterwards are the same for every plan scored on one seed (common random
+            # numbers), so two plans' scores differ by what the plans do, not by which lengths they drew.
+            self.warm_rng = random.Random(rng.getrandbits(64))
             loop.schedule(start_s, self._warm_fill, warm, initial)
             return
         for i in range(initial):
@@ -159,6 +163,7 @@ class OfflineFeeder:
         in proportion to its output length) and uniformly far through their decodes. With a KV gate, fill
         until the gate closes; without one, `initial` queries (the baselines' fixed concurrency)."""
         now = self.loop.now
+        rng = self.warm_rng
         top = max(o for _, o in self.lengths.pairs) + 1
         misses = 0
         while misses < WARM_MAX_MISSES and self.warm_started < WARM_MAX_QUERIES:
@@ -166,11 +171,11 @@ class OfflineFeeder:
                 break
             if self.kv_gate is not None and self.kv_gate() > self.feed_high_water:
                 break
-            i, o = self.lengths.sample(self.rng)
-            if self.rng.random() * top > o + 1:
+            i, o = self.lengths.sample(rng)
+            if rng.random() * top > o + 1:
                 continue
-            progress = self.rng.randint(1, o) if o > 0 else 0
-            if warm(i, o, progress, now + self.rng.random() * WARM_SPREAD_S) is None:
+            progress = rng.randint(1, o) if o > 0 else 0
+            if warm(i, o, progress, now + rng.random() * WARM_SPREAD_S) is None:
                 misses += 1
                 continue
             self.warm_started += 1

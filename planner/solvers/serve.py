@@ -10,7 +10,7 @@ layer (`kv_weight`), and the order of the groups along the pipeline is varied to
 region boundary per request, and where links are slow they are ranked first. A Little's-law proxy
 ranks the candidates (and the paper's heuristics) in milliseconds; the injected `ctx.scorer` (the simulator,
 from outside the pure core) judges the most promising ones, and the plan that serves the most wins. Its plan
-carries the "balanced" flow split (planner.flow.balanced_split): replicas of a stage share its flow by
+carries the "balanced" flow split (planner.flow_split.balanced_split): replicas of a stage share its flow by
 capacity, where preflow-push piles it on one of them and the router's weights would follow.
 """
 
@@ -30,6 +30,7 @@ from planner.solvers.base import SolveContext, SolveResult, register
 from planner.solvers.branches import branch_candidates, slow_links
 from planner.solvers.dense import dense_candidates
 from planner.solvers.search import Layout, heuristic_starts, to_placement
+from planner.solvers.slo_candidates import slo_ranked
 from planner.solvers.stages import (
     Recipe,
     groups_of,
@@ -147,6 +148,8 @@ STRUCTURE_SHARE = 0.55
 ORDER_SHARE = 0.85
 FINAL_RESERVE_SHARE = 0.03
 SLOW_SCORE_MARGIN = 1.5
+# options["objective"] == "slo": candidates are reordered for a latency SLO until this share.
+SLO_RANK_SHARE = 0.35
 
 
 def _key(lay: Mapping[str, tuple[int, int]]) -> tuple[tuple[str, int, int], ...]:
@@ -220,6 +223,8 @@ def solve_serve(ctx: SolveContext) -> SolveResult:
     proxy = ProxyOracle(ctx)
     recipes: dict[str, Recipe] = {}
     ranked = ranked_candidates(ctx, proxy, recipes, started + CANDIDATE_SHARE * limit_s)
+    if ctx.options.get("objective") == "slo":
+        ranked = slo_ranked(ctx, ranked, started + SLO_RANK_SHARE * limit_s)
     if not ranked:
         raise InfeasiblePlan(
             f"serve built no candidate placement in {CANDIDATE_SHARE * limit_s:.1f} s (its share of "
@@ -251,12 +256,18 @@ def solve_serve(ctx: SolveContext) -> SolveResult:
     spent: list[float] = [0.0]
     # Full-run scores (fleets with slow links) vary more in cost on busy cores: keep a wider margin.
     margin = SLOW_SCORE_MARGIN if slow_links(ctx.cluster, ctx.model) else 1.0
+    # An SLO judge settles most candidates with one run and ends its rare longer searches when the caller's
+    # time is up (simulator.slo_score): the next judgement is predicted as one run of the last one.
+    runs: list[int] = [1]
+    slo = ctx.options.get("objective") == "slo"
 
     def judge(name: str, lay: Layout, until: float) -> bool:
         # The first candidate is always scored, so a plan comes back however short the time limit; later
         # ones only when a score (as long as the slowest so far) still ends before `until`.
         if scores and (
-            ctx.stopped() or ctx.now() + margin * max(spent) >= until or len(scores) >= max_scored
+            ctx.stopped()
+            or ctx.now() + margin * (spent[-1] / runs[-1] if slo else max(spent)) >= until
+            or len(scores) >= max_scored
         ):
             return False
         began = ctx.now()
@@ -265,6 +276,7 @@ def solve_serve(ctx: SolveContext) -> SolveResult:
         except BrlError as exc:  # a candidate the judge cannot run counts as serving nothing
             value, details = 0.0, {"error": str(exc)}
         spent.append(ctx.now() - began)
+        runs.append(max(1, int(details.get("simulations", 1))))
         scores[name], details_of[name], layouts[name] = value, details, lay
         if value > best.score:
             best.name, best.score = name, value

@@ -163,7 +163,18 @@ def plan(args: argparse.Namespace, cluster_arg: str) -> int:
     if args.prune_k:
         options["prune_k"] = args.prune_k
     if targets is not None:
-        scorer = slo_scorer(cluster, model, profiles, targets, settings=settings, seed=args.seed)
+        options["objective"] = "slo"
+        # The judge stops a search once the time limit (wall-clock, from here) is spent.
+        ends = time.perf_counter() + args.time_limit
+        scorer = slo_scorer(
+            cluster,
+            model,
+            profiles,
+            targets,
+            settings=settings,
+            seed=args.seed,
+            should_stop=lambda: time.perf_counter() >= ends,
+        )
     elif args.method == "serve":
         scorer = _serve_scorer(cluster, model, profiles, args, settings)
     elif args.method == "scale":
@@ -192,6 +203,8 @@ def plan(args: argparse.Namespace, cluster_arg: str) -> int:
             )
         finally:
             close()
+    if targets is not None:
+        result = _slo_routed(result, cluster, model, profiles, settings)
     elapsed = time.perf_counter() - started
     result = _with_provenance(result, cluster_arg, args)
     save_plan(result, args.output)
@@ -205,17 +218,20 @@ def plan(args: argparse.Namespace, cluster_arg: str) -> int:
         f"method {args.method}: max-flow {result.objective_tok_per_s:.2f} tokens/s, bound {bound} tokens/s "
         f"(compute bound {result.metrics.get('compute_bound_tok_per_s', 0.0):.2f}), time {elapsed:.1f} s"
     )
-    details = result.solver_stats.get("chosen_details") or {}
+    stats = result.solver_stats
+    details = stats.get("chosen_details") or {}
     if details and targets is None:
         print(
             f"  simulated ({details.get('run', 'short')} run): decode {details['decode_tok_per_s']:.1f} tokens/s, prompt latency "
             f"{details['prompt_latency_s']:.2f} s, decode latency {details['decode_latency_s']:.3f} s"
         )
     if targets is not None and "capacity_tok_per_s" in details:
+        from simulator.slo_score import SLO_SEARCH_DURATION_S
+
         print(
             f"  capacity at p95 TTFT <= {targets.ttft_p95_s:g} s, p95 TPOT <= {targets.tpot_p95_s:g} s: "
             f"{details['capacity_tok_per_s']:.1f} tokens/s ({details['capacity_req_per_s']:.3f} requests/s; "
-            f"{SLO_SEARCH_DURATION_S:.0f}-s online runs, {details['simulations']} simulations)"
+            f"{SLO_SEARCH_DURATION_S:.0f}-s online runs; {stats.get('scored', 0)} candidates judged)"
         )
     print(f"wrote {args.output}" + (f" and {png}" if png else ""))
     return 0
@@ -333,51 +349,37 @@ def _candidate(cluster: Any, model: Any, profiles: Any, placement: Any, table: A
     )
 
 
-# --objective slo judges each candidate by a capacity search of 300-s online runs: an overload above
-# ~2% fails a 5-s TTFT target in that time (simulator.capacity), and a search costs ~10 runs.
-SLO_SEARCH_DURATION_S = 300.0
-SLO_SEARCH_TOLERANCE = 0.03
-
-
 def slo_scorer(
-    cluster: Any, model: Any, profiles: Any, targets: Any, *, settings: Any = None, seed: int = 0
+    cluster: Any,
+    model: Any,
+    profiles: Any,
+    targets: Any,
+    *,
+    settings: Any = None,
+    seed: int = 0,
+    should_stop: Any = None,
 ) -> Any:
-    """placement -> (online tokens/s sustained at the SLO targets, details): the `serve` method's judge for
-    --objective slo. Each search starts at the best capacity found so far, so later ones bracket fast."""
-    from simulator.capacity import plan_capacity
-    from simulator.run import SimConfig
+    """The `serve` method's judge for --objective slo (simulator.slo_score, outside the pure planner)."""
+    from simulator.slo_score import slo_scorer as make
 
-    table = typical_throughput(cluster, model, profiles, settings)
-    best = [0.0]
+    return make(cluster, model, profiles, targets, settings=settings, seed=seed, should_stop=should_stop)
 
-    def score(placement: Any) -> tuple[float, dict[str, Any]]:
-        candidate = _candidate(cluster, model, profiles, placement, table)
-        if not candidate.edge_flows:
-            return 0.0, {"capacity_tok_per_s": 0.0}
-        cap = plan_capacity(
-            cluster,
-            model,
-            profiles,
-            candidate,
-            targets,
-            base=SimConfig(seed=seed),
-            duration_s=SLO_SEARCH_DURATION_S,
-            tolerance=SLO_SEARCH_TOLERANCE,
-            start_tok_per_s=best[0] or None,
-        )
-        best[0] = max(best[0], cap.rate_tok_per_s)
-        at = cap.at
-        return cap.rate_tok_per_s, {
-            "capacity_tok_per_s": cap.rate_tok_per_s,
-            "capacity_req_per_s": cap.rate_req_per_s,
-            "simulations": cap.simulations,
-            "decode_tok_per_s": at.decode_tok_per_s if at else 0.0,
-            "prompt_latency_s": at.ttft_p95_s if at else 0.0,
-            "decode_latency_s": at.tpot_p95_s if at else 0.0,
-            "max_flow_tok_per_s": candidate.objective_tok_per_s,
-        }
 
-    return score
+def _slo_routed(result: Any, cluster: Any, model: Any, profiles: Any, settings: Any) -> Any:
+    """The chosen placement's plan with the routing its SLO score was measured with (planner.slo_routing:
+    flow over the fewest region crossings), not the throughput objective's split."""
+    from planner.slo_routing import slo_plan
+
+    return slo_plan(
+        cluster,
+        model,
+        profiles,
+        result.placement,
+        method=result.method,
+        throughput=typical_throughput(cluster, model, profiles, settings),
+        solver_stats=dict(result.solver_stats),
+        provenance=dict(result.provenance),
+    )
 
 
 def _serve_scorer(cluster: Any, model: Any, profiles: Any, args: argparse.Namespace, settings: Any) -> Any:

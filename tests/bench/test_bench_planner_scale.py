@@ -30,3 +30,19 @@ def test_quick_scale_run_prints_the_curve_and_json(capsys) -> None:
     assert best == max(run["decode_tok_per_s"][m] for m in ("petals", "swarm", "separate"))
     assert run["ratio"] == pytest.approx(run["decode_tok_per_s"]["scale"] / best, abs=1e-3)
     assert any(line.startswith("plan ") for line in lines)
+
+
+def test_plans_kept_in_a_folder_are_reused_and_methods_run_one_at_a_time(capsys, tmp_path) -> None:
+    argv = ["--scale", "--quick", "--sizes", "24", "--simulate", "24", "--plans-dir", str(tmp_path)]
+    assert bench_planner.main([*argv, "--methods", "scale,swarm"]) == 0
+    first = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["scale-n24-r1-s0.json", "swarm-n24-r1-s0.json"]
+    (run,) = first["runs"]
+    assert set(run["decode_tok_per_s"]) == {"scale", "swarm"} and run["best_heuristic"] == "swarm"
+    # A second invocation plans nothing: the curve's figures are the kept ones, to the digit.
+    assert bench_planner.main([*argv, "--methods", "swarm"]) == 0
+    second = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert second["curve"] == first["curve"]
+    (again,) = second["runs"]
+    assert set(again["decode_tok_per_s"]) == {"swarm"} and again["ratio"] is None
+    assert again["decode_tok_per_s"]["swarm"] == pytest.approx(run["decode_tok_per_s"]["swarm"])

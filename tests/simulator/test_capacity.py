@@ -120,3 +120,39 @@ def test_a_looser_slo_sustains_at_least_the_rate_of_a_tighter_one_on_a_toy_fleet
         cluster, model, profs, plan, SloTargets(0.5, 0.04), duration_s=600.0, tolerance=0.05
     )
     assert again.probes == tight.probes
+
+
+def test_growth_sets_the_step_up_and_a_failing_start_can_settle_the_search() -> None:
+    calls: list[float] = []
+    cap = find_capacity(
+        threshold_run(1000.0, calls), TARGETS, start_tok_per_s=900.0, tokens_per_request=1.0, growth=1.2
+    )
+    assert calls[1] == pytest.approx(1080.0)
+    assert cap.rate_tok_per_s <= 1000.0 < cap.first_failing.rate_tok_per_s  # type: ignore[union-attr]
+    calls.clear()
+    below = find_capacity(
+        threshold_run(1000.0, calls),
+        TARGETS,
+        start_tok_per_s=1100.0,
+        tokens_per_request=1.0,
+        stop_if_start_fails=True,
+    )
+    assert calls == [1100.0] and below.rate_tok_per_s == 0.0 and below.at is None
+    assert below.first_failing is not None and below.first_failing.rate_tok_per_s == 1100.0
+
+
+def test_should_stop_ends_the_search_after_the_first_run_and_is_not_capped() -> None:
+    calls: list[float] = []
+    cap = find_capacity(
+        threshold_run(1000.0, calls),
+        TARGETS,
+        start_tok_per_s=100.0,
+        tokens_per_request=1.0,
+        should_stop=lambda: True,
+    )
+    assert calls == [100.0] and cap.rate_tok_per_s == 100.0
+    assert cap.first_failing is None and not cap.capped
+    with pytest.raises(InvalidInput):
+        find_capacity(
+            threshold_run(1000.0, []), TARGETS, start_tok_per_s=1.0, tokens_per_request=1.0, growth=1.0
+        )

@@ -120,6 +120,9 @@ def test_plan_for_an_slo_ranks_serve_candidates_by_capacity(tmp_path: Path, caps
     # The plan chosen is the best capacity scored, and the score is that capacity.
     assert stats["decode_tok_per_s"] == details["capacity_tok_per_s"]
     assert details["capacity_tok_per_s"] == pytest.approx(max(stats["scores"].values()), abs=0.01)
+    # The winner was searched in full, not screened against a better one.
+    assert details["screened"] is False
+    assert load_plan(out).provenance["options"]["objective"] == "slo"
 
 
 @pytest.mark.parametrize(
