@@ -23,8 +23,8 @@ from services.worker.backends.torch_backend import TorchBackend
 from services.worker.client import ChainClient, Connections, HopAddress, StepInput, generate
 from services.worker.main import _keep_registered
 from services.worker.records import LoadOrder, WorkerStats
+from tests.services.coordinator.control_server import start_control
 from tests.services.worker.conftest import TINY_LAYERS, chain_of, hf_greedy, start_workers, stop_all
-from tests.services.worker.test_registration_reset import start as start_coordinator
 
 NEW_TOKENS = 8
 LAYER_TENSORS = (
@@ -299,7 +299,7 @@ def test_bad_loads_are_refused_with_a_clear_code(tiny_dir: Path) -> None:
 def test_the_coordinator_learns_the_range_a_load_serves(tiny_dir: Path) -> None:
     async def run() -> None:
         registry = Registry(time.monotonic, expiry_s=5.0, num_layers=TINY_LAYERS)
-        server, port = await start_coordinator(registry, 0, "c")
+        server, port = await start_control(registry, "c")
         (w,) = await start_workers(tiny_dir, [(0, 3)], coordinator=f"127.0.0.1:{port}", name="w0")
         stop = asyncio.Event()
         registration = asyncio.create_task(_keep_registered(w, stop))

@@ -17,9 +17,9 @@ from services.worker.checkpoint import layer_of
 from services.worker.client import ChainClient, Connections, HopAddress, StepInput, generate
 from services.worker.main import _keep_registered
 from services.worker.records import LoadOrder
+from tests.services.coordinator.control_server import start_control
 from tests.services.worker.conftest import TINY_LAYERS, hf_greedy, start_workers, stop_all
 from tests.services.worker.test_load_range import NEW_TOKENS, Gen, Reads, layer_names, until
-from tests.services.worker.test_registration_reset import start as start_coordinator
 
 PROMPTS = [[5, 17, 99, 3], [42, 7, 250, 1, 1, 9, 11]]
 
@@ -32,7 +32,7 @@ def test_an_empty_worker_registers_idle_loads_a_range_and_unloads_it(
 
     async def run() -> list[list[int]]:
         registry = Registry(time.monotonic, expiry_s=5.0, num_layers=TINY_LAYERS)
-        server, port = await start_coordinator(registry, 0, "c")
+        server, port = await start_control(registry, "c")
         (head,) = await start_workers(tiny_dir, [(0, 3)])
         (w,) = await start_workers(tiny_dir, [(0, 0)], coordinator=f"127.0.0.1:{port}", name="spare")
         stop = asyncio.Event()
