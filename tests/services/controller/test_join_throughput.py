@@ -210,6 +210,13 @@ def test_a_fast_joiner_gets_layers_and_the_same_load_is_served_faster(
         f"other runnable sessions {before.sampler.mean:.2f} -> {after.sampler.mean:.2f}; "
         f"join {join_s:.1f} s, old ranges drained {transition_s:.1f} s; joiner holds {held}"
     )
-    if abs(after.sampler.mean - before.sampler.mean) > LOAD_TOLERANCE:
-        pytest.skip(f"other tenants' load differed in every after-window (x{ratio:.2f} not comparable)")
-    assert ratio >= MIN_GAIN, (ratio, rate_before.decode_tokens, rate_after.decode_tokens)
+    # Where the load differed, the outcome that it could have caused is inconclusive, the other one stands:
+    # more load after the join can only lower the ratio (a pass still counts), less can only raise it (a
+    # failure still counts).
+    shift = after.sampler.mean - before.sampler.mean
+    passed = ratio >= MIN_GAIN
+    if (shift > LOAD_TOLERANCE and not passed) or (shift < -LOAD_TOLERANCE and passed):
+        pytest.skip(
+            f"other tenants' load moved {shift:+.2f} in every after-window (x{ratio:.2f} inconclusive)"
+        )
+    assert passed, (ratio, rate_before.decode_tokens, rate_after.decode_tokens)
