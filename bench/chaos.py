@@ -342,7 +342,8 @@ def main(argv: list[str] | None = None) -> int:
         dead = [n for n in expected if not fleet.workers[n].alive()]
         if dead:
             fleet.start_workers([fleet.specs[n] for n in dead])
-        fleet.wait_workers(expected, timeout_s=120, exactly=True)
+        # A worker restarted while a re-plan ran may be left idle by it (the plan covers its layers elsewhere).
+        fleet.wait_workers(expected, timeout_s=120, exactly=True, idle_ok=args.auto_replan)
         kv_left = asyncio.run(fleet.wait_kv_zero(expected, timeout_s=15))
         health = fleet.health()
         served_after = asyncio.run(serve_once(fleet, args.max_tokens, reference))
@@ -374,7 +375,7 @@ def main(argv: list[str] | None = None) -> int:
         "restarts": chaos.restarts,
         "permanent_losses": len(chaos.permanent),
         "joins": len(chaos.joined),
-        "workers_after": sorted(health.get("workers", [])),
+        "workers_after": sorted([*health.get("workers", []), *health.get("idle", [])]),  # idle ones too
         "routable_after": bool(health.get("routable")),
         "served_after": served_after.completed,
         "workers_lost": workers_lost,

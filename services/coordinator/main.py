@@ -68,6 +68,9 @@ class Coordinator:
             "replica": self.coordinator_id,  # replica name + incarnation, as the workers know it
             "model": self.settings.model_name,
             "workers": self.registry.names(),
+            "idle": sorted(
+                self.registry.idle()
+            ),  # registered, holding no layers: a controller may give them some
             "routable": self.fleet.routable,
             "reason": self.fleet.no_route_reason or None,
             "running": len(self.engine.running),

@@ -296,8 +296,11 @@ class ProcFleet:
         body: dict[str, Any] = httpx.get(f"{self.root_url}/health", timeout=timeout_s).json()
         return body
 
-    def wait_workers(self, names: Iterable[str], timeout_s: float = 60.0, *, exactly: bool = False) -> float:
-        """Waits until the coordinator lists these workers (only these when `exactly`) and can route;
+    def wait_workers(
+        self, names: Iterable[str], timeout_s: float = 60.0, *, exactly: bool = False, idle_ok: bool = False
+    ) -> float:
+        """Waits until the coordinator lists these workers (only these when `exactly`; with `idle_ok` a worker
+        registered idle, which a re-plan may legitimately leave without layers, counts) and can route;
         returns the seconds it took."""
         want = set(names)
         t0 = time.monotonic()
@@ -306,6 +309,8 @@ class ProcFleet:
             with contextlib.suppress(httpx.HTTPError, json.JSONDecodeError):
                 last = self.health()
                 have = set(last.get("workers", []))
+                if idle_ok:
+                    have |= set(last.get("idle", []))
                 if (have == want if exactly else want <= have) and last.get("routable"):
                     return time.monotonic() - t0
             time.sleep(0.05)
