@@ -87,6 +87,19 @@ async def stream_timed(
     return out
 
 
+REFUSED = "refused"
+
+
+def verdict(out: Timed, prompt: str, reference: dict[str, str]) -> str | None:
+    """None for a correct answer, REFUSED for a clean 503/429 (told, may retry), else what a lost one
+    showed (broken off, or greedy text unlike the prompt's reference): both loops judge answers alike."""
+    if out.status in (429, 503):
+        return REFUSED
+    if out.error is None and out.finish_reason is not None and out.text == reference[prompt]:
+        return None
+    return f"{prompt!r}: {out.error or out.text!r}"
+
+
 async def closed_loop(
     base_url: str,
     model: str,
@@ -109,11 +122,11 @@ async def closed_loop(
             prompt = PROMPTS[k % len(PROMPTS)]
             k += clients
             out = await stream_timed(http, base_url, model, prompt, max_tokens)
-            if out.status in (429, 503):
+            seen = verdict(out, prompt, reference)
+            if seen == REFUSED:
                 win.refused += 1
                 await asyncio.sleep(0.2)
-                continue
-            if out.error is None and out.finish_reason is not None and out.text == reference[prompt]:
+            elif seen is None:
                 win.completed += 1
                 landed = [t - t0 for t in out.token_times[1:] if warmup_s <= t - t0 <= seconds]
                 win.decode_tokens += len(landed)
@@ -121,7 +134,7 @@ async def closed_loop(
             else:
                 win.lost += 1
                 if len(win.examples) < 3:
-                    win.examples.append(f"{prompt!r}: {out.error or out.text!r}")
+                    win.examples.append(seen)
 
     async with httpx.AsyncClient(limits=httpx.Limits(max_connections=clients + 2)) as http:
         await asyncio.gather(*(one(http, i) for i in range(clients)))
@@ -168,18 +181,17 @@ class SteadyLoop:
                 prompt = PROMPTS[k % len(PROMPTS)]
                 k += self.clients
                 out = await stream_timed(http, self.base_url, self.model, prompt, self.max_tokens)
-                if out.status in (429, 503):
+                seen = verdict(out, prompt, self.reference)
+                if seen == REFUSED:
                     self.refused += 1
                     await asyncio.sleep(0.2)
-                elif (
-                    out.error is None and out.finish_reason is not None and out.text == self.reference[prompt]
-                ):
+                elif seen is None:
                     self.decode_times.extend(out.token_times[1:])
                     self.done_times.append(time.monotonic())
                 else:
                     self.lost += 1
                     if len(self.examples) < 3:
-                        self.examples.append(f"{prompt!r}: {out.error or out.text!r}")
+                        self.examples.append(seen)
 
         async with httpx.AsyncClient(limits=httpx.Limits(max_connections=self.clients + 2)) as http:
             await asyncio.gather(*(one(http, i) for i in range(self.clients)))

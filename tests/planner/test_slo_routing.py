@@ -15,15 +15,12 @@ from planner.solvers.base import SolveContext
 from planner.solvers.branches import branch_candidates
 from planner.solvers.search import to_placement
 from planner.throughput import typical_throughput
+from tests.planner.conftest import bundled_fleet
 
 
 @pytest.fixture(scope="module")
 def fleet():
-    cluster = bundled.cluster("3cluster24")
-    model = bundled.model("llama2-70b")
-    profiles = bundled.profiles(model)
-    table = typical_throughput(cluster, model, profiles, bundled.helix_settings(model))
-    return cluster, model, profiles, table
+    return bundled_fleet("3cluster24")
 
 
 def _branch_layouts(fleet):
