@@ -19,6 +19,7 @@ from bench.planner_fleets import full_run_window, initial_queries, load_cluster
 from planner import bundled
 from planner.flow import plan_from_placement
 from planner.solvers.base import SolveContext
+from planner.solvers.confirm import confirm, confirmed_winner
 from planner.solvers.search import to_placement
 from planner.solvers.serve import ProxyOracle, ranked_candidates
 from planner.solvers.stages import structure
@@ -105,8 +106,9 @@ def truth_fleet(
             warmup_s=full_duration_s / 4,
         )
     rows = []
+    placements = {}
     for name, lay in spread(ranked, count, cluster):
-        placement = to_placement(lay, model.num_layers)
+        placement = placements[name] = to_placement(lay, model.num_layers)
         value, _ = score(placement)
         plan = plan_from_placement(
             cluster,
@@ -123,7 +125,15 @@ def truth_fleet(
         print(
             f"{cluster_name:14s} {name:36s} score {value:8.1f}  full {full.decode_tok_per_s:8.1f}", flush=True
         )
-    chosen = max(rows, key=lambda r: r["score"])
+    # serve's last step (planner.solvers.confirm): the contenders scored on more seeds, the best mean wins.
+    scores = {r["candidate"]: r["score"] for r in rows}
+    runs = confirm(scores, lambda name, r: float(score.replica(placements[name], r)[0]), lambda _: True)
+    chosen_name, chosen_score = confirmed_winner(scores, runs)
+    chosen = {**next(r for r in rows if r["candidate"] == chosen_name), "score": chosen_score}
+    for name, values in runs.items():
+        print(
+            f"{cluster_name:14s} {name:36s} confirmed over {len(values)} seeds: {', '.join(f'{v:.1f}' for v in values)}"
+        )
     rel = abs(chosen["full"] - chosen["score"]) / chosen["full"] if chosen["full"] > 0 else None
     rho = spearman([r["score"] for r in rows], [r["full"] for r in rows])
     from simulator.score import slow_links
@@ -134,6 +144,8 @@ def truth_fleet(
         "score_is_full_run": slow_links(cluster, model),
         "candidates": rows,
         "chosen": chosen["candidate"],
+        "chosen_score": chosen["score"],
+        "confirmed": runs,
         "chosen_rel_error": rel,
         "spearman": rho,
         "best_by_full": max(rows, key=lambda r: r["full"])["candidate"],

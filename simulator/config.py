@@ -43,6 +43,10 @@ class SimConfig:
     max_drain_s: float = 3600.0
     # Offline only: start from a steady-state-like fleet instead of ramping up (used by fast scoring).
     warm_start: bool = False
+    # Warm start only: the fill holds the queries a fleet fed for this long holds (an age drawn uniformly
+    # from the range, seconds; simulator.warm_fill); None = the long-run steady state. A score sets it
+    # from the window of the full run it predicts (simulator.score.full_run_ages).
+    warm_ages_s: tuple[float, float] | None = None
     # Offline only: hold `initial_queries` in flight whatever the policy (a closed loop of clients, as a
     # bench drives a live fleet); by default max-flow refills by its KV gate instead.
     fixed_concurrency: bool = False
@@ -80,6 +84,11 @@ class SimConfig:
             raise InvalidInput(f"duration must be > 0 s, got {self.duration_s}", field="duration_s")
         if self.warmup_s is not None and self.warmup_s < 0:
             raise InvalidInput(f"warm-up must be >= 0 s, got {self.warmup_s}", field="warmup_s")
+        if self.warm_ages_s is not None and not 0 <= self.warm_ages_s[0] <= self.warm_ages_s[1]:
+            raise InvalidInput(
+                f"warm ages must be a range 0 <= low <= high seconds, got {self.warm_ages_s}",
+                field="warm_ages_s",
+            )
         for node, speed in (self.throttle or {}).items():
             if not 0 < speed <= 1:
                 raise InvalidInput(
@@ -137,6 +146,7 @@ class SimConfig:
         d = asdict(self)
         d["kv_capacity"] = dict(self.kv_capacity) if self.kv_capacity else None
         d["failures"] = [list(f) for f in self.failures]
+        d["warm_ages_s"] = list(self.warm_ages_s) if self.warm_ages_s else None
         d["throttle"] = dict(self.throttle) if self.throttle else None
         d["step_overhead_s"] = dict(self.step_overhead_s) if self.step_overhead_s else None
         d["hosts"] = [{**asdict(h), "nodes": list(h.nodes)} for h in self.hosts]

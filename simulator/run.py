@@ -24,6 +24,7 @@ from simulator.host import SimHost
 from simulator.metrics import Metrics
 from simulator.result import SimResult, WatchLine
 from simulator.transition import Replanner, TransitionController, planner_replanner
+from simulator.warm_fill import FillShape
 from simulator.workload import OfflineFeeder, OnlineFeeder, load_arrivals, load_lengths
 
 # The paper's disk speed ("1000 * mbps" read as bytes/s): loading the largest holding sets the start time.
@@ -147,6 +148,11 @@ def simulate(
             kv_gate=gate,
             feed_high_water=cfg.feed_high_water,
             warm=coord.submit_warm if cfg.warm_start else None,
+            fill_shape=FillShape(
+                ages_s=cfg.warm_ages_s,
+                # Little's law's decode rate: the plan's max-flow (all tokens) times the decode share.
+                decode_tok_per_s=plan.objective_tok_per_s * lengths.mean_output / lengths.mean_total,
+            ),
         )
     else:
         feeder = OnlineFeeder(

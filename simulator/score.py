@@ -19,7 +19,10 @@ from simulator.run import SimConfig, SimResult, simulate
 
 # Offline: a warm start (the fleet filled as in steady state, see OfflineFeeder), 20 s to settle, a 40-s
 # window. The full run starts with 20 queries and needs ~2 simulated minutes to fill the KV. Online: 300 s.
-SCORE_OFFLINE = SimConfig(mode="offline", duration_s=60.0, warmup_s=20.0, warm_start=True, watch_interval_s=0)
+SCORE_SETTLE_S, SCORE_DURATION_S = 20.0, 60.0
+SCORE_OFFLINE = SimConfig(
+    mode="offline", duration_s=SCORE_DURATION_S, warmup_s=SCORE_SETTLE_S, warm_start=True, watch_interval_s=0
+)
 SCORE_ONLINE_S = 300.0
 
 
@@ -59,6 +62,16 @@ def full_run_window(cluster: Cluster) -> tuple[float, float]:
     return warmup_s, warmup_s + PAPER_WINDOW_S
 
 
+def full_run_ages(cluster: Cluster, settle_s: float, window_s: float) -> tuple[float, float]:
+    """The ages (seconds since the fleet started) a warm-started score's fill gets (simulator.warm_fill):
+    the full offline run's window spans fleet ages [warm-up, duration], and the score's window sees the
+    fill's queries `settle_s` to `settle_s + window_s` later, so the fill is that much younger (its
+    middle); never below zero."""
+    warmup_s, duration_s = full_run_window(cluster)
+    shift = settle_s + window_s / 2
+    return max(0.0, warmup_s - shift), max(0.0, duration_s - shift)
+
+
 def full_run_config(cluster: Cluster, *, seed: int = 0, base: SimConfig | None = None) -> SimConfig:
     """The full offline run a plan is judged by (bench.planner --full-sim): cold, fed and windowed as above."""
     warmup_s, duration_s = full_run_window(cluster)
@@ -74,8 +87,9 @@ def full_run_config(cluster: Cluster, *, seed: int = 0, base: SimConfig | None =
     )
 
 
-def score_config(base: SimConfig | None = None) -> SimConfig:
-    """The shortened version of `base` (default: offline max-flow on Azure conversation lengths)."""
+def score_config(base: SimConfig | None = None, cluster: Cluster | None = None) -> SimConfig:
+    """The shortened version of `base` (default: offline max-flow on Azure conversation lengths); with
+    `cluster`, an offline score's warm fill holds the queries of the full run it predicts (by age)."""
     cfg = base or SimConfig()
     if cfg.mode == "online":
         return replace(
@@ -89,6 +103,11 @@ def score_config(base: SimConfig | None = None) -> SimConfig:
         duration_s=SCORE_OFFLINE.duration_s,
         warmup_s=SCORE_OFFLINE.warmup_s,
         warm_start=True,
+        warm_ages_s=(
+            full_run_ages(cluster, SCORE_SETTLE_S, SCORE_DURATION_S - SCORE_SETTLE_S)
+            if cluster is not None
+            else cfg.warm_ages_s
+        ),
         watch_interval_s=0,
         drain=False,
     )
@@ -108,11 +127,18 @@ def score_plan(
 ) -> SimResult:
     """Shortened simulation of `plan`; rank candidates by `.decode_tok_per_s` (what the fleet serves)."""
     cfg = base or SimConfig(policy=policy, lengths=lengths)
-    cfg = replace(score_config(cfg), seed=seed, kv_capacity=kv_capacity or cfg.kv_capacity)
+    cfg = replace(score_config(cfg, cluster), seed=seed, kv_capacity=kv_capacity or cfg.kv_capacity)
     if cfg.policy == "maxflow" and not plan.edge_flows:
         # A candidate with no flow serves nothing: score it zero rather than fail the planner's search.
         return SimResult.empty(plan, cfg)
     return simulate(cluster, model, profiles, plan, cfg)
 
 
-__all__ = ["full_run_config", "full_run_window", "initial_queries", "score_plan", "slow_links"]
+__all__ = [
+    "full_run_ages",
+    "full_run_config",
+    "full_run_window",
+    "initial_queries",
+    "score_plan",
+    "slow_links",
+]

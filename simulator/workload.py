@@ -14,6 +14,7 @@ from pathlib import Path
 
 from planner.errors import InvalidInput, UnknownName
 from simulator.engine import EventLoop
+from simulator.warm_fill import FillShape, InFlightTable, halton_point, progress_of
 
 DATA_DIR = Path(__file__).resolve().parent / "data"
 # Same keys as the CLI's --lengths / --arrivals flags.
@@ -115,6 +116,8 @@ WARM_SPREAD_S = 1.0
 WARM_MAX_MISSES = 20
 # ... and never starts more than this many (a fleet with huge caches would otherwise make scoring slow).
 WARM_MAX_QUERIES = 2000
+# The gate's final count is extrapolated from its use once this many queries are in.
+WARM_EXTRAPOLATE_AFTER = 8
 
 
 class OfflineFeeder:
@@ -136,6 +139,7 @@ class OfflineFeeder:
         kv_gate: Callable[[], float] | None,
         feed_high_water: float = 0.8,
         warm: SubmitWarm | None = None,
+        fill_shape: FillShape | None = None,
     ) -> None:
         self.loop = loop
         self.submit = submit
@@ -146,6 +150,7 @@ class OfflineFeeder:
         self.feed_high_water = feed_high_water
         self.launched = 0
         self.warm_started = 0
+        self.fill_shape = fill_shape or FillShape(ages_s=None, decode_tok_per_s=None)
         # Queries aborted by a worker failure that no chain admitted yet: retried first when one finishes.
         self.backlog: deque[tuple[int, int]] = deque()
         if warm is not None:
@@ -159,23 +164,36 @@ class OfflineFeeder:
             loop.schedule(start_s + i * FEED_GAP_S, self._launch)
 
     def _warm_fill(self, warm: SubmitWarm, initial: int) -> None:
-        """Fill the fleet as it looks in steady state: queries in flight are length-biased (a query stays
-        in proportion to its output length) and uniformly far through their decodes. With a KV gate, fill
-        until the gate closes; without one, `initial` queries (the baselines' fixed concurrency)."""
+        """Fill the fleet as a fleet fed for a while holds it (simulator.warm_fill): queries in flight
+        are length-biased (a query stays in proportion to its output length, capped by its age) and
+        uniformly far through their decodes. With a KV gate, fill until the gate closes; without one,
+        `initial` queries (the baselines' fixed concurrency)."""
         now = self.loop.now
         rng = self.warm_rng
-        top = max(o for _, o in self.lengths.pairs) + 1
+        table = InFlightTable.of(self.lengths.pairs)
+        offsets = (rng.random(), rng.random(), rng.random(), rng.random())
         misses = 0
+        k = 0
         while misses < WARM_MAX_MISSES and self.warm_started < WARM_MAX_QUERIES:
-            if self.kv_gate is None and self.warm_started >= initial:
-                break
-            if self.kv_gate is not None and self.kv_gate() > self.feed_high_water:
-                break
-            i, o = self.lengths.sample(rng)
-            if rng.random() * top > o + 1:
-                continue
-            progress = rng.randint(1, o) if o > 0 else 0
-            if warm(i, o, progress, now + rng.random() * WARM_SPREAD_S) is None:
+            if self.kv_gate is None:
+                if self.warm_started >= initial:
+                    break
+                expected: float | None = initial
+            else:
+                usage = self.kv_gate()
+                if usage > self.feed_high_water:
+                    break
+                # How many the gate will take, extrapolated from what it took so far (the cap needs it).
+                expected = (
+                    (self.warm_started + 1) * self.feed_high_water / usage
+                    if self.warm_started >= WARM_EXTRAPOLATE_AFTER and usage > 0
+                    else None
+                )
+            k += 1
+            a, b, c, d = halton_point(offsets, k)
+            cap = self.fill_shape.iteration_cap(a, expected)
+            i, o = table.pick(cap, b, c)
+            if warm(i, o, progress_of(o, cap, d), now + rng.random() * WARM_SPREAD_S) is None:
                 misses += 1
                 continue
             self.warm_started += 1

@@ -28,6 +28,7 @@ from planner.placement import Placement
 from planner.profile import ProfileSet
 from planner.solvers.base import SolveContext, SolveResult, register
 from planner.solvers.branches import branch_candidates, slow_links
+from planner.solvers.confirm import CONFIRM_REPLICAS, confirm, confirmed_winner, contenders
 from planner.solvers.dense import dense_candidates
 from planner.solvers.search import Layout, heuristic_starts, to_placement
 from planner.solvers.slo_candidates import slo_ranked
@@ -306,22 +307,27 @@ def solve_serve(ctx: SolveContext) -> SolveResult:
         if not judge(name, lay, until=started + ORDER_SHARE * limit_s):
             break
     improved = True
+    # The boundary shifts leave time for the contenders' confirming runs (when the scorer can make them).
+    confirm_runs = CONFIRM_REPLICAS * len(contenders(scores)) if hasattr(scorer, "replica") else 0
+    climb_until = deadline - margin * confirm_runs * max(spent)
     while improved:
         improved = False
         winner = best.name
         for i, cand in enumerate(shift_neighbours(layouts[winner], ctx)):
             before = best.score
-            if not judge(f"{winner}+shift{i}", cand, until=deadline):
+            if not judge(f"{winner}+shift{i}", cand, until=climb_until):
                 break
             if best.score > before * 1.002:
                 improved = True
                 break
-    winner = best.name
+    confirmed = _confirm(ctx, scorer, scores, layouts, spent, margin, until=deadline)
+    winner, winner_score = confirmed_winner(scores, confirmed)
     stats.update(
         {
             "scored": len(scores),
             "chosen": winner,
-            "decode_tok_per_s": scores[winner],
+            "decode_tok_per_s": winner_score,
+            "confirmed": {name: [round(v, 2) for v in values] for name, values in confirmed.items()},
             "scores": {k: round(v, 2) for k, v in sorted(scores.items(), key=lambda kv: -kv[1])},
             "chosen_details": dict(details_of[winner]),
             "max_flow_tok_per_s": proxy.estimate(layouts[winner]).max_flow_tok_per_s,
@@ -331,6 +337,36 @@ def solve_serve(ctx: SolveContext) -> SolveResult:
     return SolveResult(
         to_placement(layouts[winner], num_layers), partial=False, stats=stats, split="balanced"
     )
+
+
+def _confirm(
+    ctx: SolveContext,
+    scorer: Any,
+    scores: Mapping[str, float],
+    layouts: Mapping[str, Layout],
+    spent: list[float],
+    margin: float,
+    *,
+    until: float,
+) -> dict[str, list[float]]:
+    """planner.solvers.confirm with a scorer that can score a placement on another seed (`replica`)."""
+    replica = getattr(scorer, "replica", None)
+    if not callable(replica):
+        return {}
+
+    def rescore(name: str, r: int) -> float:
+        began = ctx.now()
+        try:
+            value = float(replica(to_placement(layouts[name], ctx.model.num_layers), r)[0])
+        except BrlError:
+            value = 0.0
+        spent.append(ctx.now() - began)
+        return value
+
+    def affordable(runs: int) -> bool:
+        return not ctx.stopped() and ctx.now() + margin * runs * max(spent) < until
+
+    return confirm(scores, rescore, affordable)
 
 
 __all__ = [

@@ -19,6 +19,7 @@ from planner import bundled
 from planner.errors import InvalidInput
 from planner.flow import compute_bound, coverage_bound, solve_max_flow
 from planner.throughput import typical_throughput
+from services.cli.judge import simulator_scorer
 
 METHOD_HELP = (
     "milp: python-mip MILP warm-started from the best heuristic; search: local search with max-flow "
@@ -233,6 +234,11 @@ def plan(args: argparse.Namespace, cluster_arg: str) -> int:
             f"{details['capacity_tok_per_s']:.1f} tokens/s ({details['capacity_req_per_s']:.3f} requests/s; "
             f"{SLO_SEARCH_DURATION_S:.0f}-s online runs; {stats.get('scored', 0)} candidates judged)"
         )
+    prov = result.provenance
+    if targets is not None and prov.get("flow_region_weights"):  # planner.slo_split: max-flow above is after
+        shares = ", ".join(f"{r} x{w:g}" for r, w in sorted(prov["flow_region_weights"].items()))
+        before = prov["max_flow_before_weights_tok_per_s"]
+        print(f"  flow weighted by region: {shares} (max-flow {before:.2f} before)")
     print(f"wrote {args.output}" + (f" and {png}" if png else ""))
     return 0
 
@@ -273,80 +279,6 @@ def _with_provenance(result: Any, cluster_arg: str, args: argparse.Namespace) ->
     prov = dict(result.provenance)
     prov.update({"cluster": cluster_arg, "model": args.model, "code_version": code})
     return dataclasses.replace(result, provenance=prov)
-
-
-# The serve method's judge: a warm-started offline run with an 80-s window (~1-2 s of CPU on cluster24),
-# longer for plans of little max-flow (simulator.score.score_window_s); on fleets with slow links between
-# nodes (3cluster24) the full offline run itself, ~3 s of CPU. The simulator's own 40-s score
-# window ranked the stored ILP layout and our candidates too noisily to pick a winner.
-SERVE_SCORE_DURATION_S = 110.0
-SERVE_SCORE_WARMUP_S = 30.0
-
-
-def simulator_scorer(
-    cluster: Any, model: Any, profiles: Any, *, settings: Any = None, seed: int = 0, throttle: Any = None
-) -> Any:
-    """placement -> (simulated decode tokens/s, details): the simulator as the `serve` method's judge.
-    Lives here, outside the pure planner, which must not import the simulator. `throttle`: node -> speed
-    factor in (0, 1] (slowed nodes, as `brl replan --slow` gives them)."""
-    from dataclasses import fields
-
-    from simulator.run import SimConfig, simulate
-    from simulator.score import full_run_config, score_plan, score_window_s, slow_links
-
-    table = typical_throughput(cluster, model, profiles, settings)
-    warm = any(f.name == "warm_start" for f in fields(SimConfig))
-    # Fleets with slow links between nodes are judged by the full offline run itself (simulator.score).
-    cold = slow_links(cluster, model)
-
-    def score(placement: Any) -> tuple[float, dict[str, Any]]:
-        candidate = _candidate(cluster, model, profiles, placement, table)
-        if cold:
-            base = SimConfig(throttle=dict(throttle) if throttle else None)
-            sim = simulate(
-                cluster, model, profiles, candidate, full_run_config(cluster, seed=seed, base=base)
-            )
-        elif warm:
-            window_s = score_window_s(
-                SERVE_SCORE_DURATION_S - SERVE_SCORE_WARMUP_S, candidate.objective_tok_per_s
-            )
-            config = SimConfig(
-                duration_s=SERVE_SCORE_WARMUP_S + window_s,
-                warmup_s=SERVE_SCORE_WARMUP_S,
-                warm_start=True,
-                watch_interval_s=0,
-                seed=seed,
-                throttle=dict(throttle) if throttle else None,
-            )
-            sim = simulate(cluster, model, profiles, candidate, config)
-        else:
-            sim = score_plan(cluster, model, profiles, candidate, seed=seed)
-        return float(sim.decode_tok_per_s), {
-            "decode_tok_per_s": float(sim.decode_tok_per_s),
-            "prompt_latency_s": float(sim.prompt_latency_s.mean),
-            "decode_latency_s": float(sim.decode_latency_s.mean),
-            "finished": int(sim.finished),
-            "max_flow_tok_per_s": candidate.objective_tok_per_s,
-            "run": "full" if cold else "short",
-        }
-
-    return score
-
-
-def _candidate(cluster: Any, model: Any, profiles: Any, placement: Any, table: Any) -> Any:
-    """A serve candidate as the scorers simulate it: routed over exact joins, the balanced split."""
-    from planner.flow import plan_from_placement
-
-    return plan_from_placement(
-        cluster,
-        model,
-        profiles,
-        placement,
-        method="serve-candidate",
-        throughput=table,
-        partial=False,
-        split="balanced",
-    )
 
 
 def slo_scorer(

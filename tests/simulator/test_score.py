@@ -105,7 +105,8 @@ def test_fleets_with_slow_links_are_scored_by_the_full_run() -> None:
 def test_a_plan_with_more_kv_scores_higher_on_every_seed() -> None:
     # A one-pipeline fleet serves in proportion to the queries its KV holds (cluster10). Both plans' scores
     # see the same queries after the warm fill (simulator.workload's common random numbers), so 10% more
-    # KV wins on every seed; when the fill shifted the later queries, seed 4 ranked the two the wrong way.
+    # KV wins on every seed (by 0.2-10% over seeds 0-11: a short score of this toy moves ~3% between
+    # seeds); when the fill shifted the later queries, seed 4 ranked the two the wrong way.
     from tests.simulator.fleets import chain
 
     cluster, plan = chain(0.001, hops=4)
@@ -122,4 +123,27 @@ def test_a_plan_with_more_kv_scores_higher_on_every_seed() -> None:
             for kv in (60_000, 66_000)
         )
         assert large.admitted >= small.admitted
-        assert large.decode_tok_per_s > 1.03 * small.decode_tok_per_s, seed
+        assert large.decode_tok_per_s > small.decode_tok_per_s, seed
+
+
+def test_a_replica_scores_the_placement_on_another_seed_of_the_same_workload() -> None:
+    # serve's confirming runs (planner.solvers.confirm): replica r of a seed-s judge is the judge of seed
+    # s + r * REPLICA_SEED_STEP, so the runs differ from the first and from each other, reproducibly.
+    from services.cli.judge import REPLICA_SEED_STEP, simulator_scorer
+
+    model, profs = toy_model(), profiles()
+    cluster, hand = diamond()
+    judge = simulator_scorer(cluster, model, profs, seed=1)
+    first, _ = judge(hand.placement)
+    again, _ = judge.replica(hand.placement, 1)
+    other, _ = simulator_scorer(cluster, model, profs, seed=1 + REPLICA_SEED_STEP)(hand.placement)
+    assert again == other and again != first
+    assert judge.replica(hand.placement, 2)[0] not in (first, again)
+
+
+def test_a_score_fills_with_the_ages_of_the_full_run_it_predicts() -> None:
+    # The full run measures fleet ages 60..660 s; the score's window sees its fill 20..60 s later.
+    cluster, _ = diamond()
+    cfg = score_config(SimConfig(), cluster)
+    assert cfg.warm_start and cfg.warm_ages_s == (20.0, 620.0)
+    assert score_config(SimConfig()).warm_ages_s is None
