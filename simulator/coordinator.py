@@ -12,6 +12,7 @@ import math
 from collections import deque
 from collections.abc import Callable, Mapping
 from functools import partial
+from heapq import heappush
 
 from planner.cluster import SINK, SOURCE, Cluster
 from planner.model import ModelSpec
@@ -110,6 +111,7 @@ class SimCoordinator:
         self.cpu_s_per_iteration = cpu_s_per_iteration
         self.host = host
         self._turns: deque[Query] = deque()
+        self._at_sink_cb = self._at_sink
         self._turn_busy = False
         self.profiles = profiles
         self.speeds = dict(speeds or {})
@@ -272,12 +274,25 @@ class SimCoordinator:
         q.t_left = now
         q.hop_i = 0
         w, entry, link = q.route[0]
-        w.arrive(link.send(now, q.seq_len), q, entry)
+        # SimLink.send inlined (once per token).
+        free = link.free_at
+        free = link.free_at = (free if free > now else now) + q.seq_len * link.s_per_token
+        w.arrive(free + link.latency_s, q, entry)
 
     def _depart(self, q: Query, now: float) -> None:
         """The last stage is done (the worker already advanced hop_i): over the link to the sink."""
-        assert q.sink_link is not None
-        self.loop.schedule(q.sink_link.send(now, q.seq_len), self._at_sink, q)
+        # SimLink.send and EventLoop.schedule inlined (once per token): the same arithmetic, the same entry.
+        link = q.sink_link
+        assert link is not None
+        free = link.free_at
+        free = link.free_at = (free if free > now else now) + q.seq_len * link.s_per_token
+        t = free + link.latency_s
+        loop = self.loop
+        if t >= now:
+            seq = loop._seq = loop._seq + 1
+            heappush(loop._heap, (t, seq, self._at_sink_cb, (q,)))
+        else:  # a negative latency (or NaN): schedule() raises
+            loop.schedule(t, self._at_sink, q)
 
     def _at_sink(self, q: Query) -> None:
         if self.cpu_s_per_iteration <= 0:

@@ -19,10 +19,13 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from heapq import heappop, heappush
+from operator import attrgetter
 
 from planner.placement import LayerRange
 from planner.profile import GpuProfile, LatencyTable
+from simulator.arrivals import Pending, drain, due, waiting
 from simulator.engine import EventLoop
+from simulator.forwarding import BY_LINK_FROM, forward_by_link, forward_each
 from simulator.host import SimHost
 from simulator.request import Query
 
@@ -31,6 +34,12 @@ CPU_CONCAT_BYTES_PER_S = 4e9
 CPU_COPY_BYTES_PER_S = 5e9
 # decode_max_context = decode_max_tokens x this (the paper's DECODE_PER_TOKEN_MAX_CONTEXT).
 DECODE_CONTEXT_PER_SEQ = 1000
+
+# Read off a whole queue in C (map) when testing whether it joins a batch whole, for queues of at least
+# WHOLE_FROM queries (below that the loop costs less than the test).
+WHOLE_FROM = 8
+_ITERATION = attrgetter("iteration")
+_CONTEXT = attrgetter("context")
 
 # Called when a request leaves its last stage (the coordinator sends it to the sink).
 Depart = Callable[[Query, float], None]
@@ -140,7 +149,8 @@ class SimWorker:
         self.batch_ctx = 0
         # Queries at the head of the current queue that are the previous segment's batch (see _start).
         self.carried = 0
-        self.pending: list[tuple[float, int, Query, int]] = []
+        # Queries on their way here: one entry per query, or per step and link (simulator.arrivals).
+        self.pending: list[Pending] = []
         self.wake_at: float | None = None
         self.cpu_tokens = 0
         self.kv_real = 0
@@ -187,7 +197,7 @@ class SimWorker:
 
     def queued(self, now: float) -> int:
         """Requests waiting here (arrived, not yet in a batch): what shortest-queue routing compares."""
-        return sum(len(q) for q in self.queues) + sum(1 for p in self.pending if p[0] <= now)
+        return sum(len(q) for q in self.queues) + due(self.pending, now)
 
     # -- execution -----------------------------------------------------------------------------------
     def _step_s(self, prompt_tokens: int, decodes: int) -> float:
@@ -214,27 +224,21 @@ class SimWorker:
         pending = self.pending
         queues = self.queues
         if pending and pending[0][0] <= now:
-            cpu_tokens = self.cpu_tokens
-            if self.reaping:
-                while pending and pending[0][0] <= now:
-                    _, _, q, entry = heappop(pending)
-                    if q.dead and self.drop is not None:
-                        self.drop(q, self.entries[entry])
-                        continue
-                    queues[entry].append(q)
-                    cpu_tokens += q.seq_len
-            elif len(queues) == 1:
+            if len(queues) == 1 and not self.reaping:
+                # drain() inlined for the usual worker (one queue) while the entries are single queries.
                 append = queues[0].append
+                cpu_tokens = self.cpu_tokens
                 while pending and pending[0][0] <= now:
-                    q = heappop(pending)[2]
+                    q = pending[0][2]
+                    if q is None:  # several queries from one step (simulator.arrivals): drain takes them
+                        cpu_tokens += drain(pending, now, queues, None)
+                        break
+                    heappop(pending)
                     append(q)
                     cpu_tokens += q.seq_len
+                self.cpu_tokens = cpu_tokens
             else:
-                while pending and pending[0][0] <= now:
-                    _, _, q, entry = heappop(pending)
-                    queues[entry].append(q)
-                    cpu_tokens += q.seq_len
-            self.cpu_tokens = cpu_tokens
+                self.cpu_tokens += drain(pending, now, queues, self._reap if self.reaping else None)
         n = len(queues)
         p = self.pointer
         if not queues[p]:
@@ -268,6 +272,18 @@ class SimWorker:
         else:
             np_ = pt = nd = ctx = 0
             batch, rest = [], queue
+        if len(rest) >= WHOLE_FROM and nd + len(rest) <= dmax_s and 0 not in map(_ITERATION, rest):
+            # Decodes only, and all of them fit: the loop below would take each in turn (contexts are not
+            # negative, so every running sum stays under the total), so take them at once.
+            more = sum(map(_CONTEXT, rest))
+            if ctx + more <= dmax_c:
+                nd += len(rest)
+                ctx += more
+                if batch:
+                    batch.extend(rest)
+                else:
+                    batch = rest
+                rest = []
         left: list[Query] = []
         for q in rest:
             if q.iteration == 0:
@@ -361,36 +377,10 @@ class SimWorker:
             observed = self.observer is not None
             if observed:
                 self._observe(batch, now)
-            depart = self.depart
-            push = heappush
-            for q in batch:
-                # Forward to the next stage: SimLink.send and SimWorker.arrive inlined (the hot path of the
-                # whole simulation: once per query per hop).
-                hop = q.hop_i + 1
-                q.hop_i = hop
-                if observed:  # only the policy's hop-time feedback reads it
-                    q.t_left = now
-                route = q.route
-                if hop < len(route):
-                    w, entry, link = route[hop]
-                    free = link.free_at
-                    free = (free if free > now else now) + q.seq_len * link.s_per_token
-                    link.free_at = free
-                    t = free + link.latency_s
-                    if w.failed:
-                        w.arrive(t, q, entry)
-                        continue
-                    push(w.pending, (t, q.qid, q, entry))
-                    if not w.busy:
-                        wake = w.wake_at
-                        if wake is None or t < wake:
-                            w.wake_at = t
-                            # EventLoop.schedule inlined (t >= now: a link never delivers early).
-                            wl = w.loop
-                            seq = wl._seq = wl._seq + 1
-                            push(wl._heap, (t, seq, w.wake_cb, (t,)))
-                else:
-                    depart(q, now)
+            if len(batch) < BY_LINK_FROM:
+                forward_each(batch, now, self.depart, observed)
+            else:
+                forward_by_link(batch, now, self.depart, observed)
         self.batch = []
         self._start(now)
 
@@ -402,11 +392,18 @@ class SimWorker:
             prev = q.route[q.hop_i - 1][0].name if q.hop_i else "source"
             observer(prev, self.name, now - q.t_left)
 
+    def _reap(self, q: Query, entry: int) -> bool:
+        """After a failure: drop `q` if it is dead (True), else keep it."""
+        if q.dead and self.drop is not None:
+            self.drop(q, self.entries[entry])
+            return True
+        return False
+
     def fail(self) -> list[tuple[Query, int]]:
         """Stop for good; returns every request held here with the layer it had reached."""
         self.failed = True
         held = [(q, self.entries[p]) for p, queue in enumerate(self.queues) for q in queue]
-        held += [(q, self.entries[entry]) for _, _, q, entry in sorted(self.pending)]
+        held += [(q, self.entries[entry]) for _, _, q, entry in waiting(self.pending)]
         held += [(q, self.entries[self.batch_seg]) for q in self.batch]
         self.queues = [[] for _ in self.entries]
         self.pending = []
