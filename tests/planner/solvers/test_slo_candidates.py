@@ -13,7 +13,7 @@ from planner.slo_routing import slo_flow
 from planner.solvers.base import SolveContext
 from planner.solvers.branches import branch_candidates
 from planner.solvers.search import to_placement
-from planner.solvers.slo_candidates import prompt_blocking, slo_ranked
+from planner.solvers.slo_candidates import fewest_crossings, prompt_blocking, slo_ranked
 from planner.throughput import typical_throughput
 
 
@@ -59,3 +59,32 @@ def test_ranked_by_the_proxy_until_the_deadline(ctx: SolveContext) -> None:
     # A deadline already past: the first layout is still keyed, the rest keep their order.
     late = slo_ranked(ctx, layouts, deadline=ctx.now() - 1.0)
     assert late == layouts
+
+
+def _serial(ctx: SolveContext) -> dict[str, tuple[int, int]]:
+    """Every node in one pipeline, region after region: any chain crosses between regions twice."""
+    names = sorted(ctx.cluster.node_names, key=lambda n: (ctx.cluster.node(n).region, n))
+    per, layers = divmod(ctx.model.num_layers, len(names))
+    lay, start = {}, 0
+    for i, name in enumerate(names):
+        size = per + (1 if i < layers else 0)
+        lay[name] = (start, size)
+        start += size
+    return lay
+
+
+def test_fewest_crossings_reads_the_placement(ctx: SolveContext) -> None:
+    num_layers = ctx.model.num_layers
+    _, branch = branch_candidates(ctx)[0]
+    assert fewest_crossings(ctx, to_placement(branch, num_layers)) == 1
+    assert fewest_crossings(ctx, to_placement(_serial(ctx), num_layers)) == 2
+    gap = {n: (s, k) for n, (s, k) in _serial(ctx).items() if s != 0}  # nothing holds layer 0
+    assert fewest_crossings(ctx, to_placement(gap, num_layers)) > len(gap)
+
+
+def test_layouts_that_can_cross_least_are_keyed_first(ctx: SolveContext) -> None:
+    branches = branch_candidates(ctx)[:3]
+    layouts = [("serial", _serial(ctx)), *branches]
+    # Out of time before the first: the order is fewest possible crossings first, then the old order.
+    assert slo_ranked(ctx, layouts, deadline=ctx.now() - 1.0) == [*branches, layouts[0]]
+    assert sorted(slo_ranked(ctx, layouts, deadline=ctx.now() + 1e6)) == sorted(layouts)
