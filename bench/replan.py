@@ -1,4 +1,4 @@
-"""`python -m bench.replan [--quick] [--sim-only | --live-only]`: the issue-15 figures in one run.
+"""`python bench/replan.py [--quick] [--sim-only | --live-only]` (or `python -m bench.replan`): the issue-15 figures in one run.
 
 Two halves, each its own bench (run either alone for its full table):
   live  bench/replan_live.py: four SmolLM2 worker processes on this machine; the only holder of some layers is
@@ -15,9 +15,14 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from pathlib import Path
 from typing import Any
 
-from bench import replan_live, replan_sim
+ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:  # run as a script, as the other benches are
+    sys.path.insert(0, str(ROOT))
+
+from bench import replan_live, replan_sim  # noqa: E402
 
 HEADLINE = ("recover_s", "ratio_vs_fresh", "moved_share", "lost", "measured_vs_predicted")
 
@@ -41,8 +46,11 @@ def main(argv: list[str] | None = None) -> int:
     half = ap.add_mutually_exclusive_group()
     half.add_argument("--sim-only", action="store_true", help="only the simulated half")
     half.add_argument("--live-only", action="store_true", help="only the live half")
+    ap.add_argument(
+        "--pipeline-depth", type=int, help="the live coordinator's BRL_PIPELINE_DEPTH (default: its own)"
+    )
     args = ap.parse_args(argv)
-    live = None if args.sim_only else replan_live.run_live(args.quick)
+    live = None if args.sim_only else replan_live.run_live(args.quick, pipeline_depth=args.pipeline_depth)
     sim = None if args.live_only else replan_sim.run_sim(args.quick)
     if live is not None:
         print("== live (this machine, SmolLM2) ==")

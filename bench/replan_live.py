@@ -5,8 +5,11 @@ worker processes on the bundled local-cpu4 fleet, each throttled to its GPU type
          from the kill until the coordinator's live workers cover every layer again (goal <= 10 s);
          every stream accepted before the kill must end with the calm text (`lost` counts those that do not).
   join   `fast` comes back holding one layer no chain can use ([25,26)): the controller re-plans with it,
-         loads its new range and swaps the plan. Throughput (decode tokens/s of a closed loop of clients,
-         fixed prompts, max_tokens with ignore_eos, counted after a warm-up) is measured before and after.
+         loads its new range and swaps the plan. Throughput (decode tokens/s of one closed loop of clients
+         kept running throughout, fixed prompts, max_tokens with ignore_eos) is cut afterwards from a window
+         before the join and one after it that starts once no worker drains an old range (Stats.draining);
+         an after-window whose competing load moved by > 0.5 sessions from the before-window's is
+         measured again (bench/replan_windows.py, as tests/services/controller/test_join_throughput.py).
   model  the simulator predicts both windows for the plan in force with bench/fidelity.py's terms
          (bench/replan_predict.py): this machine's per-layer profile and LM head (`brl profile`'s code,
          decode at the workload's mean context, measured while the fleet idles), the serving overheads a
@@ -33,6 +36,7 @@ import signal
 import sys
 import tempfile
 import time
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -42,10 +46,10 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from bench.fidelity_live import Probe, probe_fleet, worker_stats  # noqa: E402
+from bench.fidelity_live import Probe, probe_fleet  # noqa: E402
 from bench.fidelity_load import LoadSampler  # noqa: E402
 from bench.fidelity_profiles import Measured, measure_torch  # noqa: E402
-from bench.replan_clients import Window, closed_loop, references  # noqa: E402
+from bench.replan_clients import SteadyLoop, Window, closed_loop, references  # noqa: E402
 from bench.replan_predict import (  # noqa: E402
     Predicted,
     Ranges,
@@ -55,6 +59,14 @@ from bench.replan_predict import (  # noqa: E402
     predict,
     probe_terms,
     routing_plan,
+)
+from bench.replan_windows import (  # noqa: E402
+    AFTER_TRIES,
+    after_windows,
+    measure,
+    per_node,
+    step_figures,
+    wait_drained,
 )
 from planner.formats.plan_json import save_plan  # noqa: E402
 from services.cli.run import SPEED_FACTORS  # noqa: E402
@@ -106,7 +118,8 @@ def wait_rollouts(fleet: ProcFleet, count: int, timeout_s: float) -> dict[str, A
     t0 = time.monotonic()
     while time.monotonic() - t0 < timeout_s:
         status = admin(fleet, "rollout")
-        if status["rollouts"] >= count and not status["running"] and not any(status["pending"].values()):
+        busy = status["running"] or any(status["pending"].values()) or status.get("unloading")
+        if status["rollouts"] >= count and not busy:
             return status
         time.sleep(0.2)
     raise TimeoutError(f"no rollout #{count} in {timeout_s} s: {admin(fleet, 'rollout')}")
@@ -139,13 +152,24 @@ def measure_terms(
     return probe_terms(measured, found, START, SPEEDS, cores=cores, workdir=workdir), found
 
 
-def run_live(quick: bool, *, workdir: Path | None = None, seed: int = 0) -> dict[str, Any]:
+def addresses(fleet: ProcFleet, names: Iterable[str]) -> dict[str, str]:
+    return {n: fleet.worker_address(n) for n in names}
+
+
+def run_live(
+    quick: bool, *, workdir: Path | None = None, seed: int = 0, pipeline_depth: int | None = None
+) -> dict[str, Any]:
+    """The loss and the join on a fresh fleet; `pipeline_depth` None keeps the coordinator's default (a
+    chain keeps at most one micro-batch per stage in flight whatever the setting)."""
     clients, max_tokens, window_s, warmup_s = (3, 8, 8.0, 2.0) if quick else (6, 16, 60.0, 10.0)
+    settle_s, after_tries = (2.0, 2) if quick else (6.0, AFTER_TRIES)
     workdir = workdir or Path(tempfile.mkdtemp(prefix="brl-replan-live-"))
     plan_path = workdir / "plan.json"
     save_plan(routing_plan(CLUSTER, MODEL, START), plan_path)
     cores = float(os.cpu_count() or 1)
     env = {"BRL_AUTO_REPLAN": "1", "BRL_ADMIN_API_KEY": ADMIN_KEY, "BRL_SEED": str(seed)}
+    if pipeline_depth is not None:
+        env["BRL_PIPELINE_DEPTH"] = str(pipeline_depth)
     with ProcFleet(
         workdir, coordinator_args=["--plan", str(plan_path), "--cluster", CLUSTER], coordinator_env=env
     ) as fleet:
@@ -165,21 +189,6 @@ def run_live(quick: bool, *, workdir: Path | None = None, seed: int = 0) -> dict
             fleet, measured, rounds=1 if quick else 3, seed=seed, workdir=workdir / "probe"
         )
 
-        def load(seconds: float, warm_s: float) -> Window:
-            return asyncio.run(
-                closed_loop(fleet.base_url, MODEL, clients, seconds, max_tokens, reference, warmup_s=warm_s)
-            )
-
-        def measured_window(ranges: Ranges) -> tuple[Window, LoadSampler, dict[str, dict[str, float]]]:
-            """One window of the closed loop, the competing load meanwhile, and each serving worker's
-            steps per second and mean step time over it (its own Stats, read before and after)."""
-            addresses = {n: fleet.worker_address(n) for n in ranges}
-            first = asyncio.run(worker_stats(addresses))
-            with LoadSampler(fleet.pids()) as sampled:
-                window = load(window_s, warmup_s)
-            last = asyncio.run(worker_stats(addresses))
-            return window, sampled, step_figures(first, last, window_s)
-
         # -- loss: kill the sole holder of [0,10) under load -------------------------------------------
         async def loss() -> tuple[Window, float]:
             task = asyncio.create_task(
@@ -197,18 +206,34 @@ def run_live(quick: bool, *, workdir: Path | None = None, seed: int = 0) -> dict
 
         during_loss, recover_s = asyncio.run(loss())
         after_loss = wait_rollouts(fleet, 1, 120)["last"]
+        wait_drained(addresses(fleet, [n for n in START if n != "fast"]), 120)
 
-        # -- join: fast comes back with a range no chain uses -------------------------------------------
+        # -- join: fast comes back with a range no chain uses, under one steady loop of clients ----------
+        # The windows are cut from that loop afterwards (as the join test does): no window starts with every
+        # client at once and an empty pipeline, and the after-window starts once the old ranges drained.
         ranges_before = fleet_ranges(fleet)
-        before, sampled_before, steps_before = measured_window(ranges_before)
-        fleet.start_workers([spec("fast", JOIN_RANGE)])
-        t_join = time.monotonic()
-        fleet.wait_workers([*START], timeout_s=240)
-        joined = wait_rollouts(fleet, 2, 120)["last"]
-        join_s = time.monotonic() - t_join
-        ranges_after = fleet_ranges(fleet)
-        after, sampled_after, steps_after = measured_window(ranges_after)
+        with SteadyLoop(fleet.base_url, MODEL, clients, max_tokens, reference) as loop:
+            time.sleep(warmup_s)
+            before = measure(addresses(fleet, ranges_before), fleet.pids(), window_s)
+            fleet.start_workers([spec("fast", JOIN_RANGE)])
+            t_join = time.monotonic()
+            fleet.wait_workers([*START], timeout_s=240)
+            joined = wait_rollouts(fleet, 2, 120)["last"]
+            join_s = time.monotonic() - t_join
+            drain_s = wait_drained(addresses(fleet, START), 120)
+            time.sleep(settle_s)  # the clients spread over the new plan's chains
+            ranges_after = fleet_ranges(fleet)
+            afters = after_windows(
+                before,
+                lambda: measure(addresses(fleet, ranges_after), fleet.pids(), window_s),
+                tries=after_tries,
+            )
+        after = afters.used
         health = fleet.health()
+        win_before, win_after = loop.window(before.start, before.end), loop.window(after.start, after.end)
+        sampled_before, sampled_after = before.sampler, after.sampler
+        steps_before = step_figures(before.first, before.last, before.seconds)
+        steps_after = step_figures(after.first, after.last, after.seconds)
 
     workload = Workload(clients, tuple(prompt_tokens.values()), max_tokens - 1, window_s, warmup_s)
 
@@ -232,8 +257,8 @@ def run_live(quick: bool, *, workdir: Path | None = None, seed: int = 0) -> dict
     predicted, predicted_before = sim_after.decode_tok_per_s, sim_before.decode_tok_per_s
     # The plans' own difference: both at the after-window's load (the windows' loads differ by chance).
     same_load = predicted_for(ranges_before, load_after, "predict-before-same-load").decode_tok_per_s
-    measured_tps = after.decode_tok_per_s
-    lost = during_loss.lost + before.lost + after.lost
+    measured_tps = win_after.decode_tok_per_s
+    lost = during_loss.lost + loop.lost
     return {
         "bench": "replan_live",
         "quick": quick,
@@ -245,8 +270,9 @@ def run_live(quick: bool, *, workdir: Path | None = None, seed: int = 0) -> dict
         "controller_recover_s": after_loss.get("recover_s"),
         "loss_outcome": after_loss["outcome"],
         "lost": lost,
-        "lost_examples": during_loss.examples + before.examples + after.examples,
+        "lost_examples": during_loss.examples + loop.examples,
         "refused_during_loss": during_loss.refused,
+        "refused_after_loss": loop.refused,
         "join_outcome": joined["outcome"],
         "joined": joined.get("joined"),
         "join_s": round(join_s, 3),
@@ -254,11 +280,17 @@ def run_live(quick: bool, *, workdir: Path | None = None, seed: int = 0) -> dict
         "plan_before_join": {n: list(r) for n, r in ranges_before.items()},
         "plan_after_join": {n: list(r) for n, r in ranges_after.items()},
         "join_layers_moved": joined.get("layers_moved"),
-        "completed_before_join": before.completed,
-        "completed_after_join": after.completed,
-        "tok_per_s_before_join": round(before.decode_tok_per_s, 3),
+        "completed_before_join": win_before.completed,
+        "completed_after_join": win_after.completed,
+        "tok_per_s_before_join": round(win_before.decode_tok_per_s, 3),
         "tok_per_s_after_join": round(measured_tps, 3),
-        "join_gain": round(measured_tps / before.decode_tok_per_s, 3) if before.decode_tok_per_s else None,
+        "join_gain": round(measured_tps / win_before.decode_tok_per_s, 3)
+        if win_before.decode_tok_per_s
+        else None,
+        "drain_s": round(drain_s, 3),
+        "settle_s": settle_s,
+        "after_window_loads": afters.loads,
+        "pipeline_depth": pipeline_depth,
         "background": round(sampled_after.mean, 2),
         "background_before": round(sampled_before.mean, 2),
         "background_effective": round(load_after, 2),
@@ -275,50 +307,14 @@ def run_live(quick: bool, *, workdir: Path | None = None, seed: int = 0) -> dict
         "profile_core_share_from_load": round(min(1.0, cores / (1.0 + profile_background)), 3),
         "probe": found.to_dict(),
         "step_overhead_ms": {n: round(v * 1e3, 3) for n, v in terms.step_overhead_s.items()},
+        "lone_step_own_core_ms": terms.lone_step_ms,
         "predicted_tok_per_s_before_join": round(predicted_before, 3),
         "predicted_tok_per_s_after_join": round(predicted, 3),
         "predicted_join_gain_same_load": round(predicted / same_load, 3) if same_load > 0 else None,
-        "measured_vs_predicted_before_join": rel_err(before.decode_tok_per_s, predicted_before),
+        "measured_vs_predicted_before_join": rel_err(win_before.decode_tok_per_s, predicted_before),
         "measured_vs_predicted": rel_err(measured_tps, predicted),
         "covered_after": held_everywhere(health),
         "goals": {"recover_s": GOAL_RECOVER_S, "lost": 0, "measured_vs_predicted": GOAL_REL_ERR},
-    }
-
-
-STATS_STEP_WINDOW = 2048  # Stats' step_ms_mean covers a worker's last 2048 steps (services/worker/batcher.py)
-
-
-def step_figures(
-    first: dict[str, dict[str, float]], last: dict[str, dict[str, float]], window_s: float
-) -> dict[str, dict[str, float]]:
-    """Per worker over a window: steps per second, and the mean time of the steps taken in it. Stats' mean
-    covers the worker's last 2048 steps over its whole life, so a worker that ran before the window would
-    mix its earlier (differently loaded) steps in; while it has taken no more than 2048 steps, the window's
-    own mean is the difference of the two running sums. Past that, the last 2048 steps' mean is all there is."""
-    out = {}
-    for n, st in last.items():
-        before = first.get(n, {})
-        steps = st["steps"] - before.get("steps", 0.0)
-        step_ms = float(st["step_ms_mean"])
-        if 0 < steps and st["steps"] <= STATS_STEP_WINDOW:
-            total_ms = st["step_ms_mean"] * st["steps"] - before.get("step_ms_mean", 0.0) * before.get(
-                "steps", 0.0
-            )
-            step_ms = float(total_ms / steps)
-        out[n] = {"steps_per_s": steps / window_s, "step_ms": step_ms}
-    return out
-
-
-def per_node(measured: dict[str, dict[str, float]], sim: Predicted) -> dict[str, dict[str, float]]:
-    """Measured beside simulated, per worker: steps per second and mean step time."""
-    return {
-        n: {
-            "steps_per_s": round(m["steps_per_s"], 3),
-            "sim_steps_per_s": round(sim.steps_per_s.get(n, 0.0), 3),
-            "step_ms": round(m["step_ms"], 2),
-            "sim_step_ms": round(sim.step_ms.get(n, 0.0), 2),
-        }
-        for n, m in measured.items()
     }
 
 
@@ -360,8 +356,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--quick", action="store_true", help="toy run (tests)")
     ap.add_argument("--workdir", type=Path, help="plan, lengths and process logs go here")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument(
+        "--pipeline-depth", type=int, help="BRL_PIPELINE_DEPTH for the coordinator (default: its own)"
+    )
     args = ap.parse_args(argv)
-    figures = run_live(args.quick, workdir=args.workdir, seed=args.seed)
+    figures = run_live(args.quick, workdir=args.workdir, seed=args.seed, pipeline_depth=args.pipeline_depth)
     print_table(figures)
     print(json.dumps(figures))
     return 1 if figures["lost"] else 0

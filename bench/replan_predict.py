@@ -5,7 +5,7 @@ probe of the live fleet measured, and the host model of processes sharing this m
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -17,7 +17,7 @@ from planner.cluster import Cluster
 from planner.flow import plan_from_placement
 from planner.placement import LayerRange, Placement
 from planner.plan import Plan
-from services.profiling.overheads import with_hop_latency
+from services.profiling.overheads import lone_decode_ms, with_hop_latency
 from simulator.host import HostSpec
 from simulator.run import SimConfig, simulate
 
@@ -44,12 +44,15 @@ class Workload:
 
 @dataclass(frozen=True)
 class Predicted:
-    """The simulator's figures for one window: decode tokens/s, and per node its steps per second and
-    mean step time (throttle included), to set beside what each worker's own Stats report."""
+    """The simulator's figures for one window: decode tokens/s, and per node its steps per second, mean
+    step time (throttle included), tokens per step and share of the time busy, to set beside what each
+    worker's own Stats report."""
 
     decode_tok_per_s: float
     steps_per_s: dict[str, float]
     step_ms: dict[str, float]
+    tokens_per_step: dict[str, float] = field(default_factory=dict)
+    busy: dict[str, float] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -62,6 +65,10 @@ class Terms:
     hop_latency_s: float
     coordinator_cpu_s_per_iteration: float
     cores: float
+    # Per node, a lone decode step on a core of its own (ms): what the tables charge, and what the probe
+    # measured (its wall step x throttle x its share of a core). Overheads are the excess of the second
+    # (never negative), so where the tables charge more the simulator's steps are that much too slow.
+    lone_step_ms: dict[str, dict[str, float]] = field(default_factory=dict)
 
 
 def on_own_core(measured: Measured, share: float) -> Measured:
@@ -118,10 +125,16 @@ def probe_terms(
     placement = {n: (node_type(n), LayerRange(*r)) for n, r in ranges.items()}
     profiles = write_profiles(workdir, measured, placement)
     share = min(1.0, cores / (1.0 + probe.background))
-    overheads = step_overheads(
-        profiles, placement, speeds, probe, measured.model.num_layers, share=share, measured_share=True
-    )
-    return Terms(measured, overheads, probe.hop_latency_s, probe.coordinator_cpu_s_per_iteration, cores)
+    layers = measured.model.num_layers
+    overheads = step_overheads(profiles, placement, speeds, probe, layers, share=share, measured_share=True)
+    lone = {
+        n: {
+            "tables": round(lone_decode_ms(profiles, t, rng.size, last=rng.end == layers), 2),
+            "probe": round(probe.step_ms[n] * speeds[n] * probe.core_share.get(n, share), 2),
+        }
+        for n, (t, rng) in placement.items()
+    }
+    return Terms(measured, overheads, probe.hop_latency_s, probe.coordinator_cpu_s_per_iteration, cores, lone)
 
 
 def predict(
@@ -176,4 +189,9 @@ def predict(
         float(result.decode_tok_per_s),
         {n: float(v["steps"]) / span_s for n, v in nodes.items()},
         {n: 1e3 * float(v["busy_s"]) / max(1, int(v["steps"])) for n, v in nodes.items()},
+        {
+            n: (int(v["decode_seqs"]) + int(v["prompt_tokens"])) / max(1, int(v["steps"]))
+            for n, v in nodes.items()
+        },
+        {n: float(v["utilisation"]) for n, v in nodes.items()},
     )

@@ -4,6 +4,9 @@ toy test, tests/bench/test_bench_replan_live.py, which runs four worker processe
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 
@@ -34,3 +37,12 @@ def test_headline_takes_each_key_from_its_half() -> None:
         "measured_vs_predicted": 0.1,
     }
     assert replan.headline(None, sim)["lost"] is None
+
+
+def test_it_runs_as_a_script_from_any_directory(tmp_path: Path) -> None:
+    script = Path(replan.__file__).resolve()
+    out = subprocess.run(
+        [sys.executable, str(script), "--help"], capture_output=True, text=True, cwd=tmp_path, timeout=120
+    )
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert "--live-only" in out.stdout

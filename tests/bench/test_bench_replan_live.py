@@ -9,6 +9,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -55,22 +57,36 @@ def test_bench_replan_live_quick_recovers_gains_on_join_and_loses_nothing(tmp_pa
 
 
 def test_step_figures_are_per_window_rates_and_sit_beside_the_simulators() -> None:
-    from bench.replan_live import per_node, step_figures
     from bench.replan_predict import Predicted
+    from bench.replan_windows import per_node, step_figures
 
     # a: 100 steps of 50 ms before the window, 60 of 25 ms in it (lifetime mean 40.6 ms); b: new in the window;
     # c: past Stats' 2048-step memory, so only the last steps' mean is known.
-    first = {"a": {"steps": 100.0, "step_ms_mean": 50.0}, "c": {"steps": 3000.0, "step_ms_mean": 10.0}}
+    # a processed 240 tokens in its 60 window steps (4 a step), busy 60 x 25 ms of the 60 s.
+    first = {
+        "a": {"steps": 100.0, "step_ms_mean": 50.0, "tokens_processed": 500.0},
+        "c": {"steps": 3000.0, "step_ms_mean": 10.0},
+    }
     last = {
-        "a": {"steps": 160.0, "step_ms_mean": (100 * 50.0 + 60 * 25.0) / 160},
+        "a": {"steps": 160.0, "step_ms_mean": (100 * 50.0 + 60 * 25.0) / 160, "tokens_processed": 740.0},
         "b": {"steps": 30.0, "step_ms_mean": 90.0},
         "c": {"steps": 3120.0, "step_ms_mean": 12.0},
     }
     got = step_figures(first, last, 60.0)
-    assert got["a"]["steps_per_s"] == 1.0 and abs(got["a"]["step_ms"] - 25.0) < 1e-9
-    assert got["b"] == {"steps_per_s": 0.5, "step_ms": 90.0}
-    assert got["c"] == {"steps_per_s": 2.0, "step_ms": 12.0}
-    sim = Predicted(10.0, {"a": 1.25}, {"a": 32.0})
+    assert got["a"]["steps_per_s"] == 1.0 and got["a"]["step_ms"] == pytest.approx(25.0)
+    assert got["a"]["tokens_per_step"] == pytest.approx(4.0) and got["a"]["busy"] == pytest.approx(0.025)
+    assert got["b"]["steps_per_s"] == 0.5 and got["b"]["step_ms"] == pytest.approx(90.0)
+    assert got["c"]["steps_per_s"] == 2.0 and got["c"]["step_ms"] == pytest.approx(12.0)
+    sim = Predicted(10.0, {"a": 1.25}, {"a": 32.0}, {"a": 3.0}, {"a": 0.04})
     rows = per_node(got, sim)
-    assert rows["a"] == {"steps_per_s": 1.0, "sim_steps_per_s": 1.25, "step_ms": 25.0, "sim_step_ms": 32.0}
+    assert rows["a"] == {
+        "steps_per_s": 1.0,
+        "sim_steps_per_s": 1.25,
+        "step_ms": 25.0,
+        "sim_step_ms": 32.0,
+        "tokens_per_step": 4.0,
+        "sim_tokens_per_step": 3.0,
+        "busy": 0.025,
+        "sim_busy": 0.04,
+    }
     assert rows["b"]["sim_steps_per_s"] == 0.0  # a worker the simulation did not run
