@@ -51,8 +51,12 @@ Scorer = Callable[[Placement], tuple[float, Mapping[str, Any]]]
 
 
 def sub_cluster(cluster: Cluster, names: list[str], name: str) -> Cluster:
-    """`cluster` restricted to `names` (their links among themselves and with the coordinator)."""
+    """`cluster` restricted to `names` (their links among themselves and with the coordinator), its nodes in
+    the cluster's order whatever the order of `names`: the max-flow's split, which routing follows, depends on
+    the order nodes are numbered in, and a judge that saw a region's nodes grouped by type scored a layout 8%
+    below the same layout on the fleet as built (4,027 vs 4,386 decode tok/s, 200 GPUs)."""
     keep = set(names)
+    names = [node.name for node in cluster.nodes if node.name in keep]
     links = [lk for lk in cluster.out_links(SOURCE) if lk.dst in keep]
     for n in names:
         links += [lk for lk in cluster.out_links(n) if lk.dst in keep or lk.dst == SINK]
