@@ -307,9 +307,11 @@ def solve_serve(ctx: SolveContext) -> SolveResult:
         if not judge(name, lay, until=started + ORDER_SHARE * limit_s):
             break
     improved = True
-    # The boundary shifts leave time for the contenders' confirming runs (when the scorer can make them).
+    # The boundary shifts leave time for the contenders' confirming runs when the scorer can make them and
+    # they would end by the deadline; otherwise the shifts get the time.
     confirm_runs = CONFIRM_REPLICAS * len(contenders(scores)) if hasattr(scorer, "replica") else 0
-    climb_until = deadline - margin * confirm_runs * max(spent)
+    reserve = margin * confirm_runs * max(spent)
+    climb_until = deadline - reserve if ctx.now() + reserve < deadline else deadline
     while improved:
         improved = False
         winner = best.name
