@@ -25,42 +25,9 @@ from simulator.engine import EventLoop
 from simulator.host import HostSpec, SimHost
 from simulator.link import SimLink
 from simulator.metrics import Metrics
+from simulator.policy_view import SimView
 from simulator.request import Query
 from simulator.worker import SimWorker
-
-
-class SimView:
-    """The RoutingView the policies read: the KV book, every node alive, live queue lengths."""
-
-    def __init__(self, coord: SimCoordinator) -> None:
-        self._coord = coord
-
-    @property
-    def kv(self) -> KVBook | None:
-        return self._coord.kv
-
-    def alive(self, node: str) -> bool:
-        # A node paused to load a new range (simulator.transition) takes no new requests.
-        return node in self._coord.workers and node not in self._coord.paused
-
-    def queue_length(self, node: str) -> int:
-        w = self._coord.workers.get(node)
-        return 0 if w is None else w.queued(self._coord.loop.now)
-
-
-def kv_capacities(
-    cluster: Cluster, profiles: ProfileSet, plan: Plan, overrides: Mapping[str, int] | None = None
-) -> dict[str, int]:
-    """Token x layer KV entries per placed node: the profile's for its layer count (clamped to the GPU's
-    maximum, as the paper's forced layouts do) unless given explicitly (the separate-pipeline files)."""
-    caps: dict[str, int] = {}
-    for name, rng in plan.placement.ranges.items():
-        if overrides and name in overrides:
-            caps[name] = int(overrides[name])
-            continue
-        prof = profiles.get(cluster.node(name).gpu_type)
-        caps[name] = prof.kv_capacity_for(min(rng.size, prof.max_layers))
-    return caps
 
 
 class SimCoordinator:

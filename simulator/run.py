@@ -18,9 +18,10 @@ from planner.routing.kv import KVBook
 from planner.routing.registry import make_policy
 from planner.routing.reroute import replan_without, without_nodes
 from simulator.config import SimConfig
-from simulator.coordinator import SimCoordinator, kv_capacities
+from simulator.coordinator import SimCoordinator
 from simulator.engine import EventLoop
 from simulator.host import SimHost
+from simulator.kv_capacity import kv_capacities
 from simulator.metrics import Metrics
 from simulator.result import SimResult, WatchLine
 from simulator.transition import Replanner, TransitionController, planner_replanner
