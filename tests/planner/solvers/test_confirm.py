@@ -2,15 +2,9 @@
 
 from __future__ import annotations
 
-import random
-
 import pytest
 
-from planner import bundled
-from planner.solvers.base import SolveContext, check_placement
-from planner.solvers.confirm import CONFIRM_REPLICAS, confirm, confirmed_winner, contenders
-from planner.solvers.serve import solve_serve
-from planner.throughput import typical_throughput
+from planner.solvers.confirm import confirm, confirmed_winner, contenders
 
 
 def test_contenders_are_the_best_few_within_the_band() -> None:
@@ -43,44 +37,3 @@ def test_without_time_the_single_best_score_stands() -> None:
 
     runs = confirm(scores, lambda name, r: 94.0, affordable)
     assert list(runs) == ["a"] and confirmed_winner(scores, runs) == ("a", pytest.approx(96.0))
-
-
-class SeededJudge:
-    """A stand-in for the simulator (its runs are too slow for a unit test): fewer holders score higher,
-    and the first run adds a bonus to placements with an odd number of holders that replicas do not."""
-
-    def __init__(self) -> None:
-        self.replicas: list[int] = []
-
-    def __call__(self, placement) -> tuple[float, dict]:
-        return 100.0 - len(placement) + (3.0 if len(placement) % 2 else 0.0), {}
-
-    def replica(self, placement, r: int) -> tuple[float, dict]:
-        self.replicas.append(r)
-        return 100.0 - len(placement), {}
-
-
-def test_serve_confirms_its_contenders_with_a_replicating_scorer() -> None:
-    cluster = bundled.cluster("cluster24")
-    model = bundled.model("llama2-70b")
-    profiles = bundled.profiles(model)
-    tp = typical_throughput(cluster, model, profiles, bundled.helix_settings(model))
-    judge = SeededJudge()
-    ctx = SolveContext(
-        cluster,
-        model,
-        profiles,
-        tp,
-        random.Random(0),
-        time_limit_s=5.0,
-        scorer=judge,
-        options={"max_scored": 8, "proxy_iters": 50},
-    )
-    result = solve_serve(ctx)
-    check_placement(ctx.cluster, ctx.throughput, result.placement, partial=False)
-    confirmed = result.stats["confirmed"]
-    assert confirmed and all(len(v) == 1 + CONFIRM_REPLICAS for v in confirmed.values())
-    assert sorted(set(judge.replicas)) == list(range(1, CONFIRM_REPLICAS + 1))
-    means = {name: sum(v) / len(v) for name, v in confirmed.items()}
-    assert result.stats["chosen"] == max(means, key=lambda n: means[n])
-    assert result.stats["decode_tok_per_s"] == pytest.approx(max(means.values()), abs=0.01)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import random
 
@@ -9,6 +10,7 @@ import pytest
 
 from planner import bundled
 from planner.solvers.base import SolveContext, check_placement
+from planner.solvers.confirm import CONFIRM_REPLICAS
 from planner.solvers.search import from_placement, to_placement
 from planner.solvers.serve import (
     CANDIDATE_SHARE,
@@ -209,3 +211,33 @@ def test_no_candidate_in_time_is_a_typed_error(ctx70, monkeypatch: pytest.Monkey
     monkeypatch.setattr(serve, "ranked_candidates", lambda *args, **kwargs: [])
     with pytest.raises(InfeasiblePlan, match="no candidate placement"):
         solve_serve(ctx70)
+
+
+class SeededJudge:
+    """A stand-in for the simulator (its runs are too slow for a unit test): fewer holders score higher,
+    and the first run adds a bonus to placements with an odd number of holders that replicas do not."""
+
+    def __init__(self) -> None:
+        self.replicas: list[int] = []
+
+    def __call__(self, placement) -> tuple[float, dict]:
+        return 100.0 - len(placement) + (3.0 if len(placement) % 2 else 0.0), {}
+
+    def replica(self, placement, r: int) -> tuple[float, dict]:
+        self.replicas.append(r)
+        return 100.0 - len(placement), {}
+
+
+def test_serve_confirms_its_contenders_with_a_replicating_scorer(ctx70) -> None:
+    judge = SeededJudge()
+    ctx = dataclasses.replace(
+        ctx70, rng=random.Random(0), scorer=judge, options={"max_scored": 8, "proxy_iters": 50}
+    )
+    result = solve_serve(ctx)
+    check_placement(ctx.cluster, ctx.throughput, result.placement, partial=False)
+    confirmed = result.stats["confirmed"]
+    assert confirmed and all(len(v) == 1 + CONFIRM_REPLICAS for v in confirmed.values())
+    assert sorted(set(judge.replicas)) == list(range(1, CONFIRM_REPLICAS + 1))
+    means = {name: sum(v) / len(v) for name, v in confirmed.items()}
+    assert result.stats["chosen"] == max(means, key=lambda n: means[n])
+    assert result.stats["decode_tok_per_s"] == pytest.approx(max(means.values()), abs=0.01)
