@@ -284,6 +284,13 @@ def solve_serve(ctx: SolveContext) -> SolveResult:
             ctx.report(value, None, started, note=f"serve {name}")
         return True
 
+    def confirm_reserve() -> float:
+        # The order phase and the boundary shifts leave time for the contenders' confirming runs when the
+        # scorer can make them (at the slowest score so far); where they would not end by the deadline
+        # anyway, the shifts get the time.
+        runs = CONFIRM_REPLICAS * len(contenders(scores)) if hasattr(scorer, "replica") else 0
+        return margin * runs * max(spent)
+
     by_structure: dict[tuple[tuple[str, int, int], ...], list[tuple[str, Layout]]] = {}
     for name, lay in ranked:
         by_structure.setdefault(structure(ctx.cluster, lay), []).append((name, lay))
@@ -304,13 +311,10 @@ def solve_serve(ctx: SolveContext) -> SolveResult:
     for name, lay in second:
         if name in scores:
             continue
-        if not judge(name, lay, until=started + ORDER_SHARE * limit_s):
+        if not judge(name, lay, until=min(started + ORDER_SHARE * limit_s, deadline - confirm_reserve())):
             break
     improved = True
-    # The boundary shifts leave time for the contenders' confirming runs when the scorer can make them and
-    # they would end by the deadline; otherwise the shifts get the time.
-    confirm_runs = CONFIRM_REPLICAS * len(contenders(scores)) if hasattr(scorer, "replica") else 0
-    reserve = margin * confirm_runs * max(spent)
+    reserve = confirm_reserve()
     climb_until = deadline - reserve if ctx.now() + reserve < deadline else deadline
     while improved:
         improved = False
