@@ -19,6 +19,8 @@ Predictions, each the previous one plus one thing the simulator models (inputs m
   +host      every worker and the coordinator share this machine's cores (simulator.host), with the
              competitors measured during the replay (other tenants and the load client, one per session
              where the kernel shares the cores per session: bench/fidelity_load.py)
+  +chains    the coordinator steps each chain's ready requests together as one message, at most its
+             pipeline depth of steps in flight, one per stage at most (simulator.chain_steps)
 The last line is one JSON object with every figure.
 """
 
@@ -61,6 +63,7 @@ from planner.model import ModelSpec  # noqa: E402
 from planner.placement import LayerRange  # noqa: E402
 from planner.plan import Plan  # noqa: E402
 from planner.profile import ProfileSet  # noqa: E402
+from services.coordinator.engine import EngineLimits  # noqa: E402
 from services.profiling.overheads import (  # noqa: E402
     lone_decode_ms,
     step_overhead_s,
@@ -203,6 +206,10 @@ def ladder(
         step_overhead_s=step_overheads(profiles, placement, speeds, probe, model.num_layers, share=at_probe),
     )
     out["+host"] = (linked, profiles, host_cfg)
+    # The coordinator steps each chain's ready requests together, its pipeline depth of steps in flight
+    # (one per stage at most): what the paper's coordinator, one request at a time, does not.
+    chained = dataclasses.replace(host_cfg, pipeline_depth=EngineLimits().pipeline_depth)
+    out["+chains"] = (linked, profiles, chained)
     return out
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import dataclasses
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -16,7 +17,7 @@ from planner.placement import LayerRange
 from planner.profile import ProfileSet
 
 if TYPE_CHECKING:  # the measuring code imports torch: only where a measurement runs
-    from services.profiling.measure import HeadCost, Measurement
+    from services.profiling.measure import HeadCost, Measurement, Series
 
 MODEL = "smollm2-135m"
 
@@ -82,16 +83,40 @@ def measure_torch(*, quick: bool, decode_context: int | None = None) -> Measured
     return Measured(m, head, model, core_share=min(1.0, max(1e-3, share)))
 
 
+def scaled(measured: Measured, factor: float) -> Measured:
+    """`measured` with every timing (prompt, decode, LM head) times `factor`: e.g. as a core of its own
+    would have timed it, when the measuring thread had `factor` of a core."""
+    m = measured.measurement
+
+    def series(s: Series) -> Series:
+        return dataclasses.replace(
+            s,
+            one_layer_ms=tuple(x * factor for x in s.one_layer_ms),
+            many_layers_ms=tuple(x * factor for x in s.many_layers_ms),
+        )
+
+    head = dataclasses.replace(measured.head, ms=tuple(x * factor for x in measured.head.ms))
+    inner = dataclasses.replace(m, prompt=series(m.prompt), decode=series(m.decode))
+    return dataclasses.replace(measured, measurement=inner, head=head)
+
+
 def write_profiles(
-    out_dir: Path, measured: Measured, placement: dict[str, tuple[str, LayerRange]]
+    out_dir: Path,
+    measured: Measured,
+    placement: dict[str, tuple[str, LayerRange]],
+    scale: Mapping[str, float] | None = None,
 ) -> ProfileSet:
     """`measured` as one profile per GPU type of `placement`, each with the per-layer tables of a node
-    holding that node's number of layers (a step's fixed cost is shared by the layers it runs)."""
+    holding that node's number of layers (a step's fixed cost is shared by the layers it runs), a type's
+    timings times its `scale` where one is given."""
     from services.profiling.save import save_profile
     from services.profiling.tables import fixed_pool_capacity, gpu_entry, model_entry, per_layer_table, split
 
-    m, model = measured.measurement, measured.model
+    model = measured.model
     for gpu_type, layers in placement.values():
+        factor = (scale or {}).get(gpu_type, 1.0)
+        typed = scaled(measured, factor) if factor != 1.0 else measured
+        m = typed.measurement
         k = layers.size
         prompt, decode = (per_layer_table(split(s), k) for s in (m.prompt, m.decode))
         entry = gpu_entry(
@@ -103,7 +128,7 @@ def write_profiles(
             prompt_max_tokens=2048,
             decode_max_tokens=256,
             nic_bytes_per_s=1e9,
-            head=measured.head,
+            head=typed.head,
             description="bench/fidelity",
         )
         save_profile(out_dir, gpu_type, model_entry(model, model.token_bytes), entry, prompt, decode)

@@ -48,14 +48,13 @@ if str(ROOT) not in sys.path:
 
 from bench.fidelity_live import Probe, probe_fleet  # noqa: E402
 from bench.fidelity_load import LoadSampler  # noqa: E402
-from bench.fidelity_profiles import Measured, measure_torch  # noqa: E402
+from bench.fidelity_profiles import Measured, measure_torch, scaled  # noqa: E402
 from bench.replan_clients import SteadyLoop, Window, closed_loop, references  # noqa: E402
 from bench.replan_predict import (  # noqa: E402
     Predicted,
     Ranges,
     Terms,
     Workload,
-    on_own_core,
     predict,
     probe_terms,
     routing_plan,
@@ -184,7 +183,7 @@ def run_live(
         with LoadSampler([os.getpid()]) as during_profile:
             raw = measure_torch(quick=quick, decode_context=context)
         profile_background = during_profile.mean
-        measured = on_own_core(raw, raw.core_share)
+        measured = scaled(raw, raw.core_share)
         terms, found = measure_terms(
             fleet, measured, rounds=1 if quick else 3, seed=seed, workdir=workdir / "probe"
         )
@@ -308,6 +307,7 @@ def run_live(
         "probe": found.to_dict(),
         "step_overhead_ms": {n: round(v * 1e3, 3) for n, v in terms.step_overhead_s.items()},
         "lone_step_own_core_ms": terms.lone_step_ms,
+        "table_scale": terms.table_scale,
         "predicted_tok_per_s_before_join": round(predicted_before, 3),
         "predicted_tok_per_s_after_join": round(predicted, 3),
         "predicted_join_gain_same_load": round(predicted / same_load, 3) if same_load > 0 else None,

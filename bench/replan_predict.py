@@ -17,12 +17,13 @@ from planner.cluster import Cluster
 from planner.flow import plan_from_placement
 from planner.placement import LayerRange, Placement
 from planner.plan import Plan
+from services.coordinator.engine import EngineLimits
 from services.profiling.overheads import lone_decode_ms, with_hop_latency
 from simulator.host import HostSpec
 from simulator.run import SimConfig, simulate
 
 if TYPE_CHECKING:  # the measuring code imports torch
-    from services.profiling.measure import Series
+    pass
 
 Ranges = dict[str, tuple[int, int]]
 # The simulated window, at least: a few clients finish a handful of requests in a short live window, and
@@ -65,28 +66,18 @@ class Terms:
     hop_latency_s: float
     coordinator_cpu_s_per_iteration: float
     cores: float
-    # Per node, a lone decode step on a core of its own (ms): what the tables charge, and what the probe
-    # measured (its wall step x throttle x its share of a core). Overheads are the excess of the second
-    # (never negative), so where the tables charge more the simulator's steps are that much too slow.
+    # Per node, a lone decode step on a core of its own (ms): what the measured tables charge, and what the
+    # probe measured (its wall step x throttle x its share of a core).
     lone_step_ms: dict[str, dict[str, float]] = field(default_factory=dict)
+    # Per node, the factor on its tables (LM head included) that makes them charge a lone step what the
+    # probe measured, where they charge more (<= 1): an overhead cannot go below zero, so without it a
+    # table that over-charges is never corrected. Where the probe measured more, the excess is the step
+    # overhead instead (a fixed cost per step, not a factor: it does not grow with the batch).
+    table_scale: dict[str, float] = field(default_factory=dict)
 
-
-def on_own_core(measured: Measured, share: float) -> Measured:
-    """`measured` as a core of its own would have timed it: the profiling run's one torch thread had
-    `share` of a core (other runnable work took the rest). The host model applies sharing itself, so it
-    starts from unshared tables, as the probe's steps are brought back to a core of their own."""
-    m = measured.measurement
-
-    def series(s: Series) -> Series:
-        return dataclasses.replace(
-            s,
-            one_layer_ms=tuple(x * share for x in s.one_layer_ms),
-            many_layers_ms=tuple(x * share for x in s.many_layers_ms),
-        )
-
-    head = dataclasses.replace(measured.head, ms=tuple(x * share for x in measured.head.ms))
-    inner = dataclasses.replace(m, prompt=series(m.prompt), decode=series(m.decode))
-    return dataclasses.replace(measured, measurement=inner, head=head)
+    def profile_scale(self) -> dict[str, float]:
+        """`table_scale` by the GPU type each node's tables are written under."""
+        return {node_type(n): f for n, f in self.table_scale.items()}
 
 
 def node_type(node: str) -> str:
@@ -123,18 +114,31 @@ def probe_terms(
     brought back to a core of its own by the share of a core its worker had meanwhile (schedstat: the
     probe's `core_share`; where the kernel keeps none, estimated from the competitors counted)."""
     placement = {n: (node_type(n), LayerRange(*r)) for n, r in ranges.items()}
-    profiles = write_profiles(workdir, measured, placement)
+    profiles = write_profiles(workdir / "measured", measured, placement)
     share = min(1.0, cores / (1.0 + probe.background))
     layers = measured.model.num_layers
-    overheads = step_overheads(profiles, placement, speeds, probe, layers, share=share, measured_share=True)
     lone = {
         n: {
-            "tables": round(lone_decode_ms(profiles, t, rng.size, last=rng.end == layers), 2),
-            "probe": round(probe.step_ms[n] * speeds[n] * probe.core_share.get(n, share), 2),
+            "tables": lone_decode_ms(profiles, t, rng.size, last=rng.end == layers),
+            "probe": probe.step_ms[n] * speeds[n] * probe.core_share.get(n, share),
         }
         for n, (t, rng) in placement.items()
     }
-    return Terms(measured, overheads, probe.hop_latency_s, probe.coordinator_cpu_s_per_iteration, cores, lone)
+    scale = {n: min(1.0, v["probe"] / v["tables"]) if v["tables"] > 0 else 1.0 for n, v in lone.items()}
+    calibrated = write_profiles(
+        workdir / "calibrated", measured, placement, {node_type(n): f for n, f in scale.items()}
+    )
+    overheads = step_overheads(calibrated, placement, speeds, probe, layers, share=share, measured_share=True)
+    rounded = {n: {k: round(x, 2) for k, x in v.items()} for n, v in lone.items()}
+    return Terms(
+        measured,
+        overheads,
+        probe.hop_latency_s,
+        probe.coordinator_cpu_s_per_iteration,
+        cores,
+        rounded,
+        {n: round(f, 4) for n, f in scale.items()},
+    )
 
 
 def predict(
@@ -148,13 +152,16 @@ def predict(
     background: float,
     workdir: Path,
     seed: int = 0,
+    pipeline_depth: int | None = EngineLimits().pipeline_depth,
 ) -> Predicted:
     """What the simulator predicts for the plan in force (`ranges`) under the closed loop, with
-    `background` competitors for this machine's cores (bench/fidelity_load.py). The coordinator routes with max-flow over the
-    plan's flows; the offline feeder holds `clients` queries in flight (a finished one is replaced)."""
+    `background` competitors for this machine's cores (bench/fidelity_load.py). The coordinator routes with
+    max-flow over the plan's flows and steps each chain's ready requests together, `pipeline_depth` steps
+    in flight (as the live one does); the offline feeder holds `clients` queries in flight (a finished one
+    is replaced)."""
     workdir.mkdir(parents=True, exist_ok=True)
     placement = {n: (node_type(n), LayerRange(*r)) for n, r in ranges.items()}
-    profiles = write_profiles(workdir / "profiles", terms.measured, placement)
+    profiles = write_profiles(workdir / "profiles", terms.measured, placement, terms.profile_scale())
     lengths = workdir / "lengths.csv"
     rows = [f"{p},{load.decodes}" for p in load.prompt_tokens]
     lengths.write_text("input_len,output_len\n" + "\n".join(rows) + "\n")
@@ -179,6 +186,7 @@ def predict(
             HostSpec("this machine", terms.cores, tuple(ranges), coordinator=True, background=background),
         ),
         watch_interval_s=0,
+        pipeline_depth=pipeline_depth,
     )
     cluster = with_hop_latency(per_node_cluster(bundled.cluster(cluster_name)), terms.hop_latency_s)
     model = bundled.model(model_name)

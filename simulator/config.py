@@ -65,6 +65,10 @@ class SimConfig:
     step_overhead_s: Mapping[str, float] | None = None
     hosts: tuple[HostSpec, ...] = ()
     coordinator_cpu_s_per_iteration: float = 0.0
+    # BRL's coordinator: each chain steps its ready requests together, one message a hop, at most this many
+    # steps in flight (services/coordinator/chain_runner.py; simulator.chain_steps). None: the paper's,
+    # every query on its own.
+    pipeline_depth: int | None = None
     # Re-plan after each failure (simulator.transition): the coordinator notices the loss after its
     # heartbeat timeout (`replan_detect_s`), plans (`replan_compute_s`), then the nodes that must load new
     # layers read them at `load_bandwidth_bytes_per_s` (the paper's disk speed) before the plan switch.
@@ -101,6 +105,10 @@ class SimConfig:
             raise InvalidInput(
                 f"must be >= 0 s, got {self.coordinator_cpu_s_per_iteration}",
                 field="coordinator_cpu_s_per_iteration",
+            )
+        if self.pipeline_depth is not None and not self.pipeline_depth >= 1:
+            raise InvalidInput(
+                f"must be >= 1 step in flight per chain, got {self.pipeline_depth}", field="pipeline_depth"
             )
         for name in ("replan_detect_s", "replan_compute_s"):
             if not getattr(self, name) >= 0:

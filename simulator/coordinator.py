@@ -21,6 +21,7 @@ from planner.profile import ProfileSet
 from planner.routing.base import Hop, RouteRequest, RoutingPolicy, successors
 from planner.routing.kv import KVBook
 from planner.routing.maxflow import MaxFlowPolicy
+from simulator.chain_steps import ChainSteps
 from simulator.engine import EventLoop
 from simulator.host import HostSpec, SimHost
 from simulator.link import SimLink
@@ -49,6 +50,7 @@ class SimCoordinator:
         hosts: Mapping[str, SimHost] | None = None,
         cpu_s_per_iteration: float = 0.0,
         host: SimHost | None = None,
+        pipeline_depth: int | None = None,
     ) -> None:
         self.loop = loop
         self.cluster = cluster
@@ -95,6 +97,8 @@ class SimCoordinator:
         self.make_policy: Callable[[Plan], RoutingPolicy] | None = None
         # Called once new requests route over a switched plan (the feeder re-runs what waited for it).
         self.on_switch: Callable[[], None] | None = None
+        # BRL's chain runners (None: the paper's coordinator, every query issued on its own).
+        self.chain_steps = ChainSteps(loop, pipeline_depth) if pipeline_depth else None
         self.workers: dict[str, SimWorker] = {}
         succ = self._place(plan, kv_capacity)
         # Every worker ever started, failed ones included (for reports); `workers` holds the live ones.
@@ -136,6 +140,7 @@ class SimCoordinator:
             ):
                 w = old
             w.drop = self._drop
+            w.messages = self.chain_steps is not None
             workers[name] = w
         self.workers = workers
         observer = self.policy.observe if type(self.policy).observe is not RoutingPolicy.observe else None
@@ -238,6 +243,9 @@ class SimCoordinator:
 
     def _issue(self, q: Query, now: float) -> None:
         q.t_issue = now
+        if self.chain_steps is not None:
+            self.chain_steps.ready(q)
+            return
         q.t_left = now
         q.hop_i = 0
         w, entry, link = q.route[0]
@@ -286,6 +294,8 @@ class SimCoordinator:
     def _emit(self, q: Query) -> None:
         """The iteration's token is out: record it, then issue the next iteration or finish."""
         now = self.loop.now
+        if self.chain_steps is not None:
+            self.chain_steps.done(q)
         if q.dead:
             self._drop(q, self.plan.placement.num_layers)
             return
@@ -367,6 +377,8 @@ class SimCoordinator:
     def _drop(self, q: Query, layer: int) -> None:
         """Free what an aborted query holds on the live hops of its chain (every layer below `layer` has
         run the current iteration) and re-run it; if no chain admits it, hand it back to the feeder."""
+        if self.chain_steps is not None:
+            self.chain_steps.done(q)
         if q.qid not in self.live:
             return
         del self.live[q.qid]

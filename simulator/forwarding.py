@@ -101,3 +101,28 @@ def forward_by_link(
             depart(q, now)
     for record in sent.values():
         post(record[1].pending, record)
+
+
+def forward_messages(
+    batch: list[Query], now: float, depart: Callable[[Query, float], None], observed: bool
+) -> None:
+    """BRL's workers (simulator.chain_steps): what a step sends over one link is one message, so its
+    queries arrive together, once the whole message is through."""
+    by_link: dict[object, list[Query]] = {}
+    for q in batch:
+        hop = q.hop_i + 1
+        q.hop_i = hop
+        if observed:
+            q.t_left = now
+        if hop < len(q.route):
+            by_link.setdefault(q.route[hop][2], []).append(q)
+        else:
+            depart(q, now)
+    for qs in by_link.values():
+        link = qs[0].route[qs[0].hop_i][2]
+        free = link.free_at
+        free = link.free_at = (free if free > now else now) + sum(q.seq_len for q in qs) * link.s_per_token
+        t = free + link.latency_s
+        for q in qs:
+            w, entry, _ = q.route[q.hop_i]
+            w.arrive(t, q, entry)

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from planner.routing.base import Chain
+    from simulator.chain_steps import Step
     from simulator.link import SimLink
     from simulator.worker import SimWorker
 
@@ -35,6 +36,7 @@ class Query:
         "t_arrive",
         "on_decode",
         "dead",
+        "step",
     )
 
     def __init__(self, qid: int, input_len: int, output_len: int, created_s: float) -> None:
@@ -60,6 +62,8 @@ class Query:
         self.on_decode: Callable[[], None] | None = None
         # Set when a node of its chain failed: it is dropped (and re-run) wherever it next shows up.
         self.dead = False
+        # The chain step it travels in, when the coordinator steps chains (simulator.chain_steps).
+        self.step: Step | None = None
 
     @property
     def is_prompt(self) -> bool:

@@ -127,6 +127,7 @@ def simulate(
         hosts=hosts,
         cpu_s_per_iteration=cfg.coordinator_cpu_s_per_iteration,
         host=hosts.get(COORDINATOR_HOST_KEY),
+        pipeline_depth=cfg.pipeline_depth,
     )
     lengths = load_lengths(cfg.lengths)
     rng = random.Random(cfg.seed)

@@ -25,7 +25,7 @@ from planner.placement import LayerRange
 from planner.profile import GpuProfile, LatencyTable
 from simulator.arrivals import Pending, drain, due, waiting
 from simulator.engine import EventLoop
-from simulator.forwarding import BY_LINK_FROM, forward_by_link, forward_each
+from simulator.forwarding import BY_LINK_FROM, forward_by_link, forward_each, forward_messages
 from simulator.host import SimHost
 from simulator.request import Query
 
@@ -102,6 +102,7 @@ class SimWorker:
         "steps",
         "wake_at",
         "wake_cb",
+        "messages",
     )
 
     def __init__(
@@ -176,6 +177,8 @@ class SimWorker:
         # Bound once: the hot paths schedule these on every step and every wake-up.
         self._finish_cb = self._finish
         self.wake_cb = self._wake
+        # A step's queries go on as one message per link (BRL's workers; simulator.chain_steps).
+        self.messages = False
 
     # -- arrivals ------------------------------------------------------------------------------------
     def arrive(self, t: float, q: Query, entry: int) -> None:
@@ -377,7 +380,9 @@ class SimWorker:
             observed = self.observer is not None
             if observed:
                 self._observe(batch, now)
-            if len(batch) < BY_LINK_FROM:
+            if self.messages:
+                forward_messages(batch, now, self.depart, observed)
+            elif len(batch) < BY_LINK_FROM:
                 forward_each(batch, now, self.depart, observed)
             else:
                 forward_by_link(batch, now, self.depart, observed)

@@ -119,6 +119,14 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
         help="coordinator CPU milliseconds per iteration (one event loop: iterations take turns)",
     )
     p.add_argument(
+        "--pipeline-depth",
+        type=int,
+        metavar="N",
+        help="model BRL's coordinator: each chain steps its ready requests together, at most N steps in "
+        "flight (one per stage at most; the coordinator's BRL_PIPELINE_DEPTH, default 2 there). Default: "
+        "the paper's coordinator, every request issued on its own",
+    )
+    p.add_argument(
         "--find-capacity",
         action="store_true",
         help="search the highest online arrival rate the plan sustains with p95 TTFT <= --ttft-p95 and "
@@ -240,6 +248,7 @@ def run(args: argparse.Namespace) -> int:
         or None,
         hosts=tuple(_host(i, h) for i, h in enumerate(args.host)),
         coordinator_cpu_s_per_iteration=args.coordinator_cpu_ms / 1e3,
+        pipeline_depth=args.pipeline_depth,
     )
 
     if targets is not None:

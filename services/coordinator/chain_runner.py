@@ -52,8 +52,9 @@ def select(ready: list[Request], budget: int) -> list[tuple[Request, list[int], 
 
 class ChainRunner:
     """Keeps stepping the requests routed over one chain: each step batches every ready request (decode
-    tokens, and prompt chunks up to the token budget); up to `depth` steps are in flight at once so new
-    prompts need not wait for a decode step to come back."""
+    tokens, and prompt chunks up to the token budget); up to `depth` steps (the pipeline depth, at most
+    one per stage) are in flight at once so every stage has work and new prompts need not wait for a
+    decode step to come back."""
 
     def __init__(self, engine: Engine, key: ChainKey, chain: Chain, client: ChainLike) -> None:
         self.engine = engine
@@ -62,6 +63,10 @@ class ChainRunner:
         self.nodes = list(chain_nodes(chain))
         self.addresses = [k[1] for k in key]
         self.client = client
+        # At most one step per stage: a step beyond that would only queue behind another at some worker
+        # and run there as a step of its own, where one merged step costs about as much as either (a
+        # one-worker chain at depth 2 ran its clients as two half batches taking turns).
+        self.depth = min(engine.limits.pipeline_depth, len(self.nodes))
         self.requests: dict[str, Request] = {}
         self.inflight = 0
         self.wake = asyncio.Event()
@@ -82,7 +87,7 @@ class ChainRunner:
         try:
             while True:
                 ready = [r for r in self.requests.values() if not r.in_flight]
-                if ready and self.inflight < limits.pipeline_depth:
+                if ready and self.inflight < self.depth:
                     self._launch(select(ready, limits.max_batch_tokens))
                     continue
                 if not self.requests and not self.inflight:

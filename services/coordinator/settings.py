@@ -50,7 +50,9 @@ class CoordinatorSettings(BaseModel):
     max_waiting: int = Field(256, ge=0, description="bounded admission queue; beyond it requests get 429")
     max_running: int = Field(256, ge=1, description="requests decoding at once across the fleet")
     max_batch_tokens: int = Field(2048, ge=1, description="prompt tokens per step on one chain")
-    pipeline_depth: int = Field(2, ge=1, description="micro-batches in flight on one chain")
+    pipeline_depth: int = Field(
+        2, ge=1, description="micro-batches in flight on one chain (at most one per stage)"
+    )
     default_max_tokens: int = Field(256, ge=1)
     step_timeout_s: float = Field(30.0, gt=0)
     max_retries: int = Field(3, ge=0, description="re-routes of one request after worker loss")

@@ -75,6 +75,13 @@ class SimulationRequest(FleetFields):
     coordinator_cpu_s_per_iteration: float | None = Field(
         None, ge=0, le=10, description="coordinator CPU seconds per iteration (iterations take turns)"
     )
+    pipeline_depth: int | None = Field(
+        None,
+        ge=1,
+        le=64,
+        description="model BRL's coordinator: each chain steps its ready requests together, at most this "
+        "many steps in flight (one per stage at most); unset: the paper's, every request on its own",
+    )
     fail: list[FailureBody] | None = Field(
         None, max_length=1_000, description="worker failures to inject, e.g. [{node: n10, at_s: 120}]"
     )

@@ -36,6 +36,7 @@ CONFIG_FIELDS = (
     "throttle",
     "step_overhead_s",
     "coordinator_cpu_s_per_iteration",
+    "pipeline_depth",
 )
 
 

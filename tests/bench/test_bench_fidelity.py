@@ -24,7 +24,8 @@ def test_bench_fidelity_quick_prints_json_last() -> None:
     assert measured["errors"] == [] and measured["finished"] == figures["requests"]
     assert measured["all_tok_per_s"] > 0 and measured["prompt_latency_s"]["p50"] > 0
     assert (
-        list(figures["predicted"]) == ["profile", "+head", "+serving", "+host"] and figures["best"] == "+host"
+        list(figures["predicted"]) == ["profile", "+head", "+serving", "+host", "+chains"]
+        and figures["best"] == "+chains"
     )
     for name in figures["predicted"]:
         pred = figures["predicted"][name]

@@ -4,8 +4,14 @@ the feeder, not the machine's timings, is under test)."""
 
 from pathlib import Path
 
-from bench.replan_predict import node_type, per_node_cluster, routing_plan
+import pytest
+
+from bench.fidelity_live import Probe
+from bench.fidelity_profiles import Measured, write_profiles
+from bench.replan_predict import node_type, per_node_cluster, probe_terms, routing_plan
 from planner import bundled
+from planner.placement import LayerRange
+from services.profiling.overheads import lone_decode_ms
 from simulator.run import SimConfig, simulate
 
 START = {"fast": (0, 10), "mid": (10, 20), "slow": (20, 30), "fast2": (10, 30)}
@@ -47,3 +53,55 @@ def test_per_node_cluster_gives_every_node_its_own_profile_type() -> None:
     cluster = per_node_cluster(bundled.cluster("local-cpu4"))
     assert {n.name: n.gpu_type for n in cluster.nodes} == {n: node_type(n) for n in START}
     assert len({n.gpu_type for n in cluster.nodes}) == len(cluster.nodes)
+
+
+def synthetic_measured() -> Measured:
+    """A made-up torch measurement (no model run): per-step costs that grow with the batch, and a head."""
+    from services.profiling.measure import HeadCost, Measurement, Series
+
+    points = (1, 2, 4, 8)
+    decode = Series(points, (2.0, 2.2, 2.6, 3.4), (5.0, 5.6, 6.8, 9.2), 4)
+    prompt = Series(points, (2.0, 2.4, 3.2, 4.8), (5.0, 6.2, 8.6, 13.4), 4)
+    measurement = Measurement(prompt, decode, 16, 1, "torch", "cpu", 1)
+    return Measured(measurement, HeadCost((1, 2, 4), (3.0, 3.5, 4.5)), bundled.model("smollm2-135m"))
+
+
+def test_probe_terms_calibrate_over_charging_tables_and_charge_the_rest_as_overhead(tmp_path: Path) -> None:
+    measured = synthetic_measured()
+    speeds = {"fast": 1.0, "mid": 0.5, "slow": 0.25, "fast2": 1.0}
+    placement = {n: (node_type(n), LayerRange(*r)) for n, r in START.items()}
+    tables = write_profiles(tmp_path / "tables", measured, placement)
+    lone = {n: lone_decode_ms(tables, t, rng.size, last=rng.end == 30) for n, (t, rng) in placement.items()}
+    # Probe (own core, unthrottled): fast and mid 20% under the tables, slow and fast2 5 ms over them.
+    own = {
+        "fast": 0.8 * lone["fast"],
+        "mid": 0.8 * lone["mid"],
+        "slow": lone["slow"] + 5,
+        "fast2": lone["fast2"] + 5,
+    }
+    probe = Probe(
+        step_ms={n: own[n] / speeds[n] for n in START},  # the wall step stretched by the throttle
+        hop_latency_s=0.001,
+        coordinator_cpu_s_per_iteration=0.002,
+        background=0.0,
+        core_share={n: 1.0 for n in START},
+    )
+    terms = probe_terms(measured, probe, START, speeds, cores=2.0, workdir=tmp_path / "probe")
+    assert terms.table_scale["fast"] == pytest.approx(0.8, abs=1e-4)
+    assert terms.table_scale["mid"] == pytest.approx(0.8, abs=1e-4)
+    assert terms.table_scale["slow"] == terms.table_scale["fast2"] == 1.0
+    # Calibrated, the over-charging tables charge what the probe measured, with no overhead on top; where
+    # the probe measured more, the tables stay and the excess is the overhead.
+    scaled_tables = write_profiles(tmp_path / "scaled", measured, placement, terms.profile_scale())
+    for n in ("fast", "mid"):
+        t, rng = placement[n]
+        assert lone_decode_ms(scaled_tables, t, rng.size, last=rng.end == 30) == pytest.approx(
+            own[n], rel=1e-3
+        )
+        assert terms.step_overhead_s[n] == pytest.approx(0.0, abs=1e-6)
+    assert terms.step_overhead_s["slow"] == pytest.approx(0.005, rel=1e-3)
+    assert terms.step_overhead_s["fast2"] == pytest.approx(0.005, rel=1e-3)
+    # The LM head is scaled with the layers (every node's profile carries it; the last hop pays it).
+    heads = {n: scaled_tables.get(node_type(n)).lm_head for n in ("fast", "fast2")}
+    assert heads["fast"] is not None and heads["fast"].ms(1) == pytest.approx(0.8 * 3.0)
+    assert heads["fast2"] is not None and heads["fast2"].ms(1) == pytest.approx(3.0)

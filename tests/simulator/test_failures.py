@@ -11,7 +11,9 @@ KV = {"a": 400_000, "b": 200_000, "c": 120_000}
 
 
 @pytest.mark.parametrize("policy", ["maxflow", "random"])
-def test_a_lost_worker_aborts_and_reruns_its_queries(policy, monkeypatch) -> None:
+@pytest.mark.parametrize("depth", [None, 2])
+def test_a_lost_worker_aborts_and_reruns_its_queries(policy, depth, monkeypatch) -> None:
+    """Also with BRL's chain steps (`depth`): a dropped query frees its step's slot, nothing hangs."""
     finished: list[int] = []
     original = coord_mod.SimCoordinator._finish
 
@@ -29,6 +31,7 @@ def test_a_lost_worker_aborts_and_reruns_its_queries(policy, monkeypatch) -> Non
         initial_queries=30,
         kv_capacity=KV,
         failures=(("b", 15.0),),
+        pipeline_depth=depth,
     )
     r = simulate(cluster, toy_model(), profiles(), plan, cfg)
     assert r.failed_nodes == ("b",) and r.aborted > 0

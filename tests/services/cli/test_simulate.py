@@ -151,6 +151,8 @@ def test_simulate_a_local_deployment_with_its_serving_costs(tmp_path, capsys) ->
         "3",
         "--step-overhead-ms",
         "fast=2",
+        "--pipeline-depth",
+        "2",
     ]
     assert main(["simulate", *common, *costs, "-o", str(tmp_path / "costs")]) == 0
     bare = json.loads((tmp_path / "bare" / "result.json").read_text())
@@ -167,6 +169,7 @@ def test_simulate_a_local_deployment_with_its_serving_costs(tmp_path, capsys) ->
     ]
     assert data["config"]["coordinator_cpu_s_per_iteration"] == 0.003
     assert data["config"]["step_overhead_s"] == {"fast": 0.002}
+    assert data["config"]["pipeline_depth"] == 2 and bare["config"]["pipeline_depth"] is None
     assert data["finished"] == bare["finished"] > 0
     assert data["decode_latency_s"]["mean"] > bare["decode_latency_s"]["mean"]
     capsys.readouterr()
@@ -177,6 +180,7 @@ def test_simulate_a_local_deployment_with_its_serving_costs(tmp_path, capsys) ->
         (["--host", "two:fast"], "--host"),
         (["--host", "2:fast,ghost"], "hosts"),
         (["--step-overhead-ms", "fast"], "--step-overhead-ms"),
+        (["--pipeline-depth", "0"], "pipeline_depth"),
     ]:
         assert main(["simulate", *common, *bad]) == 2
         assert field in capsys.readouterr().err

@@ -172,6 +172,20 @@ async def test_runner_keeps_up_to_depth_steps_in_flight(depth: int) -> None:
     await asyncio.wait_for(runner.task, 5.0)
 
 
+async def test_a_one_stage_chain_keeps_one_step_in_flight_whatever_the_depth() -> None:
+    """A second step would only queue at the one worker and run as a step of its own."""
+    client = SlowChain(delay_s=0.05)
+    stub = StubEngine(EngineLimits(max_batch_tokens=4, pipeline_depth=2))
+    runner = ChainRunner(cast(Engine, stub), KEY[:1], CHAIN[:1], client)
+    for i in range(3):
+        runner.add(prompt_request(f"r{i}", [1, 2, 3, 4]))
+    await wait_steps(stub, 3)
+    assert runner.depth == 1 and client.peak == 1
+    for r in list(runner.requests.values()):
+        runner.remove(r)
+    await asyncio.wait_for(runner.task, 5.0)
+
+
 async def test_a_step_that_raises_becomes_unavailable_results() -> None:
     stub, runner = make_runner(EngineLimits(), SlowChain(delay_s=0.0, fail=True))
     reqs = [prompt_request(f"r{i}", [i + 1, 2]) for i in range(2)]
