@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import dataclasses
 import time
-from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -101,22 +100,15 @@ def scaled(measured: Measured, factor: float) -> Measured:
 
 
 def write_profiles(
-    out_dir: Path,
-    measured: Measured,
-    placement: dict[str, tuple[str, LayerRange]],
-    scale: Mapping[str, float] | None = None,
+    out_dir: Path, measured: Measured, placement: dict[str, tuple[str, LayerRange]]
 ) -> ProfileSet:
     """`measured` as one profile per GPU type of `placement`, each with the per-layer tables of a node
-    holding that node's number of layers (a step's fixed cost is shared by the layers it runs), a type's
-    timings times its `scale` where one is given."""
+    holding that node's number of layers (a step's fixed cost is shared by the layers it runs)."""
     from services.profiling.save import save_profile
     from services.profiling.tables import fixed_pool_capacity, gpu_entry, model_entry, per_layer_table, split
 
-    model = measured.model
+    m, model = measured.measurement, measured.model
     for gpu_type, layers in placement.values():
-        factor = (scale or {}).get(gpu_type, 1.0)
-        typed = scaled(measured, factor) if factor != 1.0 else measured
-        m = typed.measurement
         k = layers.size
         prompt, decode = (per_layer_table(split(s), k) for s in (m.prompt, m.decode))
         entry = gpu_entry(
@@ -128,7 +120,7 @@ def write_profiles(
             prompt_max_tokens=2048,
             decode_max_tokens=256,
             nic_bytes_per_s=1e9,
-            head=typed.head,
+            head=measured.head,
             description="bench/fidelity",
         )
         save_profile(out_dir, gpu_type, model_entry(model, model.token_bytes), entry, prompt, decode)

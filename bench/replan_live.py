@@ -307,7 +307,6 @@ def run_live(
         "probe": found.to_dict(),
         "step_overhead_ms": {n: round(v * 1e3, 3) for n, v in terms.step_overhead_s.items()},
         "lone_step_own_core_ms": terms.lone_step_ms,
-        "table_scale": terms.table_scale,
         "predicted_tok_per_s_before_join": round(predicted_before, 3),
         "predicted_tok_per_s_after_join": round(predicted, 3),
         "predicted_join_gain_same_load": round(predicted / same_load, 3) if same_load > 0 else None,

@@ -66,18 +66,12 @@ class Terms:
     hop_latency_s: float
     coordinator_cpu_s_per_iteration: float
     cores: float
-    # Per node, a lone decode step on a core of its own (ms): what the measured tables charge, and what the
-    # probe measured (its wall step x throttle x its share of a core).
+    # Per node, a lone decode step on a core of its own (ms): what the tables charge, and what the probe
+    # measured (its wall step x throttle x its share of a core). Overheads are the excess of the second
+    # (never negative). Where the tables charge more, they are left as measured: scaling them down to the
+    # probe was tried and made every prediction but one worse (the probe's conversion to a core of its own
+    # is the noisier of the two, most of all under load).
     lone_step_ms: dict[str, dict[str, float]] = field(default_factory=dict)
-    # Per node, the factor on its tables (LM head included) that makes them charge a lone step what the
-    # probe measured, where they charge more (<= 1): an overhead cannot go below zero, so without it a
-    # table that over-charges is never corrected. Where the probe measured more, the excess is the step
-    # overhead instead (a fixed cost per step, not a factor: it does not grow with the batch).
-    table_scale: dict[str, float] = field(default_factory=dict)
-
-    def profile_scale(self) -> dict[str, float]:
-        """`table_scale` by the GPU type each node's tables are written under."""
-        return {node_type(n): f for n, f in self.table_scale.items()}
 
 
 def node_type(node: str) -> str:
@@ -114,31 +108,18 @@ def probe_terms(
     brought back to a core of its own by the share of a core its worker had meanwhile (schedstat: the
     probe's `core_share`; where the kernel keeps none, estimated from the competitors counted)."""
     placement = {n: (node_type(n), LayerRange(*r)) for n, r in ranges.items()}
-    profiles = write_profiles(workdir / "measured", measured, placement)
+    profiles = write_profiles(workdir, measured, placement)
     share = min(1.0, cores / (1.0 + probe.background))
     layers = measured.model.num_layers
+    overheads = step_overheads(profiles, placement, speeds, probe, layers, share=share, measured_share=True)
     lone = {
         n: {
-            "tables": lone_decode_ms(profiles, t, rng.size, last=rng.end == layers),
-            "probe": probe.step_ms[n] * speeds[n] * probe.core_share.get(n, share),
+            "tables": round(lone_decode_ms(profiles, t, rng.size, last=rng.end == layers), 2),
+            "probe": round(probe.step_ms[n] * speeds[n] * probe.core_share.get(n, share), 2),
         }
         for n, (t, rng) in placement.items()
     }
-    scale = {n: min(1.0, v["probe"] / v["tables"]) if v["tables"] > 0 else 1.0 for n, v in lone.items()}
-    calibrated = write_profiles(
-        workdir / "calibrated", measured, placement, {node_type(n): f for n, f in scale.items()}
-    )
-    overheads = step_overheads(calibrated, placement, speeds, probe, layers, share=share, measured_share=True)
-    rounded = {n: {k: round(x, 2) for k, x in v.items()} for n, v in lone.items()}
-    return Terms(
-        measured,
-        overheads,
-        probe.hop_latency_s,
-        probe.coordinator_cpu_s_per_iteration,
-        cores,
-        rounded,
-        {n: round(f, 4) for n, f in scale.items()},
-    )
+    return Terms(measured, overheads, probe.hop_latency_s, probe.coordinator_cpu_s_per_iteration, cores, lone)
 
 
 def predict(
@@ -161,7 +142,7 @@ def predict(
     is replaced)."""
     workdir.mkdir(parents=True, exist_ok=True)
     placement = {n: (node_type(n), LayerRange(*r)) for n, r in ranges.items()}
-    profiles = write_profiles(workdir / "profiles", terms.measured, placement, terms.profile_scale())
+    profiles = write_profiles(workdir / "profiles", terms.measured, placement)
     lengths = workdir / "lengths.csv"
     rows = [f"{p},{load.decodes}" for p in load.prompt_tokens]
     lengths.write_text("input_len,output_len\n" + "\n".join(rows) + "\n")
