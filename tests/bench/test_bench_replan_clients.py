@@ -1,5 +1,6 @@
 """The steady closed loop of bench/replan_clients.py against a real HTTP server on 127.0.0.1 that streams
-completions as the coordinator does (one `data:` event a token, then `data: [DONE]`): clients start
+completions as the coordinator does (one `data:` event a token, one with the finish reason, then
+`data: [DONE]`): clients start
 staggered, windows are cut from one run, answers unlike their reference are lost, 503s refused."""
 
 from __future__ import annotations
@@ -44,12 +45,14 @@ class Handler(BaseHTTPRequestHandler):
         self.send_response(200)
         self.send_header("Content-Type", "text/event-stream")
         self.end_headers()
-        for i in range(body["max_tokens"]):
+        for _ in range(body["max_tokens"]):
             time.sleep(TOKEN_S)
-            last = i == body["max_tokens"] - 1
-            event = {"choices": [{"text": "x", "finish_reason": "length" if last else None}]}
+            event = {"choices": [{"text": "x", "finish_reason": None}]}
             self.wfile.write(f"data: {json.dumps(event)}\n\n".encode())
             self.wfile.flush()
+        # As services/coordinator/serving.py ends a stream: an event with the finish reason and no text.
+        finish = {"choices": [{"text": "", "finish_reason": "length"}]}
+        self.wfile.write(f"data: {json.dumps(finish)}\n\n".encode())
         self.wfile.write(b"data: [DONE]\n\n")
 
 
@@ -81,7 +84,8 @@ def test_clients_start_staggered_and_windows_count_the_decode_tokens_that_landed
         assert firsts[PROMPTS[i]] - firsts[PROMPTS[0]] == pytest.approx(0.2 * i, abs=0.1)
     assert loop.lost == 0 and loop.refused == 0
     whole = loop.window(started - 1, time.monotonic())
-    # Every answer is MAX_TOKENS events: the first is its prompt's, the rest decode tokens.
+    # Every answer is MAX_TOKENS token events (the first is its prompt's, the rest decode tokens) and a
+    # finish event, which is no token.
     assert whole.decode_tokens == whole.completed * (MAX_TOKENS - 1) and whole.completed > 10
     half = loop.window(started, started + (ended - started) / 2)
     assert 0 < half.decode_tokens < whole.decode_tokens
