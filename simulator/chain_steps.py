@@ -64,7 +64,6 @@ class ChainSteps:
         self.depth = depth
         self.send = send
         self.chains: dict[tuple[Stage, ...], _Chain] = {}
-        self.launched = 0
 
     def ready(self, q: Query) -> None:
         """`q`'s next iteration waits for its chain's next step."""
@@ -98,7 +97,6 @@ class ChainSteps:
             return
         batch, c.ready = c.ready, []
         c.inflight += 1
-        self.launched += 1
         step = Step(c, len(batch))
         for q in batch:
             q.step = step
