@@ -7,7 +7,6 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from bench.fidelity import step_overheads
 from bench.fidelity_live import Probe
@@ -21,9 +20,6 @@ from services.coordinator.engine import EngineLimits
 from services.profiling.overheads import lone_decode_ms, with_hop_latency
 from simulator.host import HostSpec
 from simulator.run import SimConfig, simulate
-
-if TYPE_CHECKING:  # the measuring code imports torch
-    pass
 
 Ranges = dict[str, tuple[int, int]]
 # The simulated window, at least: a few clients finish a handful of requests in a short live window, and
@@ -69,8 +65,8 @@ class Terms:
     # Per node, a lone decode step on a core of its own (ms): what the tables charge, and what the probe
     # measured (its wall step x throttle x its share of a core). Overheads are the excess of the second
     # (never negative). Where the tables charge more, they are left as measured: scaling them down to the
-    # probe was tried and made every prediction but one worse (the probe's conversion to a core of its own
-    # is the noisier of the two, most of all under load).
+    # probe was tried and made the prediction worse in every run where it applied (the probe's conversion
+    # to a core of its own is the noisier of the two, most of all under load).
     lone_step_ms: dict[str, dict[str, float]] = field(default_factory=dict)
 
 
