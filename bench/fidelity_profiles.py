@@ -5,7 +5,9 @@ Also used by bench/replan_predict.py."""
 from __future__ import annotations
 
 import dataclasses
+import statistics
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -80,6 +82,41 @@ def measure_torch(*, quick: bool, decode_context: int | None = None) -> Measured
         backend.close()
     head = measure_head_of("torch", spec, model.num_layers, cfg)
     return Measured(m, head, model, core_share=min(1.0, max(1e-3, share)))
+
+
+def measure_torch_typical(*, rounds: int, quick: bool, decode_context: int | None = None) -> Measured:
+    """`rounds` measurements (measure_torch), each brought back to a core of its own by the share its
+    thread had, and per point the median of them: this machine's speed moves by a quarter from one
+    few-second measurement to the next with no competitor counted (a decode step of 28 layers timed at
+    10.2-22.8 ms in nine runs a minute apart), where a serving window of half a minute sees its mean."""
+    if rounds < 1:
+        raise ValueError(f"rounds must be >= 1, got {rounds}")
+    each = [
+        scaled(m, m.core_share)
+        for m in (measure_torch(quick=quick, decode_context=decode_context) for _ in range(rounds))
+    ]
+    return median_of(each)
+
+
+def median_of(measured: list[Measured]) -> Measured:
+    """Per point, the median of timings of one configuration (same points, same model), share 1."""
+    first = measured[0]
+
+    def med(values: list[tuple[float, ...]]) -> tuple[float, ...]:
+        return tuple(statistics.median(col) for col in zip(*values, strict=True))
+
+    def series(pick: Callable[[Measurement], Series]) -> Series:
+        return dataclasses.replace(
+            pick(first.measurement),
+            one_layer_ms=med([pick(m.measurement).one_layer_ms for m in measured]),
+            many_layers_ms=med([pick(m.measurement).many_layers_ms for m in measured]),
+        )
+
+    inner = dataclasses.replace(
+        first.measurement, prompt=series(lambda m: m.prompt), decode=series(lambda m: m.decode)
+    )
+    head = dataclasses.replace(first.head, ms=med([m.head.ms for m in measured]))
+    return dataclasses.replace(first, measurement=inner, head=head, core_share=1.0)
 
 
 def scaled(measured: Measured, factor: float) -> Measured:

@@ -43,6 +43,15 @@ def test_bench_replan_live_quick_recovers_gains_on_join_and_loses_nothing(tmp_pa
     # and the fleet served in both windows; its rise is a figure of the bench, not a test assertion.
     assert f["tok_per_s_before_join"] > 0 and f["tok_per_s_after_join"] > 0
     assert f["measured_vs_predicted"] >= 0 and f["measured_vs_predicted_before_join"] >= 0
+    # Calibrated on the before-window: the prediction times what the old fleet served over its prediction.
+    calibrated = (
+        f["predicted_tok_per_s_after_join"]
+        * f["tok_per_s_before_join"]
+        / f["predicted_tok_per_s_before_join"]
+    )
+    assert f["measured_vs_calibrated"] == pytest.approx(
+        abs(f["tok_per_s_after_join"] - calibrated) / calibrated, abs=2e-3
+    )
     # The profile is brought back to a core of its own by the share its thread had; competing load is
     # counted per session where the kernel shares per session, so never above the per-thread count.
     assert 0 < f["profile_core_share"] <= 1
