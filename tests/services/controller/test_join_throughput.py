@@ -80,22 +80,17 @@ def spec(name: str, layers: tuple[int, int]) -> WorkerSpec:
     return WorkerSpec(name, *layers, gpu_type=TYPES[name], extra_args=("--speed-factor", str(SPEEDS[name])))
 
 
+def admin(fleet: ProcFleet, path: str) -> dict[str, Any]:
+    resp = httpx.get(
+        f"{fleet.base_url}/admin/{path}", headers={"Authorization": f"Bearer {ADMIN_KEY}"}, timeout=30
+    )
+    resp.raise_for_status()
+    body: dict[str, Any] = resp.json()
+    return body
+
+
 def rollout_status(fleet: ProcFleet) -> dict[str, Any]:
-    resp = httpx.get(
-        f"{fleet.base_url}/admin/rollout", headers={"Authorization": f"Bearer {ADMIN_KEY}"}, timeout=30
-    )
-    resp.raise_for_status()
-    body: dict[str, Any] = resp.json()
-    return body
-
-
-def admin_plan(fleet: ProcFleet) -> dict[str, Any]:
-    resp = httpx.get(
-        f"{fleet.base_url}/admin/plan", headers={"Authorization": f"Bearer {ADMIN_KEY}"}, timeout=30
-    )
-    resp.raise_for_status()
-    body: dict[str, Any] = resp.json()
-    return body
+    return admin(fleet, "rollout")
 
 
 def settled_after(fleet: ProcFleet, rollouts: int) -> bool:
@@ -241,7 +236,7 @@ def test_a_fast_joiner_gets_layers_and_the_same_load_is_served_faster_as_predict
         fleet.wait_workers([*PLAN, "fast"], timeout_s=TIMEOUT_S)
         held = fleet.health()["fleet"]["fast"]["layers"]
         assert held[1] > held[0], held
-        loaded = admin_plan(fleet)["loaded"]["placement"]
+        loaded = admin(fleet, "plan")["loaded"]["placement"]
         assert loaded["fast"] == held, loaded
 
         # The transition (the joiner's start and load, the old plan's requests ending) is left out.
@@ -258,7 +253,7 @@ def test_a_fast_joiner_gets_layers_and_the_same_load_is_served_faster_as_predict
             if abs(after.sampler.mean - before.sampler.mean) <= LOAD_TOLERANCE:
                 break
         ranges_after = {
-            n: (int(r[0]), int(r[1])) for n, r in admin_plan(fleet)["loaded"]["placement"].items()
+            n: (int(r[0]), int(r[1])) for n, r in admin(fleet, "plan")["loaded"]["placement"].items()
         }
     assert loop.lost == 0 and loop.refused == 0, (loop.lost, loop.refused, loop.examples)
     assert after.served["fast"] > 0, after.served  # the plan routes to the joiner
