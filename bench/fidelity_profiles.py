@@ -86,9 +86,11 @@ def measure_torch(*, quick: bool, decode_context: int | None = None) -> Measured
 
 def measure_torch_typical(*, rounds: int, quick: bool, decode_context: int | None = None) -> Measured:
     """`rounds` measurements (measure_torch), each brought back to a core of its own by the share its
-    thread had, and per point the median of them: this machine's speed moves by a quarter from one
-    few-second measurement to the next with no competitor counted (a decode step of 28 layers timed at
-    10.2-22.8 ms in nine runs a minute apart), where a serving window of half a minute sees its mean."""
+    thread had, and per point the median of them, so that one disturbed round does not set the tables: on
+    shared cores one few-second measurement differs from the next by up to a quarter with no competitor
+    counted (a decode step of 28 layers timed at 10.2-22.8 ms in nine runs a minute apart). The drift over
+    minutes stays (medians of five rounds still differed by 1.25x between runs): a prediction of a later
+    window is calibrated on a measured one (tests/services/controller/test_join_throughput.py)."""
     if rounds < 1:
         raise ValueError(f"rounds must be >= 1, got {rounds}")
     each = [
