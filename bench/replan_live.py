@@ -55,8 +55,10 @@ from bench.replan_predict import (  # noqa: E402
     Ranges,
     Terms,
     Workload,
+    calibrated,
     predict,
     probe_terms,
+    rel_err,
     routing_plan,
 )
 from bench.replan_windows import (  # noqa: E402
@@ -131,24 +133,32 @@ def fleet_ranges(fleet: ProcFleet) -> dict[str, tuple[int, int]]:
 
 
 def measure_terms(
-    fleet: ProcFleet, measured: Measured, *, rounds: int, seed: int, workdir: Path
+    fleet: ProcFleet,
+    measured: Measured,
+    ranges: Ranges,
+    speeds: dict[str, float],
+    *,
+    rounds: int,
+    seed: int,
+    workdir: Path,
 ) -> tuple[Terms, Probe]:
-    """The serving terms of the fleet as started (every worker fresh, nothing queued): lone steps through
-    each chain of the start plan, then the coordinator's CPU per iteration (bench/fidelity_live.py)."""
+    """The serving terms of a fleet of local-cpu4 workers holding `ranges`, as started (every worker
+    fresh, nothing queued): lone steps through each chain of their plan, then the coordinator's CPU per
+    iteration (bench/fidelity_live.py)."""
     assert fleet.coordinator is not None  # started by the caller
-    pids = {n: fleet.workers[n].pid for n in START}
+    pids = {n: fleet.workers[n].pid for n in ranges}
     pids["coordinator"] = fleet.coordinator.pid
     found = probe_fleet(
-        {n: fleet.worker_address(n) for n in START},
+        {n: fleet.worker_address(n) for n in ranges},
         pids,
         fleet.root_url,
         MODEL,
-        routing_plan(CLUSTER, MODEL, START),
+        routing_plan(CLUSTER, MODEL, ranges),
         rounds=rounds,
         seed=seed,
     )
     cores = float(os.cpu_count() or 1)
-    return probe_terms(measured, found, START, SPEEDS, cores=cores, workdir=workdir), found
+    return probe_terms(measured, found, ranges, speeds, cores=cores, workdir=workdir), found
 
 
 def addresses(fleet: ProcFleet, names: Iterable[str]) -> dict[str, str]:
@@ -185,7 +195,7 @@ def run_live(
         profile_background = during_profile.mean
         measured = scaled(raw, raw.core_share)
         terms, found = measure_terms(
-            fleet, measured, rounds=1 if quick else 3, seed=seed, workdir=workdir / "probe"
+            fleet, measured, START, SPEEDS, rounds=1 if quick else 3, seed=seed, workdir=workdir / "probe"
         )
 
         # -- loss: kill the sole holder of [0,10) under load -------------------------------------------
@@ -315,17 +325,11 @@ def run_live(
         # The prediction calibrated on the before-window (what the fleet served over what the simulator gave
         # it), as the join test asserts it: this machine's speed drifts between the profile and the windows.
         "measured_vs_calibrated": rel_err(
-            measured_tps, predicted * win_before.decode_tok_per_s / predicted_before
-        )
-        if predicted_before > 0
-        else None,
+            measured_tps, calibrated(predicted, win_before.decode_tok_per_s, predicted_before)
+        ),
         "covered_after": held_everywhere(health),
         "goals": {"recover_s": GOAL_RECOVER_S, "lost": 0, "measured_vs_predicted": GOAL_REL_ERR},
     }
-
-
-def rel_err(measured: float, predicted: float) -> float | None:
-    return round(abs(measured - predicted) / predicted, 4) if predicted > 0 else None
 
 
 def print_table(f: dict[str, Any]) -> None:

@@ -180,3 +180,16 @@ def predict(
         },
         {n: float(v["utilisation"]) for n, v in nodes.items()},
     )
+
+
+def calibrated(predicted: float, measured_before: float, predicted_before: float) -> float:
+    """`predicted` (tokens/s of the plan after a move) calibrated on the fleet before it, as a controller
+    would on its own metrics: times what the old fleet measured over what the simulator gave the old plan.
+    On shared cores the machine's speed drifts between a profile and a window by as much as the goal (see
+    tests/services/controller/test_join_throughput.py); the calibration takes only what is known before
+    the move. 0 where the old plan was predicted to serve nothing."""
+    return predicted * measured_before / predicted_before if predicted_before > 0 else 0.0
+
+
+def rel_err(measured: float, predicted: float) -> float | None:
+    return round(abs(measured - predicted) / predicted, 4) if predicted > 0 else None

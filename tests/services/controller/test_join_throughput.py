@@ -20,11 +20,11 @@ from typing import Any
 import httpx
 import pytest
 
-from bench.fidelity_live import probe_fleet
 from bench.fidelity_load import LoadSampler, core_shares, sched_times_ns
 from bench.fidelity_profiles import measure_torch_typical
 from bench.replan_clients import PROMPTS, SteadyLoop, references
-from bench.replan_predict import Terms, Workload, predict, probe_terms, routing_plan
+from bench.replan_live import measure_terms
+from bench.replan_predict import Terms, Workload, calibrated, predict, rel_err
 from planner.formats.plan_json import save_plan
 from services.worker.client import stats
 from tests.services.controller.test_run_time_layers import plan_of
@@ -193,24 +193,8 @@ def fresh_terms(fleet: ProcFleet, tmp_path_factory: pytest.TempPathFactory) -> F
     _, prompt_tokens = asyncio.run(references(fleet.base_url, MODEL, MAX_TOKENS))
     context = round(sum(prompt_tokens.values()) / len(prompt_tokens) + (MAX_TOKENS - 1) / 2)
     measured = measure_torch_typical(rounds=PROFILE_ROUNDS, quick=False, decode_context=context)
-    assert fleet.coordinator is not None
-    pids = {n: fleet.workers[n].pid for n in PLAN} | {"coordinator": fleet.coordinator.pid}
-    found = probe_fleet(
-        {n: fleet.worker_address(n) for n in PLAN},
-        pids,
-        fleet.root_url,
-        MODEL,
-        routing_plan(CLUSTER, MODEL, PLAN),
-        rounds=3,
-        seed=0,
-    )
-    terms = probe_terms(
-        measured,
-        found,
-        PLAN,
-        SPEEDS,
-        cores=float(os.cpu_count() or 1),
-        workdir=tmp_path_factory.mktemp("join-probe"),
+    terms, _ = measure_terms(
+        fleet, measured, PLAN, SPEEDS, rounds=3, seed=0, workdir=tmp_path_factory.mktemp("join-probe")
     )
     return FreshTerms(terms, prompt_tokens)
 
@@ -238,6 +222,7 @@ def test_a_fast_joiner_gets_layers_and_the_same_load_is_served_faster_as_predict
         assert held[1] > held[0], held
         loaded = admin(fleet, "plan")["loaded"]["placement"]
         assert loaded["fast"] == held, loaded
+        ranges_after = {n: (int(r[0]), int(r[1])) for n, r in loaded.items()}
 
         # The transition (the joiner's start and load, the old plan's requests ending) is left out.
         wait_drained(fleet, ["fast", *PLAN])
@@ -252,9 +237,6 @@ def test_a_fast_joiner_gets_layers_and_the_same_load_is_served_faster_as_predict
                 time.sleep(WINDOW_S)
             if abs(after.sampler.mean - before.sampler.mean) <= LOAD_TOLERANCE:
                 break
-        ranges_after = {
-            n: (int(r[0]), int(r[1])) for n, r in admin(fleet, "plan")["loaded"]["placement"].items()
-        }
     assert loop.lost == 0 and loop.refused == 0, (loop.lost, loop.refused, loop.examples)
     assert after.served["fast"] > 0, after.served  # the plan routes to the joiner
 
@@ -290,11 +272,12 @@ def test_a_fast_joiner_gets_layers_and_the_same_load_is_served_faster_as_predict
     # and 0.31 low in another. So the prediction is calibrated on the fleet before the move, as a controller
     # would calibrate it on its own metrics: the simulator's figure for the new plan, times what the old
     # fleet measured over what the simulator gave the old plan. All it takes is known before the join.
-    calibrated = predicted_after * rate_before.decode_tok_per_s / predicted_before
-    err = abs(rate_after.decode_tok_per_s - calibrated) / calibrated
+    expected = calibrated(predicted_after, rate_before.decode_tok_per_s, predicted_before)
+    err = rel_err(rate_after.decode_tok_per_s, expected)
+    assert err is not None, (predicted_before, predicted_after)
     uncalibrated = {
-        "before": round(abs(rate_before.decode_tok_per_s - predicted_before) / predicted_before, 3),
-        "after": round(abs(rate_after.decode_tok_per_s - predicted_after) / predicted_after, 3),
+        "before": rel_err(rate_before.decode_tok_per_s, predicted_before),
+        "after": rel_err(rate_after.decode_tok_per_s, predicted_after),
     }
     print(
         f"decode tok/s {rate_before.decode_tok_per_s:.2f} -> {rate_after.decode_tok_per_s:.2f} (x{ratio:.2f}); "
@@ -302,12 +285,12 @@ def test_a_fast_joiner_gets_layers_and_the_same_load_is_served_faster_as_predict
         f"{before.served} -> {after.served}; core share {before.core_share} -> {after.core_share}; "
         f"other runnable sessions {before.sampler.mean:.2f} -> {after.sampler.mean:.2f}; "
         f"join {join_s:.1f} s, old ranges drained {transition_s:.1f} s; joiner holds {held}; predicted "
-        f"{predicted_before:.2f} -> {predicted_after:.2f}, calibrated {calibrated:.2f} (error {err:.3f}; "
+        f"{predicted_before:.2f} -> {predicted_after:.2f}, calibrated {expected:.2f} (error {err:.3f}; "
         f"uncalibrated {uncalibrated}); lone steps {fresh_terms.terms.lone_step_ms}"
     )
     # The re-planned fleet serves what the simulator said it would, whatever the other tenants did (each
     # window's measured load is its simulated host's background).
-    assert err <= PREDICTION_TOLERANCE, (rate_after.decode_tok_per_s, calibrated, uncalibrated)
+    assert err <= PREDICTION_TOLERANCE, (rate_after.decode_tok_per_s, expected, uncalibrated)
     # Where the load differed, the outcome that it could have caused is inconclusive, the other one stands:
     # more load after the join can only lower the ratio (a pass still counts), less can only raise it (a
     # failure still counts).
