@@ -1,7 +1,8 @@
 """The staged steps of a live rollout, each a small function the controller calls in order: decide what
 changed (lost and joined nodes, idle workers included), re-plan (pure planner.replan), dry-run in the
-simulator, load the new ranges on the workers (in parallel, idle workers too), swap the coordinator's plan;
-the old ranges drain on the workers by themselves, and the nodes the new plan drops are unloaded."""
+simulator, load the new ranges on the workers (in parallel, idle workers too; a Load that gives up layers
+only once another worker holds them), swap the coordinator's plan; the old ranges drain on the workers by
+themselves, and the nodes the new plan drops are unloaded."""
 
 from __future__ import annotations
 
@@ -254,11 +255,41 @@ def serving_info(registry: Registry, node: str, rng: LayerRange, report: LoadRep
     )
 
 
+def _shared(a: LayerRange, b: LayerRange) -> range:
+    return range(max(a.start, b.start), min(a.end, b.end))
+
+
+def drops_stay_held(
+    node: str, rng: LayerRange, registry: Registry, in_flight: Mapping[str, LayerRange]
+) -> bool:
+    """Whether every layer `node` gives up by loading `rng` is held by another routable worker even if
+    every Load in flight (`in_flight`: node -> new range) ends now: such a worker is counted for the
+    layers both its ranges share only. True for an idle worker (it gives up nothing)."""
+    state = registry.get(node)
+    if state is None:
+        return True
+    dropped = set(range(state.info.layers.start, state.info.layers.end)) - set(range(rng.start, rng.end))
+    for name, other in registry.routable().items():
+        if not dropped:
+            break
+        if name != node:
+            held = other.info.layers
+            dropped -= set(
+                _shared(held, in_flight[name]) if name in in_flight else range(held.start, held.end)
+            )
+    return not dropped
+
+
 async def load_each(
     loads: list[tuple[str, str, LayerRange]], registry: Registry, load_fn: LoadFn
 ) -> dict[str, LoadReport | Exception]:
-    """Load every new range in parallel; each worker is then registered with its new range at once, so new
-    requests route to it as soon as it is live. A failed load is returned as its exception."""
+    """Load every new range, in parallel where that uncovers nothing; each worker is then registered with
+    its new range at once, so new requests route to it as soon as it is live. A Load that gives up layers
+    (a shrink or a shift) waits until another worker holds them for sure: the worker drops them as soon as
+    its Load returns, and a layer no routable worker holds refuses new requests (503). When none of the
+    waiting Loads can go safely and none is in flight, they go together (ranges swapped in a cycle: the
+    old all-parallel order), unless a Load has failed: then they are not sent (the worker keeps its range,
+    the plan in force stays). A failed load is returned as its exception."""
 
     async def one(node: str, address: str, rng: LayerRange) -> LoadReport:
         report = await load_fn(address, LoadOrder(rng.start, rng.end))
@@ -267,13 +298,41 @@ async def load_each(
             registry.register(info)
         return report
 
-    results = await asyncio.gather(*(one(*load) for load in loads), return_exceptions=True)
+    pending = list(loads)
+    in_flight: dict[str, LayerRange] = {}
+    tasks: dict[asyncio.Task[LoadReport], str] = {}
     out: dict[str, LoadReport | Exception] = {}
-    for load, res in zip(loads, results, strict=True):
-        if isinstance(res, BaseException) and not isinstance(res, Exception):
-            raise res  # cancelled: the coordinator shuts down
-        out[load[0]] = res
-    return out
+    try:
+        while pending or tasks:
+            ready = []
+            for load in pending:
+                if drops_stay_held(load[0], load[2], registry, in_flight):
+                    ready.append(load)
+                    in_flight[load[0]] = load[2]
+            if not ready and not tasks:
+                if any(isinstance(res, Exception) for res in out.values()):
+                    for node, _, rng in pending:
+                        out[node] = RuntimeError(f"{node}: {rng} not loaded: a load it waited for failed")
+                    break
+                ready = pending
+            for load in ready:
+                in_flight[load[0]] = load[2]
+                tasks[asyncio.ensure_future(one(*load))] = load[0]
+            pending = [load for load in pending if load not in ready]
+            done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+            for task in done:
+                node = tasks.pop(task)
+                del in_flight[node]
+                if task.cancelled():
+                    raise asyncio.CancelledError  # the coordinator shuts down
+                exc = task.exception()
+                if exc is not None and not isinstance(exc, Exception):
+                    raise exc
+                out[node] = exc if exc is not None else task.result()
+    finally:
+        for task in tasks:
+            task.cancel()
+    return {node: out[node] for node, _, _ in loads}
 
 
 async def load_all(

@@ -51,19 +51,33 @@ def make_coord(
 
 class FakeLoads:
     """The workers' Load: records each order by address; `fail` raises instead, `gate` holds every order
-    until it is set."""
+    until it is set; `gates` and `failing` do the same for some addresses only. `log` lists ("start" |
+    "end", address) in the order they happened."""
 
-    def __init__(self, fail: bool = False, gate: asyncio.Event | None = None) -> None:
+    def __init__(
+        self,
+        fail: bool = False,
+        gate: asyncio.Event | None = None,
+        *,
+        gates: Mapping[str, asyncio.Event] | None = None,
+        failing: frozenset[str] = frozenset(),
+    ) -> None:
         self.orders: dict[str, LoadOrder] = {}
         self.fail = fail
         self.gate = gate
+        self.gates = dict(gates or {})
+        self.failing = failing
+        self.log: list[tuple[str, str]] = []
         self.started = asyncio.Event()
 
     async def __call__(self, address: str, order: LoadOrder) -> LoadReport:
         self.started.set()
-        if self.gate is not None:
-            await self.gate.wait()
-        if self.fail:
+        self.log.append(("start", address))
+        for gate in (self.gate, self.gates.get(address)):
+            if gate is not None:
+                await gate.wait()
+        self.log.append(("end", address))
+        if self.fail or address in self.failing:
             raise RuntimeError(f"{address}: out of memory")
         self.orders[address] = order
         info = WorkerRecord(

@@ -1,7 +1,8 @@
 """Cordons on an in-process fleet (real registry, fleet routing; the workers' Load is a gated fake): a node
 the controller unloads, or whose Load drops layers another worker also holds, takes no new request from
 the moment the order is given, and is routable again once it serves its new range (or its load failed).
-The sole holder of some layers stays routable while it loads (a refusal beats a 503)."""
+The sole holder of some layers stays routable while it loads (a refusal beats a 503), and gives them up
+only once another worker has loaded them."""
 
 from __future__ import annotations
 
@@ -92,12 +93,15 @@ async def test_the_sole_holder_of_layers_stays_routable_and_a_failed_load_uncord
     # fast is the only holder of [0,10): cordoning it would leave no chain (503s) while it loads.
     target = plan_of({"fast": (10, 30), "mid": (0, 10), "slow": (20, 30), "fast2": (10, 30)})
     task = asyncio.create_task(ctl.roll_out_plan(target, {"source": "inline"}))
-    while len(loads.seen) < 2:
+    while not loads.seen:
         await asyncio.sleep(0.01)
     assert registry.cordoned() == {"mid"}  # mid's [10,20) is also fast2's; fast's [0,10) is nobody else's
+    # fast's Load gives up [0,10): it waits for mid to hold those layers, and mid's Load fails.
+    assert list(loads.seen) == ["mid"]
     loads.open.set()
     with pytest.raises(Unavailable):
         await task
+    assert list(loads.seen) == ["mid"]
     assert registry.cordoned() == frozenset()  # the loads failed: both keep serving their old ranges
     state = registry.get("mid")
     assert state is not None and state.info.layers.start == 10
