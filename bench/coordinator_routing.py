@@ -68,7 +68,8 @@ def new_book(plan: Plan) -> KVBook:
 
 class BeforeMaxFlow(MaxFlowPolicy):
     """The max-flow walk as it was before this bench: every successor's masks tested at every hop
-    (RoutingPolicy._hop_ok, next_layers), then Iwrr.choose over the admissible set. Kept as the baseline."""
+    (RoutingPolicy._hop_ok, next_layers), then Iwrr.choose over the admissible set; a dead end gives every
+    charge back (`dead_end="rollback"`). Kept as the baseline."""
 
     def choose(self, request: RouteRequest, view: RoutingView) -> Chain | None:
         placement = self.plan.placement
@@ -125,7 +126,8 @@ def run_decisions(
 def routing_figures(fleet: Fleet, count: int) -> dict[str, float]:
     reqs = requests(count)
     before_s, before = run_decisions(BeforeMaxFlow(fleet.plan, fleet.cluster), fleet.plan, reqs)
-    policy = make_policy("maxflow", fleet.plan, fleet.cluster)
+    # The old walk gives every charge back on a dead end: compare under that rule (the paper's).
+    policy = make_policy("maxflow", fleet.plan, fleet.cluster, dead_end="rollback")
     assert isinstance(policy, MaxFlowPolicy)
     after_s, after = run_decisions(policy, fleet.plan, reqs)
     if after != before:

@@ -10,6 +10,7 @@ from typing import Any
 
 from planner.errors import InvalidInput
 from planner.routing.kv import OFFLINE_KV, ONLINE_KV, PAPER_EXPECTED_OUTPUT_LEN
+from planner.routing.maxflow import DEAD_END_RULES, DEFAULT_DEAD_END
 from planner.routing.registry import policy_names
 from simulator.host import HostSpec
 from simulator.transition import DEFAULT_COMPUTE_S, DEFAULT_DETECT_S, DEFAULT_LOAD_BYTES_PER_S
@@ -76,6 +77,9 @@ class SimConfig:
     replan_detect_s: float = DEFAULT_DETECT_S
     replan_compute_s: float = DEFAULT_COMPUTE_S
     load_bandwidth_bytes_per_s: float = DEFAULT_LOAD_BYTES_PER_S
+    # Max-flow routing only: what a dead end does with the IWRR charges its walk made
+    # (planner.routing.maxflow.DEAD_END_RULES; "rollback" is the paper's, the default is the coordinator's).
+    dead_end: str = DEFAULT_DEAD_END
 
     def __post_init__(self) -> None:
         if self.mode not in MODES:
@@ -118,6 +122,10 @@ class SimConfig:
                 f"must be > 0 bytes/s, got {self.load_bandwidth_bytes_per_s}",
                 field="load_bandwidth_bytes_per_s",
             )
+        if self.dead_end not in DEAD_END_RULES:
+            from planner.errors import UnknownName
+
+            raise UnknownName("dead-end rule", self.dead_end, DEAD_END_RULES, field="dead_end")
         placed = [n for h in self.hosts for n in h.nodes]
         twice = sorted({n for n in placed if placed.count(n) > 1})
         if twice:

@@ -107,7 +107,11 @@ def simulate(
         n: profiles.get(cluster.node(n).gpu_type).prompt_max_tokens for n in plan.placement.ranges
     }
     policy_rng = random.Random(cfg.seed * 7919 + 1)
-    policy = make_policy(cfg.policy, plan, cluster, rng=policy_rng, prompt_max_tokens=prompt_limits)
+    # Options only max-flow routing has (the baselines route without flows).
+    options = {"dead_end": cfg.dead_end} if cfg.policy == "maxflow" else {}
+    policy = make_policy(
+        cfg.policy, plan, cluster, rng=policy_rng, prompt_max_tokens=prompt_limits, **options
+    )
     window = (start + cfg.warmup_s, end) if cfg.mode == "offline" else (start, end)
     metrics = Metrics(*window)
     hosts = _hosts(cfg, plan, loop)
@@ -183,7 +187,9 @@ def simulate(
             return None  # layers lost: keep the old weights, the policy masks the dead node
 
     def rebuild(fresh: Plan) -> RoutingPolicy:
-        return make_policy(cfg.policy, fresh, cluster, rng=policy_rng, prompt_max_tokens=prompt_limits)
+        return make_policy(
+            cfg.policy, fresh, cluster, rng=policy_rng, prompt_max_tokens=prompt_limits, **options
+        )
 
     def make_kv(fresh: Plan) -> tuple[KVBook, Mapping[str, int]]:
         # A declared capacity holds for the range it was declared for; a moved node gets its profile's.

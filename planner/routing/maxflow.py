@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import random
 from collections.abc import Callable, Iterator, Mapping
+from typing import Literal, get_args
 
 from planner.cluster import SINK, SOURCE, Cluster
+from planner.errors import UnknownName
 from planner.plan import Plan
 from planner.routing.base import (
     Chain,
@@ -29,6 +31,16 @@ _MIN_PASSES = 3
 
 # Successors carrying less than this share of a node's planned outflow are skipped ("Fail-Flow").
 MIN_FLOW_SHARE = 0.05
+
+# What a dead end (no admissible successor before the sink) does with the IWRR charges its walk made.
+# "rollback", the paper's: gives them all back, so the next request, valued the same, enters the same full
+# branch again; on a fleet whose branches fill unevenly (several regions) one full region then takes the
+# offers the others could serve. "keep-entry": the charge at the source stays, so the next request tries
+# the next first stage. "keep-path": every charge of the walk stays (the inner nodes that led to the full
+# one are passed over too).
+DeadEndRule = Literal["rollback", "keep-entry", "keep-path"]
+DEAD_END_RULES: tuple[str, ...] = get_args(DeadEndRule)
+DEFAULT_DEAD_END: DeadEndRule = "keep-entry"
 
 
 class Iwrr:
@@ -89,8 +101,9 @@ def _visit_order(indices: range, pick: Callable[[int], float], values: list[floa
 class MaxFlowPolicy(RoutingPolicy):
     """Routes hop by hop from the source. At each node a successor is masked when its planned flow is under
     `min_share` of the node's outflow (Fail-Flow), when it cannot take the prompt's length (Fail-Length), or
-    when its KV would cross the high-water mark (Fail-KV); IWRR picks among the rest. A dead end rolls back
-    the IWRR loads charged so far and returns None (the paper drops the request offline)."""
+    when its KV would cross the high-water mark (Fail-KV); IWRR picks among the rest. A dead end returns
+    None (the paper drops the request offline) and gives back the IWRR loads charged so far as `dead_end`
+    says (DEAD_END_RULES)."""
 
     def __init__(
         self,
@@ -100,9 +113,13 @@ class MaxFlowPolicy(RoutingPolicy):
         rng: random.Random | None = None,
         prompt_max_tokens: Mapping[str, int] | None = None,
         min_share: float = MIN_FLOW_SHARE,
+        dead_end: str = DEFAULT_DEAD_END,
     ) -> None:
         super().__init__(plan, cluster, rng=rng, prompt_max_tokens=prompt_max_tokens)
+        if dead_end not in DEAD_END_RULES:
+            raise UnknownName("dead-end rule", dead_end, DEAD_END_RULES, field="dead_end")
         self.min_share = min_share
+        self.dead_end = dead_end
         self.iwrr: dict[str, Iwrr] = {}
         # Planned flows > 0 by sender, so finding a node's successors tests a name per link, not a pair.
         self._flows_from: dict[str, dict[str, float]] = {}
@@ -221,9 +238,12 @@ class MaxFlowPolicy(RoutingPolicy):
                 return tuple(hops)
             hops.append(best_hop)
             at = best_hop.node
-        # A dead end (or a walk longer than the model): give back the IWRR loads charged so far.
-        for table, j in taken:
-            table.loads[j] -= work / table.weights[j]
+        # A dead end (or a walk longer than the model): give back the IWRR loads charged so far, all but the
+        # source's under "keep-entry", none under "keep-path".
+        rule = self.dead_end
+        if rule != "keep-path":
+            for table, j in taken[1:] if rule == "keep-entry" else taken:
+                table.loads[j] -= work / table.weights[j]
         return None
 
     def on_decode(self, chain: Chain) -> None:

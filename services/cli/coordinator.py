@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from planner.routing.maxflow import DEAD_END_RULES, DEFAULT_DEAD_END
 from services.coordinator.settings import from_env
 
 
@@ -34,6 +35,13 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p.add_argument("--plan-id", help="load this plan from the planner service at start (BRL_PLAN_ID)")
     p.add_argument("--cluster", help="cluster short name or file the plan is for (BRL_CLUSTER)")
     p.add_argument("--policy", help="routing policy: maxflow, swarm, random, shortest-queue (BRL_POLICY)")
+    p.add_argument(
+        "--dead-end",
+        metavar="RULE",
+        help=f"max-flow routing ({', '.join(DEAD_END_RULES)}): what a request that finds no chain with KV "
+        f"room does with the IWRR charges of its walk (BRL_DEAD_END, default {DEFAULT_DEAD_END}; rollback is "
+        "the paper's)",
+    )
     p.add_argument("--api-key", help="require `Authorization: Bearer KEY` on /v1 (BRL_API_KEY)")
     p.add_argument(
         "--admin-api-key",
@@ -72,6 +80,7 @@ def _run(args: argparse.Namespace) -> int:
         plan_id=args.plan_id,
         cluster=args.cluster,
         policy=args.policy,
+        dead_end=args.dead_end,
         api_key=args.api_key,
         admin_api_key=args.admin_api_key,
         max_prompt_chars=args.max_prompt_chars,

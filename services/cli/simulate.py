@@ -11,6 +11,7 @@ from pathlib import Path
 
 from planner.errors import InvalidInput
 from planner.routing import policy_names
+from planner.routing.maxflow import DEAD_END_RULES, DEFAULT_DEAD_END
 from services.cli.simulate_capacity import find_capacity, slo_targets
 from services.cli.simulate_replan import compare_without_replan, print_figures
 from simulator.config import MODES, SimConfig
@@ -125,6 +126,15 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
         help="model BRL's coordinator: each chain steps its ready requests together, at most N steps in "
         "flight (one per stage at most; the coordinator's BRL_PIPELINE_DEPTH, default 2 there). Default: "
         "the paper's coordinator, every request issued on its own",
+    )
+    p.add_argument(
+        "--dead-end",
+        metavar="RULE",
+        default=DEFAULT_DEAD_END,
+        help=f"max-flow routing ({', '.join(DEAD_END_RULES)}): what a request that finds no chain with KV "
+        "room does with the IWRR charges of its walk: rollback (the paper's: all given back, the next "
+        "request tries the same first stage), keep-entry (the source's charge stays: the next one tries the "
+        "next first stage; the default, as in the coordinator), keep-path (every charge stays)",
     )
     p.add_argument(
         "--find-capacity",
@@ -249,6 +259,7 @@ def run(args: argparse.Namespace) -> int:
         hosts=tuple(_host(i, h) for i, h in enumerate(args.host)),
         coordinator_cpu_s_per_iteration=args.coordinator_cpu_ms / 1e3,
         pipeline_depth=args.pipeline_depth,
+        dead_end=args.dead_end,
     )
 
     if targets is not None:

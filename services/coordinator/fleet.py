@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import random
 from dataclasses import dataclass, replace
+from typing import Any
 
 from planner.cluster import SINK, SOURCE, Cluster, Link, Node
 from planner.errors import BrlError, InvalidInput, NoRoute
@@ -28,6 +29,7 @@ from planner.routing import (
     successors,
     without_nodes,
 )
+from planner.routing.maxflow import DEFAULT_DEAD_END
 from services.coordinator.registry import Registry, WorkerState
 
 log = logging.getLogger("brl.coordinator.fleet")
@@ -90,6 +92,7 @@ class Fleet:
         model: ModelSpec,
         *,
         policy: str = "maxflow",
+        dead_end: str = DEFAULT_DEAD_END,
         plan: Plan | None = None,
         cluster: Cluster | None = None,
         profiles: ProfileSet | None = None,
@@ -100,6 +103,8 @@ class Fleet:
         self.registry = registry
         self.model = model
         self.policy_name = policy
+        # Options only max-flow routing has (the baselines route without flows).
+        self.policy_options: dict[str, Any] = {"dead_end": dead_end} if policy == "maxflow" else {}
         self.base_plan = plan
         self.base_cluster = cluster
         self.profiles = profiles
@@ -108,7 +113,9 @@ class Fleet:
         self.output_ratio = output_ratio
         self.plan: Plan = Plan("live", model.name, "none", Placement(model.num_layers))
         self.cluster: Cluster = Cluster((), ())
-        self.policy: RoutingPolicy = make_policy(policy, self.plan, self.cluster, rng=self.rng)
+        self.policy: RoutingPolicy = make_policy(
+            policy, self.plan, self.cluster, rng=self.rng, **self.policy_options
+        )
         self.kv = KVBook({}, high_water=high_water, output_ratio=output_ratio)
         self._book_capacities: dict[str, int] = {}  # what self.kv was built with (workers' KV shares)
         self.routable = False
@@ -161,7 +168,7 @@ class Fleet:
         cluster = self._live_cluster()
         self.cluster = cluster
         self.plan = self._live_plan(cluster, placement)
-        self.policy = make_policy(self.policy_name, self.plan, cluster, rng=self.rng)
+        self.policy = make_policy(self.policy_name, self.plan, cluster, rng=self.rng, **self.policy_options)
         self._new_book(workers)
         self.routable, self.no_route_reason = self._check_routable(placement)
         log.info(

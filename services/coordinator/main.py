@@ -144,6 +144,7 @@ def build(settings: CoordinatorSettings, *, tokenizer: Tokenizer | None = None) 
         registry,
         spec,
         policy=settings.policy,
+        dead_end=settings.dead_end,
         plan=plan,
         cluster=cluster,
         profiles=profiles,

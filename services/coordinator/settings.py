@@ -9,6 +9,7 @@ from pathlib import Path
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from planner.errors import InvalidInput
+from planner.routing.maxflow import DEFAULT_DEAD_END, DeadEndRule
 
 ENV_PREFIX = "BRL_"
 
@@ -32,6 +33,11 @@ class CoordinatorSettings(BaseModel):
         None, description="Bearer key for the planner service, if it wants one"
     )
     policy: str = Field("maxflow", description="routing policy (planner.routing registry key)")
+    dead_end: DeadEndRule = Field(
+        DEFAULT_DEAD_END,
+        description="max-flow routing: what a request that finds no chain with KV room does with the IWRR "
+        "charges its walk made (rollback: the paper's; keep-entry: the next request tries the next first stage)",
+    )
     api_key: str | None = Field(None, description="when set, every /v1 route needs `Authorization: Bearer`")
     admin_api_key: str | None = Field(
         None,

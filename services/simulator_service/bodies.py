@@ -7,6 +7,7 @@ from typing import Any, Literal, Self
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from planner.routing.maxflow import DeadEndRule
 from services.planner_service.bodies import NAME_PATTERN, FleetFields
 
 JOB_ID_PATTERN = r"^[0-9a-f]{32}$"
@@ -81,6 +82,11 @@ class SimulationRequest(FleetFields):
         le=64,
         description="model BRL's coordinator: each chain steps its ready requests together, at most this "
         "many steps in flight (one per stage at most); unset: the paper's, every request on its own",
+    )
+    dead_end: DeadEndRule | None = Field(
+        None,
+        description="max-flow routing: what a dead end does with the IWRR charges its walk made "
+        "(rollback: the paper's, all given back; keep-entry: the source's stays, the default; keep-path: all stay)",
     )
     fail: list[FailureBody] | None = Field(
         None, max_length=1_000, description="worker failures to inject, e.g. [{node: n10, at_s: 120}]"

@@ -37,6 +37,7 @@ CONFIG_FIELDS = (
     "step_overhead_s",
     "coordinator_cpu_s_per_iteration",
     "pipeline_depth",
+    "dead_end",
 )
 
 

@@ -417,6 +417,25 @@ def test_routing_logic_values_are_the_routing_registry_keys() -> None:
     assert sorted(enum) == sorted(policy_names())
 
 
+def test_dead_end_rule_reaches_the_coordinator_and_matches_the_router(helm_bin: Path) -> None:
+    from planner.routing.maxflow import DEAD_END_RULES, DEFAULT_DEAD_END
+
+    schema = json.loads((h.CHART / "values.schema.json").read_text())
+    assert sorted(schema["properties"]["routerSpec"]["properties"]["deadEnd"]["enum"]) == sorted(
+        DEAD_END_RULES
+    )
+    for sets, want in (((), DEFAULT_DEAD_END), (("routerSpec.deadEnd=rollback",), "rollback")):
+        proc = h.template(helm_bin, h.SCENARIOS["one-pool"], sets=sets)
+        coordinator = next(
+            d
+            for d in h.by_kind(h.documents(proc.stdout), "Deployment")
+            if d["metadata"]["name"] == "brl-coordinator"
+        )
+        assert {e["name"]: e.get("value") for e in _container(coordinator)["env"]}["BRL_DEAD_END"] == want
+    bad = h.template(helm_bin, sets=("routerSpec.deadEnd=retry",), check=False)
+    assert bad.returncode != 0 and "deadEnd" in bad.stderr
+
+
 def test_coordinator_fetches_a_plan_by_id_from_the_planner_service(helm_bin: Path) -> None:
     proc = h.template(helm_bin, h.SCENARIOS["one-pool"], sets=("plan.plannerPlanId=job-42",))
     coordinator = next(

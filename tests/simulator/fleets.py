@@ -43,3 +43,18 @@ def chain(latency_s: float, hops: int = 4) -> tuple[Cluster, Plan]:
     return Cluster(nodes, links, name="chain"), Plan(
         "chain", "toy-8", "hand", placement, flows, objective_tok_per_s=50.0
     )
+
+
+def two_lanes() -> tuple[Cluster, Plan]:
+    """Two pipelines of equal planned flow: source -> a1 -> b1 -> sink and source -> a2 -> b2 -> sink
+    (A100s hold [0,4), L4s [4,8)); no link between the lanes."""
+    nodes = (Node("a1", "A100"), Node("b1", "L4"), Node("a2", "A100"), Node("b2", "L4"))
+    edges = [(SOURCE, "a1"), ("a1", "b1"), ("b1", SINK), (SOURCE, "a2"), ("a2", "b2"), ("b2", SINK)]
+    links = tuple(Link(u, v, 1e9, 0.001) for u, v in edges)
+    placement = Placement(
+        8, {"a1": LayerRange(0, 4), "b1": LayerRange(4, 8), "a2": LayerRange(0, 4), "b2": LayerRange(4, 8)}
+    )
+    plan = Plan(
+        "two-lanes", "toy-8", "hand", placement, dict.fromkeys(edges, 50.0), objective_tok_per_s=100.0
+    )
+    return Cluster(nodes, links, name="two-lanes"), plan

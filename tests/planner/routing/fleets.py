@@ -25,3 +25,32 @@ def diamond(
         default.update({(SOURCE, "a"): 102.0, ("a", "d"): 2.0, ("d", SINK): 2.0})
     plan = Plan("diamond", "toy", "hand", Placement(4, ranges), flows or default, objective_tok_per_s=100.0)
     return plan, Cluster(nodes, links, name="diamond")
+
+
+def two_lanes() -> tuple[Plan, Cluster]:
+    """source -> a1[0,2) -> b1[2,4) -> sink and source -> a2[0,2) -> b2[2,4) -> sink, equal flows."""
+    nodes = tuple(Node(n, "L4") for n in ("a1", "b1", "a2", "b2"))
+    edges = [(SOURCE, "a1"), ("a1", "b1"), ("b1", SINK), (SOURCE, "a2"), ("a2", "b2"), ("b2", SINK)]
+    links = tuple(Link(u, v, 1e9, 0.001) for u, v in edges)
+    ranges = {"a1": LayerRange(0, 2), "b1": LayerRange(2, 4), "a2": LayerRange(0, 2), "b2": LayerRange(2, 4)}
+    plan = Plan(
+        "two-lanes",
+        "toy",
+        "hand",
+        Placement(4, ranges),
+        dict.fromkeys(edges, 50.0),
+        objective_tok_per_s=100.0,
+    )
+    return plan, Cluster(nodes, links, name="two-lanes")
+
+
+def line() -> tuple[Plan, Cluster]:
+    """One pipeline of three: source -> a[0,1) -> b[1,2) -> c[2,4) -> sink."""
+    nodes = tuple(Node(n, "L4") for n in ("a", "b", "c"))
+    edges = [(SOURCE, "a"), ("a", "b"), ("b", "c"), ("c", SINK)]
+    links = tuple(Link(u, v, 1e9, 0.001) for u, v in edges)
+    ranges = {"a": LayerRange(0, 1), "b": LayerRange(1, 2), "c": LayerRange(2, 4)}
+    plan = Plan(
+        "line", "toy", "hand", Placement(4, ranges), dict.fromkeys(edges, 50.0), objective_tok_per_s=50.0
+    )
+    return plan, Cluster(nodes, links, name="line")

@@ -8,7 +8,7 @@ from planner.errors import UnknownName
 from planner.placement import LayerRange
 from planner.routing import KVBook, RouteRequest, StaticView, chain_nodes, make_policy, policy_names
 from planner.routing.maxflow import Iwrr
-from tests.planner.routing.fleets import diamond
+from tests.planner.routing.fleets import diamond, line, two_lanes
 
 
 def req(i: int, n: int = 100) -> RouteRequest:
@@ -64,17 +64,69 @@ def test_fail_length_masks_nodes_with_small_prompt_limit() -> None:
         assert chain is not None and chain[1].node == "c"
 
 
-def test_fail_kv_masks_full_nodes_and_none_rolls_back_loads() -> None:
+def test_fail_kv_masks_full_nodes_and_a_dead_end_keeps_only_the_entry_charge() -> None:
     plan, cluster = diamond()
     ranges = plan.placement.ranges
     kv = KVBook({"a": 10_000, "b": 100, "c": 10_000}, high_water=0.9, output_ratio=1.0, ranges=ranges)
-    policy = make_policy("maxflow", plan, cluster)
+    policy = make_policy("maxflow", plan, cluster)  # the default dead-end rule: keep-entry
     chain = policy.choose(req(0), StaticView(kv=kv))
     assert chain is not None and chain[1].node == "c"
     tight = KVBook({"a": 10_000, "b": 100, "c": 100}, high_water=0.9, output_ratio=1.0, ranges=ranges)
-    before = [list(t.loads) for t in policy.iwrr.values()]
+    before = {at: list(t.loads) for at, t in policy.iwrr.items()}
     assert policy.choose(req(1), StaticView(kv=tight)) is None
+    after = {at: list(t.loads) for at, t in policy.iwrr.items()}
+    assert after[SOURCE] == [before[SOURCE][0] + 100 / 100.0]
+    assert {at: v for at, v in after.items() if at != SOURCE} == {
+        at: v for at, v in before.items() if at != SOURCE
+    }
+
+
+def _lane_one_full() -> KVBook:
+    plan, _ = two_lanes()
+    caps = {"a1": 10_000, "b1": 100, "a2": 10_000, "b2": 10_000}
+    return KVBook(caps, high_water=0.9, output_ratio=1.0, ranges=plan.placement.ranges)
+
+
+def test_paper_dead_end_gives_every_charge_back_so_a_full_lane_takes_every_offer() -> None:
+    plan, cluster = two_lanes()
+    policy = make_policy("maxflow", plan, cluster, dead_end="rollback")
+    kv = _lane_one_full()
+    before = [list(t.loads) for t in policy.iwrr.values()]
+    # Lane 1's entry a1 is least-valued and admissible, b1 behind it is full: every request walks into it.
+    assert [policy.choose(req(i), StaticView(kv=kv)) for i in range(5)] == [None] * 5
     assert [list(t.loads) for t in policy.iwrr.values()] == before
+
+
+@pytest.mark.parametrize("rule", ["keep-entry", "keep-path"])
+def test_kept_dead_end_charge_sends_the_next_request_into_the_other_lane(rule: str) -> None:
+    plan, cluster = two_lanes()
+    policy = make_policy("maxflow", plan, cluster, dead_end=rule)
+    kv = _lane_one_full()
+    assert policy.choose(req(0), StaticView(kv=kv)) is None
+    # The source's charge for a1 stayed, so a2 is now the least-valued entry.
+    assert policy.iwrr[SOURCE].loads == [100 / 50.0, 0.0]
+    chain = policy.choose(req(1), StaticView(kv=kv))
+    assert chain is not None and chain_nodes(chain) == ("a2", "b2")
+
+
+def test_keep_path_keeps_inner_charges_keep_entry_gives_them_back() -> None:
+    plan, cluster = line()
+    full = KVBook(
+        {"a": 10_000, "b": 10_000, "c": 100}, high_water=0.9, output_ratio=1.0, ranges=plan.placement.ranges
+    )
+    loads = {}
+    for rule in ("keep-entry", "keep-path"):
+        policy = make_policy("maxflow", plan, cluster, dead_end=rule)
+        assert policy.choose(req(0), StaticView(kv=full)) is None  # a, b taken; c is full
+        loads[rule] = (list(policy.iwrr[SOURCE].loads), list(policy.iwrr["a"].loads))
+    assert loads["keep-entry"] == ([100 / 50.0], [0.0])
+    assert loads["keep-path"] == ([100 / 50.0], [100 / 50.0])
+
+
+def test_unknown_dead_end_rule_is_named() -> None:
+    plan, cluster = two_lanes()
+    with pytest.raises(UnknownName, match="dead-end rule"):
+        make_policy("maxflow", plan, cluster, dead_end="retry")
 
 
 def test_dead_nodes_are_avoided() -> None:

@@ -153,6 +153,8 @@ def test_simulate_a_local_deployment_with_its_serving_costs(tmp_path, capsys) ->
         "fast=2",
         "--pipeline-depth",
         "2",
+        "--dead-end",
+        "rollback",
     ]
     assert main(["simulate", *common, *costs, "-o", str(tmp_path / "costs")]) == 0
     bare = json.loads((tmp_path / "bare" / "result.json").read_text())
@@ -170,6 +172,7 @@ def test_simulate_a_local_deployment_with_its_serving_costs(tmp_path, capsys) ->
     assert data["config"]["coordinator_cpu_s_per_iteration"] == 0.003
     assert data["config"]["step_overhead_s"] == {"fast": 0.002}
     assert data["config"]["pipeline_depth"] == 2 and bare["config"]["pipeline_depth"] is None
+    assert data["config"]["dead_end"] == "rollback" and bare["config"]["dead_end"] == "keep-entry"
     assert data["finished"] == bare["finished"] > 0
     assert data["decode_latency_s"]["mean"] > bare["decode_latency_s"]["mean"]
     capsys.readouterr()
@@ -181,6 +184,7 @@ def test_simulate_a_local_deployment_with_its_serving_costs(tmp_path, capsys) ->
         (["--host", "2:fast,ghost"], "hosts"),
         (["--step-overhead-ms", "fast"], "--step-overhead-ms"),
         (["--pipeline-depth", "0"], "pipeline_depth"),
+        (["--dead-end", "retry"], "dead_end"),
     ]:
         assert main(["simulate", *common, *bad]) == 2
         assert field in capsys.readouterr().err

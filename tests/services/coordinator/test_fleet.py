@@ -20,7 +20,7 @@ def local_plan():  # type: ignore[no-untyped-def]
     return plan_local(method="separate")
 
 
-def make(local_plan) -> Fleet:  # type: ignore[no-untyped-def]
+def make(local_plan, **options) -> Fleet:  # type: ignore[no-untyped-def]
     plan, specs = local_plan
     model = bundled.model("smollm2-135m")
     registry = Registry(time.monotonic, expiry_s=60, num_layers=model.num_layers)
@@ -31,7 +31,12 @@ def make(local_plan) -> Fleet:  # type: ignore[no-untyped-def]
             )
         )
     return Fleet(
-        registry, model, plan=plan, cluster=bundled.cluster("local-cpu"), profiles=bundled.profiles(model)
+        registry,
+        model,
+        plan=plan,
+        cluster=bundled.cluster("local-cpu"),
+        profiles=bundled.profiles(model),
+        **options,
     )
 
 
@@ -76,3 +81,13 @@ def test_kv_admission_refuses_when_full(local_plan) -> None:  # type: ignore[no-
     assert 0 < admitted < 1000  # Fail-KV eventually
     assert fleet.never_fits(RouteRequest("huge", 19_000, 5_000)) is not None
     assert fleet.never_fits(RouteRequest("ok", 100, 100)) is None
+
+
+def test_dead_end_rule_reaches_the_router_and_survives_a_rebuild(local_plan) -> None:  # type: ignore[no-untyped-def]
+    fleet = make(local_plan, dead_end="rollback")
+    assert fleet.policy.dead_end == "rollback"  # type: ignore[attr-defined]
+    first = next(iter(fleet.registry.names()))
+    fleet.registry.remove(first)
+    fleet.rebuild()
+    assert fleet.policy.dead_end == "rollback"  # type: ignore[attr-defined]
+    assert make(local_plan).policy.dead_end == "keep-entry"  # type: ignore[attr-defined]

@@ -17,6 +17,13 @@ def test_env_then_flags() -> None:
 def test_bad_value_names_field() -> None:
     with pytest.raises(InvalidInput, match="http_port"):
         from_env({"BRL_HTTP_PORT": "99999"})
+    with pytest.raises(InvalidInput, match="dead_end"):
+        from_env({"BRL_DEAD_END": "retry"})
+
+
+def test_dead_end_rule_from_env_and_default() -> None:
+    assert from_env({}).dead_end == "keep-entry"
+    assert from_env({"BRL_DEAD_END": "rollback"}).dead_end == "rollback"
 
 
 def test_admin_key_and_prompt_cap_from_env() -> None:

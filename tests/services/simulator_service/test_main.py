@@ -149,6 +149,7 @@ def test_deployment_costs_slow_the_dry_run(
         "hosts": [{"name": "box", "cores": 1, "nodes": nodes[:2], "coordinator": True}],
         "coordinator_cpu_s_per_iteration": 0.002,
         "pipeline_depth": 2,
+        "dead_end": "keep-path",
     }
     body = {"plan_id": plan_job["id"], **SHORT, "plots": False, **costs}
     job = wait_job(client, client.post("/v1/simulations", json=body).json()["url"])
@@ -156,6 +157,7 @@ def test_deployment_costs_slow_the_dry_run(
     config = job["result"]["result"]["config"]
     assert config["throttle"] == {nodes[0]: 0.5} and config["hosts"][0]["nodes"] == nodes[:2]
     assert config["coordinator_cpu_s_per_iteration"] == 0.002 and config["pipeline_depth"] == 2
+    assert config["dead_end"] == "keep-path"
     before, after = dry_run["result"]["summary"], job["result"]["summary"]
     assert after["decode_tok_per_s"] < before["decode_tok_per_s"]
 

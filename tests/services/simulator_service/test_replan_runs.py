@@ -114,6 +114,7 @@ def test_failure_without_replan_has_no_comparison(
         ({"fail": [{"node": "mid"}]}, "fail.0.at_s", 422),
         ({"replan": True}, "replan needs a failure", 422),
         ({"fail": [{"node": "mid", "at_s": 5}], "replan_time_limit_s": 0}, "replan_time_limit_s", 422),
+        ({"dead_end": "retry"}, "dead_end", 422),
     ],
 )
 def test_bad_failures_name_the_field(
