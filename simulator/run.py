@@ -15,7 +15,7 @@ from planner.plan import Plan
 from planner.profile import ProfileSet
 from planner.routing.base import RoutingPolicy
 from planner.routing.kv import KVBook
-from planner.routing.registry import make_policy
+from planner.routing.registry import make_policy, policy_options
 from planner.routing.reroute import replan_without, without_nodes
 from simulator.config import SimConfig
 from simulator.coordinator import SimCoordinator
@@ -107,8 +107,7 @@ def simulate(
         n: profiles.get(cluster.node(n).gpu_type).prompt_max_tokens for n in plan.placement.ranges
     }
     policy_rng = random.Random(cfg.seed * 7919 + 1)
-    # Options only max-flow routing has (the baselines route without flows).
-    options = {"dead_end": cfg.dead_end} if cfg.policy == "maxflow" else {}
+    options = policy_options(cfg.policy, dead_end=cfg.dead_end)
     policy = make_policy(
         cfg.policy, plan, cluster, rng=policy_rng, prompt_max_tokens=prompt_limits, **options
     )

@@ -17,7 +17,7 @@ from planner.routing.base import (
     successors,
 )
 from planner.routing.kv import OFFLINE_KV, ONLINE_KV, PAPER_EXPECTED_OUTPUT_LEN, KVBook, KVParams
-from planner.routing.registry import make_policy, policy_names, register
+from planner.routing.registry import make_policy, policy_names, policy_options, register
 from planner.routing.reroute import reflow_without, replan_without, without_nodes
 
 __all__ = [
@@ -37,6 +37,7 @@ __all__ = [
     "make_policy",
     "next_layers",
     "policy_names",
+    "policy_options",
     "register",
     "reflow_without",
     "replan_without",

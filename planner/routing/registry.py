@@ -41,6 +41,12 @@ def make_policy(
     return cls(plan, cluster, rng=rng if rng is not None else random.Random(0), **kwargs)
 
 
+def policy_options(name: str, *, dead_end: str) -> dict[str, Any]:
+    """make_policy's keywords for `name` from the settings every caller carries: the dead-end rule is
+    max-flow routing's alone (the baselines route without flows and take no such option)."""
+    return {"dead_end": dead_end} if name == "maxflow" else {}
+
+
 def _load_builtin() -> None:
     # Imported here so each policy module can import `register` without a cycle.
     from planner.routing import maxflow, random_policy, shortest_queue, swarm  # noqa: F401

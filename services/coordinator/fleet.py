@@ -10,7 +10,6 @@ from __future__ import annotations
 import logging
 import random
 from dataclasses import dataclass, replace
-from typing import Any
 
 from planner.cluster import SINK, SOURCE, Cluster, Link, Node
 from planner.errors import BrlError, InvalidInput, NoRoute
@@ -25,6 +24,7 @@ from planner.routing import (
     RouteRequest,
     RoutingPolicy,
     make_policy,
+    policy_options,
     reflow_without,
     successors,
     without_nodes,
@@ -103,8 +103,7 @@ class Fleet:
         self.registry = registry
         self.model = model
         self.policy_name = policy
-        # Options only max-flow routing has (the baselines route without flows).
-        self.policy_options: dict[str, Any] = {"dead_end": dead_end} if policy == "maxflow" else {}
+        self.policy_options = policy_options(policy, dead_end=dead_end)
         self.base_plan = plan
         self.base_cluster = cluster
         self.profiles = profiles
