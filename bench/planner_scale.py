@@ -54,15 +54,6 @@ def fleet(nodes: int, regions: int, seed: int = 0) -> Cluster:
     return multi_region(per, random.Random(seed), name=name)
 
 
-def _tile_scorer(model: Any, profiles: Any, settings: Any, seed: int) -> Any:
-    from services.cli.plan import simulator_scorer
-
-    def scorer_for(tile: Cluster) -> Any:
-        return simulator_scorer(tile, model, profiles, settings=settings, seed=seed)
-
-    return scorer_for
-
-
 def _plan_job(
     nodes: int, regions: int, method: str, time_limit_s: float, tile_nodes: int, seed: int
 ) -> dict[str, Any]:
@@ -70,6 +61,7 @@ def _plan_job(
     from planner import bundled
     from planner.formats.plan_json import plan_to_dict
     from planner.solvers import solve
+    from services.cli.judge import region_scorers
 
     began = time.perf_counter()
     cluster = fleet(nodes, regions, seed)
@@ -79,7 +71,10 @@ def _plan_job(
     built_s = time.perf_counter() - began
     options: dict[str, Any] = {}
     if method == "scale":
-        options = {"tile_nodes": tile_nodes, "scorer_for": _tile_scorer(model, profiles, settings, seed)}
+        options = {
+            "tile_nodes": tile_nodes,
+            "scorer_for": region_scorers(model, profiles, settings=settings, seed=seed),
+        }
     plan = solve(
         method,
         cluster,

@@ -313,25 +313,26 @@ def plan_from_placement(
     solver_stats: Mapping[str, Any] | None = None,
     provenance: Mapping[str, Any] | None = None,
     metrics: Mapping[str, Any] | None = None,
-    within_regions: bool = False,
+    lanes: Mapping[str, str] | None = None,
 ) -> Plan:
     """A Plan for `placement`: its max-flow edge split (routing weights), objective and bounds. `split`:
     "preflow" (networkx's split, as the paper's scheduler uses) or "balanced" (see `flow_split.balanced_split`;
     falls back to preflow where links would be overloaded). `partial`: True routes over arcs into
     overlapping ranges too, False over exact joins only, None (the default) chooses as `choose_partial`,
     so a layout gets the same plan whichever path (`brl simulate --placement`, `brl plan evaluate`, this
-    function) made it; the choice is recorded in provenance["partial_inference"]. `within_regions`: flow
-    only over links inside a region (and to and from the coordinator), for layouts planned region by region
-    (`scale`); the plan still embeds the whole fleet."""
+    function) made it; the choice is recorded in provenance["partial_inference"]. `lanes`: flow only over
+    links inside lanes (planner.flow_split: per region, the region or each GPU type in it) and to and from
+    the coordinator, for layouts planned region by region (`scale`); recorded in provenance["flow_lanes"];
+    the plan still embeds the whole fleet."""
     # Imported here: planner.flow_split builds on this module's FlowResult and link capacities.
-    from planner.flow_split import balanced_split, region_local
+    from planner.flow_split import balanced_split, lane_local
 
     if split not in ("preflow", "balanced"):
         raise InvalidInput(f"unknown flow split {split!r}; expected preflow or balanced", field="split")
     tp = throughput or typical_throughput(cluster, model, profiles, settings)
     whole = cluster
-    if within_regions:
-        cluster = region_local(cluster)
+    if lanes is not None:
+        cluster = lane_local(cluster, lanes)
     if partial is None:
         partial, result = choose_partial(cluster, model, profiles, placement, tp)
     else:
@@ -339,7 +340,7 @@ def plan_from_placement(
     edge_flows: Mapping[Edge, float] = result.edge_flows
     used_split = "preflow"
     if split == "balanced":
-        balanced = balanced_split(cluster, model, placement, result, by_region=within_regions)
+        balanced = balanced_split(cluster, model, placement, result, lanes=lanes)
         if balanced is not None:
             edge_flows, used_split = balanced, "balanced"
     bound = min(compute_bound(cluster, tp), coverage_bound(cluster, tp))
@@ -357,8 +358,8 @@ def plan_from_placement(
         all_metrics[key] = ceiling if math.isfinite(ceiling) else None
     all_metrics.update(metrics or {})
     prov: dict[str, Any] = {"partial_inference": partial, "flow_split": used_split}
-    if within_regions:
-        prov["flow_within_regions"] = True
+    if lanes is not None:
+        prov["flow_lanes"] = dict(lanes)
     prov.update(provenance or {})
     return Plan(
         cluster_name=whole.name,

@@ -46,6 +46,7 @@ from typing import Any
 from planner.cluster import Cluster
 from planner.errors import InfeasiblePlan, InvalidInput, UnknownName
 from planner.flow import plan_from_placement
+from planner.flow_split import lanes_of
 from planner.model import ModelSpec
 from planner.plan import Plan
 from planner.profile import ProfileSet
@@ -278,6 +279,7 @@ def replan(
         throughput=tp,
         partial=None,
         split=split,
+        lanes=lanes_of(current.provenance),
         solver_stats=stats,
         provenance={
             **dict(current.provenance),

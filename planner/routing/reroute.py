@@ -43,6 +43,7 @@ def replan_without(
     node's layers: what a coordinator does after losing workers. Falls back to `without_nodes` (dropped
     flows) when the reduced placement has no throughput model. Raises NoRoute when layers are lost."""
     from planner.flow import plan_from_placement
+    from planner.flow_split import lanes_of
 
     gone = frozenset(names)
     dropped = without_nodes(plan, gone)
@@ -56,6 +57,7 @@ def replan_without(
             method=plan.method,
             settings=settings,
             partial=partial,
+            lanes=lanes_of(plan.provenance),
             provenance=dropped.provenance,
         )
     except InvalidInput:
@@ -79,16 +81,20 @@ def reflow_without(
     planner.flow.plan_from_placement adds cost ten times the flow itself (bench/coordinator.py) and routing
     reads none of them, so a coordinator that must route again within milliseconds of a loss skips them;
     the plan's metrics are dropped rather than left describing the bigger fleet. Raises NoRoute when layers
-    are lost or no chain carries flow; falls back to `without_nodes` when the fleet has no throughput model."""
+    are lost or no chain carries flow; falls back to `without_nodes` when the fleet has no throughput model.
+    The flow stays in the plan's lanes (planner.flow_split), as in `replan_without`."""
     from planner.flow import solve_max_flow
+    from planner.flow_split import lane_local, lanes_of
 
     gone = frozenset(names)
     dropped = without_nodes(plan, gone)
     partial = bool(plan.provenance.get("partial_inference", True))
     reduced = cluster.without(gone)
+    lanes = lanes_of(plan.provenance)
+    routed = reduced if lanes is None else lane_local(reduced, lanes)
     try:
         result = solve_max_flow(
-            reduced, model, profiles, dropped.placement, settings=settings, partial=partial
+            routed, model, profiles, dropped.placement, settings=settings, partial=partial
         )
     except InvalidInput:
         return dropped

@@ -91,7 +91,7 @@ def solve(
         throughput=tp,
         partial=result.partial,
         split=result.split,
-        within_regions=result.within_regions,
+        lanes=result.lanes,
         solver_stats=stats,
         provenance={
             "method": method,

@@ -82,8 +82,9 @@ class SolveResult:
     stats: Mapping[str, Any] = field(default_factory=dict)
     # How the plan's edge flows (the router's weights) are split: "preflow" or "balanced" (planner.flow).
     split: str = "preflow"
-    # Route only inside regions (planner.flow_split.region_local): for layouts planned one region at a time.
-    within_regions: bool = False
+    # Route only inside lanes (planner.flow_split: region -> "region" or "type"), for layouts planned one
+    # region at a time; None: over any link.
+    lanes: Mapping[str, str] | None = None
 
 
 class Solver(Protocol):

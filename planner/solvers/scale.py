@@ -13,18 +13,22 @@ A repeated tile is not always the best layout at scale: swarm's stages get finer
 grows, so a tile that beat swarm on 40 nodes can lose to swarm on 200. So the repeated tile competes with
 "type stages" (swarm with a layer count per GPU type: fast GPUs hold several of swarm's stages, halving
 their hops) built on the whole region, all judged on a sample of up to JUDGE_NODES nodes of the region.
+A type-stage layout keeps its flow in type lanes (planner.flow_split): a chain never switches GPU type, so
+a fast node's KV never waits on a slow node's hops; a repeated tile keeps the chains serve chose for it,
+types mixed, inside its region.
 """
 
 from __future__ import annotations
 
 import itertools
 import math
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
 from typing import Any
 
 from planner.cluster import SINK, SOURCE, Cluster
 from planner.errors import BrlError, InvalidInput
+from planner.flow_split import Lanes, lane_local
 from planner.placement import Placement
 from planner.profile import ProfileSet
 from planner.solvers.base import SolveContext, SolveResult, register
@@ -46,6 +50,8 @@ JUDGE_NODES = 200
 # Per GPU type, hold 1..MAX_STAGES_PER_NODE of swarm's stages.
 MAX_STAGES_PER_NODE = 3
 MAX_RECIPES = 12
+# A type-stage candidate in type lanes is named after its recipe with this suffix.
+LANED = "/lanes"
 
 Scorer = Callable[[Placement], tuple[float, Mapping[str, Any]]]
 
@@ -121,19 +127,27 @@ def repeat_layout(
 
 
 def type_stage_layout(
-    cluster: Cluster, tp: ThroughputTable, names: list[str], num_layers: int, layers_of: Mapping[str, int]
+    cluster: Cluster,
+    tp: ThroughputTable,
+    names: list[str],
+    num_layers: int,
+    layers_of: Mapping[str, int],
+    *,
+    per_type: bool = False,
 ) -> Layout:
     """Swarm with a layer count k per GPU type (each a multiple of swarm's stage size q): nodes, the most
     layer-throughput first, start at a multiple of their k where the layers they would hold carry the
     least capacity so far (ties: the earliest). Aligned on k, nodes of a type join each other end to
     start, so a token can cross the model on the fast type alone in L/k hops (aligned on q, a fast node
-    would often wait on a slow one to reach its start). {} when a k is not a multiple of q or more than
-    the type holds."""
+    would often wait on a slow one to reach its start). `per_type`: the least capacity of the node's own
+    type (then of all types), so each type covers the model evenly on its own, as type lanes route it.
+    {} when a k is not a multiple of q or more than the type holds."""
     q = stage_size(num_layers, min(tp.max_layers(cluster.node(n).gpu_type) for n in names))
     for gpu, k in layers_of.items():
         if k % q or not 0 < k <= min(num_layers, tp.max_layers(gpu)):
             return {}
     cap = [0.0] * num_layers
+    own: dict[str, list[float]] = {}
     out: Layout = {}
 
     def rate(name: str) -> float:
@@ -143,11 +157,24 @@ def type_stage_layout(
     for name in sorted(names, key=lambda n: (-rate(n), n)):
         gpu = cluster.node(name).gpu_type
         k = layers_of[gpu]
-        start = min(range(0, num_layers - k + 1, k), key=lambda a: (sum(cap[a : a + k]), a))
+        mine = own.setdefault(gpu, [0.0] * num_layers) if per_type else cap
+        start = min(
+            range(0, num_layers - k + 1, k), key=lambda a: (sum(mine[a : a + k]), sum(cap[a : a + k]), a)
+        )
         for layer in range(start, start + k):
             cap[layer] += tp.capacity(gpu, k)
+            if per_type:
+                mine[layer] += tp.capacity(gpu, k)
         out[name] = (start, k)
     return out
+
+
+def covers_alone(cluster: Cluster, layout: Layout, num_layers: int) -> bool:
+    """Every GPU type of `layout` holds every layer on its own nodes (type lanes route each type alone)."""
+    held: dict[str, set[int]] = {}
+    for name, (start, k) in layout.items():
+        held.setdefault(cluster.node(name).gpu_type, set()).update(range(start, start + k))
+    return bool(held) and all(len(layers) == num_layers for layers in held.values())
 
 
 def type_stage_recipes(
@@ -217,18 +244,24 @@ def _judge_sample(
 
 
 def _judge(
-    ctx: SolveContext, sample: Cluster, candidates: list[tuple[str, Layout]], until: float
+    ctx: SolveContext, sample: Cluster, candidates: Sequence[tuple[str, Layout, Lanes]], until: float
 ) -> dict[str, float]:
-    """Decode tokens/s of each candidate on `sample`: the region scorer's (simulated) when there is one,
-    the serving proxy's otherwise. The first candidate is always judged; the rest while time remains."""
+    """Decode tokens/s of each candidate on `sample` with its flow in its lanes: the region scorer's
+    (simulated) when there is one, the serving proxy's otherwise. The first candidate is always judged;
+    the rest while time remains. (`ctx.scorer` alone cannot be given lanes: it judges layouts as placed.)"""
     scorer_for = ctx.options.get("scorer_for")
-    scorer = scorer_for(sample) if callable(scorer_for) else ctx.scorer
-    proxy = ProxyOracle(replace(ctx, cluster=sample, _ticks=ctx._ticks))
+    judges: dict[tuple[tuple[str, str], ...], tuple[Any, ProxyOracle]] = {}
     out: dict[str, float] = {}
     spent = 0.0
-    for name, lay in candidates:
+    for name, lay, lanes in candidates:
         if out and (ctx.stopped() or ctx.now() + spent >= until):
             break
+        key = tuple(sorted(lanes.items()))
+        if key not in judges:
+            scorer = scorer_for(sample, lanes=lanes) if callable(scorer_for) else ctx.scorer
+            local = lane_local(sample, lanes)
+            judges[key] = scorer, ProxyOracle(replace(ctx, cluster=local, _ticks=ctx._ticks))
+        scorer, proxy = judges[key]
         began = ctx.now()
         if not lay:
             out[name] = 0.0
@@ -247,9 +280,9 @@ def _judge(
 def solve_scale(ctx: SolveContext) -> SolveResult:
     """Per region: one serve run on its first tile (about `options["tile_nodes"]` nodes), the layout
     repeated over the region's tiles; that and the type stages are judged on a sample of the region, and
-    the winner is built on the whole region. `options["scorer_for"]` (cluster -> scorer) judges on the
-    tile or sample alone; without it `ctx.scorer` judges them placed on the whole fleet, and without
-    either the serving proxy does."""
+    the winner is built on the whole region. `options["scorer_for"]` ((cluster, lanes=None) -> scorer)
+    judges on the tile or sample alone, the flow in the candidate's lanes; without it `ctx.scorer` judges
+    them placed on the whole fleet, and without either the serving proxy does."""
     started = ctx.now()
     tile_nodes = int(ctx.options.get("tile_nodes", DEFAULT_TILE_NODES))
     if tile_nodes < 1:
@@ -261,6 +294,7 @@ def solve_scale(ctx: SolveContext) -> SolveResult:
         regions.setdefault(node.region, {}).setdefault(node.gpu_type, []).append(node.name)
     total = len(ctx.cluster.nodes)
     layout: Layout = {}
+    lanes: dict[str, str] = {}
     stats: dict[str, Any] = {"tile_nodes": tile_nodes, "regions": {}}
     left_out: list[str] = []
     for region in sorted(regions):
@@ -296,21 +330,43 @@ def solve_scale(ctx: SolveContext) -> SolveResult:
         else:
             tile_on_sample = dict(repeated)  # the sample is the whole region
         recipes = type_stage_recipes(ctx.cluster, ctx.throughput, names_all, num_layers)
-        staged = [
-            (_recipe_name(r), type_stage_layout(ctx.cluster, ctx.throughput, sample_names, num_layers, r))
-            for r in recipes
-        ]
-        staged.sort(
-            key=lambda nl: -type_stage_proxy(ctx.cluster, ctx.throughput, ctx.profiles, nl[1], num_layers)
+        recipes.sort(
+            key=lambda r: (
+                -type_stage_proxy(
+                    ctx.cluster,
+                    ctx.throughput,
+                    ctx.profiles,
+                    type_stage_layout(ctx.cluster, ctx.throughput, sample_names, num_layers, r),
+                    num_layers,
+                )
+            )
         )
-        candidates = staged[:1] + [("tiles", tile_on_sample)] + staged[1:]
+        # Each recipe in proxy order, in type lanes first (where every type covers the model alone),
+        # then mixed in its region; the repeated tile second.
+        type_lanes, region_lanes = {region: "type"}, {region: "region"}
+        staged: list[tuple[str, Layout, Lanes]] = []
+        for r in recipes:
+            laned = type_stage_layout(ctx.cluster, ctx.throughput, sample_names, num_layers, r, per_type=True)
+            if laned and covers_alone(ctx.cluster, laned, num_layers):
+                staged.append((_recipe_name(r) + LANED, laned, type_lanes))
+            mixed = type_stage_layout(ctx.cluster, ctx.throughput, sample_names, num_layers, r)
+            staged.append((_recipe_name(r), mixed, region_lanes))
+        candidates = staged[:1] + [("tiles", tile_on_sample, region_lanes)] + staged[1:]
         scores = _judge(ctx, sample, candidates, until=region_started + budget)
         chosen = max(scores, key=lambda k: (scores[k], k == "tiles"))
+        lanes[region] = "region"
         if chosen == "tiles":
             layout.update(repeated)
         else:
-            recipe = next(r for r in recipes if _recipe_name(r) == chosen)
-            layout.update(type_stage_layout(ctx.cluster, ctx.throughput, names_all, num_layers, recipe))
+            recipe = next(r for r in recipes if _recipe_name(r) == chosen.removesuffix(LANED))
+            built = type_stage_layout(ctx.cluster, ctx.throughput, names_all, num_layers, recipe)
+            if chosen.endswith(LANED):
+                laned = type_stage_layout(
+                    ctx.cluster, ctx.throughput, names_all, num_layers, recipe, per_type=True
+                )
+                if covers_alone(ctx.cluster, laned, num_layers):
+                    built, lanes[region] = laned, "type"
+            layout.update(built)
         left_out += [n for n in names_all if n not in layout]
         stats["regions"][region] = {
             "nodes": count,
@@ -331,7 +387,7 @@ def solve_scale(ctx: SolveContext) -> SolveResult:
         partial=False,
         stats=stats,
         split="balanced",
-        within_regions=len(regions) > 1,
+        lanes=lanes,
     )
 
 

@@ -17,11 +17,19 @@ SERVE_SCORE_WARMUP_S = 30.0
 
 
 def simulator_scorer(
-    cluster: Any, model: Any, profiles: Any, *, settings: Any = None, seed: int = 0, throttle: Any = None
+    cluster: Any,
+    model: Any,
+    profiles: Any,
+    *,
+    settings: Any = None,
+    seed: int = 0,
+    throttle: Any = None,
+    lanes: Any = None,
 ) -> Any:
     """placement -> (simulated decode tokens/s, details): the simulator as the `serve` method's judge.
     Lives here, outside the pure planner, which must not import the simulator. `throttle`: node -> speed
-    factor in (0, 1] (slowed nodes, as `brl replan --slow` gives them)."""
+    factor in (0, 1] (slowed nodes, as `brl replan --slow` gives them). `lanes`: the candidates' flow kept
+    in these lanes (planner.flow_split), as `scale` builds its type-stage layouts."""
     from dataclasses import fields
 
     from simulator.run import SimConfig, simulate
@@ -33,7 +41,7 @@ def simulator_scorer(
     cold = slow_links(cluster, model)
 
     def score(placement: Any, run_seed: int = seed) -> tuple[float, dict[str, Any]]:
-        candidate = _candidate(cluster, model, profiles, placement, table)
+        candidate = _candidate(cluster, model, profiles, placement, table, lanes)
         if cold:
             base = SimConfig(throttle=dict(throttle) if throttle else None)
             sim = simulate(
@@ -67,6 +75,20 @@ def simulator_scorer(
     return ReplicaScorer(score, seed)
 
 
+def region_scorers(model: Any, profiles: Any, *, settings: Any = None, seed: int = 0) -> Any:
+    """`scale`'s judge (its options["scorer_for"]): (cluster, lanes=None) -> the simulator scoring a tile or a
+    region's sample on its own, each candidate's flow in `lanes`; None on a planner-only install (the
+    analytic proxy judges then)."""
+
+    def scorer_for(cluster: Any, lanes: Any = None) -> Any:
+        try:
+            return simulator_scorer(cluster, model, profiles, settings=settings, seed=seed, lanes=lanes)
+        except ImportError:
+            return None
+
+    return scorer_for
+
+
 # Seeds of a scorer's replicas (planner.solvers.confirm): far from the seeds users pick.
 REPLICA_SEED_STEP = 7919
 
@@ -88,7 +110,7 @@ class ReplicaScorer:
         return result
 
 
-def _candidate(cluster: Any, model: Any, profiles: Any, placement: Any, table: Any) -> Any:
+def _candidate(cluster: Any, model: Any, profiles: Any, placement: Any, table: Any, lanes: Any = None) -> Any:
     """A serve candidate as the scorers simulate it: routed over exact joins, the balanced split."""
     from planner.flow import plan_from_placement
 
@@ -101,4 +123,5 @@ def _candidate(cluster: Any, model: Any, profiles: Any, placement: Any, table: A
         throughput=table,
         partial=False,
         split="balanced",
+        lanes=lanes,
     )

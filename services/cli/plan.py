@@ -19,7 +19,7 @@ from planner import bundled
 from planner.errors import InvalidInput
 from planner.flow import compute_bound, coverage_bound, solve_max_flow
 from planner.throughput import typical_throughput
-from services.cli.judge import simulator_scorer
+from services.cli.judge import region_scorers, simulator_scorer
 
 METHOD_HELP = (
     "milp: python-mip MILP warm-started from the best heuristic; search: local search with max-flow "
@@ -180,7 +180,7 @@ def plan(args: argparse.Namespace, cluster_arg: str) -> int:
         scorer = _serve_scorer(cluster, model, profiles, args, settings)
     elif args.method == "scale":
         # Each tile is judged on its own sub-fleet (planner.solvers.scale), not placed on the whole one.
-        options["scorer_for"] = lambda tile: _serve_scorer(tile, model, profiles, args, settings)
+        options["scorer_for"] = region_scorers(model, profiles, settings=settings, seed=args.seed)
         scorer = None
     else:
         scorer = None

@@ -56,6 +56,15 @@ def _scorer(method: str, inputs: Inputs, settings: Mapping[str, Any] | None, see
         return None
 
 
+def _region_scorers(inputs: Inputs, settings: Mapping[str, Any] | None, seed: int) -> Any:
+    """`scale`'s judge, exactly as `brl plan --method scale` wires it (the proxy on a planner-only install)."""
+    try:
+        from services.cli.judge import region_scorers
+    except ImportError:
+        return None
+    return region_scorers(inputs.model, inputs.profiles, settings=settings, seed=seed)
+
+
 def code_version() -> str:
     try:
         from importlib.metadata import version
@@ -87,6 +96,9 @@ def solve_job(request: Mapping[str, Any], ctx: JobContext) -> Mapping[str, Any]:
     options: dict[str, Any] = {"solver": request.get("solver", "cbc")}
     if request.get("prune_k"):
         options["prune_k"] = int(request["prune_k"])
+    if method == "scale":
+        # Judged by the simulator on each tile and region sample, as `brl plan --method scale` is.
+        options["scorer_for"] = _region_scorers(inputs, settings, seed)
     plan = solve(
         method,
         inputs.cluster,

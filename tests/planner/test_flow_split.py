@@ -1,5 +1,6 @@
 """planner.flow_split: the balanced split of a max-flow over the replicas of a range, and flow kept inside
-regions for layouts planned region by region (both reached through plan_from_placement, as callers do)."""
+lanes (regions, or GPU types in a region) for layouts planned region by region (reached through
+plan_from_placement, as callers do)."""
 
 from __future__ import annotations
 
@@ -78,10 +79,10 @@ def test_a_layout_planned_per_region_routes_inside_its_regions() -> None:
 
     kwargs: dict[str, Any] = {"method": "x", "throughput": table, "partial": False, "split": "balanced"}
     whole = plan_from_placement(cluster, model, profiles, placement, **kwargs)
-    local = plan_from_placement(cluster, model, profiles, placement, within_regions=True, **kwargs)
+    local = plan_from_placement(cluster, model, profiles, placement, lanes={}, **kwargs)
     assert crossing(whole) > 0.1 * whole.objective_tok_per_s
     assert crossing(local) == 0.0
-    assert local.provenance["flow_split"] == "balanced" and local.provenance["flow_within_regions"] is True
+    assert local.provenance["flow_split"] == "balanced" and local.provenance["flow_lanes"] == {}
     assert sum(local.out_flows(SOURCE).values()) == pytest.approx(local.objective_tok_per_s)
     for name in placement:
         inflow = sum(f for (_, v), f in local.edge_flows.items() if v == name)
@@ -90,16 +91,16 @@ def test_a_layout_planned_per_region_routes_inside_its_regions() -> None:
     assert local.cluster == cluster
 
 
-def test_region_local_drops_only_the_links_between_regions() -> None:
+def test_lane_local_drops_only_the_links_between_regions() -> None:
     import random
 
     from planner.cluster import SINK
-    from planner.flow_split import region_local
+    from planner.flow_split import lane_local
     from planner.generate import multi_region
 
     cluster = multi_region({"r0": {"A100": 3}, "r1": {"T4": 2}}, random.Random(1))
     region = {n.name: n.region for n in cluster.nodes}
-    local = region_local(cluster)
+    local = lane_local(cluster, {})
     between = [
         lk
         for lk in cluster.links
@@ -111,3 +112,62 @@ def test_region_local_drops_only_the_links_between_regions() -> None:
     assert {lk.dst for lk in local.links if lk.src == SOURCE} == set(region)
     assert {lk.src for lk in local.links if lk.dst == SINK} == set(region)
     assert local.nodes == cluster.nodes
+
+
+def test_type_lanes_keep_each_gpu_type_on_its_own_links() -> None:
+    """Region r0 in type lanes, r1 in its region: r0's A100s and T4s lose the links between them, r1's
+    types keep theirs, and a plan in those lanes routes no flow between types of r0 nor between regions."""
+    import random
+
+    from planner.flow_split import lane_labels, lane_local
+    from planner.generate import multi_region
+
+    model = bundled.model("llama2-70b")
+    profiles = bundled.profiles(model)
+    fleet = {"r0": {"A100": 10, "T4": 20}, "r1": {"A100": 4, "T4": 8}}
+    cluster = multi_region(fleet, random.Random(0), coordinator_region="r0")
+    lanes = {"r0": "type"}
+    label = lane_labels(cluster, lanes)
+    node = {n.name: n for n in cluster.nodes}
+    assert {label[n] for n in node} == {"r0/A100", "r0/T4", "r1"}
+    local = lane_local(cluster, lanes)
+    kept = {(lk.src, lk.dst) for lk in local.links}
+    for lk in cluster.links:
+        if lk.src in node and lk.dst in node:
+            same = label[lk.src] == label[lk.dst]
+            assert ((lk.src, lk.dst) in kept) == same
+
+    # Every A100 holds 8 layers and every T4 4, each type stacked end to start within its region.
+    ranges = {}
+    for region in fleet:
+        for gpu, k in (("A100", 8), ("T4", 4)):
+            names = [n for n in node if node[n].region == region and node[n].gpu_type == gpu]
+            for i, n in enumerate(names):
+                start = (i * k) % 80
+                ranges[n] = LayerRange(start, start + k)
+    placement = Placement(80, ranges)
+    table = typical_throughput(cluster, model, profiles, bundled.helix_settings(model))
+    kwargs: dict[str, Any] = {"method": "x", "throughput": table, "partial": False, "split": "balanced"}
+    plan = plan_from_placement(cluster, model, profiles, placement, lanes=lanes, **kwargs)
+    mixed = plan_from_placement(cluster, model, profiles, placement, lanes={}, **kwargs)
+    assert plan.provenance["flow_lanes"] == lanes and plan.provenance["flow_split"] == "balanced"
+    inner = [(u, v) for (u, v), f in plan.edge_flows.items() if f > 0 and u in node and v in node]
+    assert inner and all(label[u] == label[v] for u, v in inner)
+    # Each type covers the model alone here: lanes cost no max-flow, they only forbid switching types.
+    assert plan.objective_tok_per_s == pytest.approx(mixed.objective_tok_per_s, rel=1e-6)
+    assert plan.objective_tok_per_s > 0
+
+
+def test_lanes_of_reads_plans_old_and_new_and_names_a_bad_rule() -> None:
+    from planner.errors import InvalidInput
+    from planner.flow_split import lanes_of
+
+    assert lanes_of({}) is None
+    assert lanes_of({"flow_within_regions": True}) == {}
+    assert lanes_of({"flow_lanes": {"r0": "type", "r1": "region"}}) == {"r0": "type", "r1": "region"}
+    with pytest.raises(InvalidInput) as err:
+        lanes_of({"flow_lanes": {"r0": "gpu"}})
+    assert err.value.field == "provenance.flow_lanes.r0" and "type" in str(err.value)
+    with pytest.raises(InvalidInput) as err:
+        lanes_of({"flow_lanes": ["r0"]})
+    assert err.value.field == "provenance.flow_lanes"

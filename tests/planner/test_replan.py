@@ -361,3 +361,23 @@ def test_align_reorders_stages_to_reuse_what_nodes_hold() -> None:
     assert sorted(k for _, k in aligned.values()) == sorted(k for _, k in shuffled.values())
     # Not a stage layout (one range shared by two GPU types): nothing to align.
     assert align({"n0": (0, 8), "n4": (0, 8)}, base, fleet, tp, 8) == {}
+
+
+def test_a_replan_keeps_the_plans_type_lanes() -> None:
+    """A type-stage plan (`scale`) routes each GPU type on its own; a re-plan after a loss does too."""
+    fleet = complete_cluster(["A100"] * 4 + ["L4"] * 8)
+    ranges = {f"n{i}": LayerRange(4 * (i % 2), 4 * (i % 2) + 4) for i in range(4)}
+    ranges |= {f"n{i}": LayerRange(2 * (i % 4), 2 * (i % 4) + 2) for i in range(4, 12)}
+    current = plan_from_placement(
+        fleet, MODEL, profiles(), Placement(8, ranges), method="scale", lanes={"default": "type"}
+    )
+    # No layer may move, so the A100 chains that lost a stage can only go on through L4 stages unless lanes
+    # keep them out (they carry less, and the L4 lanes carry on).
+    result = replan(
+        current, fleet, MODEL, profiles(), FleetChange(lost=("n1",)), time_limit_s=1.0, budget_layers=0
+    )
+    gpu = {n.name: n.gpu_type for n in fleet.nodes}
+    assert result.plan.provenance["flow_lanes"] == {"default": "type"}
+    assert result.max_flow_after > 0
+    inner = [(u, v) for (u, v), f in result.plan.edge_flows.items() if f > 0 and u in gpu and v in gpu]
+    assert inner and all(gpu[u] == gpu[v] for u, v in inner)

@@ -200,7 +200,7 @@ def test_the_judge_picks_the_best_candidate_and_builds_it_on_the_whole_region(ll
     monkeypatch.setattr(scale, "JUDGE_NODES", 24)
     judged: list[int] = []
 
-    def scorer_for(sub):
+    def scorer_for(sub, lanes=None):
         def score(placement):
             judged.append(len(sub.nodes))
             # A judge that likes one layout best: A100s holding 12 layers, every other node 4.
@@ -226,3 +226,72 @@ def test_the_judge_picks_the_best_candidate_and_builds_it_on_the_whole_region(ll
     assert {plan.placement.ranges[n].size for n in _by_type(cluster)["A100"]} == {12}
     # Every score ran on a 24-node sub-fleet (the tile, then the sample), never on the whole fleet.
     assert judged and set(judged) == {24}
+
+
+def test_per_type_stages_let_each_type_cover_the_model_alone(llama) -> None:
+    model, profiles, settings = llama
+    cluster = single_region({"A100": 13, "L4": 22, "T4": 27}, random.Random(0))
+    tp = typical_throughput(cluster, model, profiles, settings)
+    names = [n.name for n in cluster.nodes]
+    recipe = {"A100": 8, "L4": 4, "T4": 4}
+    mixed = type_stage_layout(cluster, tp, names, model.num_layers, recipe)
+    laned = type_stage_layout(cluster, tp, names, model.num_layers, recipe, per_type=True)
+    assert sorted(laned) == sorted(names)
+    assert scale.covers_alone(cluster, laned, model.num_layers)
+    # Mixed, a type fills the others' gaps and may leave layers it never holds.
+    assert not scale.covers_alone(cluster, mixed, model.num_layers)
+    for gpu, k in recipe.items():
+        starts = [laned[n][0] for n in names if cluster.node(n).gpu_type == gpu]
+        per_stage = [starts.count(a) for a in range(0, model.num_layers, k)]
+        assert max(per_stage) - min(per_stage) <= 1, gpu  # each type spread evenly on its own
+    few = single_region({"A100": 4, "L4": 22, "T4": 27}, random.Random(0))
+    names = [n.name for n in few.nodes]
+    short = type_stage_layout(few, tp, names, model.num_layers, recipe, per_type=True)
+    assert not scale.covers_alone(few, short, model.num_layers)  # four A100s hold 32 of 80 layers
+
+
+@pytest.mark.parametrize("liked", ["type", "region"])
+def test_the_judge_sees_each_candidates_lanes_and_the_plan_keeps_the_winners(llama, liked) -> None:
+    model, profiles, settings = llama
+    cluster = single_region({"A100": 10, "L4": 20, "T4": 20}, random.Random(0))
+    seen: list[dict[str, str]] = []
+
+    def scorer_for(sub, lanes=None):
+        def score(placement):
+            seen.append(dict(lanes or {}))
+            # A judge that likes the candidates in `liked` lanes, type stages with A100s at 8 layers best.
+            sizes = {(sub.node(n).gpu_type, r.size) for n, r in placement.ranges.items()}
+            best = sizes == {("A100", 8), ("L4", 4), ("T4", 4)}
+            return 1.0 + ((lanes or {}).get("default") == liked) + best, {}
+
+        return score
+
+    plan = solve(
+        "scale",
+        cluster,
+        model,
+        profiles,
+        settings=settings,
+        time_limit_s=60.0,
+        options={"tile_nodes": 50, "scorer_for": scorer_for},
+    )
+    region = plan.solver_stats["regions"]["default"]
+    assert {"default": "type"} in seen and {"default": "region"} in seen
+    laned = "typesA100:8-L4:4-T4:4" + scale.LANED
+    assert laned in region["scores"] and "typesA100:8-L4:4-T4:4" in region["scores"]
+    gpu = {n.name: n.gpu_type for n in cluster.nodes}
+    switches = [
+        (u, v)
+        for (u, v), f in plan.edge_flows.items()
+        if f > 0 and u in gpu and v in gpu and gpu[u] != gpu[v]
+    ]
+    assert plan.placement.has_full_chain() and len(plan.placement.ranges) == 50
+    if liked == "type":
+        assert region["chosen"] == laned
+        assert plan.provenance["flow_lanes"] == {"default": "type"}
+        assert not switches
+        built = {n: (r.start, r.size) for n, r in plan.placement.ranges.items()}
+        assert scale.covers_alone(cluster, built, model.num_layers)
+    else:
+        assert not region["chosen"].endswith(scale.LANED)  # the mixed type stages, or the tile if as good
+        assert plan.provenance["flow_lanes"] == {"default": "region"}

@@ -141,3 +141,23 @@ def test_bad_slo_flags_exit_2_naming_the_flag(tmp_path: Path, capsys, extra: lis
     err = capsys.readouterr().err
     assert flag in err and "Traceback" not in err
     assert not (tmp_path / "p.json").exists()
+
+
+def test_scale_plans_a_generated_fleet_with_the_simulator_judging_in_lanes(tmp_path: Path) -> None:
+    """`brl plan --method scale` judges each region's candidates in the simulator, each in its lanes, and
+    the plan records the lanes its flow keeps to (type stages: every GPU type routed on its own)."""
+    fleet_file = tmp_path / "fleet.yaml"
+    gen = ["cluster", "generate", "--gpus", "A100=10,L4=20,T4=20", "-o", str(fleet_file)]
+    assert main(gen) == 0
+    out = tmp_path / "plan.json"
+    args = ["plan", str(fleet_file), "--model", "llama2-70b", "--method", "scale", "--time-limit", "20"]
+    assert main([*args, "--no-png", "--quiet", "-o", str(out)]) == 0
+    plan = load_plan(out)
+    (region, judged), *others = plan.solver_stats["regions"].items()
+    assert not others and judged["scores"] and all(v > 0 for v in judged["scores"].values())
+    typed = judged["chosen"].endswith("/lanes")
+    assert plan.provenance["flow_lanes"] == {region: "type" if typed else "region"}
+    gpu = {n.name: n.gpu_type for n in plan.cluster.nodes}
+    inner = [(u, v) for (u, v), f in plan.edge_flows.items() if f > 0 and u in gpu and v in gpu]
+    assert inner and (not typed or all(gpu[u] == gpu[v] for u, v in inner))
+    assert plan.placement.has_full_chain() and plan.objective_tok_per_s > 0

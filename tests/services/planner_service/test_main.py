@@ -555,3 +555,32 @@ def test_grpc_bodies_get_the_same_checks(service: tuple[RunningServers, httpx.Cl
             )
     assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert "surrogate" in refused.value.details()
+
+
+def test_scale_jobs_are_judged_by_the_simulator_as_the_cli_judges_them(
+    service: tuple[RunningServers, httpx.Client],
+) -> None:
+    import random
+
+    from planner.formats.cluster_yaml import cluster_to_dict
+    from planner.generate import single_region
+
+    _, client = service
+    fleet = single_region({"A100": 10, "L4": 20, "T4": 20}, random.Random(0))
+    body = {
+        "cluster_spec": cluster_to_dict(fleet),
+        "model": "llama2-70b",
+        "method": "scale",
+        "time_limit_s": 20,
+    }
+    response = client.post("/v1/plans", json=body)
+    assert response.status_code == 202, response.text
+    job = wait_job(client, response.json()["url"], timeout_s=120)
+    assert job["status"] == "succeeded", job["error"]
+    plan = job["result"]["plan"]
+    region = plan["solver_stats"]["regions"]["default"]
+    # The tile's serve run scored candidates in the simulator (the proxy alone scores none).
+    assert region["tile"]["scored"] >= 1
+    assert plan["provenance"]["flow_lanes"] == {
+        "default": "type" if region["chosen"].endswith("/lanes") else "region"
+    }
