@@ -39,10 +39,10 @@ def lane_labels(cluster: Cluster, lanes: Lanes) -> dict[str, str]:
 
 
 def lane_local(cluster: Cluster, lanes: Lanes) -> Cluster:
-    """`cluster` without the links between nodes of different lanes (the coordinator's links stay). A layout
-    planned region by region repeats the same ranges in every region; a balanced split shares each range's
-    flow over all its holders, so two thirds of a three-region fleet's hops would cross slow links its plan
-    never meant."""
+    """`cluster` without the links between nodes of different lanes (the coordinator's links stay). Regions:
+    a layout planned region by region repeats the same ranges in every region, and a balanced split shares
+    each range's flow over all its holders, so two thirds of a three-region fleet's hops would cross slow
+    links its plan never meant. Types: see the module's note."""
     label = lane_labels(cluster, lanes)
     links = tuple(
         lk

@@ -193,8 +193,20 @@ def test_type_stages_generalise_swarm(llama) -> None:
     assert type_stage_layout(cluster, tp, names, model.num_layers, {"A100": 4, "L4": 8, "T4": 4}) == {}
 
 
-def test_the_judge_picks_the_best_candidate_and_builds_it_on_the_whole_region(llama, monkeypatch) -> None:
+def _sizes(sub, placement) -> set[tuple[str, int]]:
+    return {(sub.node(n).gpu_type, r.size) for n, r in placement.ranges.items()}
+
+
+def _judged(llama, cluster, scorer_for, *, tile_nodes: int, time_limit_s: float):
+    """`scale` on `cluster` with a fake judge (scorer_for: (sub-fleet, lanes) -> scorer)."""
     model, profiles, settings = llama
+    options = {"tile_nodes": tile_nodes, "scorer_for": scorer_for}
+    return solve(
+        "scale", cluster, model, profiles, settings=settings, time_limit_s=time_limit_s, options=options
+    )
+
+
+def test_the_judge_picks_the_best_candidate_and_builds_it_on_the_whole_region(llama, monkeypatch) -> None:
     cluster = single_region({"A100": 10, "L4": 14, "T4": 24}, random.Random(0))
     # Judged on a sample (one of two tiles) when the region is bigger than JUDGE_NODES.
     monkeypatch.setattr(scale, "JUDGE_NODES", 24)
@@ -204,20 +216,11 @@ def test_the_judge_picks_the_best_candidate_and_builds_it_on_the_whole_region(ll
         def score(placement):
             judged.append(len(sub.nodes))
             # A judge that likes one layout best: A100s holding 12 layers, every other node 4.
-            sizes = {(sub.node(n).gpu_type, r.size) for n, r in placement.ranges.items()}
-            return (2.0 if sizes == {("A100", 12), ("L4", 4), ("T4", 4)} else 1.0), {}
+            return (2.0 if _sizes(sub, placement) == {("A100", 12), ("L4", 4), ("T4", 4)} else 1.0), {}
 
         return score
 
-    plan = solve(
-        "scale",
-        cluster,
-        model,
-        profiles,
-        settings=settings,
-        time_limit_s=30.0,
-        options={"tile_nodes": 24, "scorer_for": scorer_for},
-    )
+    plan = _judged(llama, cluster, scorer_for, tile_nodes=24, time_limit_s=30.0)
     region = plan.solver_stats["regions"]["default"]
     assert region["tiles"] == 2 and region["judged_on_nodes"] == 24
     assert region["chosen"] == max(region["scores"], key=lambda k: (region["scores"][k], k == "tiles"))
@@ -252,7 +255,7 @@ def test_per_type_stages_let_each_type_cover_the_model_alone(llama) -> None:
 
 @pytest.mark.parametrize("liked", ["type", "region"])
 def test_the_judge_sees_each_candidates_lanes_and_the_plan_keeps_the_winners(llama, liked) -> None:
-    model, profiles, settings = llama
+    num_layers = llama[0].num_layers
     cluster = single_region({"A100": 10, "L4": 20, "T4": 20}, random.Random(0))
     seen: list[dict[str, str]] = []
 
@@ -260,21 +263,12 @@ def test_the_judge_sees_each_candidates_lanes_and_the_plan_keeps_the_winners(lla
         def score(placement):
             seen.append(dict(lanes or {}))
             # A judge that likes the candidates in `liked` lanes, type stages with A100s at 8 layers best.
-            sizes = {(sub.node(n).gpu_type, r.size) for n, r in placement.ranges.items()}
-            best = sizes == {("A100", 8), ("L4", 4), ("T4", 4)}
+            best = _sizes(sub, placement) == {("A100", 8), ("L4", 4), ("T4", 4)}
             return 1.0 + ((lanes or {}).get("default") == liked) + best, {}
 
         return score
 
-    plan = solve(
-        "scale",
-        cluster,
-        model,
-        profiles,
-        settings=settings,
-        time_limit_s=60.0,
-        options={"tile_nodes": 50, "scorer_for": scorer_for},
-    )
+    plan = _judged(llama, cluster, scorer_for, tile_nodes=50, time_limit_s=60.0)
     region = plan.solver_stats["regions"]["default"]
     assert {"default": "type"} in seen and {"default": "region"} in seen
     laned = "typesA100:8-L4:4-T4:4" + scale.LANED
@@ -291,7 +285,7 @@ def test_the_judge_sees_each_candidates_lanes_and_the_plan_keeps_the_winners(lla
         assert plan.provenance["flow_lanes"] == {"default": "type"}
         assert not switches
         built = {n: (r.start, r.size) for n, r in plan.placement.ranges.items()}
-        assert scale.covers_alone(cluster, built, model.num_layers)
+        assert scale.covers_alone(cluster, built, num_layers)
     else:
         assert not region["chosen"].endswith(scale.LANED)  # the mixed type stages, or the tile if as good
         assert plan.provenance["flow_lanes"] == {"default": "region"}
