@@ -20,6 +20,7 @@ types mixed, inside its region.
 
 from __future__ import annotations
 
+import functools
 import itertools
 import math
 from collections.abc import Callable, Mapping, Sequence
@@ -330,14 +331,14 @@ def solve_scale(ctx: SolveContext) -> SolveResult:
         else:
             tile_on_sample = dict(repeated)  # the sample is the whole region
         recipes = type_stage_recipes(ctx.cluster, ctx.throughput, names_all, num_layers)
+        mixed_of = {
+            _recipe_name(r): type_stage_layout(ctx.cluster, ctx.throughput, sample_names, num_layers, r)
+            for r in recipes
+        }
         recipes.sort(
             key=lambda r: (
                 -type_stage_proxy(
-                    ctx.cluster,
-                    ctx.throughput,
-                    ctx.profiles,
-                    type_stage_layout(ctx.cluster, ctx.throughput, sample_names, num_layers, r),
-                    num_layers,
+                    ctx.cluster, ctx.throughput, ctx.profiles, mixed_of[_recipe_name(r)], num_layers
                 )
             )
         )
@@ -346,11 +347,11 @@ def solve_scale(ctx: SolveContext) -> SolveResult:
         type_lanes, region_lanes = {region: "type"}, {region: "region"}
         staged: list[tuple[str, Layout, Lanes]] = []
         for r in recipes:
+            name = _recipe_name(r)
             laned = type_stage_layout(ctx.cluster, ctx.throughput, sample_names, num_layers, r, per_type=True)
             if laned and covers_alone(ctx.cluster, laned, num_layers):
-                staged.append((_recipe_name(r) + LANED, laned, type_lanes))
-            mixed = type_stage_layout(ctx.cluster, ctx.throughput, sample_names, num_layers, r)
-            staged.append((_recipe_name(r), mixed, region_lanes))
+                staged.append((name + LANED, laned, type_lanes))
+            staged.append((name, mixed_of[name], region_lanes))
         candidates = staged[:1] + [("tiles", tile_on_sample, region_lanes)] + staged[1:]
         scores = _judge(ctx, sample, candidates, until=region_started + budget)
         chosen = max(scores, key=lambda k: (scores[k], k == "tiles"))
@@ -359,14 +360,13 @@ def solve_scale(ctx: SolveContext) -> SolveResult:
             layout.update(repeated)
         else:
             recipe = next(r for r in recipes if _recipe_name(r) == chosen.removesuffix(LANED))
-            built = type_stage_layout(ctx.cluster, ctx.throughput, names_all, num_layers, recipe)
-            if chosen.endswith(LANED):
-                laned = type_stage_layout(
-                    ctx.cluster, ctx.throughput, names_all, num_layers, recipe, per_type=True
-                )
-                if covers_alone(ctx.cluster, laned, num_layers):
-                    built, lanes[region] = laned, "type"
-            layout.update(built)
+            whole = functools.partial(type_stage_layout, ctx.cluster, ctx.throughput, names_all, num_layers)
+            laned = whole(recipe, per_type=True) if chosen.endswith(LANED) else {}
+            if laned and covers_alone(ctx.cluster, laned, num_layers):
+                layout.update(laned)
+                lanes[region] = "type"
+            else:
+                layout.update(whole(recipe))
         left_out += [n for n in names_all if n not in layout]
         stats["regions"][region] = {
             "nodes": count,
