@@ -321,17 +321,19 @@ def plan_from_placement(
     overlapping ranges too, False over exact joins only, None (the default) chooses as `choose_partial`,
     so a layout gets the same plan whichever path (`brl simulate --placement`, `brl plan evaluate`, this
     function) made it; the choice is recorded in provenance["partial_inference"]. `lanes`: flow only over
-    links inside lanes (planner.flow_split: per region, the region or each GPU type in it) and to and from
-    the coordinator, for layouts planned region by region (`scale`); recorded in provenance["flow_lanes"];
-    the plan still embeds the whole fleet."""
+    links inside lanes (planner.flow_split: per region, the region or each GPU type in it, a type lane only
+    where every type covers the model) and to and from the coordinator, for layouts planned region by
+    region (`scale`); the lanes applied are recorded in provenance["flow_lanes"]; the plan still embeds the
+    whole fleet."""
     # Imported here: planner.flow_split builds on this module's FlowResult and link capacities.
-    from planner.flow_split import balanced_split, lane_local
+    from planner.flow_split import balanced_split, fit_lanes, lane_local
 
     if split not in ("preflow", "balanced"):
         raise InvalidInput(f"unknown flow split {split!r}; expected preflow or balanced", field="split")
     tp = throughput or typical_throughput(cluster, model, profiles, settings)
     whole = cluster
     if lanes is not None:
+        lanes = fit_lanes(cluster, placement, lanes)
         cluster = lane_local(cluster, lanes)
     if partial is None:
         partial, result = choose_partial(cluster, model, profiles, placement, tp)
@@ -358,9 +360,9 @@ def plan_from_placement(
         all_metrics[key] = ceiling if math.isfinite(ceiling) else None
     all_metrics.update(metrics or {})
     prov: dict[str, Any] = {"partial_inference": partial, "flow_split": used_split}
-    if lanes is not None:
-        prov["flow_lanes"] = dict(lanes)
     prov.update(provenance or {})
+    if lanes is not None:  # the lanes applied, over any a re-plan copied from the plan it replaces
+        prov["flow_lanes"] = dict(lanes)
     return Plan(
         cluster_name=whole.name,
         model_name=model.name,

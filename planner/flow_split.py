@@ -52,6 +52,24 @@ def lane_local(cluster: Cluster, lanes: Lanes) -> Cluster:
     return replace(cluster, links=links)
 
 
+def fit_lanes(cluster: Cluster, placement: Placement, lanes: Lanes) -> dict[str, str]:
+    """`lanes` with a region kept in type lanes only while every GPU type placed in it holds every layer on
+    its own nodes; where one does not (after a loss, or a join of a type the region lacked) the region
+    falls back to region lanes, in which that type's nodes still carry flow beside the others."""
+    region_of = {n.name: n.region for n in cluster.nodes}
+    gpu_of = {n.name: n.gpu_type for n in cluster.nodes}
+    held: dict[tuple[str, str], set[int]] = {}
+    for name, r in placement.ranges.items():
+        region = region_of.get(name)
+        if region is not None and lanes.get(region) == "type":
+            held.setdefault((region, gpu_of[name]), set()).update(range(r.start, r.end))
+    out = dict(lanes)
+    for (region, _), layers in held.items():
+        if len(layers) < placement.num_layers:
+            out[region] = "region"
+    return out
+
+
 def check_lanes(lanes: Any, field: str = "flow_lanes") -> dict[str, str]:
     """`lanes` as read from a plan file or request: a mapping of region -> one of LANE_RULES."""
     if not isinstance(lanes, Mapping):

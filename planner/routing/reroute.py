@@ -84,13 +84,15 @@ def reflow_without(
     are lost or no chain carries flow; falls back to `without_nodes` when the fleet has no throughput model.
     The flow stays in the plan's lanes (planner.flow_split), as in `replan_without`."""
     from planner.flow import solve_max_flow
-    from planner.flow_split import lane_local, lanes_of
+    from planner.flow_split import fit_lanes, lane_local, lanes_of
 
     gone = frozenset(names)
     dropped = without_nodes(plan, gone)
     partial = bool(plan.provenance.get("partial_inference", True))
     reduced = cluster.without(gone)
     lanes = lanes_of(plan.provenance)
+    if lanes is not None:
+        lanes = fit_lanes(reduced, dropped.placement, lanes)
     routed = reduced if lanes is None else lane_local(reduced, lanes)
     try:
         result = solve_max_flow(
@@ -101,6 +103,8 @@ def reflow_without(
     if result.value_tok_per_s <= 0:
         raise NoRoute(f"without {sorted(gone)} no chain of live nodes carries any flow")
     provenance = {**dropped.provenance, "flows_only": True}
+    if lanes is not None:
+        provenance["flow_lanes"] = lanes
     return replace(
         dropped,
         edge_flows=result.edge_flows,

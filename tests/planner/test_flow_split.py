@@ -171,3 +171,27 @@ def test_lanes_of_reads_plans_old_and_new_and_names_a_bad_rule() -> None:
     with pytest.raises(InvalidInput) as err:
         lanes_of({"flow_lanes": ["r0"]})
     assert err.value.field == "provenance.flow_lanes"
+
+
+def test_fit_lanes_keeps_type_lanes_only_where_every_type_covers_the_model() -> None:
+    import random
+
+    from planner.flow_split import fit_lanes
+    from planner.generate import multi_region
+
+    cluster = multi_region({"r0": {"A100": 2, "T4": 4}, "r1": {"A100": 2, "T4": 4}}, random.Random(0))
+    node = {n.name: n for n in cluster.nodes}
+    ranges = {}
+    for region in ("r0", "r1"):
+        a100 = [n for n in node if node[n].region == region and node[n].gpu_type == "A100"]
+        t4 = [n for n in node if node[n].region == region and node[n].gpu_type == "T4"]
+        ranges |= {n: LayerRange(40 * i, 40 * i + 40) for i, n in enumerate(a100)}
+        ranges |= {n: LayerRange(20 * i, 20 * i + 20) for i, n in enumerate(t4)}
+    # r1 loses the A100 holding layers 40-80: its other A100 no longer makes a chain alone.
+    lost = next(
+        n for n, r in ranges.items() if node[n].region == "r1" and node[n].gpu_type == "A100" and r.start
+    )
+    del ranges[lost]
+    lanes = fit_lanes(cluster, Placement(80, ranges), {"r0": "type", "r1": "type"})
+    assert lanes == {"r0": "type", "r1": "region"}
+    assert fit_lanes(cluster, Placement(80, ranges), {"r0": "region"}) == {"r0": "region"}

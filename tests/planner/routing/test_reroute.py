@@ -46,3 +46,14 @@ def test_flows_stay_in_type_lanes_after_a_loss() -> None:
         assert after.provenance["flow_lanes"] == {"default": "type"}
     unlaned = reflow_without(mixed, fleet, MODEL, profiles(), ["n1"])
     assert _switches(unlaned, fleet)
+
+
+def test_a_type_that_no_longer_covers_the_model_falls_back_to_region_lanes() -> None:
+    """Both A100s holding layers 4-8 lost: in type lanes the other two would carry nothing; the region
+    falls back to region lanes and their chains go on through L4 stages."""
+    fleet, plan = _laned_plan()
+    for reroute in (reflow_without, replan_without):
+        after = reroute(plan, fleet, MODEL, profiles(), ["n1", "n3"])
+        assert after.provenance["flow_lanes"] == {"default": "region"}, reroute.__name__
+        assert any(u in ("n0", "n2") for (u, _), f in after.edge_flows.items() if f > 0)
+        assert _switches(after, fleet)
