@@ -29,7 +29,7 @@ from typing import Any
 
 from planner.cluster import SINK, SOURCE, Cluster
 from planner.errors import BrlError, InvalidInput
-from planner.flow_split import Lanes, lane_local
+from planner.flow_split import Lanes, fit_lanes, lane_local
 from planner.placement import Placement
 from planner.profile import ProfileSet
 from planner.solvers.base import SolveContext, SolveResult, register
@@ -171,11 +171,12 @@ def type_stage_layout(
 
 
 def covers_alone(cluster: Cluster, layout: Layout, num_layers: int) -> bool:
-    """Every GPU type of `layout` holds every layer on its own nodes (type lanes route each type alone)."""
-    held: dict[str, set[int]] = {}
-    for name, (start, k) in layout.items():
-        held.setdefault(cluster.node(name).gpu_type, set()).update(range(start, start + k))
-    return bool(held) and all(len(layers) == num_layers for layers in held.values())
+    """Every GPU type of `layout` holds every layer on its own nodes, so type lanes keep every region it
+    spans (the rule is planner.flow_split.fit_lanes's, asked of the layout before it is built)."""
+    if not layout:
+        return False
+    asked = dict.fromkeys({cluster.node(n).region for n in layout}, "type")
+    return fit_lanes(cluster, to_placement(layout, num_layers), asked) == asked
 
 
 def type_stage_recipes(
