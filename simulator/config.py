@@ -12,6 +12,7 @@ from planner.errors import InvalidInput
 from planner.routing.kv import OFFLINE_KV, ONLINE_KV, PAPER_EXPECTED_OUTPUT_LEN
 from planner.routing.maxflow import DEAD_END_RULES, DEFAULT_DEAD_END
 from planner.routing.registry import policy_names
+from simulator.fast_engine import ENGINES
 from simulator.host import HostSpec
 from simulator.transition import DEFAULT_COMPUTE_S, DEFAULT_DETECT_S, DEFAULT_LOAD_BYTES_PER_S
 
@@ -80,6 +81,10 @@ class SimConfig:
     # Max-flow routing only: what a dead end does with the IWRR charges its walk made
     # (planner.routing.maxflow.DEAD_END_RULES; "rollback" is the paper's, the default is the coordinator's).
     dead_end: str = DEFAULT_DEAD_END
+    # Which engine runs the events (simulator.fast_engine): "auto" takes the compiled one where it is built
+    # and models the run (the same figures, bit for bit, many times faster), else Python; "compiled"
+    # insists (an error says why it cannot); "python" never uses it.
+    engine: str = "auto"
 
     def __post_init__(self) -> None:
         if self.mode not in MODES:
@@ -126,6 +131,10 @@ class SimConfig:
             from planner.errors import UnknownName
 
             raise UnknownName("dead-end rule", self.dead_end, DEAD_END_RULES, field="dead_end")
+        if self.engine not in ENGINES:
+            from planner.errors import UnknownName
+
+            raise UnknownName("simulation engine", self.engine, ENGINES, field="engine")
         placed = [n for h in self.hosts for n in h.nodes]
         twice = sorted({n for n in placed if placed.count(n) > 1})
         if twice:

@@ -9,10 +9,12 @@ emitted when its turn is through; on a shared host the turn takes its share of t
 from __future__ import annotations
 
 import math
+from array import array
 from collections import deque
 from collections.abc import Callable, Mapping
 from functools import partial
 from heapq import heappush
+from typing import Any
 
 from planner.cluster import SINK, SOURCE, Cluster
 from planner.model import ModelSpec
@@ -104,6 +106,12 @@ class SimCoordinator:
         # Every worker ever started, failed ones included (for reports); `workers` holds the live ones.
         self.all_workers = dict(self.workers)
         self.links = self._build_links(succ)
+        # The compiled engine (simulator.fast_engine) when the loop is its: workers and links live in it.
+        self.core: Any = getattr(loop, "core", None)
+        self._core_worker: dict[str, int] = {}
+        self._core_link: dict[tuple[str, str], int] = {}
+        if self.core is not None:
+            self._enter_core()
 
     def _place(self, plan: Plan, kv_capacity: Mapping[str, int]) -> dict[str, tuple[str, ...]]:
         """Workers for `plan` (a worker whose range, entries and cache are unchanged is kept); returns the
@@ -147,6 +155,102 @@ class SimCoordinator:
         for w in workers.values():
             w.observer = observer
         return succ
+
+    def _enter_core(self) -> None:
+        core = self.core
+        # Step times depend on the profile (and the head) only: one set of tables per GPU type.
+        tables: dict[tuple[int, bool], int] = {}
+        for name, w in self.workers.items():
+            key = (id(w.profile), w.head is None)
+            if key not in tables:
+                lone = w.profile.lone_decode_batch
+                decode = w.profile.decode_s_per_layer
+                tables[key] = core.add_tables(
+                    w.profile.prompt_s_per_layer,
+                    lambda n, decode=decode, lone=lone: decode(lone if n == 1 else n),
+                    None if w.head is None else w.head.seconds,
+                )
+            self._core_worker[name] = core.add_worker(
+                w.seg_layers,
+                (w.prompt_max_requests, w.prompt_max_tokens, w.decode_max_seqs, w.decode_max_context),
+                w.cpu_s_per_token,
+                w.step_overhead_s,
+                w.kv_real,
+                tables[key],
+            )
+        for hop, link in self.links.items():
+            self._core_link[hop] = core.add_link(link.s_per_token, link.latency_s, link.free_at)
+        core.set_callbacks(self._core_finished, self._core_prompt_done)
+
+    def _core_prompt_done(self, now: float) -> None:
+        if self.on_prompt_done is not None:
+            self.on_prompt_done(now)
+
+    def _core_finished(self, q: Query, now: float) -> None:
+        """The compiled engine finished `q` (it freed the workers' KV): the Python half of _finish."""
+        self._forget(q)
+        if self.on_query_done is not None:
+            self.on_query_done(now)
+
+    def _core_accounting(self, chain: tuple[Hop, ...]) -> list[tuple[array[float], int, float]] | None:
+        """What the compiled engine adds per decode for the max-flow policy, which it runs itself (None:
+        no engine, or another policy, whose accounting it calls)."""
+        policy = self.policy
+        if (
+            self.core is None
+            or not isinstance(policy, MaxFlowPolicy)
+            or type(policy).decode_accounting is not MaxFlowPolicy.decode_accounting
+        ):
+            return None
+        return policy.decode_steps(chain)
+
+    def _core_admit(
+        self, q: Query, progress: int, issue_s: float, steps: list[tuple[array[float], int, float]] | None
+    ) -> None:
+        prev = SOURCE
+        route = []
+        for hop, (_, entry, _) in zip(q.chain, q.route, strict=True):
+            route.append(
+                (self._core_worker[hop.node], entry, self._core_link[(prev, hop.node)], hop.layers.size)
+            )
+            prev = hop.node
+        q.slot = self.core.add_query(
+            q,
+            q.qid,
+            q.input_len,
+            q.output_len,
+            max(0, progress),
+            q.t_arrive,
+            tuple(route),
+            self._core_link[(prev, SINK)],
+            steps or (),
+            q.on_decode,
+        )
+        if progress <= 0:
+            self.core.issue(q.slot)
+        else:
+            self.core.issue_at(q.slot, issue_s)
+
+    def sync_from_core(self) -> None:
+        """Copy the compiled engine's per-worker counters and link clocks into the Python objects the
+        reports read."""
+        if self.core is None:
+            return
+        for name, i in self._core_worker.items():
+            w = self.all_workers[name]
+            for field, value in self.core.worker(i).items():
+                setattr(w, field, value)
+        for key, i in self._core_link.items():
+            self.links[key].free_at = self.core.link_free_at(i)
+
+    def queued(self, node: str) -> int:
+        """Requests waiting at `node` (arrived, not yet in a batch); 0 for a node not serving."""
+        w = self.workers.get(node)
+        if w is None:
+            return 0
+        if self.core is not None:
+            return int(self.core.queued(self._core_worker[node]))
+        return w.queued(self.loop.now)
 
     # -- network -------------------------------------------------------------------------------------
     def _nic(self, node: str, inbound: bool) -> float:
@@ -196,6 +300,8 @@ class SimCoordinator:
         q = self._admit(input_len, output_len, 0, self.loop.now)
         if q is not None and arrive_s is not None:
             q.t_arrive = arrive_s
+            if self.core is not None:
+                self.core.set_arrive(q.slot, arrive_s)
         return q
 
     def submit_warm(self, input_len: int, output_len: int, progress: int, issue_s: float) -> Query | None:
@@ -221,14 +327,22 @@ class SimCoordinator:
             stages.append((w, w.entry_index[hop.layers.start], self.links[(prev, hop.node)]))
             prev = hop.node
         q.chain = chain
-        q.on_decode = self.policy.decode_accounting(chain)
-        if q.on_decode is None and type(self.policy).on_decode is not RoutingPolicy.on_decode:
+        steps = self._core_accounting(chain)
+        q.on_decode = None if steps is not None else self.policy.decode_accounting(chain)
+        if (
+            steps is None
+            and q.on_decode is None
+            and type(self.policy).on_decode is not RoutingPolicy.on_decode
+        ):
             q.on_decode = partial(self.policy.on_decode, chain)
         q.route = tuple(stages)
         q.sink_link = self.links[(prev, SINK)]
         self.admitted += 1
         self.active += 1
         self.live[q.qid] = q
+        if self.core is not None:
+            self._core_admit(q, progress, issue_s, steps)
+            return q
         if progress <= 0:
             self._issue(q, now)
             return q
@@ -318,10 +432,14 @@ class SimCoordinator:
             self.on_query_done(now)
 
     def _finish(self, q: Query) -> None:
-        self._release(q.rid)
         total = q.input_len + q.output_len
         for hop, (w, _, _) in zip(q.chain, q.route, strict=True):
             w.release_kv(total, hop.layers.size)
+        self._forget(q)
+
+    def _forget(self, q: Query) -> None:
+        """A finished query's books: its KV booking and policy state, the counts, the feeder's news."""
+        self._release(q.rid)
         self.active -= 1
         self.finished += 1
         del self.live[q.qid]
@@ -438,4 +556,6 @@ class SimCoordinator:
 
     # -- reading -------------------------------------------------------------------------------------
     def real_kv(self) -> dict[str, int]:
+        if self.core is not None:
+            return {n: self.core.worker(self._core_worker[n])["kv_real"] for n in self.workers}
         return {n: w.kv_real for n, w in self.workers.items()}

@@ -25,5 +25,4 @@ class SimView:
         return node in self._coord.workers and node not in self._coord.paused
 
     def queue_length(self, node: str) -> int:
-        w = self._coord.workers.get(node)
-        return 0 if w is None else w.queued(self._coord.loop.now)
+        return self._coord.queued(node)

@@ -37,6 +37,7 @@ class Query:
         "on_decode",
         "dead",
         "step",
+        "slot",
     )
 
     def __init__(self, qid: int, input_len: int, output_len: int, created_s: float) -> None:
@@ -64,6 +65,8 @@ class Query:
         self.dead = False
         # The chain step it travels in, when the coordinator steps chains (simulator.chain_steps).
         self.step: Step | None = None
+        # Where the compiled engine (simulator.fast_engine) keeps it, when that engine runs.
+        self.slot = -1
 
     @property
     def is_prompt(self) -> bool:

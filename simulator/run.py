@@ -20,6 +20,7 @@ from planner.routing.reroute import replan_without, without_nodes
 from simulator.config import SimConfig
 from simulator.coordinator import SimCoordinator
 from simulator.engine import EventLoop
+from simulator.fast_engine import FastLoop, which_engine
 from simulator.host import SimHost
 from simulator.kv_capacity import kv_capacities
 from simulator.metrics import Metrics
@@ -98,7 +99,6 @@ def simulate(
         )
     start = cfg.load_time_s if cfg.load_time_s is not None else load_time_s(model, plan)
     end = start + cfg.duration_s
-    loop = EventLoop(start)
     caps = kv_capacities(cluster, profiles, plan, cfg.kv_capacity)
     kv = KVBook(
         caps, high_water=cfg.kv_high_water, output_ratio=cfg.kv_output_ratio, ranges=plan.placement.ranges
@@ -113,6 +113,8 @@ def simulate(
     )
     window = (start + cfg.warmup_s, end) if cfg.mode == "offline" else (start, end)
     metrics = Metrics(*window)
+    engine = which_engine(cfg, policy, on_iteration is not None)
+    loop = FastLoop(start, metrics) if engine == "compiled" else EventLoop(start)
     hosts = _hosts(cfg, plan, loop)
     coord = SimCoordinator(
         loop,
@@ -270,6 +272,7 @@ def simulate(
 
         if not drained():
             loop.run(end + cfg.max_drain_s, stop=drained)
+    coord.sync_from_core()
     # A node whose range a plan switch changed ran as two workers: its report adds them up.
     earlier: dict[str, list[Any]] = {}
     for w in coord.retired_workers:

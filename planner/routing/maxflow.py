@@ -4,6 +4,7 @@ with the plan's edge flows as weights; admission per hop checks flow share, prom
 from __future__ import annotations
 
 import random
+from array import array
 from collections.abc import Callable, Iterator, Mapping
 from typing import Literal, get_args
 
@@ -50,7 +51,9 @@ class Iwrr:
     def __init__(self, names: tuple[str, ...], weights: tuple[float, ...]) -> None:
         self.names = names
         self.weights = weights
-        self.loads = [0.0] * len(names)
+        # Doubles in one buffer (not a list of float objects): the compiled simulator adds every decode
+        # to them in place (simulator.fast_engine).
+        self.loads = array("d", bytes(8 * len(names)))
         self._index = {n: i for i, n in enumerate(names)}
 
     def choose(self, work: float, allowed: set[str]) -> str | None:
@@ -253,13 +256,18 @@ class MaxFlowPolicy(RoutingPolicy):
             if table is not None:
                 table.add(dst, 1.0)
 
-    def decode_accounting(self, chain: Chain) -> Callable[[], None] | None:
-        steps: list[tuple[list[float], int, float]] = []
+    def decode_steps(self, chain: Chain) -> list[tuple[array[float], int, float]]:
+        """What each decode on `chain` adds, as on_decode: (an IWRR table's loads, index, 1 / weight)."""
+        steps: list[tuple[array[float], int, float]] = []
         for src, dst in chain_edges(chain):
             table = self.iwrr.get(src)
             j = None if table is None else table.index(dst)
             if table is not None and j is not None:
                 steps.append((table.loads, j, 1.0 / table.weights[j]))
+        return steps
+
+    def decode_accounting(self, chain: Chain) -> Callable[[], None] | None:
+        steps = self.decode_steps(chain)
 
         def account() -> None:
             for loads, j, inv in steps:

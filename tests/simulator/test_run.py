@@ -14,16 +14,23 @@ def run(cluster, plan, **kw):
     return simulate(cluster, toy_model(), profiles(), plan, SimConfig(**kw))
 
 
-@pytest.mark.parametrize("policy", POLICIES)
-def test_every_admitted_query_finishes_exactly_once_and_books_return_to_zero(policy, monkeypatch) -> None:
+# Swarm learns from every hop's time: only the Python engine runs it (tests/simulator/test_fast_engine.py).
+@pytest.mark.parametrize(
+    ("policy", "engine"),
+    [(p, e) for p in POLICIES for e in ("python", "compiled") if (p, e) != ("swarm", "compiled")],
+)
+def test_every_admitted_query_finishes_exactly_once_and_books_return_to_zero(
+    policy, engine, monkeypatch
+) -> None:
     finished: list[int] = []
-    original = coord_mod.SimCoordinator._finish
+    # Both engines hand every finished query to _forget once (the compiled one frees the workers' KV itself).
+    original = coord_mod.SimCoordinator._forget
 
     def spy(self, q):
         finished.append(q.qid)
         original(self, q)
 
-    monkeypatch.setattr(coord_mod.SimCoordinator, "_finish", spy)
+    monkeypatch.setattr(coord_mod.SimCoordinator, "_forget", spy)
     cluster, plan = diamond()
     kv = {"a": 400_000, "b": 200_000, "c": 120_000}  # small caches: a few dozen queries in flight
     r = run(
@@ -35,6 +42,7 @@ def test_every_admitted_query_finishes_exactly_once_and_books_return_to_zero(pol
         drain=True,
         initial_queries=30,
         kv_capacity=kv,
+        engine=engine,
     )
     assert r.admitted > 30 and r.finished == r.admitted and r.active_at_end == 0
     counts = Counter(finished)

@@ -104,7 +104,7 @@ def test_kept_dead_end_charge_sends_the_next_request_into_the_other_lane(rule: s
     kv = _lane_one_full()
     assert policy.choose(req(0), StaticView(kv=kv)) is None
     # The source's charge for a1 stayed, so a2 is now the least-valued entry.
-    assert policy.iwrr[SOURCE].loads == [100 / 50.0, 0.0]
+    assert list(policy.iwrr[SOURCE].loads) == [100 / 50.0, 0.0]
     chain = policy.choose(req(1), StaticView(kv=kv))
     assert chain is not None and chain_nodes(chain) == ("a2", "b2")
 
