@@ -1,8 +1,11 @@
 """The simulator at scale: CPU time and peak memory of one full offline run (660 simulated s) of a plan for a
 generated fleet of hundreds to thousands of GPUs, each run in a fresh process, beside the cluster24 ILP run
-measured the same way in the same invocation (the reference: events per CPU second on 24 nodes).
+measured the same way in the same invocation (the reference: events per CPU second on 24 nodes), and the
+engines compared on the same plan: the first `--baseline` simulated seconds run by the Python engine and by
+the compiled one (simulator.fast_engine), their CPU times, their ratio and whether every figure is the same.
 
     .venv/bin/python -m bench.simulator_scale --nodes 1000 [--regions 1] [--plan plan.json] [--duration 660]
+        [--engine auto|compiled|python] [--baseline 60]
     .venv/bin/python bench/simulator.py --scale 1000          # the same
     .venv/bin/python -m bench.simulator_scale --quick         # seconds; run by the tests
 
@@ -40,7 +43,9 @@ def plan_job(nodes: int, regions: int, method: str, time_limit_s: float, tile_no
     return _plan_job(nodes, regions, method, time_limit_s, tile_nodes, 0)["plan"]
 
 
-def scale_run(nodes: int, regions: int, plan_doc: dict[str, Any], duration_s: float) -> dict[str, Any]:
+def scale_run(
+    nodes: int, regions: int, plan_doc: dict[str, Any], duration_s: float, engine: str = "auto"
+) -> dict[str, Any]:
     """In a fresh process: build the fleet, then one offline run fed in proportion to the fleet. CPU time is
     the simulation's own (process time around `simulate`) and the whole child's (fleet build included)."""
     from planner import bundled
@@ -53,7 +58,12 @@ def scale_run(nodes: int, regions: int, plan_doc: dict[str, Any], duration_s: fl
     plan = plan_from_dict(plan_doc)
     built_mb = _peak_mb()
     cfg = SimConfig(
-        seed=0, initial_queries=initial_queries(cluster), duration_s=duration_s, watch_interval_s=0
+        seed=0,
+        initial_queries=initial_queries(cluster),
+        duration_s=duration_s,
+        warmup_s=min(60.0, duration_s / 2),
+        watch_interval_s=0,
+        engine=engine,
     )
     cpu0, wall0 = time.process_time(), time.perf_counter()
     sim = simulate(cluster, model, profiles, plan, cfg)
@@ -69,6 +79,9 @@ def scale_run(nodes: int, regions: int, plan_doc: dict[str, Any], duration_s: fl
         "decode_tok_per_s": round(sim.decode_tok_per_s, 2),
         "all_tok_per_s": round(sim.all_tok_per_s, 2),
         "finished": sim.finished,
+        "engine": sim.config["engine"],
+        # Every figure of the run but the engine's name: what the engine comparison checks for equality.
+        "result": {**sim.to_dict(), "config": {**sim.config, "engine": None}},
     }
 
 
@@ -110,11 +123,26 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--time-limit", type=float, default=150.0, help="plan time limit, wall-clock s")
     ap.add_argument("--tile-nodes", type=int, default=40, help="nodes per tile of the scale method")
     ap.add_argument("--duration", type=float, default=660.0, help="simulated seconds (default 660)")
+    ap.add_argument(
+        "--engine", default="auto", help="engine of the full run: auto (default), compiled, python"
+    )
+    ap.add_argument(
+        "--baseline",
+        type=float,
+        default=60.0,
+        help="simulated seconds both engines run for the comparison (default 60; 0: skip it)",
+    )
     ap.add_argument("--quick", action="store_true", help="48 GPUs, petals, 30 simulated s (for the tests)")
     args = ap.parse_args(argv)
     ref_duration: float | None = None
     if args.quick:
-        args.nodes, args.method, args.time_limit, args.duration = 48, "petals", 10.0, 30.0
+        args.nodes, args.method, args.time_limit, args.duration, args.baseline = (
+            48,
+            "petals",
+            10.0,
+            30.0,
+            30.0,
+        )
         ref_duration = 30.0
     if args.plan is not None:
         doc = json.loads(args.plan.read_text())
@@ -124,9 +152,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"planned {args.nodes} GPUs ({args.method}) in {time.perf_counter() - began:.1f} s", flush=True)
         if args.save_plan is not None:
             args.save_plan.write_text(json.dumps(doc))
-    run = in_child(scale_run, args.nodes, args.regions, doc, args.duration)
+    run = in_child(scale_run, args.nodes, args.regions, doc, args.duration, args.engine)
+    run.pop("result")
     print(
-        f"{args.nodes} GPUs, {args.regions} region(s), {args.duration:.0f} simulated s: "
+        f"{args.nodes} GPUs, {args.regions} region(s), {args.duration:.0f} simulated s ({run['engine']} engine): "
         f"{run['sim_cpu_s']:.1f} s CPU in the simulation ({run['cpu_s']:.1f} s with the fleet build), "
         f"peak {run['peak_mb']:.0f} MB ({run['fleet_peak_mb']:.0f} MB before the run), {run['events']:,} events "
         f"({run['events_per_cpu_s']:,} per CPU s); decode {run['decode_tok_per_s']:.1f} tok/s",
@@ -140,6 +169,20 @@ def main(argv: list[str] | None = None) -> int:
     )
     per_event = ref["events_per_cpu_s"] / max(run["events_per_cpu_s"], 1)
     print(f"CPU per event {per_event:.2f}x the reference's", flush=True)
+    engines: dict[str, Any] | None = None
+    if args.baseline > 0:
+        py = in_child(scale_run, args.nodes, args.regions, doc, args.baseline, "python")
+        fast = in_child(scale_run, args.nodes, args.regions, doc, args.baseline, "compiled")
+        same = py.pop("result") == fast.pop("result")
+        speedup = py["sim_cpu_s"] / max(fast["sim_cpu_s"], 1e-9)
+        engines = {"duration_s": args.baseline, "python": py, "compiled": fast, "speedup": round(speedup, 2)}
+        engines["same_figures"] = same
+        print(
+            f"engines on the first {args.baseline:.0f} simulated s: python {py['sim_cpu_s']:.1f} s CPU, compiled "
+            f"{fast['sim_cpu_s']:.1f} s ({speedup:.1f}x); {py['events']:,} events each; every figure the same: "
+            f"{'yes' if same else 'NO'}",
+            flush=True,
+        )
     # The goal is stated for 1,000 GPUs and 660 simulated seconds; other sizes are not judged by it.
     met: bool | None = None
     if args.nodes >= 1000 and args.duration >= 660:
@@ -155,6 +198,7 @@ def main(argv: list[str] | None = None) -> int:
         "run": run,
         "reference": ref,
         "per_event_cost_vs_reference": round(per_event, 3),
+        "engines": engines,
         "goal_met": met,
     }
     print(json.dumps(figures, sort_keys=True))

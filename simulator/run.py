@@ -6,6 +6,7 @@ from __future__ import annotations
 import math
 import random
 from collections.abc import Callable, Mapping
+from dataclasses import replace
 from typing import Any
 
 from planner.cluster import Cluster
@@ -313,7 +314,8 @@ def simulate(
         events=loop.handled,
         kv_expected_left=coord.kv.total_used() + sum(book.total_used() for book, _ in coord.retired),
         kv_real_left=sum(coord.real_kv().values()) + sum(w.kv_real for w in coord.retired_workers),
-        config=cfg.to_dict(),
+        # The config as run: `engine` names the engine that ran ("auto" resolved).
+        config=replace(cfg, engine=engine).to_dict(),
         plan={
             "cluster": plan.cluster_name,
             "model": plan.model_name,

@@ -15,6 +15,7 @@ from planner.routing.maxflow import DEAD_END_RULES, DEFAULT_DEAD_END
 from services.cli.simulate_capacity import find_capacity, slo_targets
 from services.cli.simulate_replan import compare_without_replan, print_figures
 from simulator.config import MODES, SimConfig
+from simulator.fast_engine import ENGINES
 from simulator.host import HostSpec
 from simulator.run import WatchLine, simulate
 from simulator.transition import DEFAULT_DETECT_S, DEFAULT_LOAD_BYTES_PER_S
@@ -135,6 +136,14 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
         "room does with the IWRR charges of its walk: rollback (the paper's: all given back, the next "
         "request tries the same first stage), keep-entry (the source's charge stays: the next one tries the "
         "next first stage; the default, as in the coordinator), keep-path (every charge stays)",
+    )
+    p.add_argument(
+        "--engine",
+        choices=ENGINES,
+        default="auto",
+        help="which engine runs the events: compiled (C, the same figures bit for bit, 10-25x faster), "
+        "python, or auto (default: compiled where it is built and models the run; it does not model "
+        "throttles, shared hosts, coordinator CPU, chain steps, failures or the swarm policy)",
     )
     p.add_argument(
         "--find-capacity",
@@ -260,6 +269,7 @@ def run(args: argparse.Namespace) -> int:
         coordinator_cpu_s_per_iteration=args.coordinator_cpu_ms / 1e3,
         pipeline_depth=args.pipeline_depth,
         dead_end=args.dead_end,
+        engine=args.engine,
     )
 
     if targets is not None:
@@ -311,7 +321,7 @@ def run(args: argparse.Namespace) -> int:
     )
     print(
         f"queries: {result.admitted} admitted, {result.rejected} rejected, {result.finished} finished; "
-        f"{result.events} events in {wall:.1f}s"
+        f"{result.events} events in {wall:.1f}s ({result.config['engine']} engine)"
     )
     if result.failed_nodes:
         print(

@@ -88,6 +88,11 @@ class SimulationRequest(FleetFields):
         description="max-flow routing: what a dead end does with the IWRR charges its walk made "
         "(rollback: the paper's, all given back; keep-entry: the source's stays, the default; keep-path: all stay)",
     )
+    engine: Literal["auto", "python", "compiled"] = Field(
+        "auto",
+        description="which engine runs the events: compiled (the same figures bit for bit, many times "
+        "faster), python, or auto (compiled where it is built and models the run)",
+    )
     fail: list[FailureBody] | None = Field(
         None, max_length=1_000, description="worker failures to inject, e.g. [{node: n10, at_s: 120}]"
     )

@@ -38,6 +38,7 @@ CONFIG_FIELDS = (
     "coordinator_cpu_s_per_iteration",
     "pipeline_depth",
     "dead_end",
+    "engine",
 )
 
 

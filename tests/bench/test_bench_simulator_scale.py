@@ -22,3 +22,9 @@ def test_bench_simulator_scale_quick_prints_cpu_memory_and_the_reference() -> No
     assert run["decode_tok_per_s"] > 0 and ref["decode_tok_per_s"] > 0 and ref["events"] > 0
     assert figures["per_event_cost_vs_reference"] > 0
     assert figures["goal_met"] is None  # judged at 1,000 GPUs and 660 s only
+    engines = figures["engines"]
+    assert engines["python"]["engine"] == "python" and engines["compiled"]["engine"] == "compiled"
+    assert (
+        engines["same_figures"] is True and engines["python"]["events"] == engines["compiled"]["events"] > 0
+    )
+    assert engines["speedup"] > 0 and run["engine"] == "compiled"

@@ -314,3 +314,19 @@ def test_bad_capacity_flags_exit_2_naming_the_flag(capsys, extra: list[str], fla
     assert main(["simulate", "--cluster", "cluster24", "--layout", "ilp", *extra]) == 2
     err = capsys.readouterr().err
     assert flag in err and "Traceback" not in err
+
+
+def test_the_engine_is_chosen_and_named_and_both_give_one_answer(tmp_path, capsys) -> None:
+    base = ["simulate", "--cluster", "cluster24", "--placement", ILP, "--duration", "30", "--warmup", "10"]
+    results = {}
+    for engine in ("python", "compiled"):
+        assert main([*base, "--engine", engine, "-o", str(tmp_path / engine)]) == 0
+        assert f"({engine} engine)" in capsys.readouterr().out
+        results[engine] = json.loads((tmp_path / engine / "result.json").read_text())
+    for engine, result in results.items():
+        assert result["config"].pop("engine") == engine
+        assert result.pop("wall_s") > 0
+    assert results["python"] == results["compiled"]
+    # Where the compiled engine cannot run, asking for it is a bad input that says why.
+    assert main([*base, "--engine", "compiled", "--policy", "swarm", "-o", str(tmp_path / "x")]) == 2
+    assert "swarm" in capsys.readouterr().err
