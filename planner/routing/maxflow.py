@@ -88,16 +88,19 @@ class Iwrr:
         return 0.0 if j is None else self.weights[j] / sum(self.weights)
 
 
-def _visit_order(indices: range, pick: Callable[[int], float], values: list[float]) -> Iterator[int]:
+def _visit_order(values: list[float]) -> Iterator[int]:
     """Indices by ascending value, ties by index (a stable sort's order), produced lazily: the caller
-    usually takes the first. A visited index is masked in `values` so the next min skips it."""
-    for _ in range(min(_MIN_PASSES, len(indices))):
-        i = min(indices, key=pick)
-        if values[i] == _MASKED:
+    usually takes the first. A visited index is masked in `values` so the next min skips it. The least is
+    found as min() then index(), two loops in C: index() finds the first of equals, as a stable sort
+    would put first (no NaN: values are loads plus positive work over positive weights)."""
+    for _ in range(min(_MIN_PASSES, len(values))):
+        least = min(values)
+        if least == _MASKED:
             return
+        i = values.index(least)
         yield i
         values[i] = _MASKED
-    yield from (i for i in sorted(indices, key=pick) if values[i] != _MASKED)
+    yield from (i for i in sorted(range(len(values)), key=values.__getitem__) if values[i] != _MASKED)
 
 
 @register("maxflow")
@@ -172,6 +175,8 @@ class MaxFlowPolicy(RoutingPolicy):
         the layers is left out (the walk would mask it every time)."""
         placement = self.plan.placement
         self._steps: dict[str, tuple[Iwrr, tuple[Step, ...]]] = {}
+        # Per node, its steps' load indices and weights, for the walk's values (None: every index, in order).
+        self._step_weights: dict[str, tuple[tuple[int, ...] | None, tuple[float, ...]]] = {}
         for at, table in self.iwrr.items():
             steps: list[Step] = []
             for j, nxt in enumerate(table.names):
@@ -182,6 +187,9 @@ class MaxFlowPolicy(RoutingPolicy):
                 if layers is not None:
                     steps.append((j, nxt, Hop(nxt, layers), layers.size))
             self._steps[at] = (table, tuple(steps))
+            js = tuple(s[0] for s in steps)
+            dense = js == tuple(range(len(table.loads)))
+            self._step_weights[at] = (None if dense else js, tuple(table.weights[j] for j in js))
 
     def choose(self, request: RouteRequest, view: RoutingView) -> Chain | None:
         # RoutingPolicy._walk fused with Iwrr.choose, because this runs once per request and is the
@@ -195,6 +203,7 @@ class MaxFlowPolicy(RoutingPolicy):
         alive = view.alive
         limits = self.prompt_max_tokens
         steps_of = self._steps
+        weights_of = self._step_weights
 
         def admissible(nxt: str, size: int) -> bool:
             if not alive(nxt):
@@ -221,10 +230,12 @@ class MaxFlowPolicy(RoutingPolicy):
                 # Successors by IWRR value without sorting them all (a big fleet's source has hundreds):
                 # the least first (min keeps the first of equals, as a stable sort does), the next least
                 # only if that one is masked; after a few masked ones, the rest in sorted order.
-                values = [loads[s[0]] + work / weights[s[0]] for s in steps]
-                pick = values.__getitem__
-                indices = range(len(values))
-                for i in _visit_order(indices, pick, values):
+                js, ws = weights_of[at]
+                if js is None:
+                    values = [load + work / w for load, w in zip(loads, ws, strict=True)]
+                else:
+                    values = [loads[j] + work / w for j, w in zip(js, ws, strict=True)]
+                for i in _visit_order(values):
                     j, nxt, hop, size = steps[i]
                     if hop is None or admissible(nxt, size):
                         best, best_hop = j, hop
