@@ -190,82 +190,63 @@ static int ivec_extend(IntVec *v, const Item *x, int n) {
     return 0;
 }
 
-/* ---- the event heap: (t, seq), as heapq on (t, seq, fn, args) ---------------------------------------- */
+/* ---- binary heaps (heapq's order: the least first; keys are unique, so ties never arise) ------------- */
+/* HEAP(name, T, less): name_push(T **v, int *n, int *cap, T x) and name_pop(T *v, int *n). */
+#define HEAP(name, T, less)                                                                                \
+    static int name##_push(T **v, int *n, int *cap, T x) {                                                 \
+        if (*n == *cap && grow((void **)v, cap, *n + 1, sizeof(T)) < 0) return -1;                         \
+        T *h = *v;                                                                                         \
+        int i = (*n)++;                                                                                    \
+        while (i > 0) {                                                                                    \
+            int parent = (i - 1) >> 1;                                                                     \
+            if (!less(&x, &h[parent])) break;                                                              \
+            h[i] = h[parent];                                                                              \
+            i = parent;                                                                                    \
+        }                                                                                                  \
+        h[i] = x;                                                                                          \
+        return 0;                                                                                          \
+    }                                                                                                      \
+    static T name##_pop(T *h, int *n) {                                                                    \
+        T top = h[0];                                                                                      \
+        T last = h[--*n];                                                                                  \
+        int m = *n, i = 0;                                                                                 \
+        if (m > 0) {                                                                                       \
+            for (;;) {                                                                                     \
+                int l = 2 * i + 1;                                                                         \
+                if (l >= m) break;                                                                         \
+                int r = l + 1;                                                                             \
+                int k = (r < m && less(&h[r], &h[l])) ? r : l;                                             \
+                if (!less(&h[k], &last)) break;                                                            \
+                h[i] = h[k];                                                                               \
+                i = k;                                                                                     \
+            }                                                                                              \
+            h[i] = last;                                                                                   \
+        }                                                                                                  \
+        return top;                                                                                        \
+    }
+
+/* The event heap: (t, seq), as heapq on the Python engine's (t, seq, fn, args). */
 static inline int ev_less(const Event *a, const Event *b) {
     return a->t < b->t || (a->t == b->t && a->seq < b->seq);
 }
+HEAP(events, Event, ev_less)
 
 static int heap_push(Core *c, double t, int kind, int a, double x, PyObject *fn, PyObject *args) {
-    if (c->nheap == c->capheap && grow((void **)&c->heap, &c->capheap, c->nheap + 1, sizeof(Event)) < 0)
-        return -1;
     Event e = {t, ++c->seq, kind, a, x, fn, args};
-    int i = c->nheap++;
-    while (i > 0) {
-        int parent = (i - 1) >> 1;
-        if (!ev_less(&e, &c->heap[parent])) break;
-        c->heap[i] = c->heap[parent];
-        i = parent;
-    }
-    c->heap[i] = e;
-    return 0;
+    return events_push(&c->heap, &c->nheap, &c->capheap, e);
 }
 
-static Event heap_pop(Core *c) {
-    Event top = c->heap[0];
-    Event last = c->heap[--c->nheap];
-    int n = c->nheap, i = 0;
-    if (n > 0) {
-        for (;;) {
-            int l = 2 * i + 1;
-            if (l >= n) break;
-            int r = l + 1;
-            int m = (r < n && ev_less(&c->heap[r], &c->heap[l])) ? r : l;
-            if (!ev_less(&c->heap[m], &last)) break;
-            c->heap[i] = c->heap[m];
-            i = m;
-        }
-        c->heap[i] = last;
-    }
-    return top;
-}
+static Event heap_pop(Core *c) { return events_pop(c->heap, &c->nheap); }
 
-/* ---- a worker's arrivals: (t, qid) ------------------------------------------------------------------ */
+/* A worker's arrivals: (t, qid), as the Python engine's pending heap (a query is in one place at a time). */
 static inline int pend_less(const Pend *a, const Pend *b) {
     return a->t < b->t || (a->t == b->t && a->qid < b->qid);
 }
+HEAP(pends, Pend, pend_less)
 
-static int pend_push(Worker *w, Pend p) {
-    if (w->npend == w->cappend && grow((void **)&w->pend, &w->cappend, w->npend + 1, sizeof(Pend)) < 0)
-        return -1;
-    int i = w->npend++;
-    while (i > 0) {
-        int parent = (i - 1) >> 1;
-        if (!pend_less(&p, &w->pend[parent])) break;
-        w->pend[i] = w->pend[parent];
-        i = parent;
-    }
-    w->pend[i] = p;
-    return 0;
-}
+static int pend_push(Worker *w, Pend p) { return pends_push(&w->pend, &w->npend, &w->cappend, p); }
 
-static Pend pend_pop(Worker *w) {
-    Pend top = w->pend[0];
-    Pend last = w->pend[--w->npend];
-    int n = w->npend, i = 0;
-    if (n > 0) {
-        for (;;) {
-            int l = 2 * i + 1;
-            if (l >= n) break;
-            int r = l + 1;
-            int m = (r < n && pend_less(&w->pend[r], &w->pend[l])) ? r : l;
-            if (!pend_less(&w->pend[m], &last)) break;
-            w->pend[i] = w->pend[m];
-            i = m;
-        }
-        w->pend[i] = last;
-    }
-    return top;
-}
+static Pend pend_pop(Worker *w) { return pends_pop(w->pend, &w->npend); }
 
 /* ---- step tables ------------------------------------------------------------------------------------ */
 static int tab_get(Tab *tab, PyObject *fn, long long k, double *out) {
