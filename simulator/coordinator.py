@@ -438,7 +438,8 @@ class SimCoordinator:
         self._forget(q)
 
     def _forget(self, q: Query) -> None:
-        """A finished query's books: its KV booking and policy state, the counts, the feeder's news."""
+        """A finished query's books (both engines): its KV booking and policy state, the counts, the
+        chain's end for a transition. The workers' real KV is freed before, by the engine that ran it."""
         self._release(q.rid)
         self.active -= 1
         self.finished += 1
