@@ -581,6 +581,10 @@ static int emit(Core *c, int slot) {
         long long left = w->kv_real - total * q->route[h].layers;
         w->kv_real = left > 0 ? left : 0;
     }
+    if (!c->on_finish) {
+        PyErr_SetString(PyExc_RuntimeError, "the core has no on_finish callback (set_callbacks)");
+        return -1;
+    }
     PyObject *obj = q->obj;
     q->obj = NULL;
     query_clear(q);
@@ -597,7 +601,57 @@ static int emit(Core *c, int slot) {
 }
 
 /* ---- the Python type -------------------------------------------------------------------------------- */
+/* The core and what it holds form cycles (a query's Python object reaches the coordinator, which holds the
+ * loop, which holds the core): the collector must see them, or every run would stay in memory. */
+static int core_traverse(Core *c, visitproc visit, void *arg) {
+    for (int i = 0; i < c->nheap; i++) {
+        Py_VISIT(c->heap[i].fn);
+        Py_VISIT(c->heap[i].args);
+    }
+    for (int i = 0; i < c->ntables; i++) {
+        Py_VISIT(c->tables[i].pfun);
+        Py_VISIT(c->tables[i].dfun);
+        Py_VISIT(c->tables[i].hfun);
+    }
+    for (int i = 0; i < c->nqueries; i++) {
+        if (!c->queries[i].live) continue;
+        Py_VISIT(c->queries[i].on_decode);
+        Py_VISIT(c->queries[i].obj);
+    }
+    for (int i = 0; i < c->nviews; i++) Py_VISIT(c->views[i].obj);
+    Py_VISIT(c->on_finish);
+    Py_VISIT(c->on_prompt_done);
+    Py_VISIT(c->held);
+    return 0;
+}
+
+/* Drops every reference (the collector breaking a cycle): the core cannot run after this. */
+static int core_clear(Core *c) {
+    for (int i = 0; i < c->nheap; i++) {
+        Py_CLEAR(c->heap[i].fn);
+        Py_CLEAR(c->heap[i].args);
+    }
+    c->nheap = 0;
+    for (int i = 0; i < c->ntables; i++) {
+        Py_CLEAR(c->tables[i].pfun);
+        Py_CLEAR(c->tables[i].dfun);
+        Py_CLEAR(c->tables[i].hfun);
+    }
+    for (int i = 0; i < c->nqueries; i++) {
+        if (!c->queries[i].live) continue;
+        Py_CLEAR(c->queries[i].on_decode);
+        Py_CLEAR(c->queries[i].obj);
+    }
+    for (int i = 0; i < c->nviews; i++) PyBuffer_Release(&c->views[i]);
+    c->nviews = 0;
+    Py_CLEAR(c->on_finish);
+    Py_CLEAR(c->on_prompt_done);
+    Py_CLEAR(c->held);
+    return 0;
+}
+
 static void core_dealloc(Core *c) {
+    PyObject_GC_UnTrack(c);
     for (int i = 0; i < c->nheap; i++) {
         Py_XDECREF(c->heap[i].fn);
         Py_XDECREF(c->heap[i].args);
@@ -1111,7 +1165,9 @@ static PyMethodDef core_methods[] = {
 static PyTypeObject CoreType = {
     PyVarObject_HEAD_INIT(NULL, 0).tp_name = "simulator._fastcore.Core",
     .tp_basicsize = sizeof(Core),
-    .tp_flags = Py_TPFLAGS_DEFAULT,
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC,
+    .tp_traverse = (traverseproc)core_traverse,
+    .tp_clear = (inquiry)core_clear,
     .tp_new = PyType_GenericNew,
     .tp_init = (initproc)core_init,
     .tp_dealloc = (destructor)core_dealloc,
