@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -46,8 +47,10 @@ class Link:
             raise InvalidInput(
                 f"link {self.src}->{self.dst}: bandwidth must be > 0, got {self.bandwidth_bytes_per_s}"
             )
-        if self.latency_s < 0:
-            raise InvalidInput(f"link {self.src}->{self.dst}: latency must be >= 0, got {self.latency_s}")
+        if not 0 <= self.latency_s < math.inf:  # (NaN fails every comparison)
+            raise InvalidInput(
+                f"link {self.src}->{self.dst}: latency must be a finite number of seconds >= 0, got {self.latency_s}"
+            )
         if self.src == self.dst:
             raise InvalidInput(f"link {self.src}->{self.dst}: a node cannot link to itself")
 

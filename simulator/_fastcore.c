@@ -281,18 +281,23 @@ static int tab_get(Tab *tab, PyObject *fn, long long k, double *out) {
 }
 
 /* ---- metrics (simulator.metrics.Metrics.record / record_ttft) --------------------------------------- */
-static void hist_add(Core *c, Hist *h, double value) {
+static int hist_add(Core *c, Hist *h, double value) {
     int i;
     if (value <= LO_S) {
         i = 0;
     } else {
         double b = floor(log(value / LO_S) * c->inv_log); /* int() of a non-negative float */
+        if (!isfinite(b)) { /* as int() of an infinite or NaN latency in the Python engine */
+            PyErr_Format(PyExc_OverflowError, "latency %g s cannot be binned", value);
+            return -1;
+        }
         long long k = (long long)b + 1;
         i = k < c->nbins - 1 ? (int)k : c->nbins - 1;
     }
     h->counts[i]++;
     h->n++;
     h->total += value;
+    return 0;
 }
 
 static int record(Core *c, int prompt, double latency, long long tokens, double now) {
@@ -316,10 +321,10 @@ static int record(Core *c, int prompt, double latency, long long tokens, double 
     }
     if (c->ws <= now && now <= c->we) {
         if (prompt) {
-            hist_add(c, &c->prompt, latency);
+            if (hist_add(c, &c->prompt, latency) < 0) return -1;
             c->window_prompt_tokens += tokens;
         } else {
-            hist_add(c, &c->decode, latency);
+            if (hist_add(c, &c->decode, latency) < 0) return -1;
             c->window_decode_tokens++;
         }
     }
@@ -555,7 +560,8 @@ static int emit(Core *c, int slot) {
     Query *q = &c->queries[slot];
     int prompt = q->iteration == 0;
     if (record(c, prompt, now - q->t_issue, q->seq_len, now) < 0) return -1;
-    if (prompt && c->ws <= q->t_arrive && q->t_arrive <= c->we) hist_add(c, &c->ttft, now - q->t_arrive);
+    if (prompt && c->ws <= q->t_arrive && q->t_arrive <= c->we && hist_add(c, &c->ttft, now - q->t_arrive) < 0)
+        return -1;
     if (q->iteration < q->output_len) {
         q->iteration++;
         q->seq_len = 1;

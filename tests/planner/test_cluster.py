@@ -36,6 +36,9 @@ def test_lookups_and_counts() -> None:
         lambda: Cluster((Node(SOURCE, "L4"),), ()),  # reserved name
         lambda: Link("a", "b", -5.0, 0.0),  # negative bandwidth
         lambda: Link("a", "b", 1e9, -0.1),  # negative latency
+        lambda: Link("a", "b", 1e9, float("inf")),  # a link that never delivers
+        lambda: Link("a", "b", 1e9, float("nan")),
+        lambda: Link("a", "b", float("nan"), 0.0),
         lambda: Link("a", "a", 1e9, 0.0),  # self loop
     ],
 )
