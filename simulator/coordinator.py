@@ -8,13 +8,10 @@ emitted when its turn is through; on a shared host the turn takes its share of t
 
 from __future__ import annotations
 
-import math
-from array import array
 from collections import deque
 from collections.abc import Callable, Mapping
 from functools import partial
 from heapq import heappush
-from typing import Any
 
 from planner.cluster import SINK, SOURCE, Cluster
 from planner.model import ModelSpec
@@ -24,9 +21,10 @@ from planner.routing.base import Hop, RouteRequest, RoutingPolicy, successors
 from planner.routing.kv import KVBook
 from planner.routing.maxflow import MaxFlowPolicy
 from simulator.chain_steps import ChainSteps
+from simulator.core_fleet import CoreFleet, decode_steps_in_core
 from simulator.engine import EventLoop
 from simulator.host import HostSpec, SimHost
-from simulator.link import SimLink
+from simulator.link_bandwidth import build_links
 from simulator.metrics import Metrics
 from simulator.policy_view import SimView
 from simulator.request import Query
@@ -105,13 +103,13 @@ class SimCoordinator:
         succ = self._place(plan, kv_capacity)
         # Every worker ever started, failed ones included (for reports); `workers` holds the live ones.
         self.all_workers = dict(self.workers)
-        self.links = self._build_links(succ)
-        # The compiled engine (simulator.fast_engine) when the loop is its: workers and links live in it.
-        self.core: Any = getattr(loop, "core", None)
-        self._core_worker: dict[str, int] = {}
-        self._core_link: dict[tuple[str, str], int] = {}
-        if self.core is not None:
-            self._enter_core()
+        self.links = build_links(plan, cluster, model, succ, by_flow=isinstance(policy, MaxFlowPolicy))
+        # The compiled engine's loop (simulator.fast_engine) holds the per-token state (simulator.core_fleet).
+        core = getattr(loop, "core", None)
+        done, prompt_done = self._core_finished, self._core_prompt_done
+        self.core_fleet = (
+            None if core is None else CoreFleet(core, self.workers, self.links, done, prompt_done)
+        )
 
     def _place(self, plan: Plan, kv_capacity: Mapping[str, int]) -> dict[str, tuple[str, ...]]:
         """Workers for `plan` (a worker whose range, entries and cache are unchanged is kept); returns the
@@ -156,32 +154,6 @@ class SimCoordinator:
             w.observer = observer
         return succ
 
-    def _enter_core(self) -> None:
-        core = self.core
-        # Step times depend on the profile (and the head) only: one set of tables per GPU type.
-        tables: dict[tuple[int, bool], int] = {}
-        for name, w in self.workers.items():
-            key = (id(w.profile), w.head is None)
-            if key not in tables:
-                lone = w.profile.lone_decode_batch
-                decode = w.profile.decode_s_per_layer
-                tables[key] = core.add_tables(
-                    w.profile.prompt_s_per_layer,
-                    lambda n, decode=decode, lone=lone: decode(lone if n == 1 else n),
-                    None if w.head is None else w.head.seconds,
-                )
-            self._core_worker[name] = core.add_worker(
-                w.seg_layers,
-                (w.prompt_max_requests, w.prompt_max_tokens, w.decode_max_seqs, w.decode_max_context),
-                w.cpu_s_per_token,
-                w.step_overhead_s,
-                w.kv_real,
-                tables[key],
-            )
-        for hop, link in self.links.items():
-            self._core_link[hop] = core.add_link(link.s_per_token, link.latency_s, link.free_at)
-        core.set_callbacks(self._core_finished, self._core_prompt_done)
-
     def _core_prompt_done(self, now: float) -> None:
         if self.on_prompt_done is not None:
             self.on_prompt_done(now)
@@ -192,106 +164,19 @@ class SimCoordinator:
         if self.on_query_done is not None:
             self.on_query_done(now)
 
-    def _core_accounting(self, chain: tuple[Hop, ...]) -> list[tuple[array[float], int, float]] | None:
-        """What the compiled engine adds per decode for the max-flow policy, which it runs itself (None:
-        no engine, or another policy, whose accounting it calls)."""
-        policy = self.policy
-        if (
-            self.core is None
-            or not isinstance(policy, MaxFlowPolicy)
-            or type(policy).decode_accounting is not MaxFlowPolicy.decode_accounting
-        ):
-            return None
-        return policy.decode_steps(chain)
-
-    def _core_admit(
-        self, q: Query, progress: int, issue_s: float, steps: list[tuple[array[float], int, float]] | None
-    ) -> None:
-        prev = SOURCE
-        route = []
-        for hop, (_, entry, _) in zip(q.chain, q.route, strict=True):
-            route.append(
-                (self._core_worker[hop.node], entry, self._core_link[(prev, hop.node)], hop.layers.size)
-            )
-            prev = hop.node
-        q.slot = self.core.add_query(
-            q,
-            q.qid,
-            q.input_len,
-            q.output_len,
-            max(0, progress),
-            q.t_arrive,
-            tuple(route),
-            self._core_link[(prev, SINK)],
-            steps or (),
-            q.on_decode,
-        )
-        if progress <= 0:
-            self.core.issue(q.slot)
-        else:
-            self.core.issue_at(q.slot, issue_s)
-
     def sync_from_core(self) -> None:
-        """Copy the compiled engine's per-worker counters and link clocks into the Python objects the
-        reports read."""
-        if self.core is None:
-            return
-        for name, i in self._core_worker.items():
-            w = self.all_workers[name]
-            for field, value in self.core.worker(i).items():
-                setattr(w, field, value)
-        for key, i in self._core_link.items():
-            self.links[key].free_at = self.core.link_free_at(i)
+        """The compiled engine's counters and link clocks into the Python objects the reports read."""
+        if self.core_fleet is not None:
+            self.core_fleet.sync(self.all_workers, self.links)
 
     def queued(self, node: str) -> int:
         """Requests waiting at `node` (arrived, not yet in a batch); 0 for a node not serving."""
         w = self.workers.get(node)
         if w is None:
             return 0
-        if self.core is not None:
-            return int(self.core.queued(self._core_worker[node]))
+        if self.core_fleet is not None:
+            return self.core_fleet.queued(node)
         return w.queued(self.loop.now)
-
-    # -- network -------------------------------------------------------------------------------------
-    def _nic(self, node: str, inbound: bool) -> float:
-        if node in (SOURCE, SINK):
-            return self.cluster.coordinator_nic_bytes_per_s
-        n = self.cluster.node(node)
-        return n.nic_in_bytes_per_s if inbound else n.nic_out_bytes_per_s
-
-    def _build_links(self, succ: Mapping[str, tuple[str, ...]]) -> dict[tuple[str, str], SimLink]:
-        """Per-hop bandwidth as the paper's schedulers set it. Max-flow: min(link, out-NIC x this link's
-        share of the sender's planned outflow, in-NIC x its share of the receiver's inflow), floored.
-        Baselines: min(link, out-NIC / number of outgoing links)."""
-        plan = self.plan
-        flows = plan.edge_flows
-        out_tot: dict[str, float] = {}
-        in_tot: dict[str, float] = {}
-        for (u, v), f in flows.items():
-            out_tot[u] = out_tot.get(u, 0.0) + f
-            in_tot[v] = in_tot.get(v, 0.0) + f
-        by_flow = isinstance(self.policy, MaxFlowPolicy)
-        token = self.model.token_bytes
-        act = self.model.activation_bytes_per_token + token
-        links: dict[tuple[str, str], SimLink] = {}
-        for u, vs in succ.items():
-            wanted = set(vs)
-            # The sender's own links, in the same (link) order as `vs`: no (src, dst) index of the whole
-            # mesh is built (a million entries at a thousand GPUs).
-            for lk in self.cluster.out_links(u):
-                v = lk.dst
-                if v not in wanted:
-                    continue
-                bw = lk.bandwidth_bytes_per_s
-                f = flows.get((u, v), 0.0)
-                if by_flow and f > 0:
-                    bw = min(bw, self._nic(u, False) * f / out_tot[u], self._nic(v, True) * f / in_tot[v])
-                    bw = max(1.0, math.floor(bw))
-                elif not by_flow:
-                    bw = min(bw, self._nic(u, False) / max(1, len(vs)))
-                per_token = token if u == SOURCE or v == SINK else act
-                links[(u, v)] = SimLink(u, v, bw, lk.latency_s, per_token)
-        return links
 
     # -- admission -----------------------------------------------------------------------------------
     def submit(self, input_len: int, output_len: int, arrive_s: float | None = None) -> Query | None:
@@ -300,8 +185,8 @@ class SimCoordinator:
         q = self._admit(input_len, output_len, 0, self.loop.now)
         if q is not None and arrive_s is not None:
             q.t_arrive = arrive_s
-            if self.core is not None:
-                self.core.set_arrive(q.slot, arrive_s)
+            if self.core_fleet is not None:
+                self.core_fleet.set_arrive(q, arrive_s)
         return q
 
     def submit_warm(self, input_len: int, output_len: int, progress: int, issue_s: float) -> Query | None:
@@ -327,7 +212,7 @@ class SimCoordinator:
             stages.append((w, w.entry_index[hop.layers.start], self.links[(prev, hop.node)]))
             prev = hop.node
         q.chain = chain
-        steps = self._core_accounting(chain)
+        steps = None if self.core_fleet is None else decode_steps_in_core(self.policy, chain)
         q.on_decode = None if steps is not None else self.policy.decode_accounting(chain)
         if (
             steps is None
@@ -340,8 +225,8 @@ class SimCoordinator:
         self.admitted += 1
         self.active += 1
         self.live[q.qid] = q
-        if self.core is not None:
-            self._core_admit(q, progress, issue_s, steps)
+        if self.core_fleet is not None:
+            self.core_fleet.admit(q, progress, issue_s, steps)
             return q
         if progress <= 0:
             self._issue(q, now)
@@ -541,7 +426,9 @@ class SimCoordinator:
         self.kv, caps = self.make_kv(plan)
         self.paused.clear()
         succ = self._place(plan, caps)
-        self.links = self._build_links(succ)
+        self.links = build_links(
+            plan, self.cluster, self.model, succ, by_flow=isinstance(self.policy, MaxFlowPolicy)
+        )
         for name, old in before.items():
             new = self.workers.get(name)
             if new is old:
@@ -557,6 +444,6 @@ class SimCoordinator:
 
     # -- reading -------------------------------------------------------------------------------------
     def real_kv(self) -> dict[str, int]:
-        if self.core is not None:
-            return {n: self.core.worker(self._core_worker[n])["kv_real"] for n in self.workers}
+        if self.core_fleet is not None:
+            return {n: self.core_fleet.kv_real(n) for n in self.workers}
         return {n: w.kv_real for n, w in self.workers.items()}
