@@ -4,19 +4,25 @@ best heuristic's layout and each dense chain, random moves (a node's range grown
 nodes swapped) are kept when the mean decode over the search seeds does not fall; the best layout found
 is then run on held-out seeds beside its start, since a climb on a few seeds also climbs their noise.
 
+With --chains, every single chain at the highest KV level instead (planner.solvers.dense: each node holds
+its count at that level or one less, the counts sum to the model, the GPU types in every order; 9,450 on
+cluster10): each run on the first seed, the best TOP_RERUN again on all of --seeds, the best TOP_HELD of
+those on the held-out seeds beside swarm's layout.
+
     .venv/bin/python -m bench.layout_search [--fleet cluster10/llama1-30b] [--steps 300] \\
-        [--seeds 0,1] [--holdout 2,3,4,5,6,7] [--quick]
+        [--seeds 0,1] [--holdout 2,3,4,5,6,7] [--chains] [--quick]
 
 Prints a line per start and the held-out comparison; the last line is JSON."""
 
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import random
 import statistics
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 from bench.planner_fleets import full_run_window, initial_queries, load_cluster
@@ -25,11 +31,53 @@ from planner.errors import BrlError
 from planner.flow import plan_from_placement
 from planner.solvers import solve
 from planner.solvers.base import SolveContext
-from planner.solvers.dense import dense_candidates
+from planner.solvers.dense import chain_levels, dense_candidates
 from planner.solvers.search import Layout, from_placement, to_placement
 from planner.throughput import typical_throughput
 
 DENSE_STARTS = 4
+# --chains: how many of the first seed's best are run again on every seed, and of those on the held-out ones.
+TOP_RERUN = 40
+TOP_HELD = 5
+MAX_CHAINS = 50_000
+
+
+def type_orders(types: Sequence[str]) -> Iterator[tuple[str, ...]]:
+    """Every distinct order of a multiset of GPU types."""
+    if not types:
+        yield ()
+        return
+    for t in sorted(set(types)):
+        rest = list(types)
+        rest.remove(t)
+        for tail in type_orders(rest):
+            yield (t, *tail)
+
+
+def top_level_chains(
+    names: Sequence[str], types: Sequence[str], counts: Sequence[int], num_layers: int
+) -> Iterator[Layout]:
+    """Single chains over every node: node i holds counts[i] or one less (at least one), the holdings
+    sum to num_layers, in every order of the types (each type's nodes in the order given)."""
+    by_type: dict[str, list[tuple[str, int]]] = {}
+    for name, t, c in zip(names, types, counts, strict=True):
+        by_type.setdefault(t, []).append((name, c))
+    for order in type_orders(list(types)):
+        taken = dict.fromkeys(by_type, 0)
+        seq = []
+        for t in order:
+            seq.append(by_type[t][taken[t]])
+            taken[t] += 1
+        options = [[k for k in (c - 1, c) if k >= 1] for _, c in seq]
+        for sizes in itertools.product(*options):
+            if sum(sizes) != num_layers:
+                continue
+            layout: Layout = {}
+            start = 0
+            for (name, _), k in zip(seq, sizes, strict=True):
+                layout[name] = (start, k)
+                start += k
+            yield layout
 
 
 def covers(layout: Layout, num_layers: int, max_layers: dict[str, int]) -> bool:
@@ -89,7 +137,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--steps", type=int, default=300, help="moves tried from each start")
     parser.add_argument("--seeds", default="0,1", help="seeds a layout is judged on while climbing")
     parser.add_argument("--holdout", default="2,3,4,5,6,7", help="seeds for the final comparison")
-    parser.add_argument("--quick", action="store_true", help="80-s runs, 20 steps, one start: for the tests")
+    parser.add_argument("--chains", action="store_true", help="every chain at the highest KV level instead")
+    parser.add_argument(
+        "--quick", action="store_true", help="80-s runs, 20 steps, one start (30 chains): for the tests"
+    )
     args = parser.parse_args(argv)
     from simulator.run import SimConfig, simulate
 
@@ -145,6 +196,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return seen[key]
 
     swarm = solve("swarm", cluster, model, profiles, settings=settings, throughput=table, seed=0)
+    if args.chains:
+        return sweep_chains(args, cluster, profiles, layers, decode, from_placement(swarm.placement))
     starts: list[tuple[str, Layout]] = [("swarm", from_placement(swarm.placement))]
     ctx = SolveContext(cluster, model, profiles, table, random.Random(0))
     starts += [(name, dict(lay)) for name, lay in dense_candidates(ctx)[:DENSE_STARTS]]
@@ -175,6 +228,52 @@ def main(argv: Sequence[str] | None = None) -> int:
         "starts": [{k: v for k, v in f.items() if k != "layout"} for f in found],
         "best": {"start": top["start"], "score": top["score"], "layout": top["layout"]},
         "holdout": held,
+    }
+    print(json.dumps(out))
+    return 0
+
+
+def sweep_chains(
+    args: argparse.Namespace,
+    cluster: Any,
+    profiles: Any,
+    layers: int,
+    decode: Callable[[Layout, Sequence[int]], float],
+    swarm: Layout,
+) -> int:
+    names = [n.name for n in cluster.nodes]
+    types = [n.gpu_type for n in cluster.nodes]
+    levels = chain_levels(types, profiles, layers)
+    if not levels:
+        raise SystemExit(f"{args.fleet}: no single chain over every node holds the model")
+    level, counts = levels[0]
+    seeds = [int(s) for s in args.seeds.split(",") if s]
+    holdout = [int(s) for s in args.holdout.split(",") if s]
+    chains = list(itertools.islice(top_level_chains(names, types, counts, layers), MAX_CHAINS + 1))
+    if len(chains) > MAX_CHAINS:
+        raise SystemExit(f"{args.fleet}: more than {MAX_CHAINS} chains at the top KV level; too many to run")
+    if args.quick:
+        chains = chains[:30]
+    first = sorted(((decode(c, seeds[:1]), i) for i, c in enumerate(chains)), reverse=True)
+    again = sorted(((decode(chains[i], seeds), i) for _, i in first[:TOP_RERUN]), reverse=True)
+    held = [(decode(chains[i], holdout), v, i) for v, i in again[:TOP_HELD]]
+    swarm_held = decode(swarm, holdout)
+    print(
+        f"{len(chains)} chains at {level:,.0f} KV tokens a layer; best on seed {seeds[0]}: {first[0][0]:.2f}; "
+        f"swarm's layout on the held-out seeds {args.holdout}: {swarm_held:.2f}"
+    )
+    for h, v, i in held:
+        sizes = [k for _, k in sorted(chains[i].values())]
+        line = f"  seeds {args.seeds}: {v:.2f}  held out: {h:.2f} ({h / swarm_held:.3f}x)  layers {sizes}"
+        print(line)
+    out = {
+        "bench": "layout-search-chains",
+        "fleet": args.fleet,
+        "chains": len(chains),
+        "kv_level": level,
+        "best_first_seed": first[0][0],
+        "held": [{"seeds": v, "holdout": h, "layout": chains[i]} for h, v, i in held],
+        "swarm_holdout": swarm_held,
     }
     print(json.dumps(out))
     return 0

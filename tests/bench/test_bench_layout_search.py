@@ -47,3 +47,35 @@ def test_quick_run_prints_json(capsys) -> None:
     (start,) = out["starts"]
     assert start["score"] >= start["start_score"] > 0
     assert out["holdout"]["found"] > 0 and out["holdout"]["start"] > 0
+
+
+def test_type_orders_are_every_distinct_order() -> None:
+    orders = list(layout_search.type_orders(["T4", "L4", "T4"]))
+    assert sorted(orders) == [("L4", "T4", "T4"), ("T4", "L4", "T4"), ("T4", "T4", "L4")]
+    assert len(list(layout_search.type_orders(["T4"] * 6 + ["L4"] * 4))) == 210  # 10! / (6! 4!)
+
+
+def test_top_level_chains_cover_the_model_once_with_counts_at_or_one_below_the_level() -> None:
+    names, types, counts = ["a", "b", "c"], ["T4", "L4", "T4"], [4, 5, 3]
+    chains = list(layout_search.top_level_chains(names, types, counts, 10))
+    assert chains and len({tuple(sorted(c.items())) for c in chains}) == len(chains)
+    level = dict(zip(names, counts, strict=True))
+    for chain in chains:
+        spans = sorted(chain.values())
+        assert spans[0][0] == 0 and sum(k for _, k in spans) == 10
+        assert all(a + k == b for (a, k), (b, _) in zip(spans, spans[1:], strict=False))  # contiguous
+        assert all(level[n] - 1 <= k <= level[n] for n, (_, k) in chain.items())
+    # Each of the 3 type orders takes every choice of sizes summing to 10.
+    per_order = sum(1 for x in (3, 4) for y in (4, 5) for z in (2, 3) if x + y + z == 10)
+    assert len(chains) == 3 * per_order
+
+
+def test_quick_chain_sweep_prints_json(capsys) -> None:
+    assert layout_search.main(["--chains", "--quick"]) == 0
+    out = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert out["bench"] == "layout-search-chains" and out["chains"] == 30
+    assert out["kv_level"] == 47088.0  # cluster10's best chain level (bench.planner_cluster10)
+    assert len(out["held"]) == layout_search.TOP_HELD
+    assert out["swarm_holdout"] > 0 and all(h["holdout"] > 0 for h in out["held"])
+    seeds = [h["seeds"] for h in out["held"]]
+    assert seeds == sorted(seeds, reverse=True)
