@@ -25,15 +25,13 @@ import sys
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
-from bench.planner_fleets import full_run_window, initial_queries, load_cluster
-from planner import bundled
+from bench.planner_fleets import full_run_window, initial_queries, load_fleet
 from planner.errors import BrlError
 from planner.flow import plan_from_placement
 from planner.solvers import solve
 from planner.solvers.base import SolveContext
 from planner.solvers.dense import chain_levels, dense_candidates
 from planner.solvers.search import Layout, from_placement, to_placement
-from planner.throughput import typical_throughput
 
 DENSE_STARTS = 4
 # --chains: how many of the first seed's best are run again on every seed, and of those on the held-out ones.
@@ -144,12 +142,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     from simulator.run import SimConfig, simulate
 
-    cluster_name, model_name = args.fleet.split("/", 1)
-    cluster = load_cluster(cluster_name)
-    model = bundled.model(model_name)
-    profiles = bundled.profiles(model)
-    settings = bundled.helix_settings(model)
-    table = typical_throughput(cluster, model, profiles, settings)
+    fleet = load_fleet(args.fleet)
+    cluster, model, profiles = fleet.cluster, fleet.model, fleet.profiles
+    settings, table = fleet.settings, fleet.table
     layers = model.num_layers
     max_layers = {n.name: profiles.get(n.gpu_type).max_layers for n in cluster.nodes}
     warmup_s, duration_s = (20.0, 80.0) if args.quick else full_run_window(cluster)
@@ -259,7 +254,8 @@ def sweep_chains(
     held = [(decode(chains[i], holdout), v, i) for v, i in again[:TOP_HELD]]
     swarm_held = decode(swarm, holdout)
     print(
-        f"{len(chains)} chains at {level:,.0f} KV tokens a layer; best on seed {seeds[0]}: {first[0][0]:.2f}; "
+        f"{len(chains)} chains at {level:,.0f} KV tokens a layer; on seed {seeds[0]}: best {first[0][0]:.2f}, "
+        f"median {first[len(first) // 2][0]:.2f}, worst {first[-1][0]:.2f}; "
         f"swarm's layout on the held-out seeds {args.holdout}: {swarm_held:.2f}"
     )
     for h, v, i in held:
@@ -272,6 +268,8 @@ def sweep_chains(
         "chains": len(chains),
         "kv_level": level,
         "best_first_seed": first[0][0],
+        "median_first_seed": first[len(first) // 2][0],
+        "worst_first_seed": first[-1][0],
         "held": [{"seeds": v, "holdout": h, "layout": chains[i]} for h, v, i in held],
         "swarm_holdout": swarm_held,
     }

@@ -29,15 +29,13 @@ import statistics
 import sys
 from typing import Any
 
-from bench.planner_fleets import full_run_window, initial_queries, load_cluster
-from planner import bundled
+from bench.planner_fleets import full_run_window, initial_queries, load_fleet
 from planner.flow import plan_from_placement
 from planner.routing.kv import OFFLINE_KV, PAPER_EXPECTED_OUTPUT_LEN
 from planner.solvers import solve
 from planner.solvers.base import SolveContext
 from planner.solvers.dense import dense_candidates, kv_ceiling, kv_per_layer
 from planner.solvers.search import from_placement, to_placement
-from planner.throughput import typical_throughput
 
 HEURISTICS = ("petals", "swarm", "separate")
 # Dense chains run in full: the highest KV level's variants (trims and group orders).
@@ -152,13 +150,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seeds", default="0,1")
     parser.add_argument("--quick", action="store_true", help="80-s runs, one seed: for the tests")
     args = parser.parse_args(argv)
-    cluster_name, model_name = args.fleet.split("/", 1)
     seeds = [0] if args.quick else [int(s) for s in args.seeds.split(",") if s]
-    cluster = load_cluster(cluster_name)
-    model = bundled.model(model_name)
-    profiles = bundled.profiles(model)
-    settings = bundled.helix_settings(model)
-    table = typical_throughput(cluster, model, profiles, settings)
+    fleet = load_fleet(args.fleet)
+    cluster, model, profiles = fleet.cluster, fleet.model, fleet.profiles
+    settings, table = fleet.settings, fleet.table
     layers = model.num_layers
     from simulator.workload import load_lengths
 

@@ -7,10 +7,15 @@ from __future__ import annotations
 import random
 import re
 from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
 
 from planner import bundled
 from planner.cluster import Cluster
 from planner.generate import single_region
+from planner.model import ModelSpec
+from planner.profile import ProfileSet
+from planner.throughput import ThroughputTable, typical_throughput
 from simulator.score import (
     MAX_WARMUP_S,
     PAPER_INITIAL_QUERIES,
@@ -38,6 +43,28 @@ def load_cluster(name: str) -> Cluster:
     if found and found.group(1) in GENERATED:
         return single_region(GENERATED[found.group(1)], random.Random(int(found.group(2))), name=name)
     return bundled.cluster(name)
+
+
+@dataclass(frozen=True)
+class Fleet:
+    """What a bench needs of "cluster/model": the fleet, the model, its GPU profiles, the paper's settings for
+    it and the typical-throughput table the planners take."""
+
+    cluster: Cluster
+    model: ModelSpec
+    profiles: ProfileSet
+    settings: Mapping[str, Any]
+    table: ThroughputTable
+
+
+def load_fleet(spec: str) -> Fleet:
+    """ "cluster/model", e.g. cluster10/llama1-30b."""
+    cluster_name, model_name = spec.split("/", 1)
+    cluster = load_cluster(cluster_name)
+    model = bundled.model(model_name)
+    profiles = bundled.profiles(model)
+    settings = bundled.helix_settings(model)
+    return Fleet(cluster, model, profiles, settings, typical_throughput(cluster, model, profiles, settings))
 
 
 def best_baseline(

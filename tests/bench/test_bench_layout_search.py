@@ -74,6 +74,7 @@ def test_quick_chain_sweep_prints_json(capsys) -> None:
     assert layout_search.main(["--chains", "--quick"]) == 0
     out = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert out["bench"] == "layout-search-chains" and out["chains"] == 30
+    assert out["best_first_seed"] >= out["median_first_seed"] >= out["worst_first_seed"] > 0
     assert out["kv_level"] == 47088.0  # cluster10's best chain level (bench.planner_cluster10)
     assert len(out["held"]) == layout_search.TOP_HELD
     assert out["swarm_holdout"] > 0 and all(h["holdout"] > 0 for h in out["held"])
