@@ -15,9 +15,10 @@ Then the best heuristic's layout and the best layout again under each coordinato
 sequences a worker step carried and the workers' mean utilisation: why the runs sit near half the bound.
 The paper's coordinator issues each query on its own, so an idle stage starts a step for whatever came
 first and steps stay small (~2-3 sequences): the slowest stage runs one step per batch in the ring. BRL's
-(`SimConfig.pipeline_depth`: a chain's ready queries step together) carries more a step but leaves the
-workers idle most of the time: its steps merge, and a step that carries a prompt (~0.15 s a stage here
-against ~0.03 for a decode step) holds every decode behind it at each stage it crosses.
+(`SimConfig.pipeline_depth`: a chain's ready queries step together), at its default depth of 2 steps in
+flight and at one per stage, carries more a step but leaves the workers idle most of the time: its steps
+merge, and a step that carries a prompt (~0.15 s a stage here against ~0.03 for a decode step) holds every
+decode behind it at each stage it crosses; at depth 2 most of a 10-stage chain has no step to run.
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ from planner.solvers import solve
 from planner.solvers.base import SolveContext
 from planner.solvers.dense import dense_candidates, kv_ceiling, kv_per_layer
 from planner.solvers.search import from_placement, to_placement
+from services.coordinator.engine import EngineLimits
 
 HEURISTICS = ("petals", "swarm", "separate")
 # Dense chains run in full: the highest KV level's variants (trims and group orders).
@@ -64,9 +66,13 @@ def latency_floor_s(cluster: Any, profiles: Any, layout: dict[str, tuple[int, in
     return sum(per_layer.values()) + (hops + 1) * min(links, default=0.0)
 
 
-# The coordinators compared: the paper's (every query on its own) and BRL's chain steps, at most one step
-# per stage in flight (ChainSteps caps the depth at a chain's stages).
-COORDINATORS = (("paper, per query", None), ("BRL chain steps", 1 << 10))
+# The coordinators compared: the paper's (every query on its own) and BRL's chain steps at its default depth
+# (EngineLimits: 2 steps in flight) and at one step per stage (ChainSteps caps the depth at a chain's stages).
+COORDINATORS = (
+    ("paper, per query", None),
+    (f"BRL, depth {EngineLimits().pipeline_depth}", EngineLimits().pipeline_depth),
+    ("BRL, one per stage", 1 << 10),
+)
 
 
 def run_full(

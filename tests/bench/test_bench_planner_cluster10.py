@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 
 from bench import planner_cluster10
+from services.coordinator.engine import EngineLimits
 
 
 def test_quick_run_prints_ceilings_runs_and_coordinators(capsys) -> None:
@@ -37,13 +38,17 @@ def test_quick_run_prints_ceilings_runs_and_coordinators(capsys) -> None:
         "best": best["layout"],
         "ratio": round(best["runs"]["0"]["decode_tok_per_s"] / base["runs"]["0"]["decode_tok_per_s"], 3),
     }
-    paper, brl = out["coordinators"]
-    assert paper["pipeline_depth"] is None and brl["pipeline_depth"] is not None
-    assert set(paper["runs"]) == set(brl["runs"]) == {base["layout"], best["layout"]}
+    paper, *brl = out["coordinators"]
+    assert paper["pipeline_depth"] is None
+    # The coordinator's default depth, then one step per stage (a depth above any chain's stage count).
+    assert [c["pipeline_depth"] for c in brl] == [EngineLimits().pipeline_depth, 1 << 10]
     # The paper's coordinator is the table's: the same runs again give the same figures.
+    assert set(paper["runs"]) == {base["layout"], best["layout"]}
     for name, run in paper["runs"].items():
         assert run == rows[name]["runs"]["0"]
     # BRL's chain steps carry more sequences a step than queries issued one by one.
-    for name, run in brl["runs"].items():
-        assert run["decode_seqs_per_step"] > paper["runs"][name]["decode_seqs_per_step"], name
-    assert any(line.startswith("  BRL chain steps") for line in lines)
+    for coordinator in brl:
+        assert set(coordinator["runs"]) == set(paper["runs"])
+        for name, run in coordinator["runs"].items():
+            assert run["decode_seqs_per_step"] > paper["runs"][name]["decode_seqs_per_step"], name
+    assert any(line.startswith("  BRL, one per stage") for line in lines)
