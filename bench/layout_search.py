@@ -1,6 +1,6 @@
 """A hill climb over layouts judged by full offline runs (the compiled engine makes one ~0.05 s on
-cluster10), to test the claim that no layout of a fleet serves much more than the planner's: from the
-best heuristic's layout and each dense chain, random moves (a node's range grown, shrunk or moved, two
+cluster10), to test the claim that no layout of a fleet serves much more than the planner's: from swarm's
+layout and each dense chain, random moves (a node's range grown, shrunk or moved, two
 nodes swapped) are kept when the mean decode over the search seeds does not fall; the best layout found
 is then run on held-out seeds beside its start, since a climb on a few seeds also climbs their noise.
 
@@ -260,8 +260,8 @@ def sweep_chains(
     )
     for h, v, i in held:
         sizes = [k for _, k in sorted(chains[i].values())]
-        line = f"  seeds {args.seeds}: {v:.2f}  held out: {h:.2f} ({h / swarm_held:.3f}x)  layers {sizes}"
-        print(line)
+        ratio = f" ({h / swarm_held:.3f}x)" if swarm_held > 0 else ""
+        print(f"  seeds {args.seeds}: {v:.2f}  held out: {h:.2f}{ratio}  layers {sizes}")
     out = {
         "bench": "layout-search-chains",
         "fleet": args.fleet,
