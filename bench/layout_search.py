@@ -25,7 +25,8 @@ import sys
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
-from bench.planner_fleets import full_run_window, initial_queries, load_fleet
+from bench.planner_cluster10 import run_full
+from bench.planner_fleets import load_fleet
 from planner.errors import BrlError
 from planner.flow import plan_from_placement
 from planner.solvers import solve
@@ -140,14 +141,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--quick", action="store_true", help="80-s runs, 20 steps, one start (30 chains): for the tests"
     )
     args = parser.parse_args(argv)
-    from simulator.run import SimConfig, simulate
 
     fleet = load_fleet(args.fleet)
     cluster, model, profiles = fleet.cluster, fleet.model, fleet.profiles
     settings, table = fleet.settings, fleet.table
     layers = model.num_layers
     max_layers = {n.name: profiles.get(n.gpu_type).max_layers for n in cluster.nodes}
-    warmup_s, duration_s = (20.0, 80.0) if args.quick else full_run_window(cluster)
     seeds = [int(s) for s in args.seeds.split(",") if s]
     holdout = [int(s) for s in args.holdout.split(",") if s]
     steps = 20 if args.quick else args.steps
@@ -165,21 +164,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 throughput=table,
                 split="balanced",
             )
-            runs = [
-                simulate(
-                    cluster,
-                    model,
-                    profiles,
-                    plan,
-                    SimConfig(
-                        seed=s,
-                        initial_queries=initial_queries(cluster),
-                        warmup_s=warmup_s,
-                        duration_s=duration_s,
-                    ),
-                ).decode_tok_per_s
-                for s in on
-            ]
+            runs = [run_full(cluster, model, profiles, plan, s, args.quick)["decode_tok_per_s"] for s in on]
         except BrlError:
             return 0.0
         return statistics.mean(runs)
