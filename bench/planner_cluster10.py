@@ -15,10 +15,10 @@ Then the best heuristic's layout and the best layout again under each coordinato
 sequences a worker step carried and the workers' mean utilisation: why the runs sit near half the bound.
 The paper's coordinator issues each query on its own, so an idle stage starts a step for whatever came
 first and steps stay small (~2-3 sequences): the slowest stage runs one step per batch in the ring. BRL's
-(`SimConfig.pipeline_depth`: a chain's ready queries step together), at its default depth of 2 steps in
-flight and at one per stage, carries more a step but leaves the workers idle most of the time: its steps
-merge, and a step that carries a prompt (~0.15 s a stage here against ~0.03 for a decode step) holds every
-decode behind it at each stage it crosses; at depth 2 most of a 10-stage chain has no step to run.
+(`SimConfig.pipeline_depth`: a chain's ready queries step together), at a fixed depth of 2 steps in flight
+and at its default of one per stage, carries more a step but leaves the workers idle most of the time: its
+steps merge, and a prompt step (~0.15 s a stage here against ~0.03 for a decode step) holds the decode
+steps behind it at each stage it crosses; at depth 2 most of a 10-stage chain has no step to run.
 """
 
 from __future__ import annotations
@@ -66,12 +66,13 @@ def latency_floor_s(cluster: Any, profiles: Any, layout: dict[str, tuple[int, in
     return sum(per_layer.values()) + (hops + 1) * min(links, default=0.0)
 
 
-# The coordinators compared: the paper's (every query on its own) and BRL's chain steps at its default depth
-# (EngineLimits: 2 steps in flight) and at one step per stage (ChainSteps caps the depth at a chain's stages).
+# The coordinators compared: the paper's (every query on its own) and BRL's chain steps at a fixed depth of
+# 2 steps in flight (its default until it went to one per stage) and at its default, one step per stage
+# (EngineLimits; ChainSteps caps the depth at a chain's stages).
 COORDINATORS = (
     ("paper, per query", None),
-    (f"BRL, depth {EngineLimits().pipeline_depth}", EngineLimits().pipeline_depth),
-    ("BRL, one per stage", 1 << 10),
+    ("BRL, depth 2", 2),
+    ("BRL, one per stage", EngineLimits().pipeline_depth),
 )
 
 

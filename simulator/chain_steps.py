@@ -1,7 +1,9 @@
 """BRL's coordinator steps a chain's requests together (services/coordinator/chain_runner.py): every request
 routed over one chain whose last token is out goes into that chain's next step, the step travels as one
 message from hop to hop, and at most `depth` steps of a chain are in flight (one per stage at most); a
-step's requests are ready again once the whole step's results are through the coordinator.
+step's requests are ready again once the whole step's results are through the coordinator. Decodes and
+prompts go in steps of their own, each kind with `depth` slots: a decode riding with a prompt would pay
+the prompt's compute at every stage, and a prompt waiting for a decode's slot would wait a whole round.
 
 Optional (SimConfig.pipeline_depth): the paper's coordinator issues every query on its own, one message
 each, and its figures stay as they were. Without this, a closed loop on a BRL fleet is simulated as
@@ -18,13 +20,17 @@ if TYPE_CHECKING:
     from simulator.request import Query, Stage
 
 
+DECODE, PROMPT = 0, 1
+
+
 class _Chain:
     __slots__ = ("ready", "inflight", "due", "depth")
 
     def __init__(self, depth: int) -> None:
         self.depth = depth
         self.ready: list[Query] = []
-        self.inflight = 0
+        # Steps in flight by kind: [decode steps, prompt steps]; each kind has the depth to itself.
+        self.inflight = [0, 0]
         # A launch is scheduled for this instant: everything that gets ready before it runs joins it, as
         # the live runner takes every request made ready in one turn of its event loop.
         self.due = False
@@ -33,11 +39,12 @@ class _Chain:
 class Step:
     """The requests one launch sent; the chain's slot frees when the last of them is back (or dropped)."""
 
-    __slots__ = ("chain", "left")
+    __slots__ = ("chain", "left", "kind")
 
-    def __init__(self, chain: _Chain, size: int) -> None:
+    def __init__(self, chain: _Chain, size: int, kind: int) -> None:
         self.chain = chain
         self.left = size
+        self.kind = kind
 
 
 def send(step: list[Query], now: float) -> None:
@@ -83,21 +90,31 @@ class ChainSteps:
         q.step = None
         step.left -= 1
         if step.left == 0:
-            step.chain.inflight -= 1
+            step.chain.inflight[step.kind] -= 1
             self._wake(step.chain)
 
     def _wake(self, c: _Chain) -> None:
-        if not c.due and c.ready and c.inflight < c.depth:
+        if not c.due and c.ready and min(c.inflight) < c.depth:
             c.due = True
             self.loop.schedule(self.loop.now, self._launch, c)
 
     def _launch(self, c: _Chain) -> None:
         c.due = False
-        if not c.ready or c.inflight >= c.depth:
+        if not c.ready:
             return
-        batch, c.ready = c.ready, []
-        c.inflight += 1
-        step = Step(c, len(batch))
-        for q in batch:
-            q.step = step
-        self.send(batch, self.loop.now)
+        # Prompts and decodes go out in steps of their own, as the live runner sends them (a decode riding
+        # with a prompt would pay the prompt's compute at every stage).
+        prompts = [q for q in c.ready if q.iteration == 0]
+        decodes = [q for q in c.ready if q.iteration != 0] if prompts else c.ready
+        c.ready = []
+        for kind, batch in ((DECODE, decodes), (PROMPT, prompts)):
+            if not batch:
+                continue
+            if c.inflight[kind] >= c.depth:
+                c.ready.extend(batch)
+                continue
+            c.inflight[kind] += 1
+            step = Step(c, len(batch), kind)
+            for q in batch:
+                q.step = step
+            self.send(batch, self.loop.now)

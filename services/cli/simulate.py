@@ -125,8 +125,8 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
         type=int,
         metavar="N",
         help="model BRL's coordinator: each chain steps its ready requests together, at most N steps in "
-        "flight (one per stage at most; the coordinator's BRL_PIPELINE_DEPTH, default 2 there). Default: "
-        "the paper's coordinator, every request issued on its own",
+        "flight (one per stage at most; the coordinator's BRL_PIPELINE_DEPTH, which defaults to one per "
+        "stage). Default: the paper's coordinator, every request issued on its own",
     )
     p.add_argument(
         "--dead-end",

@@ -18,7 +18,7 @@ import grpc
 
 from planner.errors import BrlError, CapacityExceeded, InvalidInput, NoRoute
 from planner.routing import chain_nodes
-from services.coordinator.chain_runner import ChainFactory, ChainKey, ChainLike, ChainRunner
+from services.coordinator.chain_runner import ONE_PER_STAGE, ChainFactory, ChainKey, ChainLike, ChainRunner
 from services.coordinator.errors import ShuttingDown
 from services.coordinator.eventlog import EventLog
 from services.coordinator.fleet import Fleet
@@ -52,7 +52,7 @@ class EngineLimits:
     max_waiting: int = 256
     max_running: int = 256
     max_batch_tokens: int = 2048
-    pipeline_depth: int = 2
+    pipeline_depth: int = ONE_PER_STAGE
     max_retries: int = 3
     queue_timeout_s: float = 60.0
     tick_s: float = 0.25

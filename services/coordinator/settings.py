@@ -10,6 +10,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from planner.errors import InvalidInput
 from planner.routing.maxflow import DEFAULT_DEAD_END, DeadEndRule
+from services.coordinator.chain_runner import ONE_PER_STAGE
 
 ENV_PREFIX = "BRL_"
 
@@ -57,7 +58,10 @@ class CoordinatorSettings(BaseModel):
     max_running: int = Field(256, ge=1, description="requests decoding at once across the fleet")
     max_batch_tokens: int = Field(2048, ge=1, description="prompt tokens per step on one chain")
     pipeline_depth: int = Field(
-        2, ge=1, description="micro-batches in flight on one chain (at most one per stage)"
+        ONE_PER_STAGE,
+        ge=1,
+        description=f"micro-batches in flight on one chain, at most one per stage (default {ONE_PER_STAGE}: "
+        "one per stage on every chain)",
     )
     default_max_tokens: int = Field(256, ge=1)
     step_timeout_s: float = Field(30.0, gt=0)

@@ -38,30 +38,32 @@ def decoding_request(rid: str, prompt: list[int], generated: list[int]) -> Reque
 
 def test_select_sends_every_decode_whatever_the_budget() -> None:
     decodes = [decoding_request(f"d{i}", [1, 2], [3]) for i in range(5)]
-    batch = select(decodes, budget=2)
-    assert [b[0] for b in batch] == decodes
+    batch, prompts = select(decodes, budget=2)
+    assert [b[0] for b in batch] == decodes and prompts == []
     assert all(tokens == r.pending and last for r, tokens, last in batch)
 
 
-def test_select_chunks_prompts_to_the_budget_in_order() -> None:
+def test_select_puts_decodes_and_prompt_chunks_in_separate_steps() -> None:
     long = prompt_request("long", list(range(10)))
     short = prompt_request("short", [1, 2, 3])
     dec = decoding_request("dec", [4, 5], [6])
     budget = 7
-    batch = select([long, dec, short], budget)
-    # Decodes first, then prompts in arrival order until the budget is spent.
-    assert [b[0].id for b in batch] == ["dec", "long"]
-    assert batch[1][1] == long.pending[:budget]
-    assert batch[1][2] is False  # more of this prompt is still to come
-    prompt_tokens = sum(len(t) for r, t, _ in batch if r is not dec)
-    assert prompt_tokens <= budget
+    decodes, prompts = select([long, dec, short], budget)
+    # A decode never rides with a prompt: it would pay the prompt's compute at every stage.
+    assert [b[0].id for b in decodes] == ["dec"]
+    # Prompts in arrival order until the budget is spent.
+    assert [b[0].id for b in prompts] == ["long"]
+    assert prompts[0][1] == long.pending[:budget]
+    assert prompts[0][2] is False  # more of this prompt is still to come
+    assert sum(len(t) for _, t, _ in prompts) <= budget
 
 
 def test_select_fits_several_prompts_and_marks_the_last_chunk() -> None:
     first = prompt_request("p1", [1, 2, 3])
     second = prompt_request("p2", [4, 5, 6, 7])
-    batch = select([first, second], budget=5)
-    assert [(r.id, t, last) for r, t, last in batch] == [
+    decodes, prompts = select([first, second], budget=5)
+    assert decodes == []
+    assert [(r.id, t, last) for r, t, last in prompts] == [
         ("p1", first.pending, True),
         ("p2", second.pending[:2], False),
     ]
@@ -181,6 +183,39 @@ async def test_a_one_stage_chain_keeps_one_step_in_flight_whatever_the_depth() -
         runner.add(prompt_request(f"r{i}", [1, 2, 3, 4]))
     await wait_steps(stub, 3)
     assert runner.depth == 1 and client.peak == 1
+    for r in list(runner.requests.values()):
+        runner.remove(r)
+    await asyncio.wait_for(runner.task, 5.0)
+
+
+async def test_a_prompt_goes_out_beside_a_decode_step_never_in_it() -> None:
+    """Each kind has the depth to itself: at depth 1 a decode step and a prompt step fly at once."""
+    client = SlowChain(delay_s=0.05)
+    stub, runner = make_runner(EngineLimits(max_batch_tokens=8, pipeline_depth=1), client)
+    dec = decoding_request("d", [1, 2], [3])
+    new = prompt_request("p", [4, 5, 6])
+    runner.add(dec)
+    runner.add(new)
+    await wait_steps(stub, 2)
+    sent = sorted([i.request_id for i in items] for items, _ in stub.steps)
+    assert sent == sorted([[dec.wire_id], [new.wire_id]])
+    assert client.peak == 2
+    for r in (dec, new):
+        runner.remove(r)
+    await asyncio.wait_for(runner.task, 5.0)
+
+
+async def test_the_default_depth_keeps_one_step_per_stage_in_flight() -> None:
+    """A fixed depth below the stage count would leave the later stages idle (a 10-stage chain at depth 2
+    ran 15% busy, simulated); the default fills every stage."""
+    client = SlowChain(delay_s=0.05)
+    stub = StubEngine(EngineLimits(max_batch_tokens=4))
+    three = (*CHAIN, Hop("c", LayerRange(4, 6)))
+    runner = ChainRunner(cast(Engine, stub), (*KEY, ("c", "fake:c", 4, 6)), three, client)
+    for i in range(4):
+        runner.add(prompt_request(f"r{i}", [1, 2, 3, 4]))
+    await wait_steps(stub, 4)
+    assert runner.depth == 3 and client.peak == 3
     for r in list(runner.requests.values()):
         runner.remove(r)
     await asyncio.wait_for(runner.task, 5.0)
