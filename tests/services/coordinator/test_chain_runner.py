@@ -174,18 +174,25 @@ async def test_runner_keeps_up_to_depth_steps_in_flight(depth: int) -> None:
     await asyncio.wait_for(runner.task, 5.0)
 
 
-async def test_a_one_stage_chain_keeps_one_step_in_flight_whatever_the_depth() -> None:
-    """A second step would only queue at the one worker and run as a step of its own."""
+async def peak_of_prompts(limits: EngineLimits, key: ChainKey, chain: tuple[Hop, ...], n: int) -> ChainRunner:
+    """Steps `n` four-token prompts (one a step at a budget of 4) over `chain`; the runner, with
+    `runner.client.peak` the most steps it had in flight at once."""
     client = SlowChain(delay_s=0.05)
-    stub = StubEngine(EngineLimits(max_batch_tokens=4, pipeline_depth=2))
-    runner = ChainRunner(cast(Engine, stub), KEY[:1], CHAIN[:1], client)
-    for i in range(3):
+    stub = StubEngine(limits)
+    runner = ChainRunner(cast(Engine, stub), key, chain, client)
+    for i in range(n):
         runner.add(prompt_request(f"r{i}", [1, 2, 3, 4]))
-    await wait_steps(stub, 3)
-    assert runner.depth == 1 and client.peak == 1
+    await wait_steps(stub, n)
     for r in list(runner.requests.values()):
         runner.remove(r)
     await asyncio.wait_for(runner.task, 5.0)
+    return runner
+
+
+async def test_a_one_stage_chain_keeps_one_step_in_flight_whatever_the_depth() -> None:
+    """A second step would only queue at the one worker and run as a step of its own."""
+    runner = await peak_of_prompts(EngineLimits(max_batch_tokens=4, pipeline_depth=2), KEY[:1], CHAIN[:1], 3)
+    assert runner.depth == 1 and cast(SlowChain, runner.client).peak == 1
 
 
 async def test_a_prompt_goes_out_beside_a_decode_step_never_in_it() -> None:
@@ -208,17 +215,9 @@ async def test_a_prompt_goes_out_beside_a_decode_step_never_in_it() -> None:
 async def test_the_default_depth_keeps_one_step_per_stage_in_flight() -> None:
     """A fixed depth below the stage count would leave the later stages idle (a 10-stage chain at depth 2
     ran 15% busy, simulated); the default fills every stage."""
-    client = SlowChain(delay_s=0.05)
-    stub = StubEngine(EngineLimits(max_batch_tokens=4))
     three = (*CHAIN, Hop("c", LayerRange(4, 6)))
-    runner = ChainRunner(cast(Engine, stub), (*KEY, ("c", "fake:c", 4, 6)), three, client)
-    for i in range(4):
-        runner.add(prompt_request(f"r{i}", [1, 2, 3, 4]))
-    await wait_steps(stub, 4)
-    assert runner.depth == 3 and client.peak == 3
-    for r in list(runner.requests.values()):
-        runner.remove(r)
-    await asyncio.wait_for(runner.task, 5.0)
+    runner = await peak_of_prompts(EngineLimits(max_batch_tokens=4), (*KEY, ("c", "fake:c", 4, 6)), three, 4)
+    assert runner.depth == 3 and cast(SlowChain, runner.client).peak == 3
 
 
 async def test_a_step_that_raises_becomes_unavailable_results() -> None:
