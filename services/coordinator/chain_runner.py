@@ -23,9 +23,9 @@ ChainKey = tuple[tuple[str, str, int, int], ...]
 
 # The default pipeline depth: more than any chain has stages, so every chain keeps one step per stage in
 # flight, as pipeline-parallel serving does (vLLM runs one micro-batch per pipeline stage). A fixed depth
-# leaves the stages beyond it idle: at 2, a 10-stage chain was simulated 15% busy and served 48 decode tok/s
-# against 58 at one step per stage (cluster10, bench/planner_cluster10.py), and no fleet measured served
-# less at one per stage than at 2.
+# leaves the stages beyond it idle: at 2, a 10-stage chain was simulated 16% busy and served 54.3 decode
+# tok/s against 59.7 at one step per stage (cluster10, bench/planner_cluster10.py); no fleet measured
+# (README, "Steps and pipeline depth") served more than 1% less at one per stage than at 2.
 ONE_PER_STAGE = 64
 
 
