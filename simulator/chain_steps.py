@@ -21,6 +21,7 @@ if TYPE_CHECKING:
 
 
 DECODE, PROMPT = 0, 1
+KINDS = (DECODE, PROMPT)
 
 
 class _Chain:
@@ -28,8 +29,9 @@ class _Chain:
 
     def __init__(self, depth: int) -> None:
         self.depth = depth
-        self.ready: list[Query] = []
-        # Steps in flight by kind: [decode steps, prompt steps]; each kind has the depth to itself.
+        # By kind, [decodes, prompts]: the queries ready for the next step and the steps in flight; each
+        # kind has the depth to itself.
+        self.ready: list[list[Query]] = [[], []]
         self.inflight = [0, 0]
         # A launch is scheduled for this instant: everything that gets ready before it runs joins it, as
         # the live runner takes every request made ready in one turn of its event loop.
@@ -78,7 +80,7 @@ class ChainSteps:
         if c is None:
             # At most one step per stage, as the live runner (a one-worker chain steps all its queries).
             c = self.chains[q.route] = _Chain(min(self.depth, len(q.route)))
-        c.ready.append(q)
+        c.ready[PROMPT if q.iteration == 0 else DECODE].append(q)
         self._wake(c)
 
     def done(self, q: Query) -> None:
@@ -94,25 +96,19 @@ class ChainSteps:
             self._wake(step.chain)
 
     def _wake(self, c: _Chain) -> None:
-        if not c.due and c.ready and min(c.inflight) < c.depth:
+        if not c.due and any(c.ready[k] and c.inflight[k] < c.depth for k in KINDS):
             c.due = True
             self.loop.schedule(self.loop.now, self._launch, c)
 
     def _launch(self, c: _Chain) -> None:
-        c.due = False
-        if not c.ready:
-            return
         # Prompts and decodes go out in steps of their own, as the live runner sends them (a decode riding
         # with a prompt would pay the prompt's compute at every stage).
-        prompts = [q for q in c.ready if q.iteration == 0]
-        decodes = [q for q in c.ready if q.iteration != 0] if prompts else c.ready
-        c.ready = []
-        for kind, batch in ((DECODE, decodes), (PROMPT, prompts)):
-            if not batch:
+        c.due = False
+        for kind in KINDS:
+            batch = c.ready[kind]
+            if not batch or c.inflight[kind] >= c.depth:
                 continue
-            if c.inflight[kind] >= c.depth:
-                c.ready.extend(batch)
-                continue
+            c.ready[kind] = []
             c.inflight[kind] += 1
             step = Step(c, len(batch), kind)
             for q in batch:
