@@ -67,9 +67,9 @@ class SimConfig:
     step_overhead_s: Mapping[str, float] | None = None
     hosts: tuple[HostSpec, ...] = ()
     coordinator_cpu_s_per_iteration: float = 0.0
-    # BRL's coordinator: each chain steps its ready requests together, one message a hop, at most this many
-    # steps in flight (services/coordinator/chain_runner.py; simulator.chain_steps). None: the paper's,
-    # every query on its own.
+    # BRL's coordinator: each chain steps its ready requests together, one message a hop, decodes and
+    # prompts apart, at most this many steps of each in flight and one per stage
+    # (services/coordinator/chain_runner.py; simulator.chain_steps). None: the paper's, every query on its own.
     pipeline_depth: int | None = None
     # Re-plan after each failure (simulator.transition): the coordinator notices the loss after its
     # heartbeat timeout (`replan_detect_s`), plans (`replan_compute_s`), then the nodes that must load new

@@ -80,8 +80,9 @@ class SimulationRequest(FleetFields):
         None,
         ge=1,
         le=64,
-        description="model BRL's coordinator: each chain steps its ready requests together, at most this "
-        "many steps in flight (one per stage at most); unset: the paper's, every request on its own",
+        description="model BRL's coordinator: each chain steps its ready requests together (decodes and "
+        "prompts apart), at most this many steps of each in flight (one per stage at most; 64: one per stage, "
+        "the coordinator's default); unset: the paper's, every request on its own",
     )
     dead_end: DeadEndRule | None = Field(
         None,
