@@ -40,7 +40,6 @@ class ChainLike(Protocol):
 ChainFactory = Callable[[Sequence[HopAddress]], ChainLike]
 # (request, tokens to send, is last chunk of what it has pending)
 Batch = list[tuple["Request", list[int], bool]]
-DECODE, PROMPT = 0, 1
 
 
 def is_decode(r: Request) -> bool:
